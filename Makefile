@@ -1,0 +1,48 @@
+# verse-etl: `make run` sets everything up and builds the sample; `make test` runs the tests.
+# Needs only Python 3.11 and make: every other tool is installed into .venv from requirements.lock.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.8
+
+export PATH := $(BIN):$(PATH)
+# Prefect and DVC: home inside the project, no telemetry, no network.
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: run setup test lint lock bench clean
+
+run: setup ## Build the built-in sample end to end (dvc repro) and print what was built.
+	dvc repro
+	verse-etl summary data/build
+
+setup: $(VENV)/.installed ## Create .venv and install the locked dependencies and the project.
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+test: setup ## Lint and run the whole test suite.
+	ruff check .
+	pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+lock: setup ## Re-resolve requirements.in into requirements.lock (exact pins, Python 3.11).
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header -o requirements.lock
+
+bench: setup ## Conversion benchmark (prints MB/s and peak RSS).
+	python benchmarks/convert.py
+
+clean:
+	rm -rf data .prefect .pytest_cache

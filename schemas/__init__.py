@@ -1,0 +1,36 @@
+"""Table contracts: one pandera model per Parquet table, the only home of its columns, types,
+checks and descriptions. ``TABLES`` maps the table (file) name to its model.
+"""
+
+from schemas.mosmed_vertebrae import MosmedVertebraeTable
+from schemas.quarantine import QuarantineTable
+from schemas.scans import ScansTable
+from schemas.series import SeriesTable
+from schemas.vertebrae import VertebraeTable
+
+TABLES = {
+    "scans": ScansTable,
+    "vertebrae": VertebraeTable,
+    "series": SeriesTable,
+    "mosmed_vertebrae": MosmedVertebraeTable,
+    "quarantine": QuarantineTable,
+}
+
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "scans": ("scan_id",),
+    "vertebrae": ("scan_id", "label"),
+    "series": ("folder", "series_uid"),
+    "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
+    "quarantine": ("source", "case_id", "table", "file", "check", "reason"),
+}
+"""Row order of each table: files are byte-identical from build to build."""
+
+__all__ = [
+    "SORT_KEYS",
+    "TABLES",
+    "MosmedVertebraeTable",
+    "QuarantineTable",
+    "ScansTable",
+    "SeriesTable",
+    "VertebraeTable",
+]

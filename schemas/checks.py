@@ -1,0 +1,39 @@
+"""Checks shared by several table contracts."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+ORIENTATION_LETTERS = set("LRAPSI")
+
+
+def is_affine(value: object) -> bool:
+    """A row-major 4x4 affine flattened to 16 finite floats with last row 0 0 0 1."""
+    try:
+        items = [float(v) for v in value]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return False
+    return (
+        len(items) == 16
+        and all(math.isfinite(v) for v in items)
+        and items[12:] == [0.0, 0.0, 0.0, 1.0]
+    )
+
+
+def affine_column(series: pd.Series) -> pd.Series:
+    """Element-wise :func:`is_affine`."""
+    return series.map(is_affine)
+
+
+def orientation_column(series: pd.Series) -> pd.Series:
+    """Three distinct anatomical axis codes, e.g. ``PIR``."""
+    return series.map(
+        lambda s: (
+            isinstance(s, str)
+            and len(s) == 3
+            and set(s) <= ORIENTATION_LETTERS
+            and len({c.replace("R", "L").replace("A", "P").replace("I", "S") for c in s}) == 3
+        )
+    )

@@ -1,0 +1,39 @@
+"""Contract of ``quarantine.parquet``: every record the build rejected or flagged, with the reason."""
+
+from __future__ import annotations
+
+import pandera.pandas as pa
+from pandera.typing import Series
+
+
+class QuarantineTable(pa.DataFrameModel):
+    """One row per rejected or flagged record. Nothing leaves the build silently."""
+
+    source: Series[str] = pa.Field(
+        isin=["verse", "mosmed"], description="Source dataset of the record."
+    )
+    case_id: Series[str] = pa.Field(
+        description="Scan id, or study folder (MosMed) the record belongs to."
+    )
+    table: Series[str] = pa.Field(
+        description="Table the record was meant for ('' for a whole case)."
+    )
+    file: Series[str] = pa.Field(
+        description="Source file at fault, relative to its source root where possible."
+    )
+    check: Series[str] = pa.Field(
+        description="Name of the failed check (e.g. read, mask_integral, superior_above_inferior)."
+    )
+    reason: Series[str] = pa.Field(
+        description="What is wrong, with expected and found values, and what to do."
+    )
+    severity: Series[str] = pa.Field(
+        isin=["warn", "raise"],
+        description="warn: flagged, build goes on; raise: fails the build after all cases ran.",
+    )
+    record: Series[str] = pa.Field(description="The rejected row as JSON ('' for a whole case).")
+
+    class Config:
+        strict = True
+        coerce = True
+        description = "Rejected and flagged records with file, check and reason."

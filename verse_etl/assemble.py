@@ -1,0 +1,159 @@
+"""Case results -> validated tables, Parquet files, metrics, and pruning of stale stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from schemas import SORT_KEYS, TABLES
+from verse_etl.params import CheckParams
+from verse_etl.paths import CASES_DIR, VOLUMES_DIR, metrics_path, table_path
+from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.tables import collect_rows, frame, quarantine_frame, write_parquet
+from verse_etl.validation import validate_table
+
+# How to name the source, case and file of a row of each table in a quarantine record.
+_ROW_ORIGIN = {
+    "scans": ("verse", "scan_id", "ct_path"),
+    "vertebrae": ("verse", "scan_id", "scan_id"),
+    "series": ("mosmed", "folder", "folder"),
+    "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
+}
+
+
+# Rows whose parent row was rejected are rejected too: no vertebra without its scan.
+_PARENTS = (("vertebrae", "scan_id", "scans"), ("mosmed_vertebrae", "series_uid", "series"))
+
+
+def _drop_orphans(
+    child: pd.DataFrame, parent: pd.DataFrame, key: str, table: str
+) -> tuple[pd.DataFrame, list[QuarantineRecord]]:
+    source, case_col, file_col = _ROW_ORIGIN[table]
+    orphan = ~child[key].isin(set(parent[key]))
+    records = [
+        QuarantineRecord(
+            source=source,
+            case_id=str(row[case_col]),
+            table=table,
+            file=str(row[file_col]),
+            check="parent_rejected",
+            reason=f"{row[file_col]}: {table} row left out because its {key} {row[key]!r} was rejected",
+            record=json.dumps(row.to_dict(), default=str, sort_keys=True),
+        )
+        for _, row in child[orphan].iterrows()
+    ]
+    return child[~orphan].reset_index(drop=True), records
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """What one build produced."""
+
+    rows: dict[str, int]
+    cases: int
+    converted: int
+    reused: int
+    stores_written: int
+    quarantined: int
+    failing: int  # quarantine records whose check is set to "raise"
+    checks_failed: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Deterministic JSON (the DVC metrics file)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> BuildSummary:
+    """Validate every table, write the Parquet files and metrics, prune stale outputs.
+
+    Tables are written even when some rows fail a ``raise`` check: the caller decides to fail
+    the build after everything good is on disk.
+    """
+    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
+    frames: dict[str, pd.DataFrame] = {}
+    for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
+        model = TABLES[name]
+        df = frame(collect_rows(results, name), model, SORT_KEYS[name])
+        good, rejected = validate_table(
+            df,
+            model,
+            table=name,
+            source_of=lambda _row, s=source: s,
+            case_of=lambda row, c=case_col: row[c],
+            file_of=lambda row, f=file_col: row[f],
+            checks=checks,
+        )
+        frames[name] = good
+        quarantine.extend(rejected)
+    for child, key, parent in _PARENTS:
+        frames[child], orphans = _drop_orphans(frames[child], frames[parent], key, child)
+        quarantine.extend(orphans)
+    q_rows = [
+        {**row, "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"]}
+        for row in quarantine_frame(quarantine)
+    ]
+    frames["quarantine"] = frame(q_rows, TABLES["quarantine"], SORT_KEYS["quarantine"])
+    frames["quarantine"] = TABLES["quarantine"].validate(frames["quarantine"])
+    for name, df in frames.items():
+        write_parquet(df, table_path(out, name), TABLES[name])
+    _prune(results, out)
+    failed: dict[str, int] = {}
+    for row in q_rows:
+        failed[row["check"]] = failed.get(row["check"], 0) + 1
+    summary = BuildSummary(
+        rows={name: len(df) for name, df in sorted(frames.items())},
+        cases=len(results),
+        converted=sum(r.converted for r in results),
+        reused=sum(not r.converted for r in results),
+        stores_written=sum(r.stores_written for r in results),
+        quarantined=len(q_rows),
+        failing=sum(row["severity"] == "raise" for row in q_rows),
+        checks_failed=dict(sorted(failed.items())),
+    )
+    write_text_atomic(metrics_path(out), _metrics(summary))
+    return summary
+
+
+def _metrics(summary: BuildSummary) -> str:
+    # Only what is stable between a fresh and an incremental build of the same inputs goes into
+    # the DVC metrics file (converted/reused counts vary with the cache).
+    data = {
+        "rows": summary.rows,
+        "quarantined": summary.quarantined,
+        "checks_failed": summary.checks_failed,
+    }
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _prune(results: Sequence[CaseResult], out: Path) -> None:
+    """Delete stores and cached case results of cases that are no longer in the sources."""
+    keep = {(r.source, r.case_id) for r in results}
+    for source in ("verse", "mosmed"):
+        cases = out / CASES_DIR / source
+        if cases.is_dir():
+            for path in cases.glob("*.json"):
+                if (source, path.stem) not in keep:
+                    path.unlink()
+        volumes = out / VOLUMES_DIR / source
+        if not volumes.is_dir():
+            continue
+        for path in volumes.iterdir():
+            case_id = path.name.removesuffix(".zarr")
+            if (source, case_id) not in keep or ".tmp-" in path.name or ".old-" in path.name:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    series_stores = {
+        row["store_path"]
+        for r in results
+        for row in r.rows.get("series", [])
+        if row.get("store_path")
+    }
+    mosmed = out / VOLUMES_DIR / "mosmed"
+    if mosmed.is_dir():
+        for path in mosmed.glob("*/*"):
+            if path.relative_to(out).as_posix() not in series_stores:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -1,0 +1,57 @@
+"""What a finished build holds, read back from disk (for the CLI summary and the tests)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from schemas import TABLES
+from verse_etl.errors import InputError
+from verse_etl.paths import VOLUMES_DIR, table_path
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Row counts per table, volume stores and quarantine counts per check."""
+
+    rows: dict[str, int]
+    stores: int
+    store_files: int
+    store_bytes: int
+    quarantine_by_check: dict[str, int]
+
+
+def read_inventory(out: Path) -> Inventory:
+    """Read the Parquet footers and walk the volume stores of the build at ``out``.
+
+    Raises
+    ------
+    InputError
+        If a table is missing (the build did not finish, or ``out`` is not a build folder).
+    """
+    rows: dict[str, int] = {}
+    for name in TABLES:
+        path = table_path(out, name)
+        if not path.exists():
+            raise InputError(
+                path,
+                "table not found",
+                "run `verse-etl build` (or `dvc repro`) first",
+                check="inventory",
+            )
+        rows[name] = pq.ParquetFile(path).metadata.num_rows
+    stores = list((out / VOLUMES_DIR).rglob("*.zarr"))
+    files = [p for store in stores for p in store.rglob("*") if p.is_file()]
+    checks = (
+        pq.read_table(table_path(out, "quarantine"), columns=["check"]).column("check").to_pylist()
+    )
+    return Inventory(
+        rows=rows,
+        stores=len(stores),
+        store_files=len(files),
+        store_bytes=sum(p.stat().st_size for p in files),
+        quarantine_by_check=dict(sorted(Counter(checks).items())),
+    )

@@ -1,0 +1,106 @@
+"""Per-case results: the rows one case contributes to each table, and what it sent to quarantine.
+
+A case (a VerSe scan, a MosMed study) is processed on its own; its result is saved as a small JSON
+file beside the stores so that an unchanged case is not processed again on the next build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verse_etl.errors import InputError
+
+CASE_FORMAT = 1
+"""Bump when the rows a case produces change meaning, so that saved results are recomputed."""
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """One rejected or flagged record (see ``schemas/quarantine.py``)."""
+
+    source: str
+    case_id: str
+    table: str
+    file: str
+    check: str
+    reason: str
+    severity: str = "warn"
+    record: str = ""
+
+    @classmethod
+    def from_error(
+        cls, error: InputError, source: str, case_id: str, root: Path, table: str = ""
+    ) -> QuarantineRecord:
+        """Quarantine a whole case (or one of its files) because of ``error``."""
+        return cls(
+            source=source,
+            case_id=case_id,
+            table=table,
+            file=relative(Path(error.path), root),
+            check=error.check,
+            reason=str(error).replace(error.path, relative(Path(error.path), root), 1),
+        )
+
+
+@dataclass
+class CaseResult:
+    """Rows and quarantine records of one case. ``converted`` is False when reused unchanged."""
+
+    source: str
+    case_id: str
+    fingerprint: str
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    quarantine: list[QuarantineRecord] = field(default_factory=list)
+    stores_written: int = 0
+    converted: bool = True
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        """Append one row to ``table``."""
+        self.rows.setdefault(table, []).append(row)
+
+    def to_json(self) -> str:
+        """Serialise (deterministically) for the case cache."""
+        payload = {"format": CASE_FORMAT, **asdict(self)}
+        payload.pop("converted")
+        payload.pop("stores_written")
+        return json.dumps(payload, sort_keys=True, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CaseResult | None:
+        """Load a cached result; None if it was written by another format version."""
+        data = json.loads(text)
+        if data.pop("format", None) != CASE_FORMAT:
+            return None
+        data["quarantine"] = [QuarantineRecord(**q) for q in data["quarantine"]]
+        return cls(**data, converted=False, stores_written=0)
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as a POSIX string, or as given if it lies elsewhere."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_cached(path: Path, fingerprint: str) -> CaseResult | None:
+    """The saved result at ``path`` if it exists and matches ``fingerprint``."""
+    try:
+        cached = CaseResult.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    if cached is None or cached.fingerprint != fingerprint:
+        return None
+    return cached
