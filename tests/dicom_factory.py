@@ -48,7 +48,7 @@ def write_series(
             warnings.simplefilter("ignore", UserWarning)
             ds.SeriesInstanceUID = series_uid
         ds.StudyInstanceUID = study_uid
-        number = (instance_numbers[i] if instance_numbers is not None else i + 1)
+        number = instance_numbers[i] if instance_numbers is not None else i + 1
         if number is not None:
             ds.InstanceNumber = number
         ds.ImagePositionPatient = [float(v) for v in positions[i]]

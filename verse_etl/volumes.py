@@ -184,10 +184,10 @@ def as_labels(
         if slab.dtype.kind == "f":
             bad = ~np.isfinite(slab) | (slab != np.rint(slab))
             if bad.any():
-                value = slab[bad].flat[0]
+                value = slab[bad].flat[0].item()
                 raise InputError(
                     path,
-                    f"mask holds non-integer values (e.g. {value!r} near slice {k0})",
+                    f"mask holds non-integer values (expected whole labels, got e.g. {value!r} in slab at slice {k0})",
                     "labels must be whole numbers; was the mask resampled with interpolation?",
                     check="mask_integral",
                 )

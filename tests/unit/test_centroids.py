@@ -20,7 +20,9 @@ def _write(path: Path, direction: list[str], entries: list[dict]) -> Path:
 
 def test_same_direction_is_identity(tmp_path: Path) -> None:
     affine = np.diag([-0.5, -0.5, 1.25, 1])
-    path = _write(tmp_path / "c.json", ["L", "P", "S"], [{"label": 20, "X": 1.0, "Y": 2.0, "Z": 3.0}])
+    path = _write(
+        tmp_path / "c.json", ["L", "P", "S"], [{"label": 20, "X": 1.0, "Y": 2.0, "Z": 3.0}]
+    )
     parsed = read_centroids(path, (10, 10, 10), affine, axcodes(affine))
     (c,) = parsed.centroids
     assert c.voxel == (1.0, 2.0, 3.0)
@@ -41,7 +43,9 @@ def test_other_direction_is_permuted_and_flipped(tmp_path: Path) -> None:
 
 def test_nan_entries_are_reported_not_kept(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text('[{"direction": ["L","P","S"]}, {"label": 1, "X": NaN, "Y": 1, "Z": 1}, {"label": 2, "X": 1, "Y": 1, "Z": 1}]')
+    path.write_text(
+        '[{"direction": ["L","P","S"]}, {"label": 1, "X": NaN, "Y": 1, "Z": 1}, {"label": 2, "X": 1, "Y": 1, "Z": 1}]'
+    )
     parsed = read_centroids(path, (5, 5, 5), np.eye(4), "RAS")
     assert [c.label for c in parsed.centroids] == [2]
     assert parsed.skipped and "label 1" in parsed.skipped[0]

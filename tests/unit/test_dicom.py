@@ -76,7 +76,10 @@ def test_mixed_orientation_is_reported(tmp_path: Path) -> None:
     uid = "1.2.3.99"
     write_series(tmp_path / "s", _volume(4), series_uid=uid)
     write_series(
-        tmp_path / "s" / "loc", _volume(1), series_uid=uid, orientation=(0, 1, 0, 0, 0, -1),
+        tmp_path / "s" / "loc",
+        _volume(1),
+        series_uid=uid,
+        orientation=(0, 1, 0, 0, 0, -1),
         positions=[(0, 0, 10)],
     )
     geometry, _ = _load(tmp_path / "s")

@@ -82,7 +82,7 @@ def test_corrupt_gzip_is_an_input_error(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="f.nii.gz"):
+    with pytest.raises(InputError, match=r"f\.nii\.gz"):
         info = read_nifti_info(path)
         list(iter_nifti_slabs(info, 4))
 

@@ -1,0 +1,142 @@
+"""The Prefect build flow on a tiny sample: every source voxel, affine and row count checked."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from zarr import open_group
+
+from verse_etl.geometry import LPS_TO_RAS
+from verse_etl.params import BuildParams, SourceParams, VolumeParams
+from verse_etl.paths import table_path
+from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, open_array
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory):
+    from verse_etl.sample import write_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    return out, write_sample(out, seed=3, verse_cases=5, mosmed_studies=2, size="tiny")
+
+
+@pytest.fixture(scope="module")
+def built(sample, prefect_server, tmp_path_factory: pytest.TempPathFactory):
+    from flows.build import run_build
+
+    src, manifest = sample
+    out = tmp_path_factory.mktemp("build")
+    params = BuildParams(
+        out=str(out),
+        sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed")),
+        volumes=VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2)),
+        workers=2,
+    )
+    summary = run_build(params)
+    tables = {name: pd.read_parquet(table_path(out, name)) for name in summary.rows}
+    return params, summary, tables, manifest, src, out
+
+
+def test_row_counts_of_every_table(built) -> None:
+    _, summary, tables, manifest, src, _ = built
+    assert summary.converted == summary.cases
+    assert len(tables["scans"]) == len(manifest.verse)
+    assert set(tables["scans"]["scan_id"]) == {s.scan_id for s in manifest.verse}
+    assert len(tables["vertebrae"]) == sum(len(s.labels) for s in manifest.verse)
+    # Every study holds the annotated thin series and a thick decoy series.
+    assert len(tables["series"]) == 2 * len(manifest.mosmed)
+    assert tables["series"]["is_volume"].all()
+    annotated = tables["series"][tables["series"]["annotated"]]
+    assert sorted(annotated["series_uid"]) == sorted(manifest.series_uids)
+    expected_vertebrae = 0
+    for study in manifest.mosmed:
+        raw = json.loads((src / study.annotation).read_text())
+        expected_vertebrae += sum(len(v) for v in raw["Annotation"].values())
+        rows = tables["mosmed_vertebrae"][tables["mosmed_vertebrae"]["folder"] == study.folder]
+        assert rows.groupby("expert").size().to_dict() == {
+            e: len(v) for e, v in raw["Annotation"].items()
+        }
+    assert len(tables["mosmed_vertebrae"]) == expected_vertebrae
+    assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
+
+
+def test_verse_voxels_affine_and_spacing_carried_over(built) -> None:
+    _, _, tables, manifest, src, out = built
+    scans = tables["scans"].set_index("scan_id")
+    for scan in manifest.verse:
+        row = scans.loc[scan.scan_id]
+        ct = nib.load(str(src / scan.ct))
+        mask = nib.load(str(src / scan.mask))
+        store = out / row["store_path"]
+        image = open_array(store, IMAGE_PATH)
+        labels = open_array(store, LABELS_PATH)
+        assert image.dtype == np.int16 and labels.dtype == np.uint8
+        np.testing.assert_array_equal(image[...], np.asanyarray(ct.dataobj))
+        np.testing.assert_array_equal(labels[...], np.asanyarray(mask.dataobj).astype(np.uint8))
+        np.testing.assert_allclose(np.reshape(row["affine"], (4, 4)), ct.affine)
+        attrs = open_group(store, mode="r").attrs["verse_etl"]
+        np.testing.assert_allclose(attrs["affine"], ct.affine)
+        np.testing.assert_allclose(
+            [row["spacing_i_mm"], row["spacing_j_mm"], row["spacing_k_mm"]],
+            scan.spacing_mm,
+            rtol=1e-5,
+        )
+        assert row["orientation"] == "".join(scan.orientation)
+        assert row["mask_dtype"] == scan.mask_dtype
+        vertebrae = tables["vertebrae"][tables["vertebrae"]["scan_id"] == scan.scan_id]
+        assert tuple(sorted(vertebrae["label"])) == scan.labels
+
+
+def test_mosmed_voxels_and_affine_match_dicom(built) -> None:
+    _, _, tables, manifest, src, out = built
+    series = tables["series"].set_index("series_uid")
+    for study in manifest.mosmed:
+        for uid, files in (
+            (study.series_uid, study.files),
+            (study.decoy_series_uid, study.decoy_files),
+        ):
+            row = series.loc[uid]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                datasets = [pydicom.dcmread(src / f) for f in files]
+            # Reference: feet-to-head order by ImagePositionPatient z (IOP is axial here).
+            datasets.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+            expected = np.stack(
+                [
+                    d.pixel_array.astype(np.int32) * float(d.RescaleSlope)
+                    + float(d.RescaleIntercept)
+                    for d in datasets
+                ],
+                axis=-1,
+            )
+            stored = open_array(out / row["store_path"])[...]
+            np.testing.assert_array_equal(stored, expected.astype(np.int16))
+            first = datasets[0]
+            ps = [float(v) for v in first.PixelSpacing]
+            step = np.subtract(datasets[1].ImagePositionPatient, first.ImagePositionPatient)
+            lps = np.eye(4)
+            lps[:3, 0] = np.asarray(first.ImageOrientationPatient[3:], float) * ps[0]
+            lps[:3, 1] = np.asarray(first.ImageOrientationPatient[:3], float) * ps[1]
+            lps[:3, 2] = step
+            lps[:3, 3] = np.asarray(first.ImagePositionPatient, float)
+            np.testing.assert_allclose(
+                np.reshape(row["affine"], (4, 4)), LPS_TO_RAS @ lps, atol=1e-6
+            )
+
+
+def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
+    from flows.build import run_build
+
+    params, first, _, _, _, out = built
+    before = {p.name: p.read_bytes() for p in (out / "tables").glob("*.parquet")}
+    again = run_build(params)
+    assert again.converted == 0 and again.reused == first.cases and again.stores_written == 0
+    assert {p.name: p.read_bytes() for p in (out / "tables").glob("*.parquet")} == before

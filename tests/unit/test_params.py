@@ -1,0 +1,39 @@
+"""params.yaml is read strictly: unknown keys and bad values are errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from verse_etl.errors import ParamsError
+from verse_etl.params import load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_project_params_load() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.build.volumes.chunks == (64, 64, 64)
+    assert params.build.sources.verse == "data/sample/verse"
+    assert params.build.checks.mode("anything") == "warn"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("volumes: {chunks: [64, 64]}\n", "volumes.chunks"),
+        ("volumes: {codec: snappy}\n", "volumes.codec"),
+        ("volume: {}\n", "unknown section"),
+        ("checks: {default: explode}\n", "checks mode"),
+        ("sample: {size: huge}\n", "sample.size"),
+        ("build: {outdir: x}\n", "unknown key"),
+        ("[1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_params_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=match) as info:
+        load_params(path)
+    assert str(path) in str(info.value)
