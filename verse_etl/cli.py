@@ -45,6 +45,9 @@ def sample(
             help="Real annotation files: write a matching synthetic study for each instead."
         ),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace sample folders already in --out.")
+    ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
     from verse_etl.sample import write_annotation_studies, write_sample
@@ -52,17 +55,26 @@ def sample(
     start = time.perf_counter()
     try:
         if annotations is not None:
-            manifest = write_annotation_studies(annotations, out, seed=seed)
+            manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
             if size not in SAMPLE_SIZES:
                 raise typer.BadParameter(f"--size is {size!r} (expected one of {SAMPLE_SIZES})")
             manifest = write_sample(
-                out, seed=seed, verse_cases=verse_cases, mosmed_studies=mosmed_studies, size=size
+                out,
+                seed=seed,
+                verse_cases=verse_cases,
+                mosmed_studies=mosmed_studies,
+                size=size,
+                overwrite=overwrite,
             )
     except VerseEtlError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
-    console.print(f"sample written to {out} in {time.perf_counter() - start:.1f} s: {manifest}")
+    console.print(
+        f"sample written to {out} in {time.perf_counter() - start:.1f} s: "
+        f"{len(manifest.verse)} VerSe scans, {len(manifest.mosmed)} MosMed studies, "
+        f"{len(manifest.files)} files"
+    )
 
 
 @app.command()

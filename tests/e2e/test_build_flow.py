@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -140,3 +141,50 @@ def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
     again = run_build(params)
     assert again.converted == 0 and again.reused == first.cases and again.stores_written == 0
     assert {p.name: p.read_bytes() for p in (out / "tables").glob("*.parquet")} == before
+
+
+@pytest.fixture(scope="module")
+def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytest.TempPathFactory):
+    """All 20 real annotation files against the synthetic studies `sample --annotations` makes."""
+    from flows.build import run_build
+    from verse_etl.sample import write_annotation_studies
+
+    src = tmp_path_factory.mktemp("real-ann")
+    write_annotation_studies(shared / "fixtures" / "mosmed" / "annotation", src)
+    out = tmp_path_factory.mktemp("real-ann-build")
+    params = BuildParams(
+        out=str(out), sources=SourceParams(verse="", mosmed=str(src / "mosmed")), workers=2
+    )
+    summary = run_build(params)
+    return summary, {name: pd.read_parquet(table_path(out, name)) for name in summary.rows}
+
+
+def test_real_annotations_come_out_with_every_expert_and_vertebra(
+    shared: Path, real_annotations_built
+) -> None:
+    _, tables = real_annotations_built
+    assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
+    files = sorted((shared / "fixtures" / "mosmed" / "annotation").glob("*.json"))
+    rows = tables["mosmed_vertebrae"]
+    assert rows["folder"].nunique() == len(files) == 20
+    for path in files:
+        raw = json.loads(path.read_text())
+        mine = rows[rows["folder"] == path.stem].sort_values(["expert", "vertebra_index"])
+        assert mine.groupby("expert").size().to_dict() == {
+            e: len(v) for e, v in raw["Annotation"].items()
+        }
+        assert set(mine["series_uid"]) == {raw["SeriesInstanceUID"]}
+        for expert, vertebrae in raw["Annotation"].items():
+            got = mine[mine["expert"] == expert]
+            points = got[
+                [
+                    f"{p}_{a}"
+                    for p in ("ant_sup", "ant_inf", "mid_sup", "mid_inf", "post_sup", "post_inf")
+                    for a in ("row", "col", "k")
+                ]
+            ]
+            np.testing.assert_array_equal(
+                points.to_numpy(), np.asarray(vertebrae).reshape(len(vertebrae), 18)
+            )
+    annotated = tables["series"][tables["series"]["annotated"]]
+    assert len(annotated) == len(files) and annotated["is_volume"].all()

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env["PREFECT_HOME"] = str(cwd / ".prefect")
+    env["PYTHONPATH"] = str(cwd)  # run the copy of the code that DVC hashes as deps
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr

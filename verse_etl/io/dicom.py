@@ -90,13 +90,18 @@ def read_slice_header(path: Path) -> SliceHeader | None:
         If the file is DICOM but lacks what a CT slice must have (SeriesInstanceUID, Rows,
         Columns).
     """
-    try:
-        with warnings.catch_warnings():
-            # MosMed UIDs end in '.', invalid for VR UI but real: keep them verbatim.
-            warnings.simplefilter("ignore", UserWarning)
+    # pydicom converts values lazily on attribute access, so every access stays inside the
+    # filter: MosMed UIDs end in '.', invalid for VR UI but real, and are kept verbatim.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
-        return None
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
+            return None
+        return _header(path, ds)
+
+
+def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | None:
     if "SeriesInstanceUID" not in ds or "Rows" not in ds or "Columns" not in ds:
         if "SeriesInstanceUID" in ds and "Rows" not in ds:
             return None  # e.g. a DICOMDIR or structured report next to the images
