@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from verse_etl.assemble import BuildSummary
 from verse_etl.errors import VerseEtlError
-from verse_etl.params import SAMPLE_SIZES, Params, SourceParams, load_params
+from verse_etl.params import SAMPLE_SIZES, BuildParams, Params, SourceParams, load_params
 
 app = typer.Typer(
     name="verse-etl",
@@ -77,21 +78,25 @@ def sample(
     )
 
 
-@app.command()
-def build(
-    params_file: ParamsOption = Path("params.yaml"),
-    verse: Annotated[
-        Path | None, typer.Option(help="VerSe source root (overrides params).")
-    ] = None,
-    mosmed: Annotated[
-        Path | None, typer.Option(help="MosMed source root (overrides params).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Build output folder (overrides params).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
-) -> None:
-    """Run the Prefect build flow: sources -> Zarr stores + Parquet tables."""
+RunnerOption = Annotated[
+    str,
+    typer.Option(
+        "--runner", help="Task runner: threads, or dask (a LocalCluster or --dask-address)."
+    ),
+]
+DaskOption = Annotated[
+    str | None,
+    typer.Option("--dask-address", help="Scheduler address of an existing Dask cluster."),
+]
+
+
+def _build_params(
+    params_file: Path,
+    verse: Path | None,
+    mosmed: Path | None,
+    out: Path | None,
+    workers: int | None,
+) -> BuildParams:
     try:
         params = _params(params_file).build
         if verse is not None or mosmed is not None:
@@ -115,26 +120,95 @@ def build(
                 f"[red]error:[/red] {root}: {name} source folder not found; check the path"
             )
             raise typer.Exit(2)
+    return params
 
-    from flows.build import BuildFailed, run_build
 
-    start = time.perf_counter()
-    try:
-        summary = run_build(params)
-    except BuildFailed as e:
-        console.print(f"[red]build failed:[/red] {e}")
-        raise typer.Exit(1) from e
-    seconds = time.perf_counter() - start
-    table = Table(title=f"verse-etl build -> {params.out} ({seconds:.1f} s)")
+def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool = True) -> None:
+    table = Table(title=f"verse-etl -> {out} ({seconds:.1f} s)")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in summary.rows.items():
         table.add_row(name, str(n))
     Console().print(table)
-    Console().print(
+    cases = (
         f"cases: {summary.cases} ({summary.converted} built, {summary.reused} unchanged); "
-        f"stores written: {summary.stores_written}; quarantined records: {summary.quarantined}"
+        f"stores written: {summary.stores_written}"
+        if built
+        else f"tables from {summary.cases} ingested cases"
     )
+    Console().print(f"{cases}; quarantined records: {summary.quarantined}")
+
+
+@app.command()
+def build(
+    params_file: ParamsOption = Path("params.yaml"),
+    verse: Annotated[
+        Path | None, typer.Option(help="VerSe source root (overrides params).")
+    ] = None,
+    mosmed: Annotated[
+        Path | None, typer.Option(help="MosMed source root (overrides params).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Build output folder (overrides params).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
+    runner: RunnerOption = "threads",
+    dask_address: DaskOption = None,
+) -> None:
+    """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
+    params = _build_params(params_file, verse, mosmed, out, workers)
+    from flows.build import BuildFailed, run_build
+
+    start = time.perf_counter()
+    try:
+        summary = run_build(params, runner, dask_address)
+    except BuildFailed as e:
+        console.print(f"[red]build failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    _print_summary(summary, params.out, time.perf_counter() - start)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="Sources to ingest: verse, mosmed.")],
+    params_file: ParamsOption = Path("params.yaml"),
+    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
+    runner: RunnerOption = "threads",
+    dask_address: DaskOption = None,
+) -> None:
+    """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
+    from verse_etl.outputs import SOURCES
+
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
+        raise typer.Exit(2)
+    params = _build_params(params_file, None, None, None, workers)
+    from flows.build import run_ingest
+
+    start = time.perf_counter()
+    results = run_ingest(tuple(sources), params, runner, dask_address)
+    built = sum(r.converted for r in results)
+    Console().print(
+        f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
+        f"({built} built, {len(results) - built} unchanged), "
+        f"{sum(len(r.quarantine) for r in results)} quarantined records"
+    )
+
+
+@app.command("tables")
+def tables_command(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
+    params = _build_params(params_file, None, None, None, None)
+    from flows.build import BuildFailed, tables
+
+    start = time.perf_counter()
+    try:
+        summary = tables(params)
+    except BuildFailed as e:
+        console.print(f"[red]build failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 
 @app.command()

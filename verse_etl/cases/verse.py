@@ -56,7 +56,7 @@ def build_verse_scan(scan: VerseScan, root: Path, out: Path, volumes: VolumePara
 
 def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path) -> CaseResult:
     """Quarantine records (severity warn) naming every dropped duplicate and the copy kept."""
-    result = CaseResult(source=SOURCE, case_id="(duplicates)", fingerprint="")
+    result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
     for dropped, kept in pairs:
         path = relative(dropped.ct_path, root)
         result.quarantine.append(
