@@ -212,6 +212,29 @@ def tables_command(params_file: ParamsOption = Path("params.yaml")) -> None:
 
 
 @app.command()
+def release(
+    tag: Annotated[str, typer.Argument(help="Version tag, e.g. v2026.11.")],
+    params_file: ParamsOption = Path("params.yaml"),
+    push: Annotated[bool, typer.Option(help="Push the outputs to the default DVC remote.")] = False,
+) -> None:
+    """Release the current (up-to-date) build as a dataset version: git tag + dvc.lock + notes."""
+    from verse_etl.release import release as make_release
+
+    params = _params(params_file).build
+    try:
+        notes = make_release(Path.cwd(), tag, params.out)
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    Console().print(notes.to_markdown())
+    if push:
+        from dvc.repo import Repo
+
+        Repo(".").push()
+        Console().print("outputs pushed to the default DVC remote")
+
+
+@app.command()
 def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:
