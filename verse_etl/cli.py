@@ -235,6 +235,38 @@ def release(
 
 
 @app.command()
+def serve(
+    params_file: ParamsOption = Path("params.yaml"),
+    cron: Annotated[str | None, typer.Option(help="Cron schedule (overrides params).")] = None,
+    name: Annotated[str | None, typer.Option(help="Deployment name (overrides params).")] = None,
+) -> None:
+    """Serve the scheduled-release deployment (build, release if changed, push) until stopped.
+
+    Runs against the Prefect API in PREFECT_API_URL (e.g. a local `prefect server start`).
+    """
+    try:
+        params = _params(params_file)
+        schedule = replace(
+            params.schedule,
+            cron=cron or params.schedule.cron,
+            deployment=name or params.schedule.deployment,
+        )
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    from flows.schedule import serve as serve_deployment
+
+    serve_deployment(
+        Path.cwd(),
+        schedule.cron,
+        schedule.deployment,
+        params.build.out,
+        schedule.remote,
+        schedule.push,
+    )
+
+
+@app.command()
 def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:

@@ -113,11 +113,29 @@ class BuildParams:
 
 
 @dataclass(frozen=True)
+class ScheduleParams:
+    """Scheduled builds (``params.yaml: schedule``), served by ``verse-etl serve``."""
+
+    cron: str = "0 3 * * *"
+    deployment: str = "nightly"
+    remote: str | None = None  # None: the default DVC remote
+    push: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.cron.split()) != 5:
+            raise ParamsError(
+                f"params.yaml: schedule.cron is {self.cron!r} (expected five cron fields, "
+                "e.g. '0 3 * * *'); fix the value"
+            )
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``."""
 
     sample: SampleParams = field(default_factory=SampleParams)
     build: BuildParams = field(default_factory=BuildParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
 
 
 def _triple(name: str, value: Any) -> tuple[int, int, int]:
@@ -149,11 +167,11 @@ def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 def params_from_mapping(data: Mapping[str, Any]) -> Params:
     """Build :class:`Params` from the parsed YAML mapping, rejecting unknown keys."""
     data = dict(data or {})
-    unknown = sorted(set(data) - {"sample", "sources", "volumes", "checks", "build"})
+    unknown = sorted(set(data) - {"sample", "sources", "volumes", "checks", "build", "schedule"})
     if unknown:
         raise ParamsError(
             f"params.yaml: unknown section(s) {unknown} "
-            "(expected sample, sources, volumes, checks, build); remove or rename them"
+            "(expected sample, sources, volumes, checks, build, schedule); remove or rename them"
         )
     build = dict(data.get("build") or {})
     out = str(build.pop("out", BuildParams.out))
@@ -165,6 +183,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         )
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
+        schedule=_section(ScheduleParams, data.get("schedule"), "schedule"),
         build=BuildParams(
             out=out,
             workers=workers,
