@@ -16,6 +16,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from verse_etl.assemble import BuildSummary, assemble
+from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.verse import build_verse_scan, duplicate_scans_result
 from verse_etl.errors import VerseEtlError
@@ -141,6 +142,7 @@ def tables(params: BuildParams) -> BuildSummary:
     """
     out = Path(params.out)
     summary = assemble(load_case_results(out), out, params.checks)
+    write_card(out, params)
     if summary.failing:
         raise BuildFailed(
             f"{out}: {summary.failing} quarantined record(s) failed checks set to 'raise' "

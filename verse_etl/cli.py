@@ -267,6 +267,43 @@ def serve(
 
 
 @app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views scans, vertebrae, series, ...")],
+    out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build"),
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
+    from verse_etl.catalog import query as run_query
+
+    try:
+        result = run_query(out, sql).to_pandas()
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if fmt == "csv":
+        typer.echo(result.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        typer.echo(result.to_json(orient="records"))
+    else:
+        typer.echo(result.to_string(index=False))
+
+
+@app.command()
+def dictionary(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path(
+        "docs/data-dictionary.md"
+    ),
+) -> None:
+    """Write the data dictionary generated from the table contracts."""
+    from schemas import TABLES
+    from verse_etl.dictionary import render_dictionary
+    from verse_etl.records import write_text_atomic
+
+    write_text_atomic(out, render_dictionary(TABLES))
+    console.print(f"data dictionary written to {out}")
+
+
+@app.command()
 def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:
