@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verse_etl.assemble import BuildSummary
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import VerseEtlError, WorkspaceBusyError
 from verse_etl.params import SAMPLE_SIZES, BuildParams, Params, SourceParams, load_params
 
 app = typer.Typer(
@@ -88,6 +88,11 @@ DaskOption = Annotated[
     str | None,
     typer.Option("--dask-address", help="Scheduler address of an existing Dask cluster."),
 ]
+WaitOption = Annotated[
+    float,
+    typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
+]
+BUSY_EXIT = 3
 
 
 def _build_params(
@@ -154,6 +159,7 @@ def build(
     workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
     runner: RunnerOption = "threads",
     dask_address: DaskOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
     params = _build_params(params_file, verse, mosmed, out, workers)
@@ -161,7 +167,10 @@ def build(
 
     start = time.perf_counter()
     try:
-        summary = run_build(params, runner, dask_address)
+        summary = run_build(params, runner, dask_address, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
     except BuildFailed as e:
         console.print(f"[red]build failed:[/red] {e}")
         raise typer.Exit(1) from e
@@ -175,6 +184,7 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
     runner: RunnerOption = "threads",
     dask_address: DaskOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.outputs import SOURCES
@@ -187,7 +197,11 @@ def ingest(
     from flows.build import run_ingest
 
     start = time.perf_counter()
-    results = run_ingest(tuple(sources), params, runner, dask_address)
+    try:
+        results = run_ingest(tuple(sources), params, runner, dask_address, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
     built = sum(r.converted for r in results)
     Console().print(
         f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
@@ -197,14 +211,17 @@ def ingest(
 
 
 @app.command("tables")
-def tables_command(params_file: ParamsOption = Path("params.yaml")) -> None:
+def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from flows.build import BuildFailed, tables
+    from flows.build import BuildFailed, run_tables
 
     start = time.perf_counter()
     try:
-        summary = tables(params)
+        summary = run_tables(params, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
     except BuildFailed as e:
         console.print(f"[red]build failed:[/red] {e}")
         raise typer.Exit(1) from e
@@ -301,6 +318,32 @@ def dictionary(
 
     write_text_atomic(out, render_dictionary(TABLES))
     console.print(f"data dictionary written to {out}")
+
+
+@app.command()
+def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Download the source files listed under `downloads` in params.yaml (resume + sha256)."""
+    from verse_etl.download import Download
+    from verse_etl.download import fetch as fetch_one
+
+    try:
+        items = [Download(d.url, Path(d.dest), d.sha256) for d in _params(params_file).downloads]
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    failed = 0
+    for item in items:
+        try:
+            result = fetch_one(item)
+        except VerseEtlError as e:
+            failed += 1
+            console.print(f"[red]failed:[/red] {e}")
+            continue
+        state = "present" if result.skipped else f"fetched {result.bytes_fetched} bytes"
+        resumed = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
+        Console().print(f"{item.dest}: {state}{resumed}, sha256 verified")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
