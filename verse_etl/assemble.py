@@ -68,11 +68,14 @@ class BuildSummary:
 
 
 def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> BuildSummary:
-    """Validate every table, write the Parquet files and metrics, prune stale outputs.
+    """Validate every table, write the Parquet files and metrics.
 
     Tables are written even when some rows fail a ``raise`` check: the caller decides to fail
-    the build after everything good is on disk.
+    the build after everything good is on disk. Temporary files left by a killed earlier run
+    are removed first.
     """
+    for leftover in [*out.glob("tables/*.tmp-*"), *out.glob("*.tmp-*")]:
+        leftover.unlink(missing_ok=True)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
     frames: dict[str, pd.DataFrame] = {}
     for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
