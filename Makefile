@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run setup test lint lock bench clean
+.PHONY: run setup test browser lint lock bench clean
 
 run: setup ## Build the built-in sample end to end (dvc repro), push it to the local remote, summarise.
 	dvc repro
@@ -30,9 +30,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-test: setup ## Lint and run the whole test suite.
+test: setup browser ## Lint and run the whole test suite.
 	ruff check .
 	pytest
+
+browser: ## Debian's Chromium, for the report's browser test (needs root or sudo-less apt).
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: setup
 	ruff check .

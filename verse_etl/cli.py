@@ -347,6 +347,19 @@ def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
 
 
 @app.command()
+def report(out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build")) -> None:
+    """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
+    from verse_etl.report import write_report
+
+    try:
+        path = write_report(out)
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    Console().print(f"report written to {path}")
+
+
+@app.command()
 def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:

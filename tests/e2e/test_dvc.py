@@ -20,7 +20,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Path) -> None:
     first = run(["dvc", "repro"], project)
-    assert stages_run(first) == {"sample", "ingest@verse", "ingest@mosmed", "tables"}
+    assert stages_run(first) == {"sample", "ingest@verse", "ingest@mosmed", "tables", "report"}
     assert (project / "dvc.lock").exists()
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 4 and metrics["quarantined"] == 0
@@ -30,14 +30,15 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     assert stages_run(second) == set(), second
     assert "up to date" in run(["dvc", "status"], project)
 
-    # A check mode only changes how the tables are validated: nothing is converted again.
+    # A check mode only changes how the tables are validated: nothing is converted again (the
+    # report follows the tables, whose dataset card names the mode).
     set_param(project, "checks", "default", "raise")
-    assert stages_run(run(["dvc", "repro"], project)) == {"tables"}
+    assert stages_run(run(["dvc", "repro"], project)) == {"tables", "report"}
 
     # A volume parameter changes every store, not the sample.
     set_param(project, "volumes", "level", 5)
     third = run(["dvc", "repro"], project)
-    assert stages_run(third) == {"ingest@verse", "ingest@mosmed", "tables"}, third
+    assert stages_run(third) == {"ingest@verse", "ingest@mosmed", "tables", "report"}, third
     assert "4 cases (4 built, 0 unchanged)" in third and "1 cases (1 built, 0 unchanged)" in third
 
     # A changed VerSe source (one scan fewer) reruns VerSe ingestion and the tables only, and
@@ -48,7 +49,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     set_param(project, "sources", "verse", "verse-copy")
     fourth = run(["dvc", "repro"], project)
-    assert stages_run(fourth) == {"ingest@verse", "tables"}, fourth
+    assert stages_run(fourth) == {"ingest@verse", "tables", "report"}, fourth
     assert "3 cases (0 built, 3 unchanged)" in fourth
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 3

@@ -1,0 +1,226 @@
+"""The build report: one static HTML page with counts, distributions, quarantine and QC pictures.
+
+Everything is inline or beside the page (``report/index.html``, ``report/qc/*.png``), so the
+folder can be opened from disk, published, or pulled with DVC. Charts are inline SVG (no script,
+no network). Deterministic for the same build.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from verse_etl.catalog import connect
+from verse_etl.qc import mosmed_picture, verse_picture
+from verse_etl.records import write_text_atomic
+
+REPORT_DIR = "report"
+
+
+def _tables(out: Path) -> dict[str, pd.DataFrame]:
+    con = connect(out)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+            ).fetchall()
+        ]
+        return {name: con.execute(f"SELECT * FROM {name}").df() for name in names}
+    finally:
+        con.close()
+
+
+def bar_chart(title: str, counts: Sequence[tuple[str, float]], unit: str = "") -> str:
+    """A horizontal SVG bar chart of ``(label, value)`` pairs."""
+    if not counts:
+        return f'<figure class="chart"><figcaption>{html.escape(title)}</figcaption><p>no data</p></figure>'
+    top = max(v for _, v in counts) or 1
+    row, width, label_w = 18, 320, 130
+    bars = []
+    for n, (label, value) in enumerate(counts):
+        w = width * value / top
+        y = n * row
+        shown = f"{value:g}{unit}"
+        bars.append(
+            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(str(label))}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" class="bar"/>'
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 13}">{shown}</text>'
+        )
+    height = row * len(counts) + 4
+    return (
+        f'<figure class="chart"><figcaption>{html.escape(title)}</figcaption>'
+        f'<svg width="{label_w + width + 70}" height="{height}" role="img" aria-label="{html.escape(title)}">'
+        + "".join(bars)
+        + "</svg></figure>"
+    )
+
+
+def histogram(title: str, values: Sequence[float], bins: int = 8, unit: str = "") -> str:
+    """A bar chart of ``values`` binned into ``bins`` equal ranges."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return bar_chart(title, [])
+    counts, edges = np.histogram(values, bins=min(bins, max(1, len(set(values)))))
+    labels = [f"{_num(edges[i])}–{_num(edges[i + 1])}{unit}" for i in range(len(counts))]
+    return bar_chart(title, list(zip(labels, (int(c) for c in counts), strict=True)))
+
+
+def _num(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _counts(series: pd.Series, order: Sequence[object] | None = None) -> list[tuple[str, float]]:
+    counts = series.dropna().value_counts()
+    keys = [k for k in order if k in counts.index] if order is not None else sorted(counts.index)
+    return [(str(k), int(counts[k])) for k in keys]
+
+
+def _table_html(df: pd.DataFrame, columns: Sequence[str], css: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in df[list(columns)].itertuples(index=False)
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """QC pictures for every VerSe scan and annotated MosMed series; ``(caption, relative png)``."""
+    pictures: list[tuple[str, str]] = []
+    qc = out / REPORT_DIR / "qc"
+    scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
+    if scans is not None and vertebrae is not None:
+        for row in scans.itertuples():
+            png = qc / f"verse-{row.scan_id}.png"
+            verse_picture(out / row.store_path, vertebrae[vertebrae["scan_id"] == row.scan_id], png)
+            pictures.append((f"{row.scan_id} ({row.release}, {row.orientation})", f"qc/{png.name}"))
+    series, keypoints = tables.get("series"), tables.get("mosmed_vertebrae")
+    if series is not None and keypoints is not None:
+        annotated = series[series["annotated"] & series["store_path"].notna()]
+        for n, row in enumerate(annotated.itertuples()):
+            png = qc / f"mosmed-{n:04d}.png"
+            rows = keypoints[keypoints["series_uid"] == row.series_uid]
+            mosmed_picture(out / row.store_path, rows, png)
+            pictures.append(
+                (f"{row.folder} ({rows['expert'].nunique()} experts)", f"qc/{png.name}")
+            )
+    return pictures
+
+
+def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[tuple[str, str]]) -> str:
+    """The report page for ``tables``, showing ``pictures``."""
+    sections = ['<section id="counts"><h2>Tables</h2>']
+    sections.append(bar_chart("Rows per table", [(name, len(df)) for name, df in tables.items()]))
+    sections.append("</section>")
+    charts: list[str] = []
+    scans = tables.get("scans")
+    if scans is not None and not scans.empty:
+        charts.append(
+            bar_chart(
+                "VerSe scans by release and split", _counts(scans["release"] + " " + scans["split"])
+            )
+        )
+        charts.append(histogram("Slice spacing (mm, axis k)", list(scans["spacing_k_mm"]), unit=""))
+        charts.append(histogram("In-plane spacing (mm, axis i)", list(scans["spacing_i_mm"])))
+        charts.append(
+            bar_chart(
+                "Scan shape (i×j×k)",
+                _counts(
+                    scans["shape_i"].astype(str)
+                    + "×"
+                    + scans["shape_j"].astype(str)
+                    + "×"
+                    + scans["shape_k"].astype(str)
+                ),
+            )
+        )
+        charts.append(histogram("Maximum HU per scan", list(scans["hu_max"])))
+    vertebrae = tables.get("vertebrae")
+    if vertebrae is not None and not vertebrae.empty:
+        charts.append(histogram("Vertebrae per scan", list(vertebrae.groupby("scan_id").size())))
+        order = vertebrae.sort_values("label")["level"].drop_duplicates().tolist()
+        charts.append(bar_chart("Vertebrae by level (VerSe)", _counts(vertebrae["level"], order)))
+    for name, title in (
+        ("mosmed_vertebrae", "Genant grades (MosMed, per expert and vertebra)"),
+        ("verse_fracture_grades", "Fracture grades (VerSe'19 table)"),
+    ):
+        df = tables.get(name)
+        column = next(
+            (
+                c
+                for c in ("genant_grade", "fracture_grade", "grade")
+                if df is not None and c in df.columns
+            ),
+            None,
+        )
+        if column:
+            charts.append(bar_chart(title, _counts(df[column])))
+    consensus = tables.get("mosmed_consensus")
+    if consensus is not None and not consensus.empty:
+        if "grade_agreement" in consensus.columns:
+            charts.append(
+                histogram(
+                    "Agreement between experts (share giving the consensus grade)",
+                    list(consensus["grade_agreement"]),
+                )
+            )
+        distance = next(
+            (c for c in consensus.columns if "distance" in c and c.endswith("_mm")), None
+        )
+        if distance:
+            charts.append(
+                histogram("Mean keypoint distance between experts (mm)", list(consensus[distance]))
+            )
+    sections.append(
+        '<section id="distributions"><h2>Distributions</h2>' + "".join(charts) + "</section>"
+    )
+    quarantine = tables.get(
+        "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check", "reason"])
+    )
+    sections.append(
+        f'<section id="quarantine"><h2>Quarantine ({len(quarantine)} records)</h2>'
+        + (
+            _table_html(quarantine, ["source", "case_id", "file", "check", "reason"], "quarantine")
+            if len(quarantine)
+            else "<p>Nothing was rejected.</p>"
+        )
+        + "</section>"
+    )
+    figures = "".join(
+        f'<figure class="qc"><img src="{html.escape(src)}" alt="QC {html.escape(caption)}" loading="eager">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for caption, src in pictures
+    )
+    sections.append(f'<section id="qc"><h2>QC pictures ({len(pictures)})</h2>{figures}</section>')
+    style = (
+        "body{font-family:sans-serif;margin:2em;color:#222}figure{display:inline-block;margin:.5em;vertical-align:top}"
+        "svg text{font-size:11px}.bar{fill:#4a7ab5}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}.qc img{height:220px;background:#000}"
+    )
+    # Marks the page as fully loaded (every picture decoded) for readers and browser tests.
+    script = (
+        "<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+        "document.body.dataset.imagesLoaded=String(imgs.filter(i=>i.complete&&i.naturalWidth>0).length);"
+        "document.body.dataset.imagesTotal=String(imgs.length);});</script>"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>verse-etl build report</title>"
+        f"<style>{style}</style>{script}</head><body><h1>verse-etl build report</h1>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+
+
+def write_report(out: Path) -> Path:
+    """Draw the QC pictures and write ``<out>/report/index.html``; return its path."""
+    tables = _tables(out)
+    pictures = write_pictures(out, tables)
+    path = out / REPORT_DIR / "index.html"
+    write_text_atomic(path, render_report(tables, pictures))
+    return path
