@@ -15,7 +15,7 @@ from verse_etl.cases.verse import build_verse_scan, duplicate_scans_result
 from verse_etl.errors import VerseEtlError
 from verse_etl.params import BuildParams
 from verse_etl.records import CaseResult
-from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed
+from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, dedupe_scans, discover_verse
 
 
@@ -65,7 +65,7 @@ def verse_scan_task(scan: VerseScan, root: Path, out: Path, params: BuildParams)
 def mosmed_study_task(study: MosmedStudy, root: Path, out: Path, params: BuildParams) -> CaseResult:
     """Build one MosMed study."""
     start = time.perf_counter()
-    result = build_mosmed_study(study, root, out, params.volumes)
+    result = build_mosmed_study(study, root, out, params.volumes, params.mosmed)
     _log_case(result, time.perf_counter() - start)
     return result
 
@@ -84,7 +84,10 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     verse_root = Path(params.sources.verse) if params.sources.verse else None
     mosmed_root = Path(params.sources.mosmed) if params.sources.mosmed else None
     scans, duplicates = dedupe_scans(discover_verse(verse_root)) if verse_root else ([], [])
-    studies = discover_mosmed(mosmed_root) if mosmed_root else []
+    mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
+    studies = (
+        discover_mosmed(mosmed_root, params.mosmed.annotation_dirs, mapping) if mosmed_root else []
+    )
     logger.info("found %d VerSe scans and %d MosMed studies", len(scans), len(studies))
     futures = [verse_scan_task.submit(scan, verse_root, out, params) for scan in scans]
     futures += [mosmed_study_task.submit(study, mosmed_root, out, params) for study in studies]

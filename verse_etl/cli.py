@@ -90,6 +90,13 @@ def build(
         Path | None, typer.Option(help="Build output folder (overrides params).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
+    mosmed_id_mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV old_folder,old_series_uid,folder,series_uid: lets annotation files with "
+            "the older MosMed identifiers match (overrides params mosmed.id_mapping)."
+        ),
+    ] = None,
 ) -> None:
     """Run the Prefect build flow: sources -> Zarr stores + Parquet tables."""
     try:
@@ -106,6 +113,10 @@ def build(
             params = replace(params, out=str(out))
         if workers is not None:
             params = replace(params, workers=workers)
+        if mosmed_id_mapping is not None:
+            params = replace(
+                params, mosmed=replace(params.mosmed, id_mapping=str(mosmed_id_mapping))
+            )
     except VerseEtlError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -116,6 +127,13 @@ def build(
             )
             raise typer.Exit(2)
 
+    if params.mosmed.id_mapping and not Path(params.mosmed.id_mapping).is_file():
+        console.print(
+            f"[red]error:[/red] {params.mosmed.id_mapping}: identifier mapping file not found; "
+            "check mosmed.id_mapping or --mosmed-id-mapping"
+        )
+        raise typer.Exit(2)
+
     from flows.build import BuildFailed, run_build
 
     start = time.perf_counter()
@@ -124,6 +142,9 @@ def build(
     except BuildFailed as e:
         console.print(f"[red]build failed:[/red] {e}")
         raise typer.Exit(1) from e
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     seconds = time.perf_counter() - start
     table = Table(title=f"verse-etl build -> {params.out} ({seconds:.1f} s)")
     table.add_column("table")
