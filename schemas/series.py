@@ -13,9 +13,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas.checks import is_affine, orientation_column
-from verse_etl.io.series_geometry import VERDICTS
-
-INSTANCE_ORDERS = ["ascending", "descending", "unordered", "duplicate", "missing"]
+from verse_etl.io.series_geometry import ORDERS, VERDICTS
 
 
 class SeriesTable(pa.DataFrameModel):
@@ -120,9 +118,9 @@ class SeriesTable(pa.DataFrameModel):
         ge=0, description="Slices missing from gaps that are whole multiples of the slice step."
     )
     instance_order: Series[str] = pa.Field(
-        isin=INSTANCE_ORDERS,
+        isin=list(ORDERS),
         description="How InstanceNumber runs along the position-sorted slices: ascending, "
-        "descending, unordered, duplicate or missing.",
+        "descending, unordered, duplicate, missing, or unknown (no geometry to sort by).",
     )
     verdict: Series[str] = pa.Field(
         isin=list(VERDICTS),

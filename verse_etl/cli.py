@@ -48,6 +48,13 @@ def sample(
     overwrite: Annotated[
         bool, typer.Option(help="Replace sample folders already in --out.")
     ] = False,
+    edge_cases: Annotated[
+        bool,
+        typer.Option(
+            help="Also write MosMed studies that are not clean (packed, old identifiers, tilt, "
+            "missing slice, ...) with an identifier mapping CSV, to see what a build reports."
+        ),
+    ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
     from verse_etl.sample import write_annotation_studies, write_sample
@@ -66,6 +73,7 @@ def sample(
                 mosmed_studies=mosmed_studies,
                 size=size,
                 overwrite=overwrite,
+                edge_cases=edge_cases,
             )
     except VerseEtlError as e:
         console.print(f"[red]error:[/red] {e}")

@@ -145,6 +145,8 @@ def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
             return ds
         try:
             return _header(path, ds)
+        except InputError:
+            raise
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise InputError(
                 path,

@@ -54,8 +54,16 @@ slice position (sheared volume). ``in_plane_shift``: they move otherwise. ``miss
 gaps that are whole multiples of the slice step. ``uneven_spacing``: other irregular gaps.
 """
 
-ORDERS: tuple[str, ...] = ("ascending", "descending", "unordered", "duplicate", "missing")
-"""How InstanceNumber runs along the position-sorted slices."""
+ORDERS: tuple[str, ...] = (
+    "ascending",
+    "descending",
+    "unordered",
+    "duplicate",
+    "missing",
+    "unknown",
+)
+"""How InstanceNumber runs along the position-sorted slices (``unknown``: they cannot be
+sorted by position)."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +219,7 @@ def check_series(
         slice_spacing_mm=None,
         tilt_deg=None,
         missing_slices=0,
-        instance_order=instance_order([h.instance_number for h in slices]),
+        instance_order="unknown",
         checks=GeometryChecks(),
         verdict="localizer",
         findings=("localizer",),
