@@ -72,7 +72,7 @@ def test_grade_uses_the_largest_selected_ratio() -> None:
     [{"thresholds": (0.25, 0.2, 0.4)}, {"closed": "both"}, {"ratios": ("height",)}, {"ratios": ()}],
 )
 def test_bad_genant_params_are_refused(kwargs: dict) -> None:
-    with pytest.raises(ParamsError, match="mosmed.genant"):
+    with pytest.raises(ParamsError, match=r"mosmed\.genant"):
         GenantParams(**kwargs)
 
 
@@ -125,7 +125,7 @@ def _rows(readings: dict[str, list[np.ndarray]], grades: dict[str, list[int]], l
 
 def test_consensus_rows_measure_agreement() -> None:
     top, bottom = _vertebra(20, 20, 20, z=30), _vertebra(14, 18, 20, z=0)
-    shifted = bottom + [0.0, 0.0, 1.0]  # expert b reads the lower vertebra 1 mm higher
+    shifted = bottom + np.array([0.0, 0.0, 1.0])  # expert b reads the lower vertebra 1 mm higher
     df = _rows({"a": [top, bottom], "b": [top, shifted]}, {"a": [0, 2], "b": [0, 1]})
     rows = consensus_rows(df)
     table = MosmedConsensusTable.validate(pd.DataFrame(rows))
@@ -143,7 +143,7 @@ def test_consensus_groups_by_level_when_every_reading_has_one() -> None:
     top, bottom = _vertebra(20, 20, 20, z=30), _vertebra(20, 20, 20, z=0)
     # Readings far apart in space but with the same level are the same vertebra by label.
     df = _rows(
-        {"a": [top, bottom], "b": [top + [0, 0, 10.0], bottom]},
+        {"a": [top, bottom], "b": [top + np.array([0, 0, 10.0]), bottom]},
         {"a": [0, 0], "b": [0, 0]},
         ["T7", "T8"],
     )

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -494,7 +495,16 @@ def _add_vertebrae(
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
-    labelled = [r for r in v2 if r["level"] is not None and r["series_uid"] == _uid(v1)]
+    # A level given twice by one v2 expert is an error of that file (quarantined by the table
+    # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
+    counts = Counter((r["expert"], r["level"]) for r in v2)
+    labelled = [
+        r
+        for r in v2
+        if r["level"] is not None
+        and counts[(r["expert"], r["level"])] == 1
+        and r["series_uid"] == _uid(v1)
+    ]
     if v1 and labelled:
         found = levels_from_reference(
             np.array([_centre(r) for r in v1]),

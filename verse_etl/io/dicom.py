@@ -16,6 +16,7 @@ addresses are never even decoded.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections import defaultdict
@@ -67,6 +68,16 @@ HEADER_TAGS: tuple[str, ...] = (
     *SERIES_TAGS,
 )
 """Every tag read from a header (pydicom ``specific_tags``)."""
+
+
+def _not_invalid_uid(record: logging.LogRecord) -> bool:
+    return "Invalid value for VR UI" not in record.getMessage()
+
+
+# MosMed's real UIDs end in '.' (invalid for VR UI, kept verbatim: MOSMED.md §1.5); pydicom
+# reports every access through both `warnings` (silenced around each read below) and its logger,
+# which would flood a build's log with one line per slice. Only that one message is dropped.
+logging.getLogger("pydicom").addFilter(_not_invalid_uid)
 
 LOCALIZER = "LOCALIZER"
 """ImageType value of scout/localizer projections (PS3.3 C.8.2.1.1.1), never part of a volume."""
