@@ -36,7 +36,7 @@ def group_vertebrae(
 
     Returns
     -------
-    list of groups, cranial first, each a list of row indices.
+    list of groups, cranial first, each a sorted list of row indices.
 
     Examples
     --------
@@ -58,7 +58,7 @@ def group_vertebrae(
                 g.append(i)
                 continue
         groups.append([i])
-    return groups
+    return [sorted(g) for g in groups]
 
 
 def levels_from_reference(

@@ -443,7 +443,7 @@ def store_slice_index(k: np.ndarray | float, geometry: SeriesGeometry) -> np.nda
     >>> from types import SimpleNamespace
     >>> g = SimpleNamespace(shape=(512, 512, 300), instance_order="descending")
     >>> float(store_slice_index(10.25, g))
-    289.75
+    288.75
     """
     n = geometry.shape[2]
     k = np.asarray(k, dtype=float)
