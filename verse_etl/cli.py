@@ -135,12 +135,14 @@ def build(
             )
             raise typer.Exit(2)
 
-    if params.mosmed.id_mapping and not Path(params.mosmed.id_mapping).is_file():
-        console.print(
-            f"[red]error:[/red] {params.mosmed.id_mapping}: identifier mapping file not found; "
-            "check mosmed.id_mapping or --mosmed-id-mapping"
-        )
-        raise typer.Exit(2)
+    if params.mosmed.id_mapping:
+        from verse_etl.sources.mosmed import read_id_mapping
+
+        try:  # a bad mapping is a configuration error: say so before any case runs
+            read_id_mapping(Path(params.mosmed.id_mapping))
+        except VerseEtlError as e:
+            console.print(f"[red]error:[/red] {e} (mosmed.id_mapping or --mosmed-id-mapping)")
+            raise typer.Exit(2) from e
 
     from flows.build import BuildFailed, run_build
 
