@@ -4,7 +4,8 @@ Spec: ``shared/specs/MOSMED.md`` §1 (annotation v1), §3.2 (layout), §3.4 (tag
 (synthetic-fixture recipe). A study is::
 
     <out>/mosmed/dicom/<Folder>/<XXXXXXXX>/<YYYYYYYY>/<ZZZZZZZZ>    (no extension, two leaf dirs)
-    <out>/mosmed/annotation/<Folder>.json
+    <out>/mosmed/annotation/<Folder>.json        v1 keypoints
+    <out>/mosmed/annotation_v2/<Folder>.json     v2 keypoints with levels (same identifiers)
 
 holding a thin annotated series and a thick (5 mm) decoy series with its own SeriesInstanceUID
 and the same StudyInstanceUID, files of both mixed in the same folders under random names.
