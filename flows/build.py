@@ -24,7 +24,7 @@ from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.records import CaseResult
-from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed
+from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, dedupe_scans, discover_verse
 
 
@@ -63,7 +63,7 @@ def verse_scan_task(scan: VerseScan, root: Path, out: Path, params: BuildParams)
 @task(name="mosmed-study", task_run_name="mosmed-{study.folder}", **_CASE_TASK)
 def mosmed_study_task(study: MosmedStudy, root: Path, out: Path, params: BuildParams) -> CaseResult:
     """Build one MosMed study."""
-    return build_mosmed_study(study, root, out, params.volumes)
+    return build_mosmed_study(study, root, out, params.volumes, params.mosmed)
 
 
 def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[CaseResult]]:
@@ -83,7 +83,11 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[Ca
         extra = [duplicate_scans_result(duplicates, root)] if duplicates else []
     else:
         run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
-        futures = [run_study.submit(s, root, out, params) for s in discover_mosmed(root)]
+        mapping = (
+            read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
+        )
+        studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
+        futures = [run_study.submit(s, root, out, params) for s in studies]
         extra = []
     return futures, extra
 

@@ -2,6 +2,7 @@
 checks and descriptions. ``TABLES`` maps the table (file) name to its model.
 """
 
+from schemas.mosmed_consensus import MosmedConsensusTable
 from schemas.mosmed_vertebrae import MosmedVertebraeTable
 from schemas.quarantine import QuarantineTable
 from schemas.scans import ScansTable
@@ -13,6 +14,7 @@ TABLES = {
     "vertebrae": VertebraeTable,
     "series": SeriesTable,
     "mosmed_vertebrae": MosmedVertebraeTable,
+    "mosmed_consensus": MosmedConsensusTable,
     "quarantine": QuarantineTable,
 }
 
@@ -21,6 +23,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "vertebrae": ("scan_id", "label"),
     "series": ("folder", "series_uid"),
     "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
+    "mosmed_consensus": ("folder", "release", "vertebra"),
     "quarantine": ("source", "case_id", "table", "file", "check", "reason"),
 }
 """Row order of each table: files are byte-identical from build to build."""
@@ -28,6 +31,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 __all__ = [
     "SORT_KEYS",
     "TABLES",
+    "MosmedConsensusTable",
     "MosmedVertebraeTable",
     "QuarantineTable",
     "ScansTable",

@@ -1,4 +1,11 @@
-"""Contract of ``mosmed_vertebrae.parquet``: one row per study, expert and annotated vertebra."""
+"""Contract of ``mosmed_vertebrae.parquet``: one row per study, release, expert and vertebra.
+
+Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order), as store indices
+(``slice``: position order) and in world RAS+ millimetres; heights, deformity ratios and the
+Genant grade are derived from the world coordinates (``verse_etl.measures``). Row checks: six
+complete points, heights above zero, superior above inferior, anterior before posterior, every
+point inside the series' volume, one vertebra per level and expert.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,22 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from verse_etl.annotations import LEVELS, POINT_NAMES
+
+LEVEL_SOURCES = ["annotation", "v2_same_expert", "v2_other_expert"]
+ID_MATCHES = ["exact", "mapping"]
+
+
+def _columns(suffix: str) -> list[str]:
+    return [f"{name}_{suffix}" for name in POINT_NAMES]
+
 
 class MosmedVertebraeTable(pa.DataFrameModel):
-    """One row per MosMed study, expert and vertebra, with its six keypoints in voxel units."""
+    """One row per MosMed study, release, expert and vertebra: keypoints, heights, grade."""
 
-    folder: Series[str] = pa.Field(description="Study folder (annotation file stem).")
+    folder: Series[str] = pa.Field(description="Study folder (current identifier).")
     series_uid: Series[str] = pa.Field(
-        description="SeriesInstanceUID the keypoints refer to, verbatim."
+        description="SeriesInstanceUID of the annotated series (current identifier), verbatim."
     )
     release: Series[str] = pa.Field(
         isin=["v1", "v2"],
@@ -26,85 +42,244 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     )
     level: Series[str] = pa.Field(
         nullable=True,
-        description="Vertebra level (e.g. Th7) where a labelled release gives it, else null.",
+        isin=list(LEVELS),
+        description="Vertebra level (C1..C7, T1..T12, L1..L5; v2's Th7 is T7) from the v2 label, "
+        "or for v1 from the matching v2 vertebra; null where no labelled release gives it.",
+    )
+    level_source: Series[str] = pa.Field(
+        nullable=True,
+        isin=LEVEL_SOURCES,
+        description="Where the level comes from: annotation (v2 label), v2_same_expert or "
+        "v2_other_expert (v1 vertebra matched to a v2 one); null without level.",
+    )
+    id_match: Series[str] = pa.Field(
+        isin=ID_MATCHES,
+        description="Identifiers that matched the study and series: exact (as in the file) or "
+        "mapping (older identifiers via mosmed.id_mapping).",
     )
     annotation_path: Series[str] = pa.Field(
         description="Source annotation file, relative to the MosMed source root."
     )
     store_path: Series[str] = pa.Field(
-        nullable=True, description="Zarr store of the annotated series, relative to the build root."
+        description="Zarr store of the annotated series, relative to the build root."
     )
+    series_rows: Series[int] = pa.Field(gt=0, description="Rows of the series (array axis 0).")
+    series_columns: Series[int] = pa.Field(
+        gt=0, description="Columns of the series (array axis 1)."
+    )
+    series_slices: Series[int] = pa.Field(gt=0, description="Slices of the series (array axis 2).")
     ant_sup_row: Series[float] = pa.Field(
-        description="Anterior superior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Anterior superior endplate point: pixel row (array axis 0), as annotated."
     )
     ant_sup_col: Series[float] = pa.Field(
-        description="Anterior superior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Anterior superior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     ant_sup_k: Series[float] = pa.Field(
-        description="Anterior superior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Anterior superior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    ant_sup_slice: Series[float] = pa.Field(
+        description="Anterior superior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    ant_sup_x_mm: Series[float] = pa.Field(
+        description="Anterior superior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    ant_sup_y_mm: Series[float] = pa.Field(
+        description="Anterior superior endplate point: world RAS+ y in mm (anterior)."
+    )
+    ant_sup_z_mm: Series[float] = pa.Field(
+        description="Anterior superior endplate point: world RAS+ z in mm (superior)."
     )
     ant_inf_row: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Anterior inferior endplate point: pixel row (array axis 0), as annotated."
     )
     ant_inf_col: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Anterior inferior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     ant_inf_k: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Anterior inferior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    ant_inf_slice: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    ant_inf_x_mm: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    ant_inf_y_mm: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: world RAS+ y in mm (anterior)."
+    )
+    ant_inf_z_mm: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: world RAS+ z in mm (superior)."
     )
     mid_sup_row: Series[float] = pa.Field(
-        description="Middle superior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Middle superior endplate point: pixel row (array axis 0), as annotated."
     )
     mid_sup_col: Series[float] = pa.Field(
-        description="Middle superior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Middle superior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     mid_sup_k: Series[float] = pa.Field(
-        description="Middle superior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Middle superior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    mid_sup_slice: Series[float] = pa.Field(
+        description="Middle superior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    mid_sup_x_mm: Series[float] = pa.Field(
+        description="Middle superior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    mid_sup_y_mm: Series[float] = pa.Field(
+        description="Middle superior endplate point: world RAS+ y in mm (anterior)."
+    )
+    mid_sup_z_mm: Series[float] = pa.Field(
+        description="Middle superior endplate point: world RAS+ z in mm (superior)."
     )
     mid_inf_row: Series[float] = pa.Field(
-        description="Middle inferior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Middle inferior endplate point: pixel row (array axis 0), as annotated."
     )
     mid_inf_col: Series[float] = pa.Field(
-        description="Middle inferior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Middle inferior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     mid_inf_k: Series[float] = pa.Field(
-        description="Middle inferior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Middle inferior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    mid_inf_slice: Series[float] = pa.Field(
+        description="Middle inferior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    mid_inf_x_mm: Series[float] = pa.Field(
+        description="Middle inferior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    mid_inf_y_mm: Series[float] = pa.Field(
+        description="Middle inferior endplate point: world RAS+ y in mm (anterior)."
+    )
+    mid_inf_z_mm: Series[float] = pa.Field(
+        description="Middle inferior endplate point: world RAS+ z in mm (superior)."
     )
     post_sup_row: Series[float] = pa.Field(
-        description="Posterior superior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Posterior superior endplate point: pixel row (array axis 0), as annotated."
     )
     post_sup_col: Series[float] = pa.Field(
-        description="Posterior superior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Posterior superior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     post_sup_k: Series[float] = pa.Field(
-        description="Posterior superior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Posterior superior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    post_sup_slice: Series[float] = pa.Field(
+        description="Posterior superior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    post_sup_x_mm: Series[float] = pa.Field(
+        description="Posterior superior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    post_sup_y_mm: Series[float] = pa.Field(
+        description="Posterior superior endplate point: world RAS+ y in mm (anterior)."
+    )
+    post_sup_z_mm: Series[float] = pa.Field(
+        description="Posterior superior endplate point: world RAS+ z in mm (superior)."
     )
     post_inf_row: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: pixel row (axis 0 of the DICOM pixel array), as annotated."
+        description="Posterior inferior endplate point: pixel row (array axis 0), as annotated."
     )
     post_inf_col: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: pixel column (the sagittal slice), as annotated."
+        description="Posterior inferior endplate point: pixel column (array axis 1; the sagittal slice), "
+        "as annotated."
     )
     post_inf_k: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: slice index in InstanceNumber order, 0-based, as annotated."
+        description="Posterior inferior endplate point: slice index in InstanceNumber order, 0-based, "
+        "as annotated."
+    )
+    post_inf_slice: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: slice index in the store (array axis 2, slices "
+        "sorted by position)."
+    )
+    post_inf_x_mm: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: world RAS+ x in mm (toward the patient's right)."
+    )
+    post_inf_y_mm: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: world RAS+ y in mm (anterior)."
+    )
+    post_inf_z_mm: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: world RAS+ z in mm (superior)."
+    )
+    height_ant_mm: Series[float] = pa.Field(
+        gt=0, description="Anterior height |ant_inf - ant_sup| in mm (world coordinates)."
+    )
+    height_mid_mm: Series[float] = pa.Field(
+        gt=0, description="Middle height |mid_inf - mid_sup| in mm."
+    )
+    height_post_mm: Series[float] = pa.Field(
+        gt=0, description="Posterior height |post_inf - post_sup| in mm."
+    )
+    wedge_ratio: Series[float] = pa.Field(description="1 - height_ant / height_post.")
+    biconcave_ratio: Series[float] = pa.Field(
+        description="1 - height_mid / max(height_ant, height_post)."
+    )
+    deformity_ratio: Series[float] = pa.Field(
+        ge=0, le=1, description="General deformity: 1 - min(heights) / max(heights)."
+    )
+    crush_ratio: Series[float] = pa.Field(
+        nullable=True,
+        description="1 - height_post / mean(height_post of the adjacent vertebrae of the same "
+        "expert: by level where known, else by list order); null without a neighbour.",
+    )
+    genant_grade: Series[int] = pa.Field(
+        isin=[0, 1, 2, 3],
+        description="Genant grade 0..3 of the largest ratio named in mosmed.genant.ratios, with "
+        "the thresholds and bin convention of mosmed.genant.",
     )
 
     class Config:
         strict = True
         coerce = True
         unique = ["folder", "release", "expert", "vertebra_index"]
-        description = "MosMed vertebral-fracture keypoints: six points per expert and vertebra."
+        description = (
+            "MosMed vertebral-fracture keypoints per expert and vertebra, in voxel and world "
+            "coordinates, with heights, deformity ratios and Genant grade."
+        )
 
     @pa.dataframe_check(name="superior_above_inferior")
     def _sup_inf(cls, df: pd.DataFrame) -> pd.Series:
-        # k grows cranial -> caudal (InstanceNumber runs head to feet), so superior has smaller k.
+        # In patient (RAS+) coordinates superior is +z, whatever the slice order on disk.
         return (
-            (df["ant_sup_k"] < df["ant_inf_k"])
-            & (df["mid_sup_k"] < df["mid_inf_k"])
-            & (df["post_sup_k"] < df["post_inf_k"])
+            (df["ant_sup_z_mm"] > df["ant_inf_z_mm"])
+            & (df["mid_sup_z_mm"] > df["mid_inf_z_mm"])
+            & (df["post_sup_z_mm"] > df["post_inf_z_mm"])
         )
 
     @pa.dataframe_check(name="anterior_before_posterior")
     def _ant_post(cls, df: pd.DataFrame) -> pd.Series:
-        # Supine patient, standard axial orientation: the row index grows toward posterior.
-        return (df["ant_sup_row"] + df["ant_inf_row"]) < (df["post_sup_row"] + df["post_inf_row"])
+        # RAS+ y grows toward anterior: the anterior wall lies in front of the posterior one.
+        return (df["ant_sup_y_mm"] + df["ant_inf_y_mm"]) > (
+            df["post_sup_y_mm"] + df["post_inf_y_mm"]
+        )
+
+    @pa.dataframe_check(name="points_inside_volume")
+    def _inside(cls, df: pd.DataFrame) -> pd.Series:
+        # Voxel centres are at whole indices, so the volume spans -0.5 .. n - 0.5 on each axis.
+        inside = pd.Series(True, index=df.index)
+        for suffix, size in (
+            ("row", "series_rows"),
+            ("col", "series_columns"),
+            ("slice", "series_slices"),
+        ):
+            for column in _columns(suffix):
+                inside &= (df[column] >= -0.5) & (df[column] <= df[size] - 0.5)
+        return inside
+
+    @pa.dataframe_check(name="one_vertebra_per_level")
+    def _unique_level(cls, df: pd.DataFrame) -> pd.Series:
+        keys = ["folder", "release", "expert", "level"]
+        labelled = df["level"].notna()
+        repeated = df[labelled].duplicated(subset=keys, keep=False)
+        return ~repeated.reindex(df.index, fill_value=False)

@@ -23,6 +23,8 @@ def write_series(
     study_uid: str = "1.2.3.4",
     instance_numbers: Sequence[int | None] | None = None,
     patient_name: str = "DOE^JANE",
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    pixel_spacings: Sequence[Sequence[float]] | None = None,
 ) -> list[Path]:
     """Write ``volume[row, col, n]`` as slices n = 0..N-1 (InstanceNumber n+1, head to feet)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,6 +42,7 @@ def write_series(
         ds.file_meta = meta
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.ImageType = list(image_type)
         ds.Modality = "CT"
         ds.PatientName = patient_name
         ds.PatientID = "PID-123"
@@ -53,7 +56,8 @@ def write_series(
             ds.InstanceNumber = number
         ds.ImagePositionPatient = [float(v) for v in positions[i]]
         ds.ImageOrientationPatient = [float(v) for v in orientation]
-        ds.PixelSpacing = [float(spacing[0]), float(spacing[1])]
+        ps = pixel_spacings[i] if pixel_spacings is not None else spacing
+        ds.PixelSpacing = [float(ps[0]), float(ps[1])]
         ds.SliceThickness = 1.25
         ds.Rows, ds.Columns = volume.shape[:2]
         ds.SamplesPerPixel = 1
@@ -70,7 +74,7 @@ def write_series(
         else:
             ds.PixelRepresentation = 1
             ds.PixelData = stored.astype(np.int16).tobytes()
-        path = folder / f"IM{(i * 7919) % 100003:06d}"
+        path = folder / f"IM{(i * 7919 + sum(map(ord, series_uid))) % 100003:06d}"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

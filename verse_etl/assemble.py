@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from schemas import SORT_KEYS, TABLES
+from verse_etl.consensus import consensus_rows
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_path
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
@@ -23,6 +24,11 @@ _ROW_ORIGIN = {
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
 }
+
+# Tables derived from other validated tables rather than from case rows: (name, function, origin).
+_DERIVED = (
+    ("mosmed_consensus", consensus_rows, "mosmed_vertebrae", ("mosmed", "folder", "folder")),
+)
 
 
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
@@ -95,6 +101,18 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     for child, key, parent in _PARENTS:
         frames[child], orphans = _drop_orphans(frames[child], frames[parent], key, child)
         quarantine.extend(orphans)
+    for name, derive, base, (source, case_col, file_col) in _DERIVED:
+        df = frame(derive(frames[base]), TABLES[name], SORT_KEYS[name])
+        frames[name], rejected = validate_table(
+            df,
+            TABLES[name],
+            table=name,
+            source_of=lambda _row, s=source: s,
+            case_of=lambda row, c=case_col: row[c],
+            file_of=lambda row, f=file_col: row[f],
+            checks=checks,
+        )
+        quarantine.extend(rejected)
     q_rows = [
         {**row, "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"]}
         for row in quarantine_frame(quarantine)

@@ -49,6 +49,13 @@ def sample(
     overwrite: Annotated[
         bool, typer.Option(help="Replace sample folders already in --out.")
     ] = False,
+    edge_cases: Annotated[
+        bool,
+        typer.Option(
+            help="Also write MosMed studies that are not clean (packed, old identifiers, tilt, "
+            "missing slice, ...) with an identifier mapping CSV, to see what a build reports."
+        ),
+    ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
     from verse_etl.sample import write_annotation_studies, write_sample
@@ -67,6 +74,7 @@ def sample(
                 mosmed_studies=mosmed_studies,
                 size=size,
                 overwrite=overwrite,
+                edge_cases=edge_cases,
             )
     except VerseEtlError as e:
         console.print(f"[red]error:[/red] {e}")
@@ -93,6 +101,13 @@ WaitOption = Annotated[
     typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
 ]
 BUSY_EXIT = 3
+MappingOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV old_folder,old_series_uid,folder,series_uid: lets annotation files with "
+        "the older MosMed identifiers match (overrides params mosmed.id_mapping)."
+    ),
+]
 
 
 def _build_params(
@@ -101,6 +116,7 @@ def _build_params(
     mosmed: Path | None,
     out: Path | None,
     workers: int | None,
+    mosmed_id_mapping: Path | None = None,
 ) -> BuildParams:
     try:
         params = _params(params_file).build
@@ -116,6 +132,10 @@ def _build_params(
             params = replace(params, out=str(out))
         if workers is not None:
             params = replace(params, workers=workers)
+        if mosmed_id_mapping is not None:
+            params = replace(
+                params, mosmed=replace(params.mosmed, id_mapping=str(mosmed_id_mapping))
+            )
     except VerseEtlError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -125,6 +145,14 @@ def _build_params(
                 f"[red]error:[/red] {root}: {name} source folder not found; check the path"
             )
             raise typer.Exit(2)
+    if params.mosmed.id_mapping:
+        from verse_etl.sources.mosmed import read_id_mapping
+
+        try:  # a bad mapping is a configuration error: say so before any case runs
+            read_id_mapping(Path(params.mosmed.id_mapping))
+        except VerseEtlError as e:
+            console.print(f"[red]error:[/red] {e} (mosmed.id_mapping or --mosmed-id-mapping)")
+            raise typer.Exit(2) from e
     return params
 
 
@@ -160,9 +188,10 @@ def build(
     runner: RunnerOption = "threads",
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
+    mosmed_id_mapping: MappingOption = None,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers)
+    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping)
     from flows.build import BuildFailed, run_build
 
     start = time.perf_counter()
@@ -174,6 +203,9 @@ def build(
     except BuildFailed as e:
         console.print(f"[red]build failed:[/red] {e}")
         raise typer.Exit(1) from e
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -185,6 +217,7 @@ def ingest(
     runner: RunnerOption = "threads",
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
+    mosmed_id_mapping: MappingOption = None,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.outputs import SOURCES
@@ -193,7 +226,7 @@ def ingest(
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping)
     from flows.build import run_ingest
 
     start = time.perf_counter()
@@ -202,6 +235,9 @@ def ingest(
     except WorkspaceBusyError as e:
         console.print(f"[red]busy:[/red] {e}")
         raise typer.Exit(BUSY_EXIT) from e
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     built = sum(r.converted for r in results)
     Console().print(
         f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "

@@ -19,6 +19,8 @@ SampleSize = Literal["tiny", "small", "real"]
 SAMPLE_SIZES: tuple[str, ...] = ("tiny", "small", "real")
 CODECS: tuple[str, ...] = ("zstd", "lz4", "blosclz", "zlib")
 CHECK_MODES: tuple[str, ...] = ("ignore", "warn", "raise")
+GENANT_RATIOS: tuple[str, ...] = ("deformity", "wedge", "biconcave", "crush")
+BIN_CLOSED: tuple[str, ...] = ("left", "right")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,96 @@ class CheckParams:
 
 
 @dataclass(frozen=True)
+class GenantParams:
+    """How a height-reduction ratio becomes a Genant grade (``params.yaml: mosmed.genant``).
+
+    ``thresholds`` are the ratios at which grades 1, 2 and 3 start (Genant 1993: about 20 %,
+    25 % and 40 % height reduction). ``closed`` says on which side a bin is closed: ``left``
+    puts a ratio equal to a threshold into the higher grade (``[0.20, 0.25) -> 1``), ``right``
+    into the lower one (``(0.20, 0.25] -> 1``). The grade is taken from the largest of the
+    ``ratios`` named (see :mod:`verse_etl.measures`).
+    """
+
+    thresholds: tuple[float, float, float] = (0.20, 0.25, 0.40)
+    closed: str = "left"
+    ratios: tuple[str, ...] = ("deformity",)
+
+    def __post_init__(self) -> None:
+        try:
+            thresholds = tuple(float(v) for v in self.thresholds)
+        except (TypeError, ValueError) as e:
+            raise ParamsError(
+                f"params.yaml: mosmed.genant.thresholds is {self.thresholds!r} "
+                "(expected three increasing ratios in 0..1); fix the value"
+            ) from e
+        if len(thresholds) != 3 or not 0 < thresholds[0] < thresholds[1] < thresholds[2] < 1:
+            raise ParamsError(
+                f"params.yaml: mosmed.genant.thresholds is {self.thresholds!r} "
+                "(expected three increasing ratios in 0..1); fix the value"
+            )
+        object.__setattr__(self, "thresholds", thresholds)
+        if self.closed not in BIN_CLOSED:
+            raise ParamsError(
+                f"params.yaml: mosmed.genant.closed is {self.closed!r} "
+                f"(expected one of {BIN_CLOSED}); fix the value"
+            )
+        ratios = (self.ratios,) if isinstance(self.ratios, str) else tuple(self.ratios)
+        if not ratios or any(r not in GENANT_RATIOS for r in ratios):
+            raise ParamsError(
+                f"params.yaml: mosmed.genant.ratios is {self.ratios!r} "
+                f"(expected a non-empty list of {GENANT_RATIOS}); fix the value"
+            )
+        object.__setattr__(self, "ratios", ratios)
+
+
+@dataclass(frozen=True)
+class MosmedParams:
+    """MosMed study conversion (``params.yaml: mosmed``).
+
+    Geometry tolerances follow idc-index's volume geometry table (which takes its slice
+    tolerance from dcm2niix): ``slice_tolerance_mm`` bounds how far a slice may sit from a
+    regular grid, ``in_plane_tolerance_mm`` how far ImagePositionPatient may move within the
+    image plane before the series counts as sheared (gantry tilt), ``orientation_tolerance``
+    how far direction cosines may be from unit length, orthogonality and equality.
+    """
+
+    annotation_dirs: tuple[str, ...] = ("annotation", "annotation_v2")
+    id_mapping: str = ""
+    unpack_dir: str = ""
+    slice_tolerance_mm: float = 0.2
+    in_plane_tolerance_mm: float = 0.1
+    orientation_tolerance: float = 0.01
+    genant: GenantParams = field(default_factory=GenantParams)
+
+    def __post_init__(self) -> None:
+        dirs = (
+            (self.annotation_dirs,)
+            if isinstance(self.annotation_dirs, str)
+            else tuple(str(d) for d in self.annotation_dirs)
+        )
+        if any(not d or Path(d).is_absolute() or ".." in Path(d).parts for d in dirs):
+            raise ParamsError(
+                f"params.yaml: mosmed.annotation_dirs is {self.annotation_dirs!r} "
+                "(expected folder names below the MosMed root); fix the value"
+            )
+        object.__setattr__(self, "annotation_dirs", dirs)
+        if isinstance(self.genant, Mapping):
+            object.__setattr__(self, "genant", _section(GenantParams, self.genant, "mosmed.genant"))
+        for name in ("slice_tolerance_mm", "in_plane_tolerance_mm", "orientation_tolerance"):
+            value = getattr(self, name)
+            try:
+                ok = 0 < float(value) < 10
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ParamsError(
+                    f"params.yaml: mosmed.{name} is {value!r} (expected a number in (0, 10)); "
+                    "fix the value"
+                )
+            object.__setattr__(self, name, float(value))
+
+
+@dataclass(frozen=True)
 class BuildParams:
     """Everything one build needs, assembled from ``params.yaml``."""
 
@@ -113,6 +205,7 @@ class BuildParams:
     # Per-case time limit for the task runner (0: none). In worker threads Prefect can only stop
     # a case between blocking calls, so this bounds runaway cases, not a single slow read.
     case_timeout_s: int = 0
+    mosmed: MosmedParams = field(default_factory=MosmedParams)
 
 
 @dataclass(frozen=True)
@@ -187,7 +280,16 @@ def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 def params_from_mapping(data: Mapping[str, Any]) -> Params:
     """Build :class:`Params` from the parsed YAML mapping, rejecting unknown keys."""
     data = dict(data or {})
-    sections = {"sample", "sources", "volumes", "checks", "build", "schedule", "downloads"}
+    sections = {
+        "sample",
+        "sources",
+        "volumes",
+        "checks",
+        "build",
+        "mosmed",
+        "schedule",
+        "downloads",
+    }
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ParamsError(
@@ -219,6 +321,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
             sources=_section(SourceParams, data.get("sources"), "sources"),
             volumes=_section(VolumeParams, data.get("volumes"), "volumes"),
             checks=_section(CheckParams, data.get("checks"), "checks"),
+            mosmed=_section(MosmedParams, data.get("mosmed"), "mosmed"),
         ),
     )
 

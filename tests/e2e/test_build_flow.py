@@ -59,13 +59,19 @@ def test_row_counts_of_every_table(built) -> None:
     assert sorted(annotated["series_uid"]) == sorted(manifest.series_uids)
     expected_vertebrae = 0
     for study in manifest.mosmed:
-        raw = json.loads((src / study.annotation).read_text())
-        expected_vertebrae += sum(len(v) for v in raw["Annotation"].values())
-        rows = tables["mosmed_vertebrae"][tables["mosmed_vertebrae"]["folder"] == study.folder]
-        assert rows.groupby("expert").size().to_dict() == {
-            e: len(v) for e, v in raw["Annotation"].items()
-        }
+        for release, path in (("v1", study.annotation), ("v2", study.annotation_v2)):
+            raw = json.loads((src / path).read_text())
+            expected_vertebrae += sum(len(v) for v in raw["Annotation"].values())
+            rows = tables["mosmed_vertebrae"]
+            rows = rows[(rows["folder"] == study.folder) & (rows["release"] == release)]
+            assert rows.groupby("expert").size().to_dict() == {
+                e: len(v) for e, v in raw["Annotation"].items()
+            }
     assert len(tables["mosmed_vertebrae"]) == expected_vertebrae
+    # One consensus row per study, release and vertebra: v1 covers every vertebra, v2 all
+    # but the most caudal.
+    consensus = tables["mosmed_consensus"]
+    assert len(consensus) == sum(2 * len(s.vertebrae) - 1 for s in manifest.mosmed)
     assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
 
 
@@ -210,3 +216,48 @@ def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: P
     summary = run_build(replace(params, out=str(dask_out), workers=2), runner="dask")
     assert summary.rows == first.rows and summary.converted == first.cases
     assert _digests(dask_out) == _digests(out)
+
+
+def test_real_annotations_heights_are_keypoint_distances_times_spacing(
+    shared: Path, real_annotations_built
+) -> None:
+    """Every real expert reading: the heights in mm are the distances between its keypoints,
+    in voxel units, scaled by the series' row, column and slice spacing; the world points
+    (RAS+ mm) are the store affine applied to the store indices."""
+    _, tables = real_annotations_built
+    rows = tables["mosmed_vertebrae"]
+    series = tables["series"].set_index("series_uid")
+    assert len(rows) == sum(
+        len(v)
+        for p in (shared / "fixtures" / "mosmed" / "annotation").glob("*.json")
+        for v in json.loads(p.read_text())["Annotation"].values()
+    )
+    pairs = {
+        "height_ant_mm": ("ant_sup", "ant_inf"),
+        "height_mid_mm": ("mid_sup", "mid_inf"),
+        "height_post_mm": ("post_sup", "post_inf"),
+    }
+    for uid, mine in rows.groupby("series_uid"):
+        s = series.loc[uid]
+        spacing = np.array([s["spacing_row_mm"], s["spacing_col_mm"], s["spacing_slice_mm"]])
+        affine = np.reshape(s["affine"], (4, 4))
+        for height, (top, bottom) in pairs.items():
+            delta = np.stack(
+                [mine[f"{top}_{a}"] - mine[f"{bottom}_{a}"] for a in ("row", "col", "k")], axis=1
+            )
+            np.testing.assert_allclose(
+                mine[height], np.linalg.norm(delta * spacing, axis=1), rtol=1e-9
+            )
+        for name in ("ant_sup", "post_inf"):
+            voxels = mine[[f"{name}_row", f"{name}_col", f"{name}_slice"]].to_numpy()
+            world = mine[[f"{name}_x_mm", f"{name}_y_mm", f"{name}_z_mm"]].to_numpy()
+            np.testing.assert_allclose(voxels @ affine[:3, :3].T + affine[:3, 3], world)
+            # InstanceNumber runs head to feet, the store feet to head.
+            np.testing.assert_allclose(mine[f"{name}_slice"], s["n_slices"] - 1 - mine[f"{name}_k"])
+    # Plausible vertebrae (MOSMED.md §2 sanity ranges: heights 15-40 voxels at ~0.7 mm).
+    heights = rows[list(pairs)].to_numpy()
+    assert heights.min() > 5 and heights.max() < 45
+    assert rows["genant_grade"].isin([0, 1, 2, 3]).all()
+    consensus = tables["mosmed_consensus"]
+    assert set(consensus["folder"]) == set(rows["folder"])
+    assert consensus["mean_keypoint_distance_mm"].dropna().between(0, 20).all()

@@ -1,16 +1,27 @@
-"""DICOM series are ordered by position, rescaled exactly, and refused when not a clean volume."""
+"""DICOM files are sorted into images, non-images and broken images; pixels become exact HU."""
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from tests.dicom_factory import write_series
 from verse_etl.errors import InputError
-from verse_etl.geometry import apply_affine
-from verse_etl.io.dicom import iter_series_slabs, order_series, scan_folder
+from verse_etl.io.dicom import (
+    SkippedFile,
+    iter_slabs,
+    read_slice_header,
+    read_slice_hu,
+    scan_folder,
+)
+from verse_etl.io.series_geometry import check_series
 
 
 def _volume(n: int = 6) -> np.ndarray:
@@ -18,81 +29,154 @@ def _volume(n: int = 6) -> np.ndarray:
     return rng.integers(-1024, 2000, size=(8, 10, n)).astype(np.int16)
 
 
-def _load(folder: Path):
-    series, ignored, errors = scan_folder(folder)
-    assert not errors
-    (slices,) = series.values()
-    return order_series(slices), ignored
+def _stack(folder: Path) -> np.ndarray:
+    scan = scan_folder(folder)
+    (headers,) = scan.series.values()
+    geometry = check_series(headers)
+    assert geometry.is_volume, geometry.problems
+    return np.concatenate([slab.copy() for _, slab in iter_slabs(geometry.slices, 4)], axis=2)
+
+
+def test_files_are_sorted_into_images_skipped_and_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "study" / "a" / "b"
+    write_series(folder, _volume(3))
+    (folder / "README.txt").write_text("not dicom")
+    (folder / "empty").write_bytes(b"")
+    # A DICOM file without an image (a DICOMDIR-like media directory record).
+    shutil.copy(get_testdata_file("DICOMDIR"), folder / "DIRFILE")
+    # A DICOM image without SeriesInstanceUID cannot be grouped.
+    broken = write_series(tmp_path / "tmp", _volume(1))[0]
+    ds = pydicom.dcmread(broken)
+    del ds.SeriesInstanceUID
+    ds.save_as(folder / "NOUID")
+    scan = scan_folder(tmp_path / "study")
+    assert [len(v) for v in scan.series.values()] == [3]
+    skipped = {s.path.name: s.reason for s in scan.skipped}
+    assert skipped["README.txt"] == "not a DICOM file"
+    assert skipped["empty"] == "not a DICOM file"
+    assert "without an image" in skipped["DIRFILE"] and "Directory" in skipped["DIRFILE"]
+    assert [(Path(e.path).name, e.check) for e in scan.errors] == [("NOUID", "dicom_tags")]
+
+
+def test_dicom_without_preamble_is_still_read(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s", _volume(1))[0]
+    ds = pydicom.dcmread(path)
+    # Written as a bare implicit-VR dataset (no 128-byte preamble, no 'DICM', no file meta), as
+    # old exporters do: the file starts with an element of group 0008.
+    ds.preamble = None
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    bare = tmp_path / "bare"
+    pydicom.dcmwrite(bare, ds, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[:2] == b"\x08\x00"
+    header = read_slice_header(bare)
+    assert not isinstance(header, SkippedFile), header
+    assert header.series_uid == str(ds.SeriesInstanceUID)
+
+
+def test_multiframe_and_colour_images_are_refused_with_reason() -> None:
+    with pytest.raises(InputError, match="multi-frame") as info:
+        read_slice_header(Path(get_testdata_file("SC_rgb_rle_2frame.dcm")))
+    assert info.value.check == "dicom_multiframe"
+    with pytest.raises(InputError, match="SamplesPerPixel is 3") as info:
+        read_slice_header(Path(get_testdata_file("SC_rgb_jpeg_gdcm.dcm")))
+    assert info.value.check == "dicom_pixels"
 
 
 def test_slices_sorted_feet_to_head_and_hu_exact(tmp_path: Path) -> None:
     vol = _volume()
     write_series(tmp_path / "s", vol)
-    (tmp_path / "s" / "README.txt").write_text("not dicom")
-    geometry, ignored = _load(tmp_path / "s")
-    assert [p.name for p in ignored] == ["README.txt"]
-    assert geometry.is_volume, geometry.problems
     # InstanceNumber 1 is the most superior slice; position order puts it last.
-    assert [s.instance_number for s in geometry.slices] == [6, 5, 4, 3, 2, 1]
-    stacked = np.concatenate([slab.copy() for _, slab in iter_series_slabs(geometry, 4)], axis=2)
-    np.testing.assert_array_equal(stacked, vol[:, :, ::-1])
-    assert stacked.dtype == np.int16
-
-
-def test_affine_places_voxels_in_ras(tmp_path: Path) -> None:
-    write_series(tmp_path / "s", _volume(), spacing=(0.5, 0.7))
-    geometry, _ = _load(tmp_path / "s")
-    # Voxel (row 2, col 3) of the most inferior slice (InstanceNumber 6, z = 50 - 5 * 1.25).
-    lps = np.array([-100 + 3 * 0.7, -120 + 2 * 0.5, 50 - 5 * 1.25])
-    ras = lps * [-1, -1, 1]
-    np.testing.assert_allclose(apply_affine(geometry.affine, [[2, 3, 0]])[0], ras)
-    assert geometry.spacing_mm == pytest.approx((0.5, 0.7, 1.25))
+    np.testing.assert_array_equal(_stack(tmp_path / "s"), vol[:, :, ::-1])
 
 
 def test_signed_pixels_with_zero_intercept(tmp_path: Path) -> None:
     vol = _volume()
     write_series(tmp_path / "s", vol, intercept=0.0)
-    geometry, _ = _load(tmp_path / "s")
-    stacked = np.concatenate([slab.copy() for _, slab in iter_series_slabs(geometry, 8)], axis=2)
-    np.testing.assert_array_equal(stacked, vol[:, :, ::-1])
+    np.testing.assert_array_equal(_stack(tmp_path / "s"), vol[:, :, ::-1])
+
+
+def test_fractional_rescale_that_gives_whole_hu_is_exact(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s", _volume(1), intercept=0.0)[0]
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array.astype(np.int32)
+    ds.PixelData = (stored * 2).astype(np.int16).tobytes()
+    ds.RescaleSlope = "0.5"
+    ds.RescaleIntercept = "-1024.0"
+    ds.save_as(path)
+    header = read_slice_header(path)
+    np.testing.assert_array_equal(read_slice_hu(header), stored - 1024)  # type: ignore[arg-type]
+
+
+def test_non_integer_hu_is_refused_not_rounded(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s", _volume(1), intercept=0.0)[0]
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope = "0.3"
+    ds.save_as(path)
+    with pytest.raises(InputError, match="non-integer HU") as info:
+        read_slice_hu(read_slice_header(path))  # type: ignore[arg-type]
+    assert info.value.check == "dicom_rescale"
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_compressed_ct_decodes_to_the_same_hu(tmp_path: Path, syntax: str) -> None:
+    # pydicom's real CT slice, re-encoded losslessly (RLE natively, JPEG 2000 by openjpeg).
+    original = Path(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(original)
+    ds.compress(syntax)
+    compressed = tmp_path / "ct"
+    ds.save_as(compressed)
+    reference = read_slice_hu(read_slice_header(original))  # type: ignore[arg-type]
+    header = read_slice_header(compressed)
+    assert header.transfer_syntax == syntax  # type: ignore[union-attr]
+    np.testing.assert_array_equal(read_slice_hu(header), reference)  # type: ignore[arg-type]
+    assert reference.min() < -800 and reference.max() > 1000  # lung and bone: real HU
 
 
 @pytest.mark.parametrize(
-    "positions, problem",
+    "name",
     [
-        ([(0, 0, -1.25 * i) for i in (0, 1, 2, 4, 5, 6)], "missing slices"),
-        ([(0, 0, -1.25 * i) for i in (0, 1, 2, 2, 3, 4)], "duplicate slice positions"),
-        ([(0, 0.4 * i, -1.25 * i) for i in range(6)], "gantry tilt"),
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
     ],
 )
-def test_not_a_clean_volume_is_reported(tmp_path: Path, positions, problem: str) -> None:
-    write_series(tmp_path / "s", _volume(), positions=positions)
-    geometry, _ = _load(tmp_path / "s")
-    assert not geometry.is_volume
-    assert any(problem in p for p in geometry.problems), geometry.problems
+def test_real_encoded_files_decode_like_the_uncompressed_one(name: str) -> None:
+    # pydicom's test files: one image in many transfer syntaxes, written by other toolkits.
+    reference = read_slice_hu(read_slice_header(Path(get_testdata_file("MR_small.dcm"))))  # type: ignore[arg-type]
+    decoded = read_slice_hu(read_slice_header(Path(get_testdata_file(name))))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(decoded, reference)
 
 
-def test_mixed_orientation_is_reported(tmp_path: Path) -> None:
-    uid = "1.2.3.99"
-    write_series(tmp_path / "s", _volume(4), series_uid=uid)
-    write_series(
-        tmp_path / "s" / "loc",
-        _volume(1),
-        series_uid=uid,
-        orientation=(0, 1, 0, 0, 0, -1),
-        positions=[(0, 0, 10)],
-    )
-    geometry, _ = _load(tmp_path / "s")
-    assert any("more than one orientation" in p for p in geometry.problems)
+def test_lossy_and_sign_mismatched_jpeg2000_ct_decode_to_plausible_hu() -> None:
+    # 693_J2KI: lossy JPEG 2000 CT (intercept -1024); J2K_pixelrep_mismatch: the codestream says
+    # unsigned while PixelRepresentation says signed, which pydicom corrects.
+    lossy = read_slice_hu(read_slice_header(Path(get_testdata_file("693_J2KI.dcm"))))  # type: ignore[arg-type]
+    assert lossy.dtype == np.int16 and lossy.shape == (512, 512)
+    assert -4000 < lossy.min() < -900 and 300 < lossy.max() < 3000
+    mismatch = read_slice_hu(
+        read_slice_header(Path(get_testdata_file("J2K_pixelrep_mismatch.dcm")))
+    )  # type: ignore[arg-type]
+    assert mismatch.min() == -2000 and mismatch.max() == 1896
 
 
-def test_missing_geometry_raises_naming_file(tmp_path: Path) -> None:
-    paths = write_series(tmp_path / "s", _volume(3))
-    import pydicom
+def test_jpeg_lossless_decoder_is_installed() -> None:
+    # JPEG Lossless SV1 (the usual PACS export) decodes through pylibjpeg-libjpeg; pydicom's only
+    # local file in it is RGB, compared with the RLE copy of the same image.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        jpeg = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_gdcm.dcm"))
+        rle = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    assert jpeg.file_meta.TransferSyntaxUID.name.startswith("JPEG Lossless")
+    np.testing.assert_array_equal(jpeg.pixel_array, rle.pixel_array)
 
-    ds = pydicom.dcmread(paths[1])
-    del ds.ImagePositionPatient
-    ds.save_as(paths[1])
-    series, _, _ = scan_folder(tmp_path / "s")
-    with pytest.raises(InputError, match="lack ImagePositionPatient"):
-        order_series(next(iter(series.values())))
+
+def test_undecodable_pixels_name_the_file(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s", _volume(1))[0]
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(path)
+    with pytest.raises(InputError, match="cannot decode pixel data") as info:
+        read_slice_hu(read_slice_header(path))  # type: ignore[arg-type]
+    assert info.value.path == str(path) and info.value.check == "dicom_pixels"

@@ -17,6 +17,8 @@ def test_project_params_load() -> None:
     assert params.build.volumes.chunks == (64, 64, 64)
     assert params.build.sources.verse == "data/sample/verse"
     assert params.build.checks.mode("anything") == "warn"
+    assert params.build.mosmed.genant.thresholds == (0.20, 0.25, 0.40)
+    assert params.build.mosmed.annotation_dirs == ("annotation", "annotation_v2")
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,12 @@ def test_project_params_load() -> None:
         ("sample: {size: huge}\n", "sample.size"),
         ("build: {outdir: x}\n", "unknown key"),
         ("[1, 2\n", "not valid YAML"),
+        ("mosmed: {genant: {closed: both}}\n", "mosmed.genant.closed"),
+        ("mosmed: {genant: {thresholds: [0.4, 0.25, 0.2]}}\n", "mosmed.genant.thresholds"),
+        ("mosmed: {genant: {ratios: [height]}}\n", "mosmed.genant.ratios"),
+        ("mosmed: {genant: {threshold: 1}}\n", "unknown key"),
+        ("mosmed: {slice_tolerance_mm: -1}\n", "mosmed.slice_tolerance_mm"),
+        ("mosmed: {annotation_dirs: [../elsewhere]}\n", "mosmed.annotation_dirs"),
     ],
 )
 def test_bad_params_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:

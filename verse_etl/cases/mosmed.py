@@ -1,36 +1,103 @@
-"""Build one MosMed study: every clean CT series to a Zarr store, series and keypoint rows."""
+"""Build one MosMed study: clean CT series to Zarr stores; series, keypoint and quarantine rows.
+
+1. The study's files: ``dicom/<Folder>/**``, or ``dicom/<Folder>.tar.gz`` unpacked safely into a
+   temporary folder (:mod:`verse_etl.io.archives`) that is deleted afterwards.
+2. Headers read and grouped by SeriesInstanceUID (:mod:`verse_etl.io.dicom`); files that are not
+   DICOM images are recorded, never silently skipped.
+3. Each series checked (:mod:`verse_etl.io.series_geometry`); a clean volume is streamed slice by
+   slice into its store, anything else is reported with its verdict and not converted.
+4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
+   Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
+   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); v1 vertebrae take
+   their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
+"""
 
 from __future__ import annotations
 
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from verse_etl import __version__
-from verse_etl.annotations import POINT_NAMES, AnnotationFile, read_annotation
+from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.errors import InputError
-from verse_etl.geometry import axcodes
+from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
-from verse_etl.io.dicom import SeriesGeometry, iter_series_slabs, order_series, scan_folder
-from verse_etl.params import VolumeParams
+from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
+from verse_etl.io.dicom import SERIES_TAGS, iter_slabs, scan_files, walk_files
+from verse_etl.io.series_geometry import (
+    GeometryTolerances,
+    SeriesGeometry,
+    check_series,
+    store_slice_index,
+)
+from verse_etl.matching import levels_from_reference
+from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
+from verse_etl.params import MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
 from verse_etl.sources.mosmed import MosmedStudy
 from verse_etl.volumes import IMAGE_PATH, StoreWriter, layout
 
 SOURCE = "mosmed"
+MOSMED_FORMAT = 2
+"""Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
+
+_NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
+_UNGRADED = -1  # only with a zero height, which fails the height checks too
+
+
+def tolerances(params: MosmedParams) -> GeometryTolerances:
+    """The geometry tolerances of ``params``."""
+    return GeometryTolerances(
+        slice_mm=params.slice_tolerance_mm,
+        in_plane_mm=params.in_plane_tolerance_mm,
+        orientation=params.orientation_tolerance,
+    )
 
 
 def build_mosmed_study(
-    study: MosmedStudy, root: Path, out: Path, volumes: VolumeParams
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams | None = None,
 ) -> CaseResult:
-    """Convert one study and return its rows; reuse the saved result if nothing changed."""
-    files = sorted(p for p in study.dicom_dir.rglob("*") if p.is_file()) if study.dicom_dir else []
-    if study.annotation_path:
-        files.append(study.annotation_path)
-    hashes = {relative(p, root): sha256_file(p) for p in files}
-    key = fingerprint(__version__, hashes, volumes)
+    """Convert one study and return its rows; reuse the saved result if nothing changed.
+
+    Parameters
+    ----------
+    study
+        From :func:`verse_etl.sources.mosmed.discover_mosmed`.
+    root
+        MosMed source root (paths in rows and records are relative to it).
+    out
+        Build root.
+    volumes
+        Store layout.
+    params
+        Geometry tolerances, Genant grading and where archives are unpacked.
+    """
+    params = params or MosmedParams()
+    sources = walk_files(study.dicom_dir) if study.dicom_dir else []
+    if study.dicom_dir is None and study.archive is not None:
+        sources = [study.archive]
+    hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
+    key = fingerprint(
+        __version__,
+        MOSMED_FORMAT,
+        hashes,
+        volumes,
+        asdict(tolerances(params)),
+        params.genant,
+        [asdict(m) for m in study.id_mappings],
+    )
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
     if cached is not None and all(
@@ -40,232 +107,507 @@ def build_mosmed_study(
     ):
         return cached
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
-    annotation = _read_annotation(study, root, result)
-    series_store: dict[str, str] = {}
-    if study.dicom_dir is None:
-        if annotation is not None:
+    annotations = _read_annotations(study, root, result)
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    if not study.has_images:
+        for ann in annotations:
             _quarantine(
                 result,
-                root,
-                study.annotation_path,
-                "study_missing",  # type: ignore[arg-type]
-                f"no study folder dicom/{study.folder} for this annotation; "
-                f"{len(annotation.vertebrae)} annotated vertebrae left out",
+                relative(ann.path, root),
+                "study_missing",
+                f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
+                f"{len(ann.vertebrae)} annotated vertebrae left out",
                 table="mosmed_vertebrae",
             )
     else:
-        series_store = _convert_series(study, root, out, volumes, annotation, result)
-    if annotation is not None and study.dicom_dir is not None:
-        if annotation.series_uid not in series_store:
-            _quarantine(
-                result,
-                root,
-                annotation.path,
-                "series_missing",
-                f"no convertible series with SeriesInstanceUID {annotation.series_uid!r} in "
-                f"dicom/{study.folder}; {len(annotation.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
-            )
-        else:
-            _add_vertebrae(result, annotation, root, series_store[annotation.series_uid])
+        with _study_files(study, root, params, result) as names:
+            series = _convert_series(study, names, root, out, volumes, params, annotations, result)
+    _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
 
 
-def _read_annotation(study: MosmedStudy, root: Path, result: CaseResult) -> AnnotationFile | None:
-    if study.annotation_path is None:
-        return None
-    try:
-        annotation = read_annotation(study.annotation_path)
-    except InputError as e:
-        result.quarantine.append(
-            QuarantineRecord.from_error(e, SOURCE, study.folder, root, "mosmed_vertebrae")
-        )
-        return None
-    if annotation.folder != study.folder:
-        _quarantine(
-            result,
-            root,
-            annotation.path,
-            "annotation_folder",
-            f"Folder is {annotation.folder!r} (expected the file stem {study.folder!r})",
-            table="mosmed_vertebrae",
-        )
-        return None
-    return annotation
-
-
 def _quarantine(
-    result: CaseResult, root: Path, path: Path, check: str, problem: str, table: str = ""
+    result: CaseResult, file: str, check: str, problem: str, table: str = "", fix: str = ""
 ) -> None:
-    rel = relative(path, root)
     result.quarantine.append(
         QuarantineRecord(
             source=SOURCE,
             case_id=result.case_id,
             table=table,
-            file=rel,
+            file=file,
             check=check,
-            reason=f"{rel}: {problem}",
+            reason=f"{file}: {problem}" + (f"; {fix}" if fix else ""),
         )
     )
 
 
+def _record(
+    result: CaseResult, error: InputError, root: Path, names: dict[Path, str], table: str = ""
+) -> None:
+    """Quarantine ``error`` under the file's source name (archive members as archive!/member)."""
+    display = names.get(Path(error.path)) or relative(Path(error.path), root)
+    _quarantine(result, display, error.check, error.problem, table=table, fix=error.fix)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _study_files(
+    study: MosmedStudy, root: Path, params: MosmedParams, result: CaseResult
+) -> Iterator[dict[Path, str]]:
+    """Yield every file of the study: local path -> name relative to the source root."""
+    if study.dicom_dir is not None:
+        if study.archive is not None:
+            _quarantine(
+                result,
+                relative(study.archive, root),
+                "archive_unused",
+                f"both dicom/{study.folder}/ and this archive exist; the folder was converted "
+                "and the archive ignored",
+                fix="remove one of the two",
+            )
+        yield {p: relative(p, root) for p in walk_files(study.dicom_dir)}
+        return
+    assert study.archive is not None
+    archive_name = relative(study.archive, root)
+    with tempfile.TemporaryDirectory(
+        prefix="verse-etl-unpack-", dir=params.unpack_dir or None
+    ) as tmp:
+        try:
+            unpacked = unpack_archive(study.archive, Path(tmp))
+        except InputError as e:
+            _record(result, e, root, {}, table="series")
+            yield {}
+            return
+        for refusal in unpacked.refused:
+            member = refusal.path.split(MEMBER_SEPARATOR, 1)[1]
+            _quarantine(
+                result,
+                f"{archive_name}{MEMBER_SEPARATOR}{member}",
+                refusal.check,
+                refusal.problem,
+                table="series",
+                fix=refusal.fix,
+            )
+        yield {f.path: f"{archive_name}{MEMBER_SEPARATOR}{f.member}" for f in unpacked.files}
+
+
+# -- series ---------------------------------------------------------------------------------
+
+
 def _convert_series(
     study: MosmedStudy,
+    names: dict[Path, str],
     root: Path,
     out: Path,
     volumes: VolumeParams,
-    annotation: AnnotationFile | None,
+    params: MosmedParams,
+    annotations: list[AnnotationFile],
     result: CaseResult,
-) -> dict[str, str]:
-    """Convert every clean series of the study; return SeriesInstanceUID -> store path."""
-    assert study.dicom_dir is not None
-    series, ignored, errors = scan_folder(study.dicom_dir)
-    for path in ignored:
-        _quarantine(result, root, path, "not_dicom", "not a DICOM image file; ignored")
-    for error in errors:
-        result.quarantine.append(
-            QuarantineRecord.from_error(error, SOURCE, study.folder, root, "series")
+) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
+    """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
+    scan = scan_files(sorted(names))
+    for skipped in scan.skipped:
+        _quarantine(
+            result,
+            names[skipped.path],
+            "not_dicom_image",
+            f"{skipped.reason}; ignored",
         )
-    stores: dict[str, str] = {}
-    for uid in sorted(series):
-        slices = series[uid]
-        row: dict[str, Any] = _series_row(
-            study.folder, uid, slices[0].study_uid, slices[0].attributes, len(slices)
-        )
-        row["annotated"] = annotation is not None and annotation.series_uid == uid
-        try:
-            geometry = order_series(slices)
-        except InputError as e:
-            result.quarantine.append(
-                QuarantineRecord.from_error(e, SOURCE, study.folder, root, "series")
+    for error in scan.errors:
+        _record(result, error, root, names, table="series")
+    annotated = {
+        target
+        for ann in annotations
+        if (target := _match_series(ann, study, set(scan.series))[0]) is not None
+    }
+    source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
+    converted: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    for uid in sorted(scan.series):
+        headers = scan.series[uid]
+        geometry = check_series(headers, tolerances(params))
+        row = _series_row(study.folder, uid, headers, geometry, source_path)
+        row["annotated"] = uid in annotated
+        where = _common_parent(names[h.path] for h in headers)
+        if geometry.localizers and geometry.slices:
+            _quarantine(
+                result,
+                where,
+                "localizer_removed",
+                f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
+                f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
+                table="series",
             )
-            row.update(rows=slices[0].rows, columns=slices[0].columns, problems=e.problem)
-            result.add("series", row)
-            continue
-        row.update(_geometry_columns(geometry))
         if not geometry.is_volume:
             _quarantine(
                 result,
-                root,
-                slices[0].path.parent,
-                "dicom_geometry",
-                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); not converted",
+                where,
+                f"series_{geometry.verdict}",
+                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); "
+                "not converted",
                 table="series",
             )
-            result.add("series", row)
-            continue
-        store = mosmed_store_path(out, study.folder, uid)
-        try:
-            sha = _write_store(store, geometry, volumes, study.folder, uid)
-        except InputError as e:
-            result.quarantine.append(
-                QuarantineRecord.from_error(e, SOURCE, study.folder, root, "series")
-            )
-            row.update(is_volume=False, problems=str(e))
-            result.add("series", row)
-            continue
-        result.stores_written += 1
-        row.update(store_path=relative(store, out), voxel_sha256=sha)
-        stores[uid] = row["store_path"]
+        else:
+            store = mosmed_store_path(out, study.folder, uid)
+            try:
+                sha, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
+            except InputError as e:
+                _record(result, e, root, names, table="series")
+                row["problems"] = f"pixel data: {e.problem}"
+            else:
+                result.stores_written += 1
+                row.update(
+                    is_volume=True,
+                    store_path=relative(store, out),
+                    voxel_sha256=sha,
+                    hu_min=lo,
+                    hu_max=hi,
+                    affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
+                )
+        converted[uid] = (geometry, row)
         result.add("series", row)
-    return stores
+    return converted
+
+
+def _common_parent(names: Iterator[str] | Any) -> str:
+    parts = [n.split("/")[:-1] for n in names]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return "/".join(common)
 
 
 def _series_row(
-    folder: str, uid: str, study_uid: str, attrs: dict[str, Any], n: int
+    folder: str, uid: str, headers: list, geometry: SeriesGeometry, source_path: str
 ) -> dict[str, Any]:
-    def number(name: str) -> float | None:
-        try:
-            return float(attrs[name]) if attrs.get(name) not in (None, "") else None
-        except (TypeError, ValueError):
-            return None
-
-    def text(name: str) -> str | None:
-        value = attrs.get(name)
-        return None if value in (None, "") else str(value)
-
-    return {
-        "folder": folder,
-        "series_uid": uid,
-        "study_uid": study_uid,
-        "modality": text("Modality"),
-        "manufacturer": text("Manufacturer"),
-        "model": text("ManufacturerModelName"),
-        "kernel": text("ConvolutionKernel"),
-        "kvp": number("KVP"),
-        "slice_thickness_mm": number("SliceThickness"),
-        "n_slices": n,
-        "rows": 0,
-        "columns": 0,
-        "spacing_row_mm": None,
-        "spacing_col_mm": None,
-        "slice_step_mm": None,
-        "orientation": None,
-        "affine": None,
-        "tilt_deg": None,
-        "is_volume": False,
-        "problems": "",
-        "annotated": False,
-        "store_path": None,
-        "voxel_sha256": None,
-    }
-
-
-def _geometry_columns(geometry: SeriesGeometry) -> dict[str, Any]:
-    return {
-        "rows": geometry.shape[0],
-        "columns": geometry.shape[1],
-        "spacing_row_mm": geometry.spacing_mm[0],
-        "spacing_col_mm": geometry.spacing_mm[1],
-        "slice_step_mm": geometry.slice_step_mm,
-        "orientation": axcodes(geometry.affine),
-        "affine": [float(v) for v in geometry.affine.reshape(-1)],
-        "tilt_deg": geometry.tilt_deg,
-        "is_volume": geometry.is_volume,
-        "problems": "; ".join(geometry.problems),
-    }
+    first = (geometry.slices or geometry.localizers)[0]
+    row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
+    row["source_path"] = source_path
+    for keyword, column in SERIES_TAGS.items():
+        value = first.attributes.get(keyword)
+        if column in _NUMERIC_TAGS:
+            try:
+                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                row[column] = None
+        else:
+            row[column] = None if value in (None, "") else str(value)
+    ps = geometry.pixel_spacing
+    checks = asdict(geometry.checks)
+    row.update(
+        transfer_syntax=first.transfer_syntax,
+        n_files=len(headers),
+        n_localizers=len(geometry.localizers),
+        n_slices=len(geometry.slices),
+        rows=first.rows,
+        columns=first.columns,
+        spacing_row_mm=ps[0] if ps else None,
+        spacing_col_mm=ps[1] if ps else None,
+        slice_step_mm=geometry.slice_step_mm,
+        spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
+        orientation=geometry.orientation,
+        affine=None,
+        tilt_deg=geometry.tilt_deg,
+        rescale_slope=first.slope,
+        rescale_intercept=first.intercept,
+        **checks,
+        missing_slices=geometry.missing_slices,
+        instance_order=geometry.instance_order,
+        verdict=geometry.verdict,
+        findings=",".join(geometry.findings),
+        is_volume=False,
+        problems="; ".join(geometry.problems),
+        annotated=False,
+        store_path=None,
+        voxel_sha256=None,
+        hu_min=None,
+        hu_max=None,
+    )
+    return row
 
 
 def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
-) -> str:
+) -> tuple[str, float, float]:
+    """Stream the series into its store; return the voxel sha256 and the HU range."""
     depth = layout(geometry.shape, volumes)[1][2]
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in geometry.affine],
-            "orientation": axcodes(geometry.affine),
-            "spacing_mm": list(geometry.spacing_mm),
+            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]
+            "orientation": geometry.orientation,
+            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]
             "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
-            "affine maps (row, column, slice) to RAS+ mm",
+            "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
+    low, high = [np.inf], [-np.inf]
+
+    def slabs() -> Iterator[tuple[int, np.ndarray]]:
+        for k0, slab in iter_slabs(geometry.slices, depth):
+            low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
+            yield k0, slab
+
     with StoreWriter(store, volumes, attributes) as writer:
-        info = writer.write_array(
-            IMAGE_PATH, geometry.shape, np.dtype(np.int16), iter_series_slabs(geometry, depth)
+        info = writer.write_array(IMAGE_PATH, geometry.shape, np.dtype(np.int16), slabs())
+    return info.voxel_sha256, float(low[0]), float(high[0])
+
+
+# -- annotations ----------------------------------------------------------------------------
+
+
+def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> list[AnnotationFile]:
+    """Parse every annotation file of the study; keep one per release (exact identifiers win)."""
+    parsed: list[AnnotationFile] = []
+    old_folders = {m.old_folder for m in study.id_mappings if m.folder == study.folder}
+    for path in study.annotations:
+        rel = relative(path, root)
+        try:
+            ann = read_annotation(path)
+        except InputError as e:
+            _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            continue
+        for problem in ann.problems:
+            _quarantine(
+                result, rel, problem.check, problem.problem, "mosmed_vertebrae", problem.fix
+            )
+        if ann.folder != path.stem:
+            _quarantine(
+                result,
+                rel,
+                "annotation_folder",
+                f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
+                table="mosmed_vertebrae",
+                fix="rename the file or fix its Folder",
+            )
+            continue
+        if ann.folder != study.folder and ann.folder not in old_folders:
+            _quarantine(
+                result,
+                rel,
+                "annotation_folder",
+                f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
+                table="mosmed_vertebrae",
+                fix="check mosmed.id_mapping",
+            )
+            continue
+        parsed.append(ann)
+    kept: list[AnnotationFile] = []
+    for release in ("v1", "v2"):
+        same = sorted(
+            (a for a in parsed if a.release == release),
+            key=lambda a: (a.folder != study.folder, str(a.path)),
         )
-    return info.voxel_sha256
+        kept.extend(same[:1])
+        for extra in same[1:]:
+            _quarantine(
+                result,
+                relative(extra.path, root),
+                "annotation_duplicate",
+                f"a second {release} annotation of study {study.folder} (kept "
+                f"{relative(same[0].path, root)}); {len(extra.vertebrae)} vertebrae left out",
+                table="mosmed_vertebrae",
+                fix="remove one of the files",
+            )
+    return kept
+
+
+def _match_series(
+    ann: AnnotationFile, study: MosmedStudy, uids: set[str]
+) -> tuple[str | None, str]:
+    """The study's series an annotation refers to, and whether ids matched exactly or mapped."""
+    exact_folder = ann.folder == study.folder
+    if ann.series_uid in uids:
+        return ann.series_uid, "exact" if exact_folder else "mapping"
+    for m in study.id_mappings:
+        if m.old_series_uid == ann.series_uid and m.folder == study.folder and m.series_uid in uids:
+            return m.series_uid, "mapping"
+    return None, "exact" if exact_folder else "mapping"
 
 
 def _add_vertebrae(
-    result: CaseResult, annotation: AnnotationFile, root: Path, store_path: str
+    result: CaseResult,
+    study: MosmedStudy,
+    annotations: list[AnnotationFile],
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]],
+    root: Path,
+    params: MosmedParams,
 ) -> None:
-    for vertebra in annotation.vertebrae:
-        row: dict[str, Any] = {
-            "folder": annotation.folder,
-            "series_uid": annotation.series_uid,
-            "release": annotation.release,
-            "expert": vertebra.expert,
-            "vertebra_index": vertebra.index,
-            "level": None,
-            "annotation_path": relative(annotation.path, root),
-            "store_path": store_path,
-        }
-        for name, (r, c, k) in zip(POINT_NAMES, vertebra.points, strict=True):
-            row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = r, c, k
-        result.add("mosmed_vertebrae", row)
+    rows_by_release: dict[str, list[dict[str, Any]]] = {}
+    for ann in annotations:
+        rel = relative(ann.path, root)
+        if not series:
+            if study.has_images:
+                _quarantine(
+                    result,
+                    rel,
+                    "series_missing",
+                    f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
+                    "vertebrae left out",
+                    table="mosmed_vertebrae",
+                )
+            continue
+        uid, id_match = _match_series(ann, study, set(series))
+        if uid is None:
+            _quarantine(
+                result,
+                rel,
+                "series_missing",
+                f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
+                f"{' (nor a mapped one)' if study.id_mappings else ''}; "
+                f"{len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+            )
+            continue
+        geometry, series_row = series[uid]
+        if not series_row["is_volume"]:
+            _quarantine(
+                result,
+                rel,
+                "series_not_volume",
+                f"series {uid} was not converted ({series_row['verdict']}: "
+                f"{series_row['problems']}); {len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+            )
+            continue
+        try:
+            store_slice_index(0.0, geometry)
+        except ValueError as e:
+            _quarantine(
+                result,
+                rel,
+                "instance_order",
+                f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+                fix="the annotation's k (InstanceNumber order) needs unique, monotonic "
+                "InstanceNumbers",
+            )
+            continue
+        rows = [
+            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row) for v in ann.vertebrae
+        ]
+        rows_by_release[ann.release] = rows
+    v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
+    # A level given twice by one v2 expert is an error of that file (quarantined by the table
+    # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
+    counts = Counter((r["expert"], r["level"]) for r in v2)
+    labelled = [
+        r
+        for r in v2
+        if r["level"] is not None
+        and counts[(r["expert"], r["level"])] == 1
+        and r["series_uid"] == _uid(v1)
+    ]
+    if v1 and labelled:
+        found = levels_from_reference(
+            np.array([_centre(r) for r in v1]),
+            [_mean_height(r) for r in v1],
+            [r["expert"] for r in v1],
+            np.array([_centre(r) for r in labelled]),
+            [r["level"] for r in labelled],
+            [r["expert"] for r in labelled],
+        )
+        for row, (level, source) in zip(v1, found, strict=True):
+            row["level"], row["level_source"] = level, source
+    for rows in (v1, v2):
+        _grade(rows, params)
+        for row in rows:
+            result.add("mosmed_vertebrae", row)
+
+
+def _uid(rows: list[dict[str, Any]]) -> str | None:
+    return rows[0]["series_uid"] if rows else None
+
+
+def _world(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}_mm"] for a in ("x", "y", "z")] for p in POINT_NAMES])
+
+
+def _centre(row: dict[str, Any]) -> np.ndarray:
+    return _world(row).mean(axis=0)
+
+
+def _mean_height(row: dict[str, Any]) -> float:
+    return float(np.mean([row["height_ant_mm"], row["height_mid_mm"], row["height_post_mm"]]))
+
+
+def _vertebra_row(
+    ann: AnnotationFile,
+    vertebra: Any,
+    uid: str,
+    id_match: str,
+    rel: str,
+    geometry: SeriesGeometry,
+    series_row: dict[str, Any],
+) -> dict[str, Any]:
+    points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
+    slices = store_slice_index(points[:, 2], geometry)
+    world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+    h_a, h_m, h_p = heights_mm(world)
+    row: dict[str, Any] = {
+        "folder": series_row["folder"],
+        "series_uid": uid,
+        "release": ann.release,
+        "expert": vertebra.expert,
+        "vertebra_index": vertebra.index,
+        "level": vertebra.level,
+        "level_source": "annotation" if vertebra.level else None,
+        "id_match": id_match,
+        "annotation_path": rel,
+        "store_path": series_row["store_path"],
+        "series_rows": geometry.shape[0],
+        "series_columns": geometry.shape[1],
+        "series_slices": geometry.shape[2],
+    }
+    for i, name in enumerate(POINT_NAMES):
+        row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
+        row[f"{name}_slice"] = float(slices[i])
+        row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
+    ratios = deformity_ratios(h_a, h_m, h_p)
+    row.update(
+        height_ant_mm=h_a,
+        height_mid_mm=h_m,
+        height_post_mm=h_p,
+        wedge_ratio=ratios["wedge"],
+        biconcave_ratio=ratios["biconcave"],
+        deformity_ratio=ratios["deformity"],
+        crush_ratio=None,
+        genant_grade=_UNGRADED,
+    )
+    return row
+
+
+def _grade(rows: list[dict[str, Any]], params: MosmedParams) -> None:
+    """Crush ratios (neighbours of the same expert) and Genant grades, in place."""
+    by_expert: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_expert.setdefault(row["expert"], []).append(row)
+    for row in rows:
+        own = by_expert[row["expert"]]
+        if row["level"] is not None:
+            at = LEVELS.index(row["level"])
+            neighbours = [
+                r for r in own if r["level"] is not None and abs(LEVELS.index(r["level"]) - at) == 1
+            ]
+        else:
+            neighbours = [r for r in own if abs(r["vertebra_index"] - row["vertebra_index"]) == 1]
+        row["crush_ratio"] = crush_ratio(
+            row["height_post_mm"], [r["height_post_mm"] for r in neighbours]
+        )
+        ratio = grade_ratio(
+            {
+                "deformity": row["deformity_ratio"],
+                "wedge": row["wedge_ratio"],
+                "biconcave": row["biconcave_ratio"],
+                "crush": row["crush_ratio"],
+            },
+            params.genant,
+        )
+        row["genant_grade"] = _UNGRADED if ratio is None else genant_grade(ratio, params.genant)

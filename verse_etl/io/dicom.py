@@ -1,19 +1,26 @@
-"""DICOM CT series: discovery of files, grouping by SeriesInstanceUID, geometry and slice streaming.
+"""DICOM CT files: which files are images, what their headers say, and their pixels as HU.
 
-Spec: DICOM PS3.3 C.7.6.2 (Image Plane Module). Headers are read with
-``stop_before_pixels=True``; pixels are decoded one slice at a time when a store is written, so
-memory stays bounded by one slice. Slices are ordered by their position along the slice normal
-(never by InstanceNumber or file name), and every geometric assumption (one orientation, unique
-and evenly spaced positions, no tilt) is checked and reported instead of silently stacked.
+Spec: DICOM PS3.3 C.7.6.2 (Image Plane Module: ImagePositionPatient, ImageOrientationPatient,
+PixelSpacing), C.11.1 (Modality LUT: RescaleSlope, RescaleIntercept), PS3.5 §8 and Annex A
+(transfer syntaxes). Headers are read with ``stop_before_pixels=True`` and only the tags listed
+in :data:`HEADER_TAGS`; pixels are decoded one slice at a time when a store is written, so memory
+stays bounded by one slice whatever the series size. Compressed transfer syntaxes (JPEG,
+JPEG-LS, JPEG 2000, HTJ2K, RLE) decode through pydicom's pylibjpeg and pillow plugins.
+
+How slices are ordered and which series are clean volumes is :mod:`verse_etl.io.series_geometry`.
+
+**PHI.** What reaches the Parquet tables is decided by the allow-list :data:`SERIES_TAGS`; the
+header of every file is read with ``specific_tags`` so that patient names, ids, birth dates and
+addresses are never even decoded.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import os
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,30 +29,73 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from verse_etl.errors import InputError
-from verse_etl.geometry import dicom_affine
 
-# MosMed's SeriesInstanceUIDs end in '.': invalid for VR UI, but real, and kept verbatim. pydicom
-# reports every read of such a value through `warnings` and through its logger. Only that exact
-# report is muted, once, here: `warnings.catch_warnings` is not thread-safe and cases run in threads.
-_TRAILING_DOT_UID = r"Invalid value for VR UI: '[0-9.]+\.'"
-warnings.filterwarnings("ignore", message=_TRAILING_DOT_UID, category=UserWarning)
+SERIES_TAGS: dict[str, str] = {
+    "Modality": "modality",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+    "ConvolutionKernel": "kernel",
+    "KVP": "kvp",
+    "SliceThickness": "slice_thickness_mm",
+    "SeriesNumber": "series_number",
+    "GantryDetectorTilt": "gantry_detector_tilt_deg",
+    "PatientPosition": "patient_position",
+}
+"""The allow-list: DICOM keyword -> ``series`` table column, for series-level descriptive tags.
+
+Nothing else read from a header leaves this module except the UIDs, geometry and pixel
+description of :class:`SliceHeader`. Free-text tags that may carry identity (SeriesDescription,
+StudyDescription, InstitutionName, names, ids, dates, addresses) are deliberately absent.
+"""
+
+HEADER_TAGS: tuple[str, ...] = (
+    "SpecificCharacterSet",  # needed to decode the allow-listed strings correctly
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "InstanceNumber",
+    "ImageType",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    *SERIES_TAGS,
+)
+"""Every tag read from a header (pydicom ``specific_tags``)."""
 
 
-class _TrailingDotUidFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return re.match(_TRAILING_DOT_UID, record.getMessage()) is None
+def _not_invalid_uid(record: logging.LogRecord) -> bool:
+    return "Invalid value for VR UI" not in record.getMessage()
 
 
-logging.getLogger("pydicom").addFilter(_TrailingDotUidFilter())
+# MosMed's real UIDs end in '.' (invalid for VR UI, kept verbatim: MOSMED.md §1.5); pydicom
+# reports every access through both `warnings` (silenced around each read below) and its logger,
+# which would flood a build's log with one line per slice. Only that one message is dropped.
+logging.getLogger("pydicom").addFilter(_not_invalid_uid)
+# The same report through `warnings`, muted once at import as well: `warnings.catch_warnings`
+# (used around each read below) is not thread-safe, and cases run in threads.
+warnings.filterwarnings(
+    "ignore", message=r"Invalid value for VR UI: '[0-9.]+\.'", category=UserWarning
+)
 
-# Geometry tolerances: positions and spacings in mm, direction cosines as dot products.
-SPACING_TOLERANCE_MM = 0.01
-ORIENTATION_TOLERANCE = 1e-4
+LOCALIZER = "LOCALIZER"
+"""ImageType value of scout/localizer projections (PS3.3 C.8.2.1.1.1), never part of a volume."""
 
 
 @dataclass(frozen=True)
 class SliceHeader:
-    """What one CT image file says about itself (no pixels)."""
+    """What one single-frame image file says about itself (no pixels).
+
+    ``position`` (ImagePositionPatient), ``orientation`` (ImageOrientationPatient) and
+    ``pixel_spacing`` (PixelSpacing: row spacing, column spacing) are None when missing or not
+    numbers of the right count; the geometry checks report that.
+    """
 
     path: Path
     series_uid: str
@@ -59,93 +109,175 @@ class SliceHeader:
     slope: float
     intercept: float
     image_type: tuple[str, ...]
+    transfer_syntax: str = ""
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_localizer(self) -> bool:
+        """True for a scout/localizer image (ImageType holds ``LOCALIZER``)."""
+        return any(v.strip().upper() == LOCALIZER for v in self.image_type)
 
 
 @dataclass(frozen=True)
-class SeriesGeometry:
-    """A series ordered along its slice normal, with the checks that make it a clean volume."""
+class SkippedFile:
+    """A file that is not a DICOM image, and why (kept for the record, never silently skipped)."""
 
-    slices: tuple[SliceHeader, ...]
-    affine: np.ndarray
-    shape: tuple[int, int, int]
-    spacing_mm: tuple[float, float, float]
-    slice_step_mm: float
-    tilt_deg: float
-    problems: tuple[str, ...]
-
-    @property
-    def is_volume(self) -> bool:
-        """True if no geometry check failed."""
-        return not self.problems
+    path: Path
+    reason: str
 
 
-# Series-level attributes copied to the `series` table. An allow-list: patient name, ids, birth
-# date and addresses never leave the DICOM file.
-SERIES_ATTRIBUTES: tuple[str, ...] = (
-    "Modality",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "ConvolutionKernel",
-    "KVP",
-    "SliceThickness",
-    "SeriesNumber",
-    "SeriesDescription",
-    "BodyPartExamined",
-    "PatientPosition",
-    "FrameOfReferenceUID",
-)
+@dataclass
+class FileScan:
+    """Every file of a study sorted into image series, skipped files and unusable images."""
+
+    series: dict[str, list[SliceHeader]] = field(default_factory=dict)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
 
 
-def read_slice_header(path: Path) -> SliceHeader | None:
-    """Read one file's header; return None if it is not a DICOM image.
+def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
+    """Read one file's header and say whether it is a single-frame image.
+
+    Returns
+    -------
+    SliceHeader
+        For a DICOM image.
+    SkippedFile
+        For a file that is not DICOM, or DICOM without an image (DICOMDIR, a Philips DIRFILE,
+        a structured report, ...).
 
     Raises
     ------
     InputError
-        If the file is DICOM but lacks what a CT slice must have (SeriesInstanceUID, Rows,
-        Columns).
+        If the file is a DICOM image that cannot be used: no SeriesInstanceUID, multi-frame,
+        not greyscale, or Rows/Columns unreadable.
     """
+    # pydicom converts values lazily on attribute access, so every access stays inside the
+    # filter: MosMed UIDs end in '.', invalid for VR UI but real, and are kept verbatim.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = _read_header(path)
+        if isinstance(ds, SkippedFile):
+            return ds
+        try:
+            return _header(path, ds)
+        except InputError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise InputError(
+                path,
+                f"DICOM header cannot be interpreted ({type(e).__name__}: {e})",
+                "the file is corrupt; replace it",
+                check="dicom_header",
+            ) from e
+
+
+def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
-        return None
-    return _header(path, ds)
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+    except InvalidDicomError:
+        # Files written without the 128-byte preamble and 'DICM' (older or hand-made ones)
+        # still start with an element of group 0008 in little endian; anything else is not DICOM.
+        with open(path, "rb") as f:
+            start = f.read(4)
+        if len(start) < 4 or start[:2] != b"\x08\x00":
+            return SkippedFile(path, "not a DICOM file")
+        try:
+            return pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=True
+            )
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
+            return SkippedFile(path, f"not a DICOM file ({type(e).__name__})")
+    except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        return SkippedFile(path, f"not a readable DICOM file ({type(e).__name__}: {e})")
 
 
-def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | None:
-    if "SeriesInstanceUID" not in ds or "Rows" not in ds or "Columns" not in ds:
-        if "SeriesInstanceUID" in ds and "Rows" not in ds:
-            return None  # e.g. a DICOMDIR or structured report next to the images
+def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | SkippedFile:
+    if "Rows" not in ds or "Columns" not in ds:
+        sop = ds.get("SOPClassUID")
+        if sop is None and hasattr(ds, "file_meta"):
+            sop = ds.file_meta.get("MediaStorageSOPClassUID")
+        kind = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
+        return SkippedFile(path, f"DICOM file without an image ({kind})")
+    if "SeriesInstanceUID" not in ds or not str(ds.SeriesInstanceUID).strip():
         raise InputError(
             path,
-            "DICOM file has no SeriesInstanceUID",
-            "the file cannot be grouped; remove it or fix its header",
+            "DICOM image has no SeriesInstanceUID",
+            "the file cannot be grouped into a series; remove it or fix its header",
             check="dicom_tags",
         )
+    frames = ds.get("NumberOfFrames")
+    if frames not in (None, "") and int(frames) > 1:
+        raise InputError(
+            path,
+            f"multi-frame image ({int(frames)} frames; expected single-frame CT slices)",
+            "enhanced multi-frame objects are not converted; export the series as single frames",
+            check="dicom_multiframe",
+        )
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise InputError(
+            path,
+            f"SamplesPerPixel is {samples} (expected 1: a greyscale CT image)",
+            "colour or secondary-capture images are not CT volumes; remove the file",
+            check="dicom_pixels",
+        )
     number = ds.get("InstanceNumber")
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     return SliceHeader(
         path=path,
         series_uid=str(ds.SeriesInstanceUID),
         study_uid=str(ds.get("StudyInstanceUID", "")),
-        instance_number=int(number) if number not in (None, "") else None,
+        instance_number=_integer(number),
         position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
         rows=int(ds.Rows),
         columns=int(ds.Columns),
-        slope=float(ds.get("RescaleSlope", 1) or 1),
-        intercept=float(ds.get("RescaleIntercept", 0) or 0),
-        image_type=tuple(str(v) for v in (ds.get("ImageType") or ())),
-        attributes={k: _plain(ds.get(k)) for k in SERIES_ATTRIBUTES if k in ds},
+        slope=_number(ds.get("RescaleSlope"), 1.0),
+        intercept=_number(ds.get("RescaleIntercept"), 0.0),
+        image_type=tuple(str(v) for v in (_values(ds.get("ImageType")))),
+        transfer_syntax=syntax,
+        attributes={k: _plain(ds.get(k)) for k in SERIES_TAGS if k in ds},
     )
+
+
+def _values(value: object) -> tuple[object, ...]:
+    if value in (None, ""):
+        return ()
+    if isinstance(value, (str, bytes)):
+        return (value,)
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        return (value,)
+
+
+def _integer(value: object) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(value: object, default: float) -> float:
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if np.isfinite(number) else default
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
-        items = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        items = tuple(float(v) for v in _values(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
     if len(items) != n or not all(np.isfinite(items)):
@@ -158,125 +290,55 @@ def _plain(value: object) -> object:
         return None
     if isinstance(value, pydicom.multival.MultiValue):
         return "\\".join(str(v) for v in value)
-    if isinstance(value, (int, float, str)):
-        return value if not isinstance(value, str) else str(value)
+    if isinstance(value, (int, float)):
+        return value
     return str(value)
 
 
-def scan_folder(folder: Path) -> tuple[dict[str, list[SliceHeader]], list[Path], list[InputError]]:
-    """Read every file below ``folder`` (any name, any nesting) and group images by series.
+def walk_files(folder: Path) -> list[Path]:
+    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        found.extend(Path(top) / name for name in files)
+    return sorted(p for p in found if p.is_file())
+
+
+def scan_files(paths: Iterable[Path]) -> FileScan:
+    """Read every file's header and group the images by SeriesInstanceUID (exact string).
 
     Returns
     -------
-    series
-        SeriesInstanceUID -> slice headers (unordered).
-    ignored
-        Files that are not DICOM images (kept for the record, never silently skipped).
-    errors
-        DICOM files that could not be used, with the reason.
+    FileScan
+        ``series``: SeriesInstanceUID -> slice headers in file order; ``skipped``: files that are
+        not DICOM images, with the reason; ``errors``: DICOM images that cannot be used.
     """
     series: dict[str, list[SliceHeader]] = defaultdict(list)
-    ignored: list[Path] = []
-    errors: list[InputError] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    scan = FileScan()
+    for path in paths:
         try:
             header = read_slice_header(path)
         except InputError as e:
-            errors.append(e)
+            scan.errors.append(e)
             continue
-        if header is None:
-            ignored.append(path)
+        if isinstance(header, SkippedFile):
+            scan.skipped.append(header)
         else:
             series[header.series_uid].append(header)
-    return dict(series), ignored, errors
+    scan.series = dict(series)
+    return scan
 
 
-def order_series(
-    slices: Sequence[SliceHeader], tolerance_mm: float = SPACING_TOLERANCE_MM
-) -> SeriesGeometry:
-    """Order a series along its slice normal and check that it is one clean volume.
-
-    Checks (each failure is a string in ``problems``): every slice has position, orientation and
-    spacing; one orientation; one matrix size; orthonormal direction cosines; unique positions;
-    uniform spacing within ``tolerance_mm``; no gantry tilt (slice step along the normal); at
-    least two slices.
-
-    Raises
-    ------
-    InputError
-        If the slices carry too little geometry to order them at all.
-    """
-    first = slices[0]
-    missing = [
-        s.path
-        for s in slices
-        if s.position is None or s.orientation is None or s.pixel_spacing is None
-    ]
-    if missing:
-        raise InputError(
-            missing[0],
-            f"{len(missing)} slice(s) lack ImagePositionPatient, "
-            "ImageOrientationPatient or PixelSpacing",
-            "the series cannot be placed in space",
-            check="dicom_geometry",
-        )
-    problems: list[str] = []
-    iop = np.asarray(first.orientation, dtype=float)
-    row_dir, col_dir = iop[:3], iop[3:]
-    if (
-        abs(np.linalg.norm(row_dir) - 1) > 1e-3
-        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
-        or abs(float(row_dir @ col_dir)) > 1e-3
-    ):
-        problems.append(f"orientation is not orthonormal (got {iop.round(5).tolist()})")
-    if any(np.max(np.abs(np.asarray(s.orientation) - iop)) > ORIENTATION_TOLERANCE for s in slices):
-        problems.append("slices have more than one orientation (mixed series or localizer)")
-    if len({(s.rows, s.columns) for s in slices}) > 1:
-        problems.append("slices have more than one matrix size")
-    if len({s.pixel_spacing for s in slices}) > 1:
-        problems.append("slices have more than one PixelSpacing")
-    normal = np.cross(row_dir, col_dir)
-    normal /= np.linalg.norm(normal) or 1.0
-    ordered = sorted(slices, key=lambda s: float(np.dot(s.position, normal)))  # type: ignore[arg-type]
-    positions = np.asarray([s.position for s in ordered], dtype=float)
-    along = positions @ normal
-    steps = np.diff(along)
-    if len(ordered) < 2:
-        problems.append(f"only {len(ordered)} slice: not a volume")
-        step_vec = normal * float(first.pixel_spacing[0])  # type: ignore[index]
-        step = 0.0
-        tilt = 0.0
-    else:
-        if np.any(steps < tolerance_mm):
-            problems.append("duplicate slice positions")
-        step = float(np.median(steps))
-        if step > 0 and np.max(np.abs(steps - step)) > max(tolerance_mm, 0.01 * step):
-            gaps = int(np.sum(steps > 1.5 * step))
-            detail = f", {gaps} gap(s) (missing slices)" if gaps else ""
-            problems.append(
-                f"slice spacing is not uniform (median {step:.4f} mm, "
-                f"range {steps.min():.4f}..{steps.max():.4f} mm{detail})"
-            )
-        step_vec = (positions[-1] - positions[0]) / (len(ordered) - 1)
-        cos = abs(float(step_vec @ normal)) / (np.linalg.norm(step_vec) or 1.0)
-        tilt = float(np.degrees(np.arccos(min(1.0, cos))))
-        if tilt > 0.1:
-            problems.append(f"gantry tilt of {tilt:.2f} degrees (slices are sheared)")
-    ps = first.pixel_spacing  # type: ignore[assignment]
-    affine = dicom_affine(iop, ordered[0].position, ps, step_vec)  # type: ignore[arg-type]
-    return SeriesGeometry(
-        slices=tuple(ordered),
-        affine=affine,
-        shape=(first.rows, first.columns, len(ordered)),
-        spacing_mm=(float(ps[0]), float(ps[1]), float(np.linalg.norm(step_vec))),  # type: ignore[index]
-        slice_step_mm=step,
-        tilt_deg=tilt,
-        problems=tuple(problems),
-    )
+def scan_folder(folder: Path) -> FileScan:
+    """:func:`scan_files` over every file below ``folder``."""
+    return scan_files(walk_files(folder))
 
 
 def read_slice_hu(header: SliceHeader) -> np.ndarray:
     """Decode one slice and return Hounsfield units as an int16 ``[row, column]`` array.
+
+    ``HU = stored * RescaleSlope + RescaleIntercept`` (PS3.3 C.11.1.1.2), computed in int32 when
+    the slope is 1 and the intercept whole, else in float64 and kept only if exact.
 
     Raises
     ------
@@ -285,8 +347,10 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
         integers within int16 (they would be silently rounded or clipped).
     """
     try:
-        ds = pydicom.dcmread(header.path)
-        pixels = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(header.path)
+            pixels = ds.pixel_array
     except Exception as e:  # pydicom raises many types for broken or unsupported pixel data
         raise InputError(
             header.path,
@@ -314,7 +378,7 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
                 "store as float or check the rescale tags",
                 check="dicom_rescale",
             )
-    if hu.min() < -32768 or hu.max() > 32767:
+    if hu.size and (hu.min() < -32768 or hu.max() > 32767):
         raise InputError(
             header.path,
             f"HU range {hu.min()}..{hu.max()} does not fit int16",
@@ -324,11 +388,14 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
     return hu.astype(np.int16)
 
 
-def iter_series_slabs(geometry: SeriesGeometry, depth: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(k0, slab)`` with ``slab[:, :, n]`` the HU of position-sorted slice ``k0 + n``."""
-    rows, cols, n = geometry.shape
-    for k0 in range(0, n, depth):
-        chunk = geometry.slices[k0 : k0 + depth]
+def iter_slabs(slices: tuple[SliceHeader, ...], depth: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(k0, slab)`` with ``slab[:, :, n]`` the HU of ``slices[k0 + n]``.
+
+    Slabs are Fortran-ordered int16 ``[row, column, slice]`` arrays of at most ``depth`` slices.
+    """
+    rows, cols = slices[0].rows, slices[0].columns
+    for k0 in range(0, len(slices), depth):
+        chunk = slices[k0 : k0 + depth]
         slab = np.empty((rows, cols, len(chunk)), dtype=np.int16, order="F")
         for m, header in enumerate(chunk):
             slab[:, :, m] = read_slice_hu(header)

@@ -12,6 +12,7 @@ Layout of ``out`` (specs: ``shared/specs/VERSE.md``, ``shared/specs/MOSMED.md``)
     verse/dataset-01training/{rawdata,derivatives}/sub-*/...        VerSe'20 (LPS, origin 0)
     mosmed/dicom/<Folder>/<dir>/<dir>/<file>                         DICOM, no extensions
     mosmed/annotation/<Folder>.json                                  v1 keypoints
+    mosmed/annotation_v2/<Folder>.json                               v2 keypoints with levels
 
 Same arguments give byte-identical files: every random choice comes from seeded
 :class:`numpy.random.Generator` streams, gzip members carry mtime 0, DICOM files carry no dates
@@ -26,6 +27,7 @@ import numpy as np
 
 from verse_etl.errors import ParamsError
 from verse_etl.sample.annotation_studies import read_annotation_dir, write_annotation_study
+from verse_etl.sample.edge_cases import MAPPING_NAME, EdgeCaseManifest, write_edge_cases
 from verse_etl.sample.manifest import (
     MosmedStudyManifest,
     MosmedVertebraManifest,
@@ -44,6 +46,7 @@ from verse_etl.sample.verse import (
 
 __all__ = [
     "SIZES",
+    "EdgeCaseManifest",
     "MosmedStudyManifest",
     "MosmedVertebraManifest",
     "SampleManifest",
@@ -69,6 +72,7 @@ def write_sample(
     mosmed_studies: int = 2,
     size: str = "small",
     overwrite: bool = False,
+    edge_cases: bool = False,
 ) -> SampleManifest:
     """Write a synthetic VerSe + MosMed sample below ``out``.
 
@@ -95,6 +99,11 @@ def write_sample(
         MosMed 512x512x~400 at 0.8 mm).
     overwrite
         Replace the owned folders if they are not empty (otherwise that is an error).
+    edge_cases
+        Also write the MosMed edge-case studies of :mod:`verse_etl.sample.edge_cases` (a packed
+        study, older identifiers with their mapping CSV, missing InstanceNumber, undefined
+        orientation, unknown UID, gantry tilt, missing slice, localizer, stray file, annotation
+        without study), whose quarantine records and verdicts are in ``manifest.edge_cases``.
 
     Returns
     -------
@@ -127,6 +136,9 @@ def write_sample(
             out / "verse" / VERSE20_DIR,
             out / "mosmed" / "dicom",
             out / "mosmed" / "annotation",
+            out / "mosmed" / "annotation_v2",
+            out / "mosmed" / "protocols",
+            out / "mosmed" / MAPPING_NAME,
         ],
         overwrite=overwrite,
     )
@@ -147,12 +159,18 @@ def write_sample(
         study, written = write_mosmed_sample_study(out, i, size=size, rng=rng)
         studies.append(study)
         files.extend(written)
+    edge = write_edge_cases(out, seed=seed) if edge_cases else None
+    if edge is not None:
+        # The edge cases rename, pack and delete files: list what is on disk now.
+        known = {p for p in files if p.exists()}
+        files = sorted(known | {p for p in (out / "mosmed").rglob("*") if p.is_file()})
     return SampleManifest(
         seed=seed,
         size=size,
         verse=tuple(scans),
         mosmed=tuple(studies),
         files=tuple(sorted(p.relative_to(out) for p in files)),
+        edge_cases=edge,
     )
 
 

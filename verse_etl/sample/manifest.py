@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from verse_etl.sample.phantom import FractureType
+
+if TYPE_CHECKING:
+    from verse_etl.sample.edge_cases import EdgeCaseManifest
 
 VerseRelease = Literal["verse19", "verse20"]
 
@@ -118,6 +121,11 @@ class MosmedStudyManifest:
         Annotated vertebrae, cranial first.
     experts
         ``(expert key, indices into vertebrae)`` in file order.
+    annotation_v2
+        Path of the labelled v2 annotation ``annotation_v2/<folder>.json`` relative to ``out``,
+        or None.
+    v2_experts
+        ``(expert key, indices into vertebrae)`` of the v2 file, in file order.
     """
 
     folder: str
@@ -136,6 +144,8 @@ class MosmedStudyManifest:
     transfer_syntax: str
     vertebrae: tuple[MosmedVertebraManifest, ...]
     experts: tuple[tuple[str, tuple[int, ...]], ...]
+    annotation_v2: Path | None = None
+    v2_experts: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,8 @@ class SampleManifest:
         MosMed studies in writing order.
     files
         Every file written, relative to ``out``, sorted.
+    edge_cases
+        The MosMed edge-case studies and what a build must report, if written.
     """
 
     seed: int
@@ -159,6 +171,7 @@ class SampleManifest:
     verse: tuple[VerseScanManifest, ...]
     mosmed: tuple[MosmedStudyManifest, ...]
     files: tuple[Path, ...]
+    edge_cases: EdgeCaseManifest | None = None
 
     def scan_ids(self, release: VerseRelease) -> tuple[str, ...]:
         """Scan ids of one release, in writing order."""

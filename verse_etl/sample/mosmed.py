@@ -4,7 +4,8 @@ Spec: ``shared/specs/MOSMED.md`` §1 (annotation v1), §3.2 (layout), §3.4 (tag
 (synthetic-fixture recipe). A study is::
 
     <out>/mosmed/dicom/<Folder>/<XXXXXXXX>/<YYYYYYYY>/<ZZZZZZZZ>    (no extension, two leaf dirs)
-    <out>/mosmed/annotation/<Folder>.json
+    <out>/mosmed/annotation/<Folder>.json        v1 keypoints
+    <out>/mosmed/annotation_v2/<Folder>.json     v2 keypoints with levels (same identifiers)
 
 holding a thin annotated series and a thick (5 mm) decoy series with its own SeriesInstanceUID
 and the same StudyInstanceUID, files of both mixed in the same folders under random names.
@@ -503,6 +504,92 @@ def annotation_json(folder: str, series_uid: str, experts: dict[str, list[np.nda
     return json.dumps(data, indent=2)
 
 
+def v2_label(level: str) -> str:
+    """The v2 annotation's ``type`` of a level name (thoracic written ``Th``).
+
+    Examples
+    --------
+    >>> v2_label("T7"), v2_label("L1"), v2_label("C4")
+    ('Th7', 'L1', 'C4')
+    """
+    return "Th" + level[1:] if level.startswith("T") else level
+
+
+def annotation_v2_json(
+    folder: str, series_uid: str, experts: dict[str, list[tuple[np.ndarray, str]]]
+) -> str:
+    """Serialise a v2 (labelled) annotation like neuro-ml/anchor-free-genant's files.
+
+    Parameters
+    ----------
+    folder, series_uid
+        Study identity (the same as in the v1 file).
+    experts
+        Expert key -> list of ``((6, 3) points [row, col, k], v2 type label)``, cranial first.
+
+    Returns
+    -------
+    str
+        ``{"Folder", "SeriesInstanceUID", "Annotation": {expert: [{"segments": [[ant_sup,
+        ant_inf], [mid_sup, mid_inf], [post_sup, post_inf]], "type": "Th7"}, ...]}}``.
+    """
+    data = {
+        "Folder": folder,
+        "SeriesInstanceUID": series_uid,
+        "Annotation": {
+            key: [
+                {
+                    "segments": np.asarray(points, dtype=float).reshape(3, 2, 3).tolist(),
+                    "type": label,
+                }
+                for points, label in verts
+            ]
+            for key, verts in experts.items()
+        },
+    }
+    return json.dumps(data, indent=2)
+
+
+def _v2_experts(
+    v1: dict[str, list[np.ndarray]],
+    chosen: dict[str, list[int]],
+    levels: list[str],
+    vertebrae: list[Vertebra],
+    affine: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    pixel_spacing: float,
+    slice_spacing: float,
+) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """The labelled re-annotation: the first v1 reader again (most vertebrae copied unchanged,
+    a few re-read) and one new reader; both stop one vertebra before the v1 readers, so that the
+    most caudal v1 vertebra has no labelled counterpart."""
+    first = next(iter(v1))
+    known = {int(k.removeprefix("expert")) for k in v1}
+    new = next(f"expert{e}" for e in range(1, 5) if e not in known | {int(first[6:])})
+    out: dict[str, list[tuple[np.ndarray, str]]] = {}
+    n = len(vertebrae) - 1
+    reread = set(rng.choice(n, size=max(1, n // 3), replace=False).tolist())
+    again = []
+    for j, i in enumerate(chosen[first][:n]):
+        points = v1[first][j]
+        if i in reread:
+            points = _expert_points(
+                [vertebrae[i]],
+                affine,
+                rng,
+                pixel_spacing=pixel_spacing,
+                slice_spacing=slice_spacing,
+            )[0]
+        again.append((points, v2_label(levels[i])))
+    out[first] = again
+    fresh = _expert_points(
+        vertebrae[:n], affine, rng, pixel_spacing=pixel_spacing, slice_spacing=slice_spacing
+    )
+    out[new] = [(p, v2_label(levels[i])) for i, p in enumerate(fresh)]
+    return out
+
+
 def _folder_name(index: int, rng: np.random.Generator) -> str:
     """A study folder name in one of the real patterns (MOSMED.md §1.5), sample-looking."""
     kind = index % 3
@@ -597,7 +684,9 @@ def write_mosmed_sample_study(
     Study 1 (the second) stores signed pixels with RescaleIntercept 0; the others are unsigned
     with RescaleIntercept -1024. Study 0 has three experts, one of whom skipped the most caudal
     vertebra; the others alternate two and three experts. Every study has a wedge and a crush
-    fracture; even-numbered studies also a biconcave one.
+    fracture; even-numbered studies also a biconcave one. A labelled v2 annotation
+    (``annotation_v2/<Folder>.json``) re-reads the study with the first v1 expert and one new
+    expert, down to the vertebra above the most caudal one.
 
     Parameters
     ----------
@@ -690,6 +779,19 @@ def write_mosmed_sample_study(
         expert_indices.append((key, tuple(chosen)))
     annotation_path = out / "mosmed" / "annotation" / f"{folder}.json"
     write_text_atomic(annotation_path, annotation_json(folder, series_uid, experts))
+    # The labelled release (v2) of the same study: same file name, Folder and UID.
+    v2_experts = _v2_experts(
+        experts,
+        {key: list(chosen) for key, chosen in expert_indices},
+        [v.level for v in annotated],
+        annotated,
+        affine,
+        rng,
+        pixel_spacing=pixel_spacing,
+        slice_spacing=dz,
+    )
+    annotation_v2_path = out / "mosmed" / "annotation_v2" / f"{folder}.json"
+    write_text_atomic(annotation_v2_path, annotation_v2_json(folder, series_uid, v2_experts))
 
     manifest = MosmedStudyManifest(
         folder=folder,
@@ -716,6 +818,8 @@ def write_mosmed_sample_study(
             for v in annotated
         ),
         experts=tuple(expert_indices),
+        annotation_v2=annotation_v2_path.relative_to(out),
+        v2_experts=tuple((key, tuple(range(len(verts)))) for key, verts in v2_experts.items()),
     )
-    files = [p for paths in written.values() for p in paths] + [annotation_path]
+    files = [p for paths in written.values() for p in paths] + [annotation_path, annotation_v2_path]
     return manifest, files

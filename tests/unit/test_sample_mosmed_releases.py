@@ -1,0 +1,70 @@
+"""The sample writes the labelled v2 release like anchor-free-genant's files, and the edge cases
+deterministically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from verse_etl.annotations import ANNOTATED_LEVELS
+from verse_etl.sample import write_sample
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("sample")
+    manifest = write_sample(
+        out, seed=2, verse_cases=4, mosmed_studies=2, size="tiny", edge_cases=True
+    )
+    return out, manifest
+
+
+def test_v2_files_have_the_v2_schema_and_the_v1_identifiers(sample) -> None:
+    out, manifest = sample
+    for study in manifest.mosmed:
+        v1 = json.loads((out / study.annotation).read_text())
+        v2 = json.loads((out / study.annotation_v2).read_text())
+        assert study.annotation_v2.name == study.annotation.name
+        assert (v2["Folder"], v2["SeriesInstanceUID"]) == (v1["Folder"], v1["SeriesInstanceUID"])
+        levels = [v.level for v in study.vertebrae]
+        for key, indices in study.v2_experts:
+            vertebrae = v2["Annotation"][key]
+            assert [v["type"] for v in vertebrae] == [levels[i].replace("T", "Th") for i in indices]
+            assert all(v["type"] in ANNOTATED_LEVELS for v in vertebrae)
+            assert all(np.asarray(v["segments"]).shape == (3, 2, 3) for v in vertebrae)
+        # The first v1 reader re-read the study: most vertebrae identical, some moved.
+        first = next(iter(v1["Annotation"]))
+        same = [
+            np.asarray(a).reshape(6, 3).tolist() == np.asarray(b["segments"]).reshape(6, 3).tolist()
+            for a, b in zip(v1["Annotation"][first], v2["Annotation"][first], strict=False)
+        ]
+        assert 0.5 < np.mean(same) < 1
+
+
+def test_same_seed_same_bytes_with_edge_cases(sample, tmp_path: Path) -> None:
+    out, manifest = sample
+    again = write_sample(
+        tmp_path, seed=2, verse_cases=4, mosmed_studies=2, size="tiny", edge_cases=True
+    )
+    assert _digests(out / "mosmed") == _digests(tmp_path / "mosmed")
+    assert again.edge_cases == manifest.edge_cases
+    assert set(manifest.files) == {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
+    assert (
+        (out / manifest.edge_cases.id_mapping)
+        .read_text()
+        .startswith(  # type: ignore[union-attr]
+            "old_folder,old_series_uid,folder,series_uid\n"
+        )
+    )

@@ -1,0 +1,161 @@
+"""Per-study ``.tar.gz`` archives, unpacked safely into a temporary folder.
+
+Layout (``shared/specs/MOSMED.md`` §3.2): a newer MosMed distribution ships each study as
+``dicom/<Folder>.tar.gz``, whose members unpack to ``<Folder>/<Folder>/<files>`` when the archive
+is extracted in place. Every regular member is a file of the study, whatever its nesting.
+
+Only regular files are written, each through ``extractfile`` into the destination folder under a
+name checked beforehand: absolute names, ``..`` components, names that would resolve outside the
+destination, links (symbolic and hard), devices, FIFOs and repeated names are refused with a
+record and never written. Members are streamed one at a time (``r|gz``), so memory stays bounded
+by the copy buffer whatever the archive size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from verse_etl.errors import InputError
+
+ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz")
+"""File name endings of study archives."""
+
+MEMBER_SEPARATOR = "!/"
+"""Joins an archive's path and a member name in records: ``dicom/<Folder>.tar.gz!/<member>``."""
+
+
+@dataclass(frozen=True)
+class UnpackedFile:
+    """One regular member written to disk."""
+
+    path: Path  # where it was written (inside the destination folder)
+    member: str  # its name inside the archive
+
+
+@dataclass
+class Unpacked:
+    """What :func:`unpack_archive` wrote and refused."""
+
+    files: list[UnpackedFile]
+    refused: list[InputError]
+
+
+def archive_stem(path: Path) -> str | None:
+    """The study folder an archive stands for, or None if the name is not an archive's.
+
+    Examples
+    --------
+    >>> archive_stem(Path("dicom/RLADD01000006301_RLSDD01000006282.tar.gz"))
+    'RLADD01000006301_RLSDD01000006282'
+    >>> archive_stem(Path("dicom/notes.txt")) is None
+    True
+    """
+    for suffix in ARCHIVE_SUFFIXES:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def safe_member_path(name: str) -> PurePosixPath | None:
+    """The relative path a member may be written to, or None if its name is unsafe.
+
+    Examples
+    --------
+    >>> safe_member_path("Study/Study/IM0001")
+    PurePosixPath('Study/Study/IM0001')
+    >>> [safe_member_path(n) for n in ("../evil", "/etc/passwd", "a/../../b", "", "./")]
+    [None, None, None, None, None]
+    """
+    if not name or name.startswith(("/", "\\")) or "\x00" in name:
+        return None
+    path = PurePosixPath(name)
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts) or ":" in parts[0]:
+        return None
+    return PurePosixPath(*parts)
+
+
+def unpack_archive(archive: Path, dest: Path) -> Unpacked:
+    """Write every safe regular member of a ``.tar.gz`` archive below ``dest``.
+
+    Parameters
+    ----------
+    archive
+        The study archive.
+    dest
+        An empty folder (a temporary one: the caller deletes it).
+
+    Returns
+    -------
+    Unpacked
+        Files written (path and member name) and members refused, each as an
+        :class:`InputError` naming ``<archive>!/<member>`` and what was wrong.
+
+    Raises
+    ------
+    InputError
+        If the archive cannot be read to its end (not gzip, not tar, truncated): nothing from
+        it should be trusted then.
+    """
+    dest_resolved = dest.resolve()
+    written: list[UnpackedFile] = []
+    refused: list[InputError] = []
+    seen: set[PurePosixPath] = set()
+
+    def refuse(member: str, problem: str) -> None:
+        refused.append(
+            InputError(
+                f"{archive}{MEMBER_SEPARATOR}{member}",
+                problem,
+                "the member was not unpacked; repack the archive with plain relative file names",
+                check="archive_member",
+            )
+        )
+
+    try:
+        with tarfile.open(archive, mode="r|gz") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                if member.issym() or member.islnk():
+                    refuse(member.name, f"is a link to {member.linkname!r} (links are refused)")
+                    continue
+                if not member.isreg():
+                    refuse(member.name, "is not a regular file (device, FIFO or special member)")
+                    continue
+                relative = safe_member_path(member.name)
+                if relative is None:
+                    refuse(
+                        member.name,
+                        "has an unsafe name (absolute, or with '..' leading outside the archive)",
+                    )
+                    continue
+                target = dest / relative
+                if not target.resolve().is_relative_to(dest_resolved):
+                    refuse(member.name, "would be written outside the unpack folder")
+                    continue
+                if relative in seen:
+                    refuse(member.name, "appears twice in the archive (the first copy was kept)")
+                    continue
+                seen.add(relative)
+                source = tar.extractfile(member)
+                if source is None:  # pragma: no cover - regular members always have data
+                    refuse(member.name, "has no data")
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with source, open(target, "xb") as out:
+                    shutil.copyfileobj(source, out, length=1 << 20)
+                written.append(UnpackedFile(path=target, member=str(relative)))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise InputError(
+            archive,
+            f"cannot read the study archive ({type(e).__name__}: {e})",
+            "re-download or repack the archive (expected a complete .tar.gz)",
+            check="archive_read",
+        ) from e
+    written.sort(key=lambda f: f.member)
+    return Unpacked(files=written, refused=refused)
