@@ -1,10 +1,11 @@
 """Read a built dataset from Python without knowing its file layout.
 
->>> ds = Dataset("data/build")                          # doctest: +SKIP
->>> case = ds["verse004"]                               # doctest: +SKIP
->>> case.image.shape, case.affine.shape                 # doctest: +SKIP
-((161, 338, 61), (4, 4))
->>> case.vertebrae[["level", "centroid_x_mm"]]          # doctest: +SKIP
+::
+
+    ds = Dataset("data/build")
+    case = ds["verse004"]
+    case.image.shape, case.affine.shape        # ((161, 338, 61), (4, 4))
+    case.vertebrae[["level", "centroid_x_mm"]]
 
 Volumes are opened lazily as Zarr arrays (``numpy.asarray(case.image)`` or slicing reads only the
 chunks needed), so a PyTorch-style ``Dataset`` can index this one without copying volumes.
