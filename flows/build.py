@@ -11,12 +11,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan, duplicate_scans_result
+from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
 from verse_etl.errors import VerseEtlError
+from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.params import BuildParams
 from verse_etl.records import CaseResult
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed
-from verse_etl.sources.verse import VerseScan, dedupe_scans, discover_verse
+from verse_etl.sources.verse import VerseScan, VerseSources, discover_verse_sources
 
 
 class BuildFailed(VerseEtlError):
@@ -50,7 +51,7 @@ def _log_case(result: CaseResult, seconds: float) -> None:
 def verse_scan_task(scan: VerseScan, root: Path, out: Path, params: BuildParams) -> CaseResult:
     """Build one VerSe scan."""
     start = time.perf_counter()
-    result = build_verse_scan(scan, root, out, params.volumes)
+    result = build_verse_scan(scan, root, out, params.volumes, params.checks)
     _log_case(result, time.perf_counter() - start)
     return result
 
@@ -83,14 +84,19 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     out = Path(params.out)
     verse_root = Path(params.sources.verse) if params.sources.verse else None
     mosmed_root = Path(params.sources.mosmed) if params.sources.mosmed else None
-    scans, duplicates = dedupe_scans(discover_verse(verse_root)) if verse_root else ([], [])
+    verse = discover_verse_sources(verse_root) if verse_root else VerseSources((), (), (), ())
+    scans = verse.scans
     studies = discover_mosmed(mosmed_root) if mosmed_root else []
     logger.info("found %d VerSe scans and %d MosMed studies", len(scans), len(studies))
     futures = [verse_scan_task.submit(scan, verse_root, out, params) for scan in scans]
     futures += [mosmed_study_task.submit(study, mosmed_root, out, params) for study in studies]
     results = [future.result() for future in futures]
-    if duplicates:
-        results.append(duplicate_scans_result(duplicates, verse_root))  # type: ignore[arg-type]
+    if verse.duplicates:
+        results.append(duplicate_scans_result(list(verse.duplicates), verse_root))  # type: ignore[arg-type]
+    if verse.problems:
+        results.append(discovery_result(verse.problems, verse_root))  # type: ignore[arg-type]
+    if verse.grade_tables:
+        results.append(fracture_grades_result(verse.grade_tables, verse_root, results))  # type: ignore[arg-type]
     summary = assemble(results, out, params.checks)
     logger.info("tables: %s; quarantined %d", summary.rows, summary.quarantined)
     if summary.failing:

@@ -21,6 +21,7 @@ from verse_etl.validation import validate_table
 _ROW_ORIGIN = {
     "scans": ("verse", "scan_id", "ct_path"),
     "vertebrae": ("verse", "scan_id", "scan_id"),
+    "verse_fracture_grades": ("verse", "scan_id", "source_path"),
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
 }
