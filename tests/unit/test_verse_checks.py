@@ -337,7 +337,7 @@ def test_miccai_centroids_land_on_the_same_world_points(sample, tmp_path, releas
 
 
 def test_zipped_release_builds_the_same_rows(sample, clean, tmp_path: Path) -> None:
-    src, manifest = sample
+    src, _manifest = sample
     shutil.copytree(src / "verse", tmp_path / "verse")
     zip_release(tmp_path / "verse", "dataset-verse19training", wrapper="download")
     zip_release(tmp_path / "verse", "dataset-01training")

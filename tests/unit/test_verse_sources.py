@@ -130,7 +130,7 @@ def test_miccai_layouts_including_misnamed_files(sample, tmp_path: Path) -> None
 
 
 def test_scan_in_both_releases_is_kept_once_with_a_record(sample, tmp_path: Path) -> None:
-    src, manifest = sample
+    _src, manifest = sample
     root = _copy(sample, tmp_path)
     v19 = next(s for s in manifest.verse if s.scan_id == "verse008")
     copied = copy_scan(tmp_path, v19, "dataset-02validation")
