@@ -96,7 +96,7 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     if verse.problems:
         results.append(discovery_result(verse.problems, verse_root))  # type: ignore[arg-type]
     if verse.grade_tables:
-        results.append(fracture_grades_result(verse.grade_tables, verse_root, results))  # type: ignore[arg-type]
+        results.append(fracture_grades_result(verse.grade_tables, verse_root, results, out))  # type: ignore[arg-type]
     summary = assemble(results, out, params.checks)
     logger.info("tables: %s; quarantined %d", summary.rows, summary.quarantined)
     if summary.failing:

@@ -26,13 +26,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from verse_etl import __version__
 from verse_etl.errors import InputError
+from verse_etl.hashing import fingerprint
 from verse_etl.io.files import SourceFile
 from verse_etl.levels import VERSE_LEVELS
-from verse_etl.records import CaseResult, QuarantineRecord
+from verse_etl.paths import case_result_path
+from verse_etl.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
 
 SOURCE = "verse"
 TABLE = "verse_fracture_grades"
+CASE_ID = "(fracture-grades)"
 SHEET = "VerSe_dataset"
 GRADED_LABELS: tuple[int, ...] = tuple(range(8, 26))
 """Levels with grade columns: T1..T12 (8-19) and L1..L6 (20-25)."""
@@ -272,23 +276,44 @@ def join_vertebrae(rows: list[dict[str, Any]], results: Sequence[CaseResult]) ->
 
 
 def fracture_grades_result(
-    sources: Sequence[SourceFile], root: Path, results: Sequence[CaseResult]
+    sources: Sequence[SourceFile],
+    root: Path,
+    results: Sequence[CaseResult],
+    out: Path | None = None,
 ) -> CaseResult:
     """Rows of ``verse_fracture_grades`` from every grading table found, joined to the scans.
 
     A file that is not the grading table becomes one quarantine record; the build goes on.
+    With ``out``, the result is saved like a case's and reused while the spreadsheets and the
+    scans and labels it joins to are unchanged.
     """
-    result = CaseResult(source=SOURCE, case_id="(fracture-grades)", fingerprint="")
+    joined = sorted(
+        (r["scan_id"], int(r["label"]), bool(r.get("in_mask")))
+        for result in results
+        for r in result.rows.get("vertebrae", [])
+    )
+    scans = sorted(r["scan_id"] for result in results for r in result.rows.get("scans", []))
+    key = fingerprint(
+        __version__, CASE_ID, {s.relative(root): s.sha256() for s in sources}, joined, scans
+    )
+    cache = case_result_path(out, SOURCE, CASE_ID) if out is not None else None
+    if cache is not None:
+        cached = load_cached(cache, key)
+        if cached is not None:
+            return cached
+    result = CaseResult(source=SOURCE, case_id=CASE_ID, fingerprint=key)
     for source in sources:
         try:
             rows, problems = read_fracture_grades(source, root)
         except InputError as e:
             result.quarantine.append(
-                QuarantineRecord.from_error(e, SOURCE, "(fracture-grades)", root, table=TABLE)
+                QuarantineRecord.from_error(e, SOURCE, CASE_ID, root, table=TABLE)
             )
             continue
         join_vertebrae(rows, results)
         for row in rows:
             result.add(TABLE, row)
         result.quarantine.extend(problems)
+    if cache is not None:
+        write_text_atomic(cache, result.to_json())
     return result

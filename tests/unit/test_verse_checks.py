@@ -176,6 +176,7 @@ def test_tiny_label_islands_are_flagged(copy, size: int, flagged: bool) -> None:
             records["case_id"].item() == "gl003" and "the row is kept" in records["reason"].item()
         )
         assert json.loads(records["record"].item())["label"] == label
+        assert records["file"].item() == truth.mask.relative_to("verse").as_posix()
 
 
 def test_swapped_labels_break_craniocaudal_order(copy) -> None:
