@@ -16,8 +16,9 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: run setup test lint lock bench clean
 
-run: setup ## Build the built-in sample end to end (dvc repro) and print what was built.
+run: setup ## Build the built-in sample end to end (dvc repro), push it to the local remote, summarise.
 	dvc repro
+	dvc push --quiet
 	verse-etl summary data/build
 
 setup: $(VENV)/.installed ## Create .venv and install the locked dependencies and the project.

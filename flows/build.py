@@ -1,104 +1,163 @@
-"""The build flow: discover sources, build every case as a task, assemble and write the tables."""
+"""Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
+
+``ingest`` and ``tables`` are what the DVC stages run (one stage per source, then one for the
+tables); ``build_dataset`` runs everything in one go for ``verse-etl build``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from verse_etl.assemble import BuildSummary, assemble
+from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
 from verse_etl.errors import VerseEtlError
 from verse_etl.fracture_grades import fracture_grades_result
+from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.records import CaseResult
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed
-from verse_etl.sources.verse import VerseScan, VerseSources, discover_verse_sources
+from verse_etl.sources.verse import VerseScan, discover_verse_sources
 
 
 class BuildFailed(VerseEtlError):
     """Some records failed checks whose mode is ``raise``; everything else was written."""
 
 
-def _log_case(result: CaseResult, seconds: float) -> None:
-    state = "converted" if result.converted else "unchanged"
-    rows = ", ".join(f"{len(v)} {k}" for k, v in sorted(result.rows.items()))
-    get_run_logger().info(
-        "%s %s: %s in %.1f s (%s; %d quarantined)",
-        result.source,
-        result.case_id,
-        state,
-        seconds,
-        rows or "no rows",
-        len(result.quarantine),
-    )
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass next time: I/O trouble, not bad input (which is quarantined)."""
+    try:
+        state.result()
+    except VerseEtlError:
+        return False
+    except Exception:
+        return True
+    return False
 
 
-# Cases are deterministic functions of their files; the library caches them by content hash, so
-# Prefect's own cache is off here. Retries cover transient I/O only (bad input is quarantined by
-# the library and never raises).
-@task(
-    name="verse-scan",
-    retries=1,
-    retry_delay_seconds=2,
-    cache_policy=NO_CACHE,
-    task_run_name="verse-{scan.scan_id}",
-)
+# The library caches each case by the content hash of its files and the volume parameters
+# (cases/<source>/<id>.json), so an unchanged case costs one hashing pass; Prefect's own cache is
+# off to keep a single source of truth. Retries cover transient I/O only.
+_CASE_TASK = {
+    "retries": 2,
+    "retry_delay_seconds": [2, 10],
+    "retry_condition_fn": _transient,
+    "cache_policy": NO_CACHE,
+    "timeout_seconds": 4 * 3600,
+}
+
+
+@task(name="verse-scan", task_run_name="verse-{scan.scan_id}", **_CASE_TASK)
 def verse_scan_task(scan: VerseScan, root: Path, out: Path, params: BuildParams) -> CaseResult:
     """Build one VerSe scan."""
-    start = time.perf_counter()
-    result = build_verse_scan(scan, root, out, params.volumes, params.checks)
-    _log_case(result, time.perf_counter() - start)
-    return result
+    return build_verse_scan(scan, root, out, params.volumes, params.checks)
 
 
-@task(
-    name="mosmed-study",
-    retries=1,
-    retry_delay_seconds=2,
-    cache_policy=NO_CACHE,
-    task_run_name="mosmed-{study.folder}",
-)
+@task(name="mosmed-study", task_run_name="mosmed-{study.folder}", **_CASE_TASK)
 def mosmed_study_task(study: MosmedStudy, root: Path, out: Path, params: BuildParams) -> CaseResult:
     """Build one MosMed study."""
+    return build_mosmed_study(study, root, out, params.volumes)
+
+
+Finish = Callable[[list[CaseResult]], list[CaseResult]]
+
+
+def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[CaseResult], Finish]:
+    """Discover one source and submit a task per case.
+
+    Returns the futures, the results known without a task (dropped duplicates, files that cannot
+    be placed), and what to compute once the cases are done (the VerSe'19 fracture grades, which
+    are joined to the scans' vertebrae).
+    """
+    out = Path(params.out)
+    root_text = getattr(params.sources, source)
+    if not root_text:
+        return [], [], lambda _: []
+    root = Path(root_text)
+    if source == "verse":
+        found = discover_verse_sources(root)
+        futures = [verse_scan_task.submit(scan, root, out, params) for scan in found.scans]
+        extra = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
+        extra += [discovery_result(found.problems, root)] if found.problems else []
+
+        def finish(results: list[CaseResult]) -> list[CaseResult]:
+            if not found.grade_tables:
+                return []
+            return [fracture_grades_result(found.grade_tables, root, results, out)]
+
+        return futures, extra, finish
+    futures = [mosmed_study_task.submit(s, root, out, params) for s in discover_mosmed(root)]
+    return futures, [], lambda _: []
+
+
+def _collect(
+    source_futures: dict[str, tuple[list[Any], list[CaseResult], Finish]], out: Path
+) -> list[CaseResult]:
+    """Wait for every case, log progress as cases finish, save and prune per source."""
+    logger = get_run_logger()
+    total = sum(len(f) for f, _, _ in source_futures.values())
     start = time.perf_counter()
-    result = build_mosmed_study(study, root, out, params.volumes)
-    _log_case(result, time.perf_counter() - start)
-    return result
+    futures = [f for fs, _, _ in source_futures.values() for f in fs]
+    for done, future in enumerate(as_completed(futures), start=1):
+        result: CaseResult = future.result()
+        state = "built" if result.converted else "unchanged"
+        logger.info(
+            "[%d/%d] %s %s: %s, %d quarantined (%.0f s elapsed)",
+            done,
+            total,
+            result.source,
+            result.case_id,
+            state,
+            len(result.quarantine),
+            time.perf_counter() - start,
+        )
+    results: list[CaseResult] = []
+    for source, (futures, extra, finish) in source_futures.items():
+        cases = [f.result() for f in futures]
+        derived = extra + finish(cases)
+        mine = cases + derived
+        for result in derived:
+            save_case_result(out, result)
+        prune_source(out, source, mine)
+        results += mine
+    return results
 
 
-@flow(name="verse-etl-build", log_prints=True, validate_parameters=False)
-def build_dataset(params: BuildParams) -> BuildSummary:
-    """Build the dataset described by ``params`` into ``params.out``.
+@flow(name="verse-etl-ingest", validate_parameters=False)
+def ingest(sources: tuple[str, ...], params: BuildParams) -> list[CaseResult]:
+    """Convert every case of ``sources`` to stores and saved case results."""
+    logger = get_run_logger()
+    submitted = {source: _submit_source(source, params) for source in sources}
+    for source, (futures, _, _) in submitted.items():
+        logger.info("%s: %d cases submitted", source, len(futures))
+    results = _collect(submitted, Path(params.out))
+    built = sum(r.converted for r in results)
+    logger.info(
+        "ingested %d cases: %d built, %d unchanged", len(results), built, len(results) - built
+    )
+    return results
+
+
+def tables(params: BuildParams) -> BuildSummary:
+    """Assemble, validate and write every table from the saved case results.
 
     Raises
     ------
     BuildFailed
         After all tables are written, if any record failed a check whose mode is ``raise``.
     """
-    logger = get_run_logger()
     out = Path(params.out)
-    verse_root = Path(params.sources.verse) if params.sources.verse else None
-    mosmed_root = Path(params.sources.mosmed) if params.sources.mosmed else None
-    verse = discover_verse_sources(verse_root) if verse_root else VerseSources((), (), (), ())
-    scans = verse.scans
-    studies = discover_mosmed(mosmed_root) if mosmed_root else []
-    logger.info("found %d VerSe scans and %d MosMed studies", len(scans), len(studies))
-    futures = [verse_scan_task.submit(scan, verse_root, out, params) for scan in scans]
-    futures += [mosmed_study_task.submit(study, mosmed_root, out, params) for study in studies]
-    results = [future.result() for future in futures]
-    if verse.duplicates:
-        results.append(duplicate_scans_result(list(verse.duplicates), verse_root))  # type: ignore[arg-type]
-    if verse.problems:
-        results.append(discovery_result(verse.problems, verse_root))  # type: ignore[arg-type]
-    if verse.grade_tables:
-        results.append(fracture_grades_result(verse.grade_tables, verse_root, results, out))  # type: ignore[arg-type]
-    summary = assemble(results, out, params.checks)
-    logger.info("tables: %s; quarantined %d", summary.rows, summary.quarantined)
+    summary = assemble(load_case_results(out), out, params.checks)
+    write_card(out, params)
     if summary.failing:
         raise BuildFailed(
             f"{out}: {summary.failing} quarantined record(s) failed checks set to 'raise' "
@@ -107,7 +166,57 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     return summary
 
 
-def run_build(params: BuildParams) -> BuildSummary:
-    """Run :func:`build_dataset` with ``params.workers`` threads."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, params.workers))
-    return build_dataset.with_options(task_runner=runner)(params)
+@flow(name="verse-etl-build", validate_parameters=False)
+def build_dataset(params: BuildParams) -> BuildSummary:
+    """Ingest every source, then assemble the tables (what ``verse-etl build`` runs)."""
+    results = ingest.fn(SOURCES, params)
+    summary = tables(params)
+    built = sum(r.converted for r in results)
+    return BuildSummary(
+        **{
+            **summary.__dict__,
+            "converted": built,
+            "reused": len(results) - built,
+            "stores_written": sum(r.stores_written for r in results),
+        }
+    )
+
+
+def task_runner(
+    params: BuildParams, runner: str = "threads", dask_address: str | None = None
+) -> Any:
+    """The task runner for ``runner``: threads (default) or dask (local cluster or an address)."""
+    if runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=max(1, params.workers))
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": max(1, params.workers),
+                "threads_per_worker": 1,
+                "processes": True,
+            }
+        )
+    raise VerseEtlError(f"unknown task runner {runner!r} (expected threads or dask)")
+
+
+def run_build(
+    params: BuildParams, runner: str = "threads", dask_address: str | None = None
+) -> BuildSummary:
+    """Run :func:`build_dataset` on the chosen task runner."""
+    return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(params)
+
+
+def run_ingest(
+    sources: tuple[str, ...],
+    params: BuildParams,
+    runner: str = "threads",
+    dask_address: str | None = None,
+) -> list[CaseResult]:
+    """Run :func:`ingest` on the chosen task runner."""
+    return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
+        sources, params
+    )

@@ -1,9 +1,8 @@
-"""Case results -> validated tables, Parquet files, metrics, and pruning of stale stores."""
+"""Case results -> validated tables, Parquet files and build metrics."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 
 from schemas import SORT_KEYS, TABLES
 from verse_etl.params import CheckParams
-from verse_etl.paths import CASES_DIR, VOLUMES_DIR, metrics_path, table_path
+from verse_etl.paths import metrics_path, table_path
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
 from verse_etl.tables import collect_rows, frame, quarantine_frame, write_parquet
 from verse_etl.validation import validate_table
@@ -110,7 +109,6 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     frames["quarantine"] = TABLES["quarantine"].validate(frames["quarantine"])
     for name, df in frames.items():
         write_parquet(df, table_path(out, name), TABLES[name])
-    _prune(results, out)
     failed: dict[str, int] = {}
     for row in q_rows:
         failed[row["check"]] = failed.get(row["check"], 0) + 1
@@ -137,32 +135,3 @@ def _metrics(summary: BuildSummary) -> str:
         "checks_failed": summary.checks_failed,
     }
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
-def _prune(results: Sequence[CaseResult], out: Path) -> None:
-    """Delete stores and cached case results of cases that are no longer in the sources."""
-    keep = {(r.source, r.case_id) for r in results}
-    for source in ("verse", "mosmed"):
-        cases = out / CASES_DIR / source
-        if cases.is_dir():
-            for path in cases.glob("*.json"):
-                if (source, path.stem) not in keep:
-                    path.unlink()
-        volumes = out / VOLUMES_DIR / source
-        if not volumes.is_dir():
-            continue
-        for path in volumes.iterdir():
-            case_id = path.name.removesuffix(".zarr")
-            if (source, case_id) not in keep or ".tmp-" in path.name or ".old-" in path.name:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-    series_stores = {
-        row["store_path"]
-        for r in results
-        for row in r.rows.get("series", [])
-        if row.get("store_path")
-    }
-    mosmed = out / VOLUMES_DIR / "mosmed"
-    if mosmed.is_dir():
-        for path in mosmed.glob("*/*"):
-            if path.relative_to(out).as_posix() not in series_stores:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from verse_etl.errors import VerseEtlError
-from verse_etl.params import SAMPLE_SIZES, Params, SourceParams, load_params
+from verse_etl.assemble import BuildSummary
+from verse_etl.errors import VerseEtlError, WorkspaceBusyError
+from verse_etl.params import SAMPLE_SIZES, BuildParams, Params, SourceParams, load_params
 
 app = typer.Typer(
     name="verse-etl",
@@ -77,21 +78,30 @@ def sample(
     )
 
 
-@app.command()
-def build(
-    params_file: ParamsOption = Path("params.yaml"),
-    verse: Annotated[
-        Path | None, typer.Option(help="VerSe source root (overrides params).")
-    ] = None,
-    mosmed: Annotated[
-        Path | None, typer.Option(help="MosMed source root (overrides params).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Build output folder (overrides params).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
-) -> None:
-    """Run the Prefect build flow: sources -> Zarr stores + Parquet tables."""
+RunnerOption = Annotated[
+    str,
+    typer.Option(
+        "--runner", help="Task runner: threads, or dask (a LocalCluster or --dask-address)."
+    ),
+]
+DaskOption = Annotated[
+    str | None,
+    typer.Option("--dask-address", help="Scheduler address of an existing Dask cluster."),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
+]
+BUSY_EXIT = 3
+
+
+def _build_params(
+    params_file: Path,
+    verse: Path | None,
+    mosmed: Path | None,
+    out: Path | None,
+    workers: int | None,
+) -> BuildParams:
     try:
         params = _params(params_file).build
         if verse is not None or mosmed is not None:
@@ -115,26 +125,225 @@ def build(
                 f"[red]error:[/red] {root}: {name} source folder not found; check the path"
             )
             raise typer.Exit(2)
+    return params
 
-    from flows.build import BuildFailed, run_build
 
-    start = time.perf_counter()
-    try:
-        summary = run_build(params)
-    except BuildFailed as e:
-        console.print(f"[red]build failed:[/red] {e}")
-        raise typer.Exit(1) from e
-    seconds = time.perf_counter() - start
-    table = Table(title=f"verse-etl build -> {params.out} ({seconds:.1f} s)")
+def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool = True) -> None:
+    table = Table(title=f"verse-etl -> {out} ({seconds:.1f} s)")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in summary.rows.items():
         table.add_row(name, str(n))
     Console().print(table)
-    Console().print(
+    cases = (
         f"cases: {summary.cases} ({summary.converted} built, {summary.reused} unchanged); "
-        f"stores written: {summary.stores_written}; quarantined records: {summary.quarantined}"
+        f"stores written: {summary.stores_written}"
+        if built
+        else f"tables from {summary.cases} ingested cases"
     )
+    Console().print(f"{cases}; quarantined records: {summary.quarantined}")
+
+
+@app.command()
+def build(
+    params_file: ParamsOption = Path("params.yaml"),
+    verse: Annotated[
+        Path | None, typer.Option(help="VerSe source root (overrides params).")
+    ] = None,
+    mosmed: Annotated[
+        Path | None, typer.Option(help="MosMed source root (overrides params).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Build output folder (overrides params).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
+    runner: RunnerOption = "threads",
+    dask_address: DaskOption = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
+    params = _build_params(params_file, verse, mosmed, out, workers)
+    from flows.build import BuildFailed, run_build
+
+    start = time.perf_counter()
+    try:
+        summary = run_build(params, runner, dask_address, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
+    except BuildFailed as e:
+        console.print(f"[red]build failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    _print_summary(summary, params.out, time.perf_counter() - start)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="Sources to ingest: verse, mosmed.")],
+    params_file: ParamsOption = Path("params.yaml"),
+    workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
+    runner: RunnerOption = "threads",
+    dask_address: DaskOption = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
+    from verse_etl.outputs import SOURCES
+
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
+        raise typer.Exit(2)
+    params = _build_params(params_file, None, None, None, workers)
+    from flows.build import run_ingest
+
+    start = time.perf_counter()
+    try:
+        results = run_ingest(tuple(sources), params, runner, dask_address, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
+    built = sum(r.converted for r in results)
+    Console().print(
+        f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
+        f"({built} built, {len(results) - built} unchanged), "
+        f"{sum(len(r.quarantine) for r in results)} quarantined records"
+    )
+
+
+@app.command("tables")
+def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
+    """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
+    params = _build_params(params_file, None, None, None, None)
+    from flows.build import BuildFailed, run_tables
+
+    start = time.perf_counter()
+    try:
+        summary = run_tables(params, wait)
+    except WorkspaceBusyError as e:
+        console.print(f"[red]busy:[/red] {e}")
+        raise typer.Exit(BUSY_EXIT) from e
+    except BuildFailed as e:
+        console.print(f"[red]build failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    _print_summary(summary, params.out, time.perf_counter() - start, built=False)
+
+
+@app.command()
+def release(
+    tag: Annotated[str, typer.Argument(help="Version tag, e.g. v2026.11.")],
+    params_file: ParamsOption = Path("params.yaml"),
+    push: Annotated[bool, typer.Option(help="Push the outputs to the default DVC remote.")] = False,
+) -> None:
+    """Release the current (up-to-date) build as a dataset version: git tag + dvc.lock + notes."""
+    from verse_etl.release import release as make_release
+
+    params = _params(params_file).build
+    try:
+        notes = make_release(Path.cwd(), tag, params.out)
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    Console().print(notes.to_markdown())
+    if push:
+        from dvc.repo import Repo
+
+        Repo(".").push()
+        Console().print("outputs pushed to the default DVC remote")
+
+
+@app.command()
+def serve(
+    params_file: ParamsOption = Path("params.yaml"),
+    cron: Annotated[str | None, typer.Option(help="Cron schedule (overrides params).")] = None,
+    name: Annotated[str | None, typer.Option(help="Deployment name (overrides params).")] = None,
+) -> None:
+    """Serve the scheduled-release deployment (build, release if changed, push) until stopped.
+
+    Runs against the Prefect API in PREFECT_API_URL (e.g. a local `prefect server start`).
+    """
+    try:
+        params = _params(params_file)
+        schedule = replace(
+            params.schedule,
+            cron=cron or params.schedule.cron,
+            deployment=name or params.schedule.deployment,
+        )
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    from flows.schedule import serve as serve_deployment
+
+    serve_deployment(
+        Path.cwd(),
+        schedule.cron,
+        schedule.deployment,
+        params.build.out,
+        schedule.remote,
+        schedule.push,
+    )
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the views scans, vertebrae, series, ...")],
+    out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build"),
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
+    from verse_etl.catalog import query as run_query
+
+    try:
+        result = run_query(out, sql).to_pandas()
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if fmt == "csv":
+        typer.echo(result.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        typer.echo(result.to_json(orient="records"))
+    else:
+        typer.echo(result.to_string(index=False))
+
+
+@app.command()
+def dictionary(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path(
+        "docs/data-dictionary.md"
+    ),
+) -> None:
+    """Write the data dictionary generated from the table contracts."""
+    from schemas import TABLES
+    from verse_etl.dictionary import render_dictionary
+    from verse_etl.records import write_text_atomic
+
+    write_text_atomic(out, render_dictionary(TABLES))
+    console.print(f"data dictionary written to {out}")
+
+
+@app.command()
+def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Download the source files listed under `downloads` in params.yaml (resume + sha256)."""
+    from verse_etl.download import Download
+    from verse_etl.download import fetch as fetch_one
+
+    try:
+        items = [Download(d.url, Path(d.dest), d.sha256) for d in _params(params_file).downloads]
+    except VerseEtlError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    failed = 0
+    for item in items:
+        try:
+            result = fetch_one(item)
+        except VerseEtlError as e:
+            failed += 1
+            console.print(f"[red]failed:[/red] {e}")
+            continue
+        state = "present" if result.skipped else f"fetched {result.bytes_fetched} bytes"
+        resumed = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
+        Console().print(f"{item.dest}: {state}{resumed}, sha256 verified")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -36,7 +36,7 @@ from verse_etl.records import CaseResult, QuarantineRecord, load_cached, write_t
 
 SOURCE = "verse"
 TABLE = "verse_fracture_grades"
-CASE_ID = "(fracture-grades)"
+CASE_ID = "_fracture_grades"
 SHEET = "VerSe_dataset"
 GRADED_LABELS: tuple[int, ...] = tuple(range(8, 26))
 """Levels with grade columns: T1..T12 (8-19) and L1..L6 (20-25)."""

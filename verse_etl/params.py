@@ -128,11 +128,46 @@ class BuildParams:
 
 
 @dataclass(frozen=True)
+class ScheduleParams:
+    """Scheduled builds (``params.yaml: schedule``), served by ``verse-etl serve``."""
+
+    cron: str = "0 3 * * *"
+    deployment: str = "nightly"
+    remote: str | None = None  # None: the default DVC remote
+    push: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.cron.split()) != 5:
+            raise ParamsError(
+                f"params.yaml: schedule.cron is {self.cron!r} (expected five cron fields, "
+                "e.g. '0 3 * * *'); fix the value"
+            )
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    """One source file to fetch (``params.yaml: downloads`` is a list of these)."""
+
+    url: str
+    dest: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
+            raise ParamsError(
+                f"params.yaml: downloads entry for {self.url!r} has sha256 {self.sha256!r} "
+                "(expected 64 hex digits); put the published checksum there"
+            )
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``."""
 
     sample: SampleParams = field(default_factory=SampleParams)
     build: BuildParams = field(default_factory=BuildParams)
+    schedule: ScheduleParams = field(default_factory=ScheduleParams)
+    downloads: tuple[DownloadSpec, ...] = ()
 
 
 def _triple(name: str, value: Any) -> tuple[int, int, int]:
@@ -164,11 +199,17 @@ def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
 def params_from_mapping(data: Mapping[str, Any]) -> Params:
     """Build :class:`Params` from the parsed YAML mapping, rejecting unknown keys."""
     data = dict(data or {})
-    unknown = sorted(set(data) - {"sample", "sources", "volumes", "checks", "build"})
+    sections = {"sample", "sources", "volumes", "checks", "build", "schedule", "downloads"}
+    unknown = sorted(set(data) - sections)
     if unknown:
         raise ParamsError(
-            f"params.yaml: unknown section(s) {unknown} "
-            "(expected sample, sources, volumes, checks, build); remove or rename them"
+            f"params.yaml: unknown section(s) {unknown} (expected some of {sorted(sections)}); "
+            "remove or rename them"
+        )
+    downloads = data.get("downloads") or []
+    if not isinstance(downloads, list):
+        raise ParamsError(
+            f"params.yaml: downloads must be a list of {{url, dest, sha256}} (got {type(downloads).__name__})"
         )
     build = dict(data.get("build") or {})
     out = str(build.pop("out", BuildParams.out))
@@ -180,6 +221,8 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         )
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
+        schedule=_section(ScheduleParams, data.get("schedule"), "schedule"),
+        downloads=tuple(_section(DownloadSpec, d, "downloads") for d in downloads),
         build=BuildParams(
             out=out,
             workers=workers,

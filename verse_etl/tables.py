@@ -38,7 +38,7 @@ def arrow_schema(model: type[pa.DataFrameModel]) -> pa_arrow.Schema:
     for name, column in schema.columns.items():
         arrow_type = _ARROW_TYPES[str(column.dtype)]
         metadata = {b"description": (column.description or "").encode()}
-        fields.append(pa_arrow.field(name, arrow_type, nullable=True, metadata=metadata))
+        fields.append(pa_arrow.field(name, arrow_type, nullable=column.nullable, metadata=metadata))
     table_description = (getattr(model.Config, "description", "") or "").encode()
     return pa_arrow.schema(fields, metadata={b"description": table_description})
 

@@ -190,3 +190,25 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
             )
     annotated = tables["series"][tables["series"]["annotated"]]
     assert len(annotated) == len(files) and annotated["is_volume"].all()
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "cases" not in p.relative_to(root).parts
+    }
+
+
+def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from flows.build import run_build
+
+    params, first, *_, out = built
+    dask_out = tmp_path / "dask-build"
+    summary = run_build(replace(params, out=str(dask_out), workers=2), runner="dask")
+    assert summary.rows == first.rows and summary.converted == first.cases
+    assert _digests(dask_out) == _digests(out)

@@ -111,7 +111,7 @@ def build_verse_scan(
 
 def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path) -> CaseResult:
     """Quarantine records (severity warn) naming every dropped duplicate and the copy kept."""
-    result = CaseResult(source=SOURCE, case_id="(duplicates)", fingerprint="")
+    result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
     for dropped, kept in pairs:
         path = dropped.ct.relative(root)
         result.quarantine.append(
@@ -131,9 +131,9 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
 
 def discovery_result(problems: list[InputError] | tuple[InputError, ...], root: Path) -> CaseResult:
     """Quarantine records of files found during discovery that cannot be used."""
-    result = CaseResult(source=SOURCE, case_id="(discovery)", fingerprint="")
+    result = CaseResult(source=SOURCE, case_id="_discovery", fingerprint="")
     for error in problems:
-        result.quarantine.append(QuarantineRecord.from_error(error, SOURCE, "(discovery)", root))
+        result.quarantine.append(QuarantineRecord.from_error(error, SOURCE, "_discovery", root))
     return result
 
 

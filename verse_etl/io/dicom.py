@@ -9,6 +9,8 @@ and evenly spaced positions, no tilt) is checked and reported instead of silentl
 
 from __future__ import annotations
 
+import logging
+import re
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -21,6 +23,20 @@ from pydicom.errors import InvalidDicomError
 
 from verse_etl.errors import InputError
 from verse_etl.geometry import dicom_affine
+
+# MosMed's SeriesInstanceUIDs end in '.': invalid for VR UI, but real, and kept verbatim. pydicom
+# reports every read of such a value through `warnings` and through its logger. Only that exact
+# report is muted, once, here: `warnings.catch_warnings` is not thread-safe and cases run in threads.
+_TRAILING_DOT_UID = r"Invalid value for VR UI: '[0-9.]+\.'"
+warnings.filterwarnings("ignore", message=_TRAILING_DOT_UID, category=UserWarning)
+
+
+class _TrailingDotUidFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return re.match(_TRAILING_DOT_UID, record.getMessage()) is None
+
+
+logging.getLogger("pydicom").addFilter(_TrailingDotUidFilter())
 
 # Geometry tolerances: positions and spacings in mm, direction cosines as dot products.
 SPACING_TOLERANCE_MM = 0.01
@@ -90,15 +106,11 @@ def read_slice_header(path: Path) -> SliceHeader | None:
         If the file is DICOM but lacks what a CT slice must have (SeriesInstanceUID, Rows,
         Columns).
     """
-    # pydicom converts values lazily on attribute access, so every access stays inside the
-    # filter: MosMed UIDs end in '.', invalid for VR UI but real, and are kept verbatim.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
-            return None
-        return _header(path, ds)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
+        return None
+    return _header(path, ds)
 
 
 def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | None:
@@ -273,10 +285,8 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
         integers within int16 (they would be silently rounded or clipped).
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            ds = pydicom.dcmread(header.path)
-            pixels = ds.pixel_array
+        ds = pydicom.dcmread(header.path)
+        pixels = ds.pixel_array
     except Exception as e:  # pydicom raises many types for broken or unsupported pixel data
         raise InputError(
             header.path,

@@ -76,7 +76,7 @@ _MICCAI_KINDS = {
     ".png": "snapshot",
     "_ctd.png": "snapshot",
 }
-GRADES_SHEET_NAME = re.compile(r"\.xlsx$", re.IGNORECASE)
+SPREADSHEET = re.compile(r"\.xlsx$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def discover_verse_sources(root: Path) -> VerseSources:
     grade_tables: list[SourceFile] = []
     for source in files:
         name = source.name
-        if GRADES_SHEET_NAME.search(name):
+        if SPREADSHEET.search(name):
             grade_tables.append(source)
             continue
         m = FILE.match(name)

@@ -1,0 +1,168 @@
+"""Push and pull through real DVC remotes (a folder, and S3 on a loopback moto server), a
+consumer's fresh clone, and dataset releases with their notes."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.e2e.dvc_project import make_project, run, set_param
+
+pytestmark = pytest.mark.slow
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built, committed project whose default remote is a local folder."""
+    project = make_project(tmp_path_factory.mktemp("remotes") / "project")
+    storage = project.parent / "storage"
+    run(["dvc", "remote", "add", "-d", "local", str(storage)], project)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "build"], project)
+    return project
+
+
+def _consumer(project: Path, name: str) -> Path:
+    clone = project.parent / name
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    return clone
+
+
+def _assert_same_outputs(project: Path, clone: Path) -> None:
+    build, pulled = project / "data" / "build", clone / "data" / "build"
+    for part in ("tables", "volumes"):
+        assert _digests(pulled / part) == _digests(build / part), part
+    assert _digests(build / "tables"), "nothing was compared"
+    con = duckdb.connect()
+    scans = con.execute(f"SELECT count(*) FROM '{pulled}/tables/scans.parquet'").fetchone()[0]
+    levels = con.execute(
+        f"SELECT count(DISTINCT level) FROM '{pulled}/tables/vertebrae.parquet' WHERE in_mask"
+    ).fetchone()[0]
+    assert scans == 4 and levels > 5
+
+
+def test_folder_remote_push_then_fresh_clone_pull_is_byte_identical(built: Path) -> None:
+    run(["dvc", "push"], built)
+    clone = _consumer(built, "consumer-folder")
+    run(["dvc", "pull"], clone)
+    _assert_same_outputs(built, clone)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on loopback, stopped at the end."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                boto3.client("s3", endpoint_url=url, **_boto_kwargs()).create_bucket(
+                    Bucket="verse-etl"
+                )
+                break
+            except Exception:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _boto_kwargs() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+    }
+
+
+def test_s3_remote_push_then_fresh_clone_pull_is_byte_identical(
+    built: Path, s3_endpoint: str
+) -> None:
+    run(["dvc", "remote", "add", "s3", "s3://verse-etl/datasets"], built)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], built)
+    run(["git", "add", ".dvc/config"], built)
+    run(["git", "commit", "-q", "-m", "s3 remote"], built)
+    run(["dvc", "push", "-r", "s3"], built, S3_ENV)
+
+    import boto3
+
+    listed = boto3.client("s3", endpoint_url=s3_endpoint, **_boto_kwargs()).list_objects_v2(
+        Bucket="verse-etl", Prefix="datasets/"
+    )
+    assert listed["KeyCount"] > 10
+
+    clone = _consumer(built, "consumer-s3")
+    run(["dvc", "pull", "-r", "s3"], clone, S3_ENV)
+    _assert_same_outputs(built, clone)
+
+
+def test_two_releases_have_correct_notes(built: Path) -> None:
+    first = run(["verse-etl", "release", "v1"], built)
+    assert "first release" in first
+    assert (
+        "added (4): gl003, verse201, verse253, verse506"
+        in (built / "releases" / "v1.md").read_text()
+    )
+
+    # The next version: one scan removed, one scan's centroids edited, one scan's CT truncated
+    # (quarantined), one MosMed study unchanged.
+    source = built / "verse-v2"
+    shutil.copytree(built / "data" / "sample" / "verse", source)
+    for path in source.rglob("sub-gl003*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (ctd,) = source.rglob("sub-verse506*_ctd.json")
+    ctd.write_text(ctd.read_text().replace('"X": ', '"X": 1', 1))
+    (ct,) = source.rglob("sub-verse401_split-verse253_ct.nii.gz")
+    ct.write_bytes(ct.read_bytes()[: len(ct.read_bytes()) // 2])
+    set_param(built, "sources", "verse", "verse-v2")
+    run(["dvc", "repro"], built)
+    run(["verse-etl", "release", "v2"], built)
+
+    notes = (built / "releases" / "v2.md").read_text()
+    assert "Changes since v1." in notes
+    assert "- added (0): none" in notes
+    assert "- changed (1): verse506" in notes
+    assert "- removed (2): gl003, verse253" in notes
+    assert "| read | 0 | 1 | +1 |" in notes
+    assert run(["git", "tag", "--list"], built).split() == ["v1", "v2"]
+    # The tag pins exactly this build: dvc.lock at v2 is the workspace's.
+    assert (
+        run(["git", "show", "v2:dvc.lock"], built).strip()
+        == (built / "dvc.lock").read_text().strip()
+    )
