@@ -22,6 +22,7 @@ from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
 from verse_etl.errors import VerseEtlError
 from verse_etl.fracture_grades import fracture_grades_result
+from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.records import CaseResult
@@ -52,7 +53,6 @@ _CASE_TASK = {
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": _transient,
     "cache_policy": NO_CACHE,
-    "timeout_seconds": 4 * 3600,
 }
 
 
@@ -85,7 +85,8 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[Ca
     root = Path(root_text)
     if source == "verse":
         found = discover_verse_sources(root)
-        futures = [verse_scan_task.submit(scan, root, out, params) for scan in found.scans]
+        run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
+        futures = [run_scan.submit(scan, root, out, params) for scan in found.scans]
         extra = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
         extra += [discovery_result(found.problems, root)] if found.problems else []
 
@@ -95,7 +96,8 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[Ca
             return [fracture_grades_result(found.grade_tables, root, results, out)]
 
         return futures, extra, finish
-    futures = [mosmed_study_task.submit(s, root, out, params) for s in discover_mosmed(root)]
+    run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
+    futures = [run_study.submit(s, root, out, params) for s in discover_mosmed(root)]
     return futures, [], lambda _: []
 
 
@@ -204,10 +206,13 @@ def task_runner(
 
 
 def run_build(
-    params: BuildParams, runner: str = "threads", dask_address: str | None = None
+    params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
-    """Run :func:`build_dataset` on the chosen task runner."""
-    return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(params)
+    """Run :func:`build_dataset` on the chosen task runner, holding the workspace lock."""
+    with workspace_lock(Path(params.out), timeout=wait):
+        return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
+            params
+        )
 
 
 def run_ingest(
@@ -215,8 +220,16 @@ def run_ingest(
     params: BuildParams,
     runner: str = "threads",
     dask_address: str | None = None,
+    wait: float = 0.0,
 ) -> list[CaseResult]:
-    """Run :func:`ingest` on the chosen task runner."""
-    return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
-        sources, params
-    )
+    """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
+    with workspace_lock(Path(params.out), timeout=wait):
+        return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
+            sources, params
+        )
+
+
+def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
+    """Run :func:`tables` holding the workspace lock."""
+    with workspace_lock(Path(params.out), timeout=wait):
+        return tables(params)

@@ -69,11 +69,14 @@ class BuildSummary:
 
 
 def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> BuildSummary:
-    """Validate every table, write the Parquet files and metrics, prune stale outputs.
+    """Validate every table, write the Parquet files and metrics.
 
     Tables are written even when some rows fail a ``raise`` check: the caller decides to fail
-    the build after everything good is on disk.
+    the build after everything good is on disk. Temporary files left by a killed earlier run
+    are removed first.
     """
+    for leftover in [*out.glob("tables/*.tmp-*"), *out.glob("*.tmp-*")]:
+        leftover.unlink(missing_ok=True)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
     frames: dict[str, pd.DataFrame] = {}
     # A vertebra row names no file itself: its quarantine records name the scan's mask (or

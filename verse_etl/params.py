@@ -125,6 +125,9 @@ class BuildParams:
     volumes: VolumeParams = field(default_factory=VolumeParams)
     checks: CheckParams = field(default_factory=CheckParams)
     workers: int = 2
+    # Per-case time limit for the task runner (0: none). In worker threads Prefect can only stop
+    # a case between blocking calls, so this bounds runaway cases, not a single slow read.
+    case_timeout_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,10 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     build = dict(data.get("build") or {})
     out = str(build.pop("out", BuildParams.out))
     workers = int(build.pop("workers", BuildParams.workers))
+    case_timeout_s = int(build.pop("case_timeout_s", BuildParams.case_timeout_s))
     if build:
         raise ParamsError(
-            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, workers); "
+            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, workers, case_timeout_s); "
             "remove or rename them"
         )
     return Params(
@@ -226,6 +230,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         build=BuildParams(
             out=out,
             workers=workers,
+            case_timeout_s=case_timeout_s,
             sources=_section(SourceParams, data.get("sources"), "sources"),
             volumes=_section(VolumeParams, data.get("volumes"), "volumes"),
             checks=_section(CheckParams, data.get("checks"), "checks"),
