@@ -287,12 +287,27 @@ def fracture_grades_result(
     With ``out``, the result is saved like a case's and reused while the spreadsheets and the
     scans and labels it joins to are unchanged.
     """
+    parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
+    for source in sources:
+        try:
+            parsed.append(read_fracture_grades(source, root))
+        except InputError as e:
+            parsed.append(e)
+    # The result depends on the spreadsheets and on the scans they grade, not on other scans:
+    # a VerSe'20 scan coming or going leaves it (and its "unchanged" state) alone.
+    graded = {r["scan_id"] for p in parsed if not isinstance(p, InputError) for r in p[0]}
     joined = sorted(
         (r["scan_id"], int(r["label"]), bool(r.get("in_mask")))
         for result in results
         for r in result.rows.get("vertebrae", [])
+        if r["scan_id"] in graded
     )
-    scans = sorted(r["scan_id"] for result in results for r in result.rows.get("scans", []))
+    scans = sorted(
+        r["scan_id"]
+        for result in results
+        for r in result.rows.get("scans", [])
+        if r["scan_id"] in graded
+    )
     key = fingerprint(
         __version__, CASE_ID, {s.relative(root): s.sha256() for s in sources}, joined, scans
     )
@@ -302,14 +317,13 @@ def fracture_grades_result(
         if cached is not None:
             return cached
     result = CaseResult(source=SOURCE, case_id=CASE_ID, fingerprint=key)
-    for source in sources:
-        try:
-            rows, problems = read_fracture_grades(source, root)
-        except InputError as e:
+    for item in parsed:
+        if isinstance(item, InputError):
             result.quarantine.append(
-                QuarantineRecord.from_error(e, SOURCE, CASE_ID, root, table=TABLE)
+                QuarantineRecord.from_error(item, SOURCE, CASE_ID, root, table=TABLE)
             )
             continue
+        rows, problems = item
         join_vertebrae(rows, results)
         for row in rows:
             result.add(TABLE, row)
