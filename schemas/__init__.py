@@ -7,11 +7,13 @@ from schemas.mosmed_vertebrae import MosmedVertebraeTable
 from schemas.quarantine import QuarantineTable
 from schemas.scans import ScansTable
 from schemas.series import SeriesTable
+from schemas.verse_fracture_grades import VerseFractureGradesTable
 from schemas.vertebrae import VertebraeTable
 
 TABLES = {
     "scans": ScansTable,
     "vertebrae": VertebraeTable,
+    "verse_fracture_grades": VerseFractureGradesTable,
     "series": SeriesTable,
     "mosmed_vertebrae": MosmedVertebraeTable,
     "mosmed_consensus": MosmedConsensusTable,
@@ -21,6 +23,7 @@ TABLES = {
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "scans": ("scan_id",),
     "vertebrae": ("scan_id", "label"),
+    "verse_fracture_grades": ("scan_id", "label"),
     "series": ("folder", "series_uid"),
     "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
     "mosmed_consensus": ("folder", "release", "vertebra"),
@@ -36,5 +39,6 @@ __all__ = [
     "QuarantineTable",
     "ScansTable",
     "SeriesTable",
+    "VerseFractureGradesTable",
     "VertebraeTable",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -25,13 +27,20 @@ class ScansTable(pa.DataFrameModel):
         isin=["verse19", "verse20"], description="Release the kept copy comes from."
     )
     split: Series[str] = pa.Field(
-        isin=["training", "validation", "test"], description="Official data split of the release."
+        isin=["training", "validation", "test"],
+        nullable=True,
+        description="Official data split of the release (null if a MICCAI folder does not say).",
+    )
+    layout: Series[str] = pa.Field(
+        isin=["subject", "miccai"],
+        description="Release layout of the kept copy: subject-based (BIDS-like) or MICCAI flat.",
     )
     direction: Series[str] = pa.Field(
         nullable=True, description="The dir- entity of the file names (ax, sag, iso), if present."
     )
     ct_path: Series[str] = pa.Field(
-        description="Source CT file, relative to the VerSe source root."
+        description="Source CT file, relative to the VerSe source root; a member of a release zip "
+        "is named as if the zip were a folder (dataset-verse19training.zip/dataset-verse19training/...)."
     )
     ct_sha256: Series[str] = pa.Field(
         str_length={"min_value": 64, "max_value": 64}, description="sha256 of the source CT file."
@@ -44,6 +53,28 @@ class ScansTable(pa.DataFrameModel):
     )
     centroids_path: Series[str] = pa.Field(
         nullable=True, description="Source centroid JSON, relative to the source root."
+    )
+    centroids_sha256: Series[str] = pa.Field(
+        nullable=True, description="sha256 of the source centroid file."
+    )
+    centroid_format: Series[str] = pa.Field(
+        isin=["subject", "miccai19", "miccai20"],
+        nullable=True,
+        description="Centroid file convention: subject (voxel indices with a direction element), "
+        "miccai19 / miccai20 (millimetres along fixed axes IPL / PIR).",
+    )
+    centroid_axes: Series[str] = pa.Field(
+        nullable=True,
+        description="Axis codes the centroid file's X, Y, Z run along (its direction element, or "
+        "the MICCAI convention); converted onto the image's own axes.",
+    )
+    sidecar_path: Series[str] = pa.Field(
+        nullable=True, description="Source _ct.json scanner sidecar, relative to the source root."
+    )
+    other_copies: Series[str] = pa.Field(
+        nullable=True,
+        description="CT files of other copies of this scan that were left out ('; '-separated), "
+        "e.g. the same scan in the other release.",
     )
     shape_i: Series[int] = pa.Field(gt=0, description="Voxels along array axis 0 (as stored).")
     shape_j: Series[int] = pa.Field(gt=0, description="Voxels along array axis 1.")
@@ -64,6 +95,16 @@ class ScansTable(pa.DataFrameModel):
     sform_code: Series[int] = pa.Field(ge=0, le=4, description="NIfTI sform_code of the CT.")
     hu_min: Series[float] = pa.Field(description="Minimum CT value (HU).")
     hu_max: Series[float] = pa.Field(description="Maximum CT value (HU).")
+    hu_mean: Series[float] = pa.Field(description="Mean CT value (HU).")
+    hu_p01: Series[float] = pa.Field(
+        description="1st percentile of the CT values (HU; exact, numpy's linear definition)."
+    )
+    hu_p05: Series[float] = pa.Field(description="5th percentile of the CT values (HU).")
+    hu_p25: Series[float] = pa.Field(description="25th percentile of the CT values (HU).")
+    hu_p50: Series[float] = pa.Field(description="Median CT value (HU).")
+    hu_p75: Series[float] = pa.Field(description="75th percentile of the CT values (HU).")
+    hu_p95: Series[float] = pa.Field(description="95th percentile of the CT values (HU).")
+    hu_p99: Series[float] = pa.Field(description="99th percentile of the CT values (HU).")
     kvp: Series[float] = pa.Field(
         nullable=True, description="Tube voltage (kV) from the _ct.json sidecar."
     )
@@ -97,3 +138,13 @@ class ScansTable(pa.DataFrameModel):
     @pa.check("orientation", name="orientation_codes")
     def _orientation(cls, series: pd.Series) -> pd.Series:
         return orientation_column(series)
+
+    @pa.dataframe_check(name="hu_percentiles_ordered")
+    def _percentiles(cls, df: pd.DataFrame) -> pd.Series:
+        columns = ["hu_min", "hu_p01", "hu_p05", "hu_p25", "hu_p50", "hu_p75", "hu_p95", "hu_p99"]
+        columns.append("hu_max")
+        ordered = pd.Series(True, index=df.index)
+        for lower, upper in itertools.pairwise(columns):
+            # Float CTs are binned at whole HU, so a percentile may sit 0.5 HU beyond min/max.
+            ordered &= df[lower] <= df[upper] + 0.5
+        return ordered

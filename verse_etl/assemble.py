@@ -21,6 +21,7 @@ from verse_etl.validation import validate_table
 _ROW_ORIGIN = {
     "scans": ("verse", "scan_id", "ct_path"),
     "vertebrae": ("verse", "scan_id", "scan_id"),
+    "verse_fracture_grades": ("verse", "scan_id", "source_path"),
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
 }
@@ -84,6 +85,12 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         leftover.unlink(missing_ok=True)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
     frames: dict[str, pd.DataFrame] = {}
+    # A vertebra row names no file itself: its quarantine records name the scan's mask (or
+    # centroid file), so that every record points at a file to open.
+    scan_files = {
+        row["scan_id"]: row.get("mask_path") or row.get("centroids_path") or row["ct_path"]
+        for row in collect_rows(results, "scans")
+    }
     for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
         model = TABLES[name]
         df = frame(collect_rows(results, name), model, SORT_KEYS[name])
@@ -93,7 +100,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
             table=name,
             source_of=lambda _row, s=source: s,
             case_of=lambda row, c=case_col: row[c],
-            file_of=lambda row, f=file_col: row[f],
+            file_of=(lambda row: scan_files.get(row["scan_id"], row["scan_id"]))
+            if name == "vertebrae"
+            else (lambda row, f=file_col: row[f]),
             checks=checks,
         )
         frames[name] = good

@@ -84,13 +84,28 @@ class CheckParams:
     ``default`` applies to every check not named in ``modes``. ``warn`` and ``ignore`` keep the
     build going (``warn`` still writes a quarantine row); ``raise`` fails the build at the end,
     after every good case has been written.
+
+    ``min_island_voxels``: a connected piece of a vertebra label smaller than this is a spurious
+    island (check ``label_islands``). ``geometry_tolerance_mm``: how far apart (at the volume's
+    corners) image and mask affines may be before the mask is refused (``image_mask_geometry``).
     """
 
     default: str = "warn"
     modes: Mapping[str, str] = field(default_factory=dict)
     min_island_voxels: int = 10
+    geometry_tolerance_mm: float = 0.01
 
     def __post_init__(self) -> None:
+        if int(self.min_island_voxels) < 1:
+            raise ParamsError(
+                f"params.yaml: checks.min_island_voxels is {self.min_island_voxels} "
+                "(expected an integer >= 1); fix the value"
+            )
+        if not float(self.geometry_tolerance_mm) >= 0:
+            raise ParamsError(
+                f"params.yaml: checks.geometry_tolerance_mm is {self.geometry_tolerance_mm} "
+                "(expected a number >= 0); fix the value"
+            )
         for name, mode in [("default", self.default), *self.modes.items()]:
             if mode not in CHECK_MODES:
                 raise ParamsError(

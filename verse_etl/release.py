@@ -149,7 +149,12 @@ def previous_release(repo: Path) -> str | None:
 
 def read_tables(out: Path) -> dict[str, pd.DataFrame]:
     """The release tables of the workspace build at ``out``."""
-    return {name: pd.read_parquet(out / TABLES_DIR / f"{name}.parquet") for name in RELEASE_TABLES}
+    # Nullable dtypes: an int64 column read with numpy dtypes turns float as soon as one row
+    # holds a null, and every row of it would then look "changed" between two releases.
+    return {
+        name: pd.read_parquet(out / TABLES_DIR / f"{name}.parquet", dtype_backend="numpy_nullable")
+        for name in RELEASE_TABLES
+    }
 
 
 def read_tables_at(repo: Path, rev: str, out: str) -> dict[str, pd.DataFrame]:
@@ -160,7 +165,7 @@ def read_tables_at(repo: Path, rev: str, out: str) -> dict[str, pd.DataFrame]:
     for name in RELEASE_TABLES:
         path = f"{out}/{TABLES_DIR}/{name}.parquet"
         with dvc.api.open(path, repo=str(repo), rev=rev, mode="rb") as f:
-            tables[name] = pd.read_parquet(io.BytesIO(f.read()))
+            tables[name] = pd.read_parquet(io.BytesIO(f.read()), dtype_backend="numpy_nullable")
     return tables
 
 

@@ -23,6 +23,7 @@ _ARROW_TYPES: dict[str, pa_arrow.DataType] = {
     "str": pa_arrow.string(),
     "string[pyarrow]": pa_arrow.string(),  # pandas >= 3 default string dtype
     "int64": pa_arrow.int64(),
+    "Int64": pa_arrow.int64(),  # nullable integers (pandas' masked dtype)
     "float64": pa_arrow.float64(),
     "bool": pa_arrow.bool_(),
     # Object columns hold lists of floats (affines); Arrow stores them as list<double>.

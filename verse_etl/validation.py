@@ -3,17 +3,22 @@
 A table is validated against its pandera model with ``lazy=True`` so that one run reports every
 failure. Rows named by a failure are taken out (unless the check's mode is ``ignore``) and become
 quarantine records; what is left is validated again and returned coerced to the contract's types.
+
+Quality checks, declared with ``raise_warning=True`` on the model, describe the source rather than
+break the contract: a row failing one stays in the table and gets one quarantine record per
+failed check (unless that check's mode is ``ignore``), so that it is reported, never hidden.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+from pandera.errors import SchemaErrors, SchemaWarning
 
 from verse_etl.params import CheckParams
 from verse_etl.records import QuarantineRecord
@@ -47,7 +52,12 @@ def validate_table(
     df = df.reset_index(drop=True)
     for _ in range(3):  # dropping rows cannot create new row failures; the loop is a safeguard
         try:
-            return model.validate(df, lazy=True), quarantined
+            with warnings.catch_warnings():
+                # Quality checks warn; they are evaluated and reported below, row by row.
+                warnings.simplefilter("ignore", SchemaWarning)
+                good = model.validate(df, lazy=True)
+            quarantined += _quality_records(good, model, table, source_of, case_of, file_of, checks)
+            return good, quarantined
         except SchemaErrors as e:
             cases = e.failure_cases
             if cases["index"].isna().any():
@@ -65,6 +75,7 @@ def validate_table(
         if not failed:
             # Only checks set to "ignore" failed: keep every row (the Parquet writer applies the
             # contract's types).
+            quarantined += _quality_records(df, model, table, source_of, case_of, file_of, checks)
             return df, quarantined
         for index, problems in sorted(failed.items()):
             row = df.loc[index]
@@ -84,3 +95,55 @@ def validate_table(
             )
         df = df.drop(index=list(failed)).reset_index(drop=True)
     raise RuntimeError(f"{table}: validation did not settle")  # pragma: no cover
+
+
+def quality_checks(model: type[pa.DataFrameModel]) -> list[tuple[str | None, pa.Check]]:
+    """The model's quality checks (``raise_warning=True``) as ``(column or None, check)``."""
+    schema = model.to_schema()
+    found: list[tuple[str | None, pa.Check]] = [(None, c) for c in schema.checks if c.raise_warning]
+    for name, column in schema.columns.items():
+        found += [(name, c) for c in column.checks if c.raise_warning]
+    return found
+
+
+def _quality_records(
+    df: pd.DataFrame,
+    model: type[pa.DataFrameModel],
+    table: str,
+    source_of: Any,
+    case_of: Any,
+    file_of: Any,
+    checks: CheckParams,
+) -> list[QuarantineRecord]:
+    records: list[QuarantineRecord] = []
+    if df.empty:
+        return records
+    keys = list(getattr(model.Config, "unique", None) or [])
+    for column, check in quality_checks(model):
+        name = str(check.name)
+        mode = checks.mode(name)
+        if mode == "ignore":
+            continue
+        data = df if column is None else df[column]
+        output = check(data).check_output
+        passed = pd.Series(output, index=df.index).astype("boolean")
+        if column is not None and check.ignore_na:
+            passed |= df[column].isna()
+        for index in df.index[~passed.fillna(False).astype(bool)]:
+            row = df.loc[index]
+            what = ", ".join(f"{k}={row[k]}" for k in keys)
+            why = check.error or name
+            records.append(
+                QuarantineRecord(
+                    source=str(source_of(row)),
+                    case_id=str(case_of(row)),
+                    table=table,
+                    file=str(file_of(row)),
+                    check=name,
+                    reason=f"{file_of(row)}: {table} row ({what}) flagged by {name}: {why}; "
+                    "the row is kept",
+                    severity="raise" if mode == "raise" else "warn",
+                    record=json.dumps(row.to_dict(), default=str, sort_keys=True),
+                )
+            )
+    return records

@@ -52,6 +52,8 @@ def test_row_counts_of_every_table(built) -> None:
     assert len(tables["scans"]) == len(manifest.verse)
     assert set(tables["scans"]["scan_id"]) == {s.scan_id for s in manifest.verse}
     assert len(tables["vertebrae"]) == sum(len(s.labels) for s in manifest.verse)
+    # The sample's grading table: 18 levels (T1..L6) per VerSe'19 scan, plus a scan not built.
+    assert len(tables["verse_fracture_grades"]) == 18 * (len(manifest.scan_ids("verse19")) + 1)
     # Every study holds the annotated thin series and a thick decoy series.
     assert len(tables["series"]) == 2 * len(manifest.mosmed)
     assert tables["series"]["is_volume"].all()

@@ -28,6 +28,8 @@ def test_project_params_load() -> None:
         ("volumes: {codec: snappy}\n", "volumes.codec"),
         ("volume: {}\n", "unknown section"),
         ("checks: {default: explode}\n", "checks mode"),
+        ("checks: {min_island_voxels: 0}\n", "checks.min_island_voxels"),
+        ("checks: {geometry_tolerance_mm: -1}\n", "checks.geometry_tolerance_mm"),
         ("sample: {size: huge}\n", "sample.size"),
         ("build: {outdir: x}\n", "unknown key"),
         ("[1, 2\n", "not valid YAML"),

@@ -241,7 +241,9 @@ def test_layout_and_sidecars(tiny: tuple[Path, SampleManifest]) -> None:
         assert (verse / rel).is_file(), rel
     assert manifest.scan_ids("verse19") == ("verse201", "verse253", "verse008")
     assert manifest.scan_ids("verse20") == ("gl003", "verse506")
-    assert len([p for p in verse.rglob("*") if p.is_file()]) == 5 * len(manifest.verse)
+    # Five files per scan, plus the VerSe'19 grading spreadsheet beside the release folders.
+    assert len([p for p in verse.rglob("*") if p.is_file()]) == 5 * len(manifest.verse) + 1
+    assert manifest.fracture_grades == Path("verse/ryai190138_appendixe1.xlsx")
     for scan in manifest.verse:
         text = (out / scan.sidecar).read_text()
         assert json.dumps(json.loads(text), indent=4) == text

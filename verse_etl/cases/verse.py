@@ -1,45 +1,100 @@
-"""Build one VerSe scan: CT and mask to a Zarr store, header, mask labels and centroids to rows."""
+"""Build one VerSe scan: CT and mask to a Zarr store; header, intensity, label and centroid rows.
+
+Everything is computed in one streaming pass over each file: the CT's exact HU histogram while
+its slabs go to the store, and the mask's label statistics (counts, bounding boxes, centres of
+mass, connected components) while it is read in thin slabs of at most :data:`MASK_SLAB_BYTES`,
+converted to uint8 and regrouped into the store's slab depth. A 512x512x229 float64 mask (480 MB
+whole) is never in memory at once (``benchmarks/label_stats.py`` measures it).
+
+What is a check of a table (labels in the label map, islands, centroids inside the volume,
+cranio-caudal order, mask vs centroid labels) is a pandera check in ``schemas/``; what makes the
+scan unusable (unreadable file, image and mask on different grids, a float mask holding
+non-integer values) rejects the scan here with one quarantine record.
+"""
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from verse_etl import __version__
-from verse_etl.centroids import read_centroids
+from verse_etl.centroids import Centroid, CentroidFile, read_centroids
 from verse_etl.errors import InputError
-from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.geometry import apply_affine
+from verse_etl.hashing import fingerprint
+from verse_etl.hu_histogram import PERCENTILES, HuHistogram
+from verse_etl.io.files import SourceFile
 from verse_etl.io.nifti import NiftiInfo, iter_nifti_slabs, read_nifti_info
+from verse_etl.label_stats import LabelStatistics, LabelSummary
 from verse_etl.levels import VERSE_LEVELS
-from verse_etl.params import VolumeParams
+from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
-from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
+from verse_etl.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
 from verse_etl.sources.verse import VerseScan
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
 
 SOURCE = "verse"
-AFFINE_TOLERANCE_MM = 1e-3
+MASK_SLAB_BYTES = 16 << 20
+"""Most bytes of source mask read at once (16 MiB: 8 slices of a 512x512 float64 mask)."""
 
 
-def build_verse_scan(scan: VerseScan, root: Path, out: Path, volumes: VolumeParams) -> CaseResult:
+def build_verse_scan(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams | None = None,
+) -> CaseResult:
     """Convert one scan and return its rows; reuse the saved result if nothing changed.
 
-    Any :class:`InputError` quarantines the case (one record naming file and reason); other cases
-    are unaffected.
+    Parameters
+    ----------
+    scan
+        The scan's files, as discovered.
+    root
+        VerSe source root (paths in the tables are relative to it).
+    out
+        Build root.
+    volumes
+        Zarr layout.
+    checks
+        Check parameters (``min_island_voxels``, ``geometry_tolerance_mm``); defaults if None.
+
+    Returns
+    -------
+    CaseResult
+        Rows for ``scans`` and ``vertebrae``, and quarantine records. Any :class:`InputError`
+        that makes the scan unusable quarantines the case (one record naming file and reason);
+        other cases are unaffected.
     """
-    files = [p for p in (scan.ct_path, scan.mask_path, scan.centroids_path, scan.sidecar_path) if p]
+    checks = checks or CheckParams()
     try:
-        hashes = {relative(p, root): sha256_file(p) for p in files}
+        hashes = {f.relative(root): f.sha256() for f in scan.files}
+    except InputError as e:
+        return _rejected(scan, root, e, "")
     except OSError as e:
         error = InputError(
-            getattr(e, "filename", None) or scan.ct_path, f"cannot read ({e})", check="read"
+            getattr(e, "filename", None) or scan.ct, f"cannot read ({e})", check="read"
         )
         return _rejected(scan, root, error, "")
-    key = fingerprint(__version__, hashes, volumes)
+    identity = {
+        "patient_id": scan.patient_id,
+        "release": scan.release,
+        "split": scan.split,
+        "direction": scan.direction,
+        "layout": scan.layout,
+        "centroid_format": scan.centroid_format,
+        "other_copies": [c.relative(root) for c in scan.other_copies],
+    }
+    case_checks = {
+        "min_island_voxels": checks.min_island_voxels,
+        "geometry_tolerance_mm": checks.geometry_tolerance_mm,
+    }
+    key = fingerprint(__version__, hashes, volumes, identity, case_checks)
     cache = case_result_path(out, SOURCE, scan.scan_id)
     store = verse_store_path(out, scan.scan_id)
     cached = load_cached(cache, key)
@@ -47,7 +102,7 @@ def build_verse_scan(scan: VerseScan, root: Path, out: Path, volumes: VolumePara
     if cached is not None and (store.exists() or not cached.rows.get("scans")):
         return cached
     try:
-        result = _convert(scan, root, out, volumes, hashes, key)
+        result = _convert(scan, root, out, volumes, checks, hashes, key)
     except InputError as e:
         result = _rejected(scan, root, e, key)
     write_text_atomic(cache, result.to_json())
@@ -58,7 +113,7 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
     """Quarantine records (severity warn) naming every dropped duplicate and the copy kept."""
     result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
     for dropped, kept in pairs:
-        path = relative(dropped.ct_path, root)
+        path = dropped.ct.relative(root)
         result.quarantine.append(
             QuarantineRecord(
                 source=SOURCE,
@@ -66,10 +121,19 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
                 table="scans",
                 file=path,
                 check="duplicate_scan",
-                reason=f"{path}: scan {dropped.scan_id} is also in {kept.release} "
-                f"as {relative(kept.ct_path, root)}; that copy was kept, this one left out",
+                reason=f"{path}: scan {dropped.scan_id} ({dropped.release}, {dropped.layout} "
+                f"layout) is also in {kept.release} ({kept.layout} layout) as "
+                f"{kept.ct.relative(root)}; that copy was kept, this one left out",
             )
         )
+    return result
+
+
+def discovery_result(problems: list[InputError] | tuple[InputError, ...], root: Path) -> CaseResult:
+    """Quarantine records of files found during discovery that cannot be used."""
+    result = CaseResult(source=SOURCE, case_id="_discovery", fingerprint="")
+    for error in problems:
+        result.quarantine.append(QuarantineRecord.from_error(error, SOURCE, "_discovery", root))
     return result
 
 
@@ -81,34 +145,49 @@ def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseR
     return result
 
 
+def _flag(result: CaseResult, scan: VerseScan, root: Path, error: InputError, table: str) -> None:
+    """Record a problem with one file that does not stop the scan."""
+    result.quarantine.append(
+        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table=table)
+    )
+
+
 def _convert(
-    scan: VerseScan, root: Path, out: Path, volumes: VolumeParams, hashes: dict[str, str], key: str
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+    hashes: dict[str, str],
+    key: str,
 ) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
-    ct = read_nifti_info(scan.ct_path)
-    mask = read_nifti_info(scan.mask_path) if scan.mask_path else None
+    ct = read_nifti_info(scan.ct)
+    mask = read_nifti_info(scan.mask) if scan.mask else None
     if mask is not None:
-        _check_same_grid(ct, mask)
+        check_same_grid(ct, mask, checks.geometry_tolerance_mm)
+    centroids = _read_centroids(scan, ct, root, result)
+    sidecar = _read_sidecar(scan, root, result)
+    points = [c.voxel for c in centroids.centroids] if centroids else []
+    hu = HuHistogram()
+    stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
     depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id)
-    hu = [math.inf, -math.inf]
 
-    def ct_slabs():
+    def ct_slabs() -> Iterator[tuple[int, np.ndarray]]:
         for k0, slab in iter_nifti_slabs(ct, depth):
-            if slab.size:
-                hu[0], hu[1] = min(hu[0], float(slab.min())), max(hu[1], float(slab.max()))
+            hu.add(slab)
             yield k0, slab
 
-    counts = np.zeros(256, dtype=np.int64)
-
-    def mask_slabs():
+    def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
-        for k0, slab in as_labels(iter_nifti_slabs(mask, depth), mask.path):
-            counts[:] += np.bincount(slab.reshape(-1), minlength=256)
+        thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
+        labels = as_labels(iter_nifti_slabs(mask, min(thin, depth)), mask.path)  # type: ignore[arg-type]
+        for k0, slab in labels:
+            stats.add(k0, slab)
             yield k0, slab
 
-    attributes = _store_attributes(scan, ct)
-    with StoreWriter(store, volumes, attributes) as writer:
+    with StoreWriter(store, volumes, _store_attributes(scan, ct)) as writer:
         ct_array = writer.write_array(IMAGE_PATH, ct.shape, ct.dtype, ct_slabs())
         mask_array = None
         if mask is not None:
@@ -116,40 +195,115 @@ def _convert(
                 LABELS_PATH,
                 mask.shape,
                 np.dtype(np.uint8),
-                mask_slabs(),
+                regroup_slabs(mask_slabs(), mask.shape, depth),
                 attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
             )
     result.stores_written = 1
 
-    mask_labels = {int(k): int(n) for k, n in enumerate(counts) if k > 0 and n > 0}
-    centroids = (
-        read_centroids(scan.centroids_path, ct.shape, ct.affine, ct.orientation)
-        if scan.centroids_path
-        else None
-    )
-    if centroids is not None:
-        for note in centroids.skipped:
-            result.quarantine.append(
-                QuarantineRecord(
-                    source=SOURCE,
-                    case_id=scan.scan_id,
-                    table="vertebrae",
-                    file=relative(centroids.path, root),
-                    check="centroid_nan",
-                    reason=f"{relative(centroids.path, root)}: {note}; the entry is left out",
-                )
+    summaries = stats.result() if mask is not None else {}
+    probed = stats.probe_labels() if mask is not None else [None] * len(points)
+    _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
+    _add_scan(
+        result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
+        ct_array.voxel_sha256, mask_array.voxel_sha256 if mask_array else None,
+    )  # fmt: skip
+    return result
+
+
+def regroup_slabs(
+    slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, int], depth: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Regroup thin uint8 slabs into slabs of ``depth`` slices (the last may be thinner).
+
+    The yielded array is one reused Fortran-ordered buffer, valid until the next iteration.
+
+    Examples
+    --------
+    >>> thin = ((k, np.full((2, 2, 1), k, np.uint8)) for k in range(5))
+    >>> [(k0, s[0, 0].tolist()) for k0, s in regroup_slabs(thin, (2, 2, 5), 2)]
+    [(0, [0, 1]), (2, [2, 3]), (4, [4])]
+    """
+    buffer = np.empty((shape[0], shape[1], depth), dtype=np.uint8, order="F")
+    filled = start = 0
+    for _, slab in slabs:
+        position = 0
+        while position < slab.shape[2]:
+            take = min(depth - filled, slab.shape[2] - position)
+            buffer[:, :, filled : filled + take] = slab[:, :, position : position + take]
+            filled, position = filled + take, position + take
+            if filled == depth:
+                yield start, buffer
+                start, filled = start + depth, 0
+    if filled:
+        yield start, buffer[:, :, :filled]
+
+
+def _read_centroids(
+    scan: VerseScan, ct: NiftiInfo, root: Path, result: CaseResult
+) -> CentroidFile | None:
+    if scan.centroids is None:
+        return None
+    try:
+        parsed = read_centroids(
+            scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format
+        )
+    except InputError as e:
+        # The CT and mask are still good: keep the scan, report the file, list no centroids.
+        _flag(result, scan, root, e, "vertebrae")
+        return None
+    path = scan.centroids.relative(root)
+    for note in parsed.skipped:
+        check = "centroid_nan" if "NaN" in note else "centroid_subregion"
+        result.quarantine.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=scan.scan_id,
+                table="vertebrae",
+                file=path,
+                check=check,
+                reason=f"{path}: {note}; the entry is left out",
             )
-    by_label = {c.label: c for c in (centroids.centroids if centroids else ())}
-    voxel_mm3 = float(np.prod(ct.spacing_mm))
-    for label in sorted(set(mask_labels) | set(by_label)):
-        c = by_label.get(label)
+        )
+    return parsed
+
+
+def _world(affine: np.ndarray, voxel: tuple[float, float, float]) -> list[float]:
+    return [float(v) for v in apply_affine(affine, [voxel])[0]]
+
+
+def _add_vertebrae(
+    result: CaseResult,
+    scan: VerseScan,
+    ct: NiftiInfo,
+    summaries: dict[int, LabelSummary],
+    centroids: CentroidFile | None,
+    probed: list[int | None],
+    min_island_voxels: int,
+) -> None:
+    """One row per centroid entry, plus one per mask label without a centroid.
+
+    A label listed twice in the centroid file gives two rows, which the table's uniqueness
+    check then rejects, naming both.
+    """
+    entries: list[tuple[int, Centroid | None, int | None]] = []
+    listed = set()
+    for centroid, at in zip(centroids.centroids if centroids else (), probed, strict=True):
+        entries.append((centroid.label, centroid, at))
+        listed.add(centroid.label)
+    entries += [(label, None, None) for label in summaries if label not in listed]
+    voxel_mm3 = float(abs(np.linalg.det(ct.affine[:3, :3])))
+    for label, c, at in sorted(entries, key=lambda e: e[0]):
+        s = summaries.get(label)
+        inside = c is not None and all(-0.5 <= c.voxel[t] <= ct.shape[t] - 0.5 for t in range(3))
+        com = _world(ct.affine, s.centre_of_mass) if s else [None, None, None]
+        islands = [n for n in s.component_sizes if n < min_island_voxels] if s else []
         result.add(
             "vertebrae",
             {
                 "scan_id": scan.scan_id,
                 "label": label,
                 "level": VERSE_LEVELS.get(label, f"label{label}"),
-                "in_mask": label in mask_labels,
+                "in_mask": s is not None,
                 "in_centroids": c is not None,
                 "centroid_i": c.voxel[0] if c else None,
                 "centroid_j": c.voxel[1] if c else None,
@@ -157,13 +311,44 @@ def _convert(
                 "centroid_x_mm": c.world[0] if c else None,
                 "centroid_y_mm": c.world[1] if c else None,
                 "centroid_z_mm": c.world[2] if c else None,
-                "mask_voxels": mask_labels.get(label, 0),
-                "volume_mm3": mask_labels.get(label, 0) * voxel_mm3,
+                "centroid_in_volume": inside,
+                "mask_label_at_centroid": at if inside else None,
+                "mask_voxels": s.voxels if s else 0,
+                "volume_mm3": (s.voxels if s else 0) * voxel_mm3,
+                "bbox_i_min": s.bbox_min[0] if s else None,
+                "bbox_i_max": s.bbox_max[0] if s else None,
+                "bbox_j_min": s.bbox_min[1] if s else None,
+                "bbox_j_max": s.bbox_max[1] if s else None,
+                "bbox_k_min": s.bbox_min[2] if s else None,
+                "bbox_k_max": s.bbox_max[2] if s else None,
+                "com_x_mm": com[0],
+                "com_y_mm": com[1],
+                "com_z_mm": com[2],
+                "n_components": len(s.component_sizes) if s else 0,
+                "n_islands": len(islands),
+                "island_voxels": int(sum(islands)),
             },
         )
-    sidecar = _read_sidecar(scan.sidecar_path)
-    ct_rel = relative(scan.ct_path, root)
-    mask_rel = relative(scan.mask_path, root) if scan.mask_path else None
+
+
+def _add_scan(
+    result: CaseResult,
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    ct: NiftiInfo,
+    mask: NiftiInfo | None,
+    hashes: dict[str, str],
+    hu: HuHistogram,
+    sidecar: dict[str, Any],
+    centroids: CentroidFile | None,
+    summaries: dict[int, LabelSummary],
+    store: Path,
+    ct_voxel_sha256: str,
+    mask_voxel_sha256: str | None,
+) -> None:
+    ct_rel = scan.ct.relative(root)
+    mask_rel = scan.mask.relative(root) if scan.mask else None
     result.add(
         "scans",
         {
@@ -171,12 +356,18 @@ def _convert(
             "patient_id": scan.patient_id,
             "release": scan.release,
             "split": scan.split,
+            "layout": scan.layout,
             "direction": scan.direction,
             "ct_path": ct_rel,
             "ct_sha256": hashes[ct_rel],
             "mask_path": mask_rel,
             "mask_sha256": hashes[mask_rel] if mask_rel else None,
-            "centroids_path": relative(scan.centroids_path, root) if scan.centroids_path else None,
+            "centroids_path": scan.centroids.relative(root) if scan.centroids else None,
+            "centroids_sha256": hashes[scan.centroids.relative(root)] if scan.centroids else None,
+            "centroid_format": scan.centroid_format if scan.centroids else None,
+            "centroid_axes": centroids.direction if centroids else None,
+            "sidecar_path": scan.sidecar.relative(root) if scan.sidecar else None,
+            "other_copies": "; ".join(c.relative(root) for c in scan.other_copies) or None,
             "shape_i": ct.shape[0],
             "shape_j": ct.shape[1],
             "shape_k": ct.shape[2],
@@ -189,22 +380,33 @@ def _convert(
             "orientation": ct.orientation,
             "qform_code": ct.qform_code,
             "sform_code": ct.sform_code,
-            "hu_min": hu[0],
-            "hu_max": hu[1],
+            "hu_min": hu.minimum,
+            "hu_max": hu.maximum,
+            "hu_mean": hu.mean,
+            **{f"hu_p{q:02d}": hu.percentile(q) for q in PERCENTILES},
             "kvp": sidecar.get("kvp"),
             "manufacturer": sidecar.get("manufacturer"),
             "model": sidecar.get("model"),
-            "n_mask_labels": len(mask_labels),
-            "n_centroids": len(by_label),
-            "store_path": relative(store, out),
-            "ct_voxel_sha256": ct_array.voxel_sha256,
-            "mask_voxel_sha256": mask_array.voxel_sha256 if mask_array else None,
+            "n_mask_labels": len(summaries),
+            "n_centroids": len(centroids.centroids) if centroids else 0,
+            "store_path": store.relative_to(out).as_posix(),
+            "ct_voxel_sha256": ct_voxel_sha256,
+            "mask_voxel_sha256": mask_voxel_sha256,
         },
     )
-    return result
 
 
-def _check_same_grid(ct: NiftiInfo, mask: NiftiInfo) -> None:
+def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None:
+    """Refuse a mask that is not on the CT's voxel grid.
+
+    The affines are compared by where they put the corners of the volume (a rotation error
+    shows up in millimetres, like a translation), within ``tolerance_mm``.
+
+    Raises
+    ------
+    InputError
+        ``image_mask_geometry``: different shape, or a corner further than ``tolerance_mm``.
+    """
     if ct.shape != mask.shape:
         raise InputError(
             mask.path,
@@ -212,12 +414,25 @@ def _check_same_grid(ct: NiftiInfo, mask: NiftiInfo) -> None:
             "the mask belongs to another image or was cropped",
             check="image_mask_geometry",
         )
-    if not np.allclose(ct.affine, mask.affine, atol=AFFINE_TOLERANCE_MM):
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (0, ct.shape[0] - 1)
+            for j in (0, ct.shape[1] - 1)
+            for k in (0, ct.shape[2] - 1)
+        ],
+        dtype=float,
+    )
+    gap = float(np.abs(apply_affine(ct.affine, corners) - apply_affine(mask.affine, corners)).max())
+    if gap > tolerance_mm:
         raise InputError(
             mask.path,
-            "mask affine differs from the CT's (expected "
-            f"{ct.affine.round(3).tolist()}, got {mask.affine.round(3).tolist()})",
-            "the mask belongs to another image or was resampled",
+            f"mask affine differs from the CT's by up to {gap:.3g} mm at the volume's corners "
+            f"(expected at most {tolerance_mm} mm; CT {ct.orientation} "
+            f"{ct.affine.round(3).tolist()}, mask {mask.orientation} "
+            f"{mask.affine.round(3).tolist()})",
+            "the mask belongs to another image, was resampled, or is stored in another "
+            "orientation; resample it onto the CT grid",
             check="image_mask_geometry",
         )
 
@@ -235,11 +450,21 @@ def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
     }
 
 
-def _read_sidecar(path: Path | None) -> dict[str, Any]:
-    if path is None:
+def _read_sidecar(scan: VerseScan, root: Path, result: CaseResult) -> dict[str, Any]:
+    """Scanner fields of the ``_ct.json`` sidecar; a broken sidecar is reported, not fatal."""
+    if scan.sidecar is None:
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _sidecar_fields(scan.sidecar)
+    except InputError as e:
+        _flag(result, scan, root, e, "scans")
+        return {}
+    return data
+
+
+def _sidecar_fields(path: SourceFile) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(
             path, f"sidecar is not valid JSON ({e})", "re-download the file", check="sidecar"

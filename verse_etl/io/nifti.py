@@ -4,15 +4,18 @@ Spec: https://nifti.nimh.nih.gov/nifti-1 . The header is parsed by nibabel; voxe
 straight from the (gzip) byte stream slab by slab along the slowest (last) axis, so memory stays
 bounded by one slab whatever the volume size, and decompression runs through ISA-L (``isal``),
 which is about twice as fast as Python's ``gzip``. Arrays keep their on-disk dtype: no float64
-detour (nibabel's ``get_fdata`` would allocate the whole volume as float64).
+detour (nibabel's ``get_fdata`` would allocate the whole volume as float64). Files may also be
+members of a zip archive (:class:`~verse_etl.io.files.SourceFile`), read in place.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from isal import igzip
 
 from verse_etl.errors import InputError
 from verse_etl.geometry import axcodes, is_valid_affine, spacing
+from verse_etl.io.files import SourceFile
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class NiftiInfo:
     array as stored to RAS+ mm.
     """
 
-    path: Path
+    path: Path | SourceFile
     shape: tuple[int, int, int]
     dtype: np.dtype
     affine: np.ndarray
@@ -53,14 +57,63 @@ class NiftiInfo:
         return not (slope == 1 and (not np.isfinite(inter) or inter == 0))
 
 
-def _open(path: Path) -> io.BufferedIOBase:
+@contextmanager
+def _open(path: Path | SourceFile) -> Iterator[io.BufferedIOBase]:
+    if isinstance(path, SourceFile):
+        if path.member is None:
+            path = path.path
+        else:
+            with path.open() as raw:
+                if path.name.endswith(".gz"):
+                    with igzip.IGzipFile(fileobj=raw, mode="rb") as stream:
+                        yield stream  # type: ignore[misc]
+                else:
+                    yield raw  # type: ignore[misc]
+            return
     if path.name.endswith(".gz"):
-        return igzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+        with igzip.open(path, "rb") as stream:
+            yield stream  # type: ignore[misc]
+    else:
+        with open(path, "rb") as stream:
+            yield stream
 
 
-def read_nifti_info(path: Path) -> NiftiInfo:
-    """Read the header of a NIfTI-1 file without touching the voxels.
+def _load(
+    path: Path | SourceFile,
+) -> tuple[nib.Nifti1Header, np.ndarray, int, float | None, float | None]:
+    """Header, affine, vox_offset, scl_slope and scl_inter of a file, voxels untouched.
+
+    Files on disk go through ``nib.load``; a zip member's 348-byte header is parsed from the
+    stream (nibabel cannot open a member), with the affine nibabel would give (best affine).
+    """
+    if not (isinstance(path, SourceFile) and path.member is not None):
+        img = nib.load(str(path.path if isinstance(path, SourceFile) else path))
+        if not isinstance(img, nib.Nifti1Image):
+            raise InputError(
+                path,
+                f"expected a NIfTI-1 image, got {type(img).__name__}",
+                "convert it to NIfTI-1",
+                check="read",
+            )
+        # Like vox_offset, the scaling lives on the proxy: nibabel clears it in img.header.
+        proxy = img.dataobj
+        return img.header, img.affine, int(proxy.offset), proxy.slope, proxy.inter
+    with _open(path) as stream:
+        raw = stream.read(348)
+    if len(raw) < 348 or raw[344:347] != b"n+1":
+        raise InputError(
+            path,
+            f"expected a single-file NIfTI-1 header (magic n+1), got {raw[344:348]!r}",
+            "convert it to NIfTI-1",
+            check="read",
+        )
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw), check=True)
+    slope, inter = header.get_slope_inter()
+    return header, header.get_best_affine(), int(header["vox_offset"]), slope, inter
+
+
+def read_nifti_info(path: Path | SourceFile) -> NiftiInfo:
+    """Read the header of a NIfTI-1 file (on disk or in a zip) without touching the voxels.
 
     Raises
     ------
@@ -68,9 +121,11 @@ def read_nifti_info(path: Path) -> NiftiInfo:
         If the file is not a readable NIfTI-1 image, is not 3-D, or has an unusable affine.
     """
     try:
-        img = nib.load(str(path))
+        hdr, affine, vox_offset, slope, inter = _load(path)
     except FileNotFoundError as e:
         raise InputError(path, "file not found", "check the source folder", check="read") from e
+    except InputError:
+        raise
     except Exception as e:  # nibabel raises many types for a broken header
         raise InputError(
             path,
@@ -78,15 +133,7 @@ def read_nifti_info(path: Path) -> NiftiInfo:
             "re-download the file",
             check="read",
         ) from e
-    if not isinstance(img, nib.Nifti1Image):
-        raise InputError(
-            path,
-            f"expected a NIfTI-1 image, got {type(img).__name__}",
-            "convert it to NIfTI-1",
-            check="read",
-        )
-    hdr = img.header
-    shape = tuple(int(s) for s in img.shape)
+    shape = tuple(int(s) for s in hdr.get_data_shape())
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
         shape = shape[:3]
     if len(shape) != 3 or min(shape) < 1:
@@ -96,7 +143,7 @@ def read_nifti_info(path: Path) -> NiftiInfo:
             "split 4-D series first",
             check="shape",
         )
-    affine = np.asarray(img.affine, dtype=float)
+    affine = np.asarray(affine, dtype=float)
     if not is_valid_affine(affine):
         raise InputError(
             path,
@@ -104,8 +151,6 @@ def read_nifti_info(path: Path) -> NiftiInfo:
             "fix the sform/qform of the file",
             check="affine",
         )
-    # Like vox_offset, the scaling lives on the proxy: nibabel clears it in img.header.
-    slope, inter = img.dataobj.slope, img.dataobj.inter
     return NiftiInfo(
         path=path,
         shape=shape,  # type: ignore[arg-type]
@@ -114,7 +159,7 @@ def read_nifti_info(path: Path) -> NiftiInfo:
         qform_code=int(hdr["qform_code"]),
         sform_code=int(hdr["sform_code"]),
         # img.header is a copy whose vox_offset nibabel resets; the proxy knows the real one.
-        vox_offset=int(img.dataobj.offset),
+        vox_offset=vox_offset,
         scl_slope=float("nan") if slope is None else float(slope),
         scl_inter=float("nan") if inter is None else float(inter),
         orientation=axcodes(affine),
@@ -155,7 +200,7 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
                         inter
                     )
                 yield k0, slab
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as e:
         raise InputError(
             info.path,
             f"cannot decompress the voxel data ({type(e).__name__}: {e})",

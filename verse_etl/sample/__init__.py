@@ -10,6 +10,7 @@ Layout of ``out`` (specs: ``shared/specs/VERSE.md``, ``shared/specs/MOSMED.md``)
 
     verse/dataset-verse19training/{rawdata,derivatives}/sub-*/...   VerSe'19 (PIR, oblique)
     verse/dataset-01training/{rawdata,derivatives}/sub-*/...        VerSe'20 (LPS, origin 0)
+    verse/ryai190138_appendixe1.xlsx                                 VerSe'19 fracture grades
     mosmed/dicom/<Folder>/<dir>/<dir>/<file>                         DICOM, no extensions
     mosmed/annotation/<Folder>.json                                  v1 keypoints
     mosmed/annotation_v2/<Folder>.json                               v2 keypoints with levels
@@ -28,6 +29,8 @@ import numpy as np
 from verse_etl.errors import ParamsError
 from verse_etl.sample.annotation_studies import read_annotation_dir, write_annotation_study
 from verse_etl.sample.edge_cases import MAPPING_NAME, EdgeCaseManifest, write_edge_cases
+from verse_etl.sample.fracture_grades import FILE_NAME as GRADES_FILE
+from verse_etl.sample.fracture_grades import write_fracture_grades
 from verse_etl.sample.manifest import (
     MosmedStudyManifest,
     MosmedVertebraManifest,
@@ -134,6 +137,7 @@ def write_sample(
         [
             out / "verse" / VERSE19_DIR,
             out / "verse" / VERSE20_DIR,
+            out / "verse" / GRADES_FILE,
             out / "mosmed" / "dicom",
             out / "mosmed" / "annotation",
             out / "mosmed" / "annotation_v2",
@@ -153,6 +157,10 @@ def write_sample(
         scan, written = write_verse_case(out, case, size=size, index=index, rng=rng)
         scans.append(scan)
         files.extend(written)
+    # The VerSe'19 fracture grading table, beside the release folders as users keep it.
+    grades = out / "verse" / GRADES_FILE
+    write_fracture_grades(grades, scans, np.random.default_rng([seed, 3]))
+    files.append(grades)
     studies: list[MosmedStudyManifest] = []
     for i in range(mosmed_studies):
         rng = np.random.default_rng([seed, 2, i])
@@ -171,6 +179,7 @@ def write_sample(
         mosmed=tuple(studies),
         files=tuple(sorted(p.relative_to(out) for p in files)),
         edge_cases=edge,
+        fracture_grades=grades.relative_to(out),
     )
 
 

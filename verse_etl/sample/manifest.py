@@ -46,6 +46,12 @@ class VerseScanManifest:
         VerSe labels present in the mask and listed in the centroid file, ascending.
     fractures
         ``(label, fracture type)`` of labelled vertebrae built with a fracture.
+    grades
+        ``(label, Genant grade, shape code)`` of every labelled level T1..L6, as the sample's
+        fracture grading table lists them (grade from the height loss; shape 1 wedge,
+        2 biconcave, 3 crush; 0 0 for normal vertebrae).
+    device
+        ``CT_device`` code (1-5) of the sidecar's scanner, as in the grading table's legend.
     """
 
     release: VerseRelease
@@ -64,6 +70,8 @@ class VerseScanManifest:
     mask_dtype: str
     labels: tuple[int, ...]
     fractures: tuple[tuple[int, FractureType], ...]
+    grades: tuple[tuple[int, int, int], ...] = ()
+    device: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,8 @@ class SampleManifest:
     ----------
     seed, size
         Arguments of the run.
+    fracture_grades
+        Path (relative to ``out``) of the VerSe'19 grading spreadsheet, if one was written.
     verse
         VerSe scans in writing order (VerSe'19 first).
     mosmed
@@ -172,6 +182,7 @@ class SampleManifest:
     mosmed: tuple[MosmedStudyManifest, ...]
     files: tuple[Path, ...]
     edge_cases: EdgeCaseManifest | None = None
+    fracture_grades: Path | None = None
 
     def scan_ids(self, release: VerseRelease) -> tuple[str, ...]:
         """Scan ids of one release, in writing order."""
@@ -195,4 +206,5 @@ class SampleManifest:
             verse=self.verse + other.verse,
             mosmed=self.mosmed + other.mosmed,
             files=tuple(sorted(set(self.files) | set(other.files))),
+            fracture_grades=self.fracture_grades or other.fracture_grades,
         )

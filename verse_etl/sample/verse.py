@@ -187,6 +187,23 @@ def plan_cases(n: int) -> list[VerseCase]:
     return sorted(cases, key=lambda c: c.release == "verse20")  # stable: '19 first
 
 
+def genant(kind: str, ratio: float) -> tuple[int, int]:
+    """Genant grade and shape code of a simulated fracture (``ratio``: height kept).
+
+    Grade from the height loss ``1 - ratio``: < 20 % normal (0), 20-25 % mild (1), 25-40 %
+    moderate (2), > 40 % severe (3). Shape: 1 wedge, 2 biconcave, 3 crush, 0 none.
+
+    Examples
+    --------
+    >>> genant("wedge", 0.62), genant("crush", 0.5), genant("normal", 1.0)
+    ((2, 1), (3, 3), (0, 0))
+    """
+    loss = 1.0 - ratio
+    grade = 0 if loss < 0.2 else 1 if loss < 0.25 else 2 if loss <= 0.4 else 3
+    shape = {"wedge": 1, "biconcave": 2, "crush": 3}.get(kind, 0) if grade else 0
+    return grade, shape
+
+
 def _rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
     """Rodrigues rotation matrix about a unit axis."""
     a = axis / np.linalg.norm(axis)
@@ -327,7 +344,8 @@ def write_verse_case(
         entries.append({"label": int(label), "X": x, "Y": y, "Z": z})
     write_text_atomic(ctd_path, json.dumps(entries))
 
-    manufacturer, model = DEVICES[int(rng.integers(len(DEVICES)))]
+    device = int(rng.integers(len(DEVICES)))
+    manufacturer, model = DEVICES[device]
     sidecar = {
         "dataset": SIDECAR_DATASET,
         "KVP": str(rng.choice(["100", "120", "120", "140"])),
@@ -364,5 +382,11 @@ def write_verse_case(
             for v in phantom.vertebrae
             if v.label in centroids and v.fracture != "normal"
         ),
+        grades=tuple(
+            (label, *genant(*case.fractures.get(label, ("normal", 1.0))))
+            for label in sorted(centroids)
+            if 8 <= label <= 25
+        ),
+        device=device + 1,
     )
     return manifest, [ct_path, sidecar_path, mask_path, ctd_path, snp_path]
