@@ -22,18 +22,24 @@ def is_affine(value: object) -> bool:
     )
 
 
+def _elementwise(series: pd.Series, check) -> pd.Series:  # type: ignore[no-untyped-def]
+    # Not Series.map: on pandas' Arrow-backed str dtype it returns str-typed results.
+    return pd.Series([bool(check(v)) for v in series], index=series.index, dtype=bool)
+
+
 def affine_column(series: pd.Series) -> pd.Series:
     """Element-wise :func:`is_affine`."""
-    return series.map(is_affine)
+    return _elementwise(series, is_affine)
 
 
 def orientation_column(series: pd.Series) -> pd.Series:
     """Three distinct anatomical axis codes, e.g. ``PIR``."""
-    return series.map(
+    return _elementwise(
+        series,
         lambda s: (
             isinstance(s, str)
             and len(s) == 3
             and set(s) <= ORIENTATION_LETTERS
             and len({c.replace("R", "L").replace("A", "P").replace("I", "S") for c in s}) == 3
-        )
+        ),
     )
