@@ -17,7 +17,7 @@ from verse_etl.params import VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
 from verse_etl.sources.mosmed import MosmedStudy
-from verse_etl.volumes import IMAGE_PATH, StoreWriter, layout
+from verse_etl.volumes import IMAGE_PATH, StoreWriter, slab_depth
 
 SOURCE = "mosmed"
 
@@ -231,7 +231,7 @@ def _geometry_columns(geometry: SeriesGeometry) -> dict[str, Any]:
 def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> str:
-    depth = layout(geometry.shape, volumes)[1][2]
+    depth = slab_depth(geometry.shape, np.int16)
     attributes = {
         "verse_etl": {
             "source": SOURCE,
@@ -245,7 +245,7 @@ def _write_store(
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
-    with StoreWriter(store, volumes, attributes) as writer:
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         info = writer.write_array(
             IMAGE_PATH, geometry.shape, np.dtype(np.int16), iter_series_slabs(geometry, depth)
         )

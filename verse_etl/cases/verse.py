@@ -19,7 +19,7 @@ from verse_etl.params import VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
 from verse_etl.sources.verse import VerseScan
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
+from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
 
 SOURCE = "verse"
 AFFINE_TOLERANCE_MM = 1e-3
@@ -89,12 +89,11 @@ def _convert(
     mask = read_nifti_info(scan.mask_path) if scan.mask_path else None
     if mask is not None:
         _check_same_grid(ct, mask)
-    depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id)
     hu = [math.inf, -math.inf]
 
     def ct_slabs():
-        for k0, slab in iter_nifti_slabs(ct, depth):
+        for k0, slab in iter_nifti_slabs(ct, slab_depth(ct.shape, ct.dtype)):
             if slab.size:
                 hu[0], hu[1] = min(hu[0], float(slab.min())), max(hu[1], float(slab.max()))
             yield k0, slab
@@ -103,12 +102,13 @@ def _convert(
 
     def mask_slabs():
         assert mask is not None
-        for k0, slab in as_labels(iter_nifti_slabs(mask, depth), mask.path):
+        slabs = iter_nifti_slabs(mask, slab_depth(mask.shape, mask.dtype))
+        for k0, slab in as_labels(slabs, mask.path):
             counts[:] += np.bincount(slab.reshape(-1), minlength=256)
             yield k0, slab
 
     attributes = _store_attributes(scan, ct)
-    with StoreWriter(store, volumes, attributes) as writer:
+    with StoreWriter(store, volumes, attributes, affine=ct.affine) as writer:
         ct_array = writer.write_array(IMAGE_PATH, ct.shape, ct.dtype, ct_slabs())
         mask_array = None
         if mask is not None:
@@ -118,6 +118,7 @@ def _convert(
                 np.dtype(np.uint8),
                 mask_slabs(),
                 attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
+                label_names=VERSE_LEVELS,
             )
     result.stores_written = 1
 
@@ -199,6 +200,7 @@ def _convert(
             "store_path": relative(store, out),
             "ct_voxel_sha256": ct_array.voxel_sha256,
             "mask_voxel_sha256": mask_array.voxel_sha256 if mask_array else None,
+            "store_verified": ct_array.verified and (mask_array is None or mask_array.verified),
         },
     )
     return result
