@@ -5,8 +5,9 @@ Spec: https://ngff.openmicroscopy.org/0.5/ (``ome`` attributes of Zarr v3 groups
 accept every attribute written here (tests/unit/test_volumes.py).
 
 NGFF 0.5 knows only per-axis ``scale`` and ``translation``, no rotation, so the coordinate system
-written for viewers is the scanner's RAS+ millimetre space *turned onto the voxel axes*: axis
-``i`` runs along the direction of the first affine column, and so on. With the unit direction
+written for viewers is the scanner's RAS+ millimetre space *turned onto the voxel axes*: NGFF
+axis ``z`` runs along array axis ``i`` (the direction of the first affine column), ``y`` along
+``j`` and ``x`` along ``k``. With the unit direction
 columns ``R`` and voxel sizes ``s`` of the affine ``A = [R diag(s) | o]``, a voxel ``v`` sits at
 NGFF coordinates ``diag(s) v + R^T o``, which is exactly ``R^T`` times its RAS+ position when the
 voxel axes are orthogonal (every VerSe scan and every DICOM series without gantry tilt). So
@@ -25,7 +26,12 @@ import numpy as np
 
 NGFF_VERSION = "0.5"
 AXES: tuple[str, str, str] = ("i", "j", "k")
-"""Axis (and Zarr dimension) names: the array axes as stored."""
+"""Zarr dimension names: the array axes as stored."""
+
+NGFF_AXES: tuple[str, str, str] = ("z", "y", "x")
+"""NGFF names of the array axes ``i, j, k``: NGFF readers (ngff-zarr's validation, napari)
+expect 3-D space axes to be called ``z, y, x`` in array order. They name array axes (slowest to
+fastest in the Zarr C order), not RAS directions: NGFF ``x`` runs along array axis ``k``."""
 
 PYRAMID_METHOD = "nearest"
 """How levels 1, 2, ... are made: every second voxel along each axis of the level above."""
@@ -79,7 +85,7 @@ def multiscale(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:
     _, spacing, translation = voxel_frame(affine)
     return {
         "name": name,
-        "axes": [{"name": axis, "type": "space", "unit": "millimeter"} for axis in AXES],
+        "axes": [{"name": axis, "type": "space", "unit": "millimeter"} for axis in NGFF_AXES],
         "datasets": [
             {
                 "path": str(level),

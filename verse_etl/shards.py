@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,26 +318,61 @@ class ArrayStream:
             self._verify_shard(path, crcs)
 
     def _verify_shard(self, path: Path, crcs: dict[tuple[int, int, int], int]) -> None:
-        """Decode every chunk of the shard file as written and compare it with the source."""
-        empty = np.full(self.chunks, self.fill_value, self.dtype, order="F").reshape(-1, order="F")
-        empty_crc = isal_zlib.crc32(empty)
-        data = path.read_bytes() if path.exists() else b""
-        if data:
-            entries = decode_index(data, self.per_shard, path)
-        else:  # no file: every chunk of the shard is fill
-            entries = np.full((*self.per_shard, 2), ABSENT, dtype="<u8")
-        for local, expected in crcs.items():
-            offset, nbytes = (int(v) for v in entries[local])
-            if offset == ABSENT:
-                got = empty_crc
-            else:
-                decoded = self._blosc.decode(data[offset : offset + nbytes])
-                got = isal_zlib.crc32(decoded)
-            if got != expected:
-                raise StoreMismatchError(
-                    f"{path}: chunk {local} of the shard reads back different voxels "
-                    f"(CRC-32 expected {expected:08x}, got {got:08x})"
-                )
+        verify_shard(
+            path, self.per_shard, self.chunks, self.dtype, self.fill_value, self.codec, crcs
+        )
+
+
+def verify_shard(
+    path: Path,
+    per_shard: tuple[int, ...],
+    chunks: tuple[int, int, int],
+    dtype: np.dtype,
+    fill_value: int,
+    codec: ChunkCodec,
+    crcs: Mapping[tuple[int, int, int], int],
+) -> None:
+    """Decode every chunk of a shard file as stored and compare it with the source voxels.
+
+    Parameters
+    ----------
+    path
+        The shard file; a missing file means every chunk is the fill value.
+    per_shard
+        Chunks per shard along each axis.
+    chunks, dtype, fill_value, codec
+        What the array's metadata says.
+    crcs
+        CRC-32 (zlib polynomial) of each source chunk's voxels in Fortran order, padded with the
+        fill value at the array edge, keyed by the chunk's position in the shard.
+
+    Raises
+    ------
+    StoreMismatchError
+        If the index is unreadable or a chunk decodes to other voxels.
+    """
+    blosc = codec.numcodecs()
+    empty = np.full(int(np.prod(chunks)), fill_value, dtype)
+    empty_crc = isal_zlib.crc32(empty)
+    data = path.read_bytes() if path.exists() else b""
+    if data:
+        entries = decode_index(data, per_shard, path)
+    else:
+        entries = np.full((*per_shard, 2), ABSENT, dtype="<u8")
+    for local, expected in crcs.items():
+        offset, nbytes = (int(v) for v in entries[local])
+        if offset == ABSENT:
+            got = empty_crc
+        else:
+            try:
+                got = isal_zlib.crc32(blosc.decode(data[offset : offset + nbytes]))
+            except Exception as e:  # Blosc raises RuntimeError or ValueError on a bad frame
+                raise StoreMismatchError(f"{path}: chunk {local} does not decode ({e})") from e
+        if got != expected:
+            raise StoreMismatchError(
+                f"{path}: chunk {local} of the shard reads back different voxels "
+                f"(CRC-32 expected {expected:08x}, got {got:08x})"
+            )
 
 
 def _done_ok(future: Future) -> bool:
