@@ -63,7 +63,7 @@ class VolumeParams:
     chunks: tuple[int, int, int] = (64, 64, 64)
     shard_chunks: tuple[int, int, int] = (8, 8, 2)
     codec: str = "zstd"
-    level: int = 2
+    level: int = 1
     shuffle: bool = True
     blocksize: int = 262144
     pyramid_levels: int = 2

@@ -122,7 +122,7 @@ class ArrayStream:
     pool
         Threads that encode chunks (Blosc releases the GIL).
     serial
-        One thread that hashes rows in order, writes shard files and reads them back.
+        One thread that hashes rows in order and writes shard files (read back on ``pool``).
     digest
         A hashlib object fed with the voxels in Fortran order, or None.
     verify
@@ -174,6 +174,7 @@ class ArrayStream:
         self._busy: deque[tuple[np.ndarray, list[Future]]] = deque()
         self._shard_chunks: dict[tuple[int, int, int], Future[_Chunk]] = {}
         self._shard_writes: list[Future] = []
+        self._checks: list[Future] = []  # shard verifications, appended by the serial thread
 
     # -- producer side ------------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ class ArrayStream:
         while self._busy:
             _wait_all(self._busy.popleft()[1])
         _wait_all(self._shard_writes)
+        _wait_all(self._checks)
         if self.child is not None:
             self.child.finish()
 
@@ -218,6 +220,10 @@ class ArrayStream:
         for f in futures:
             f.cancel()
         wait(futures)
+        checks = list(self._checks)  # complete list now: every shard write has ended
+        for f in checks:
+            f.cancel()
+        wait(checks)
         if self.child is not None:
             self.child.abort()
 
@@ -315,12 +321,19 @@ class ArrayStream:
         if offset == 0:  # every chunk is fill: no file at all, as zarr-python does
             path.unlink()
         if self.verify:
-            self._verify_shard(path, crcs)
-
-    def _verify_shard(self, path: Path, crcs: dict[tuple[int, int, int], int]) -> None:
-        verify_shard(
-            path, self.per_shard, self.chunks, self.dtype, self.fill_value, self.codec, crcs
-        )
+            # On the encoder threads: this thread also hashes, and must keep up with the decoder.
+            self._checks.append(
+                self.pool.submit(
+                    verify_shard,
+                    path,
+                    self.per_shard,
+                    self.chunks,
+                    self.dtype,
+                    self.fill_value,
+                    self.codec,
+                    crcs,
+                )
+            )
 
 
 def verify_shard(
