@@ -18,6 +18,7 @@ from verse_etl.errors import ParamsError
 SampleSize = Literal["tiny", "small", "real"]
 SAMPLE_SIZES: tuple[str, ...] = ("tiny", "small", "real")
 CODECS: tuple[str, ...] = ("zstd", "lz4", "blosclz", "zlib")
+SHUFFLES: tuple[str, ...] = ("shuffle", "bitshuffle", "noshuffle")
 CHECK_MODES: tuple[str, ...] = ("ignore", "warn", "raise")
 
 
@@ -53,8 +54,8 @@ class VolumeParams:
 
     ``chunks`` is the read unit (random access); a shard groups ``shard_chunks`` chunks per axis
     into one file so that a scan is a handful of files for DVC to hash. ``codec``, ``level``,
-    ``shuffle`` and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every
-    chunk. ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level
+    ``shuffle`` (``shuffle``, ``bitshuffle``, ``noshuffle``; true/false mean shuffle/noshuffle)
+    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk. ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level
     0 for viewers and QC. ``threads`` encode chunks while the source is decoded; ``verify``
     reads every shard back and compares it with the source voxels before the store is
     published.
@@ -64,7 +65,7 @@ class VolumeParams:
     shard_chunks: tuple[int, int, int] = (8, 8, 2)
     codec: str = "zstd"
     level: int = 1
-    shuffle: bool = True
+    shuffle: bool | str = "shuffle"
     blocksize: int = 262144
     pyramid_levels: int = 2
     threads: int = 2
@@ -78,6 +79,14 @@ class VolumeParams:
                 f"params.yaml: volumes.codec is {self.codec!r} (expected one of {CODECS}); "
                 "pick a Blosc compressor"
             )
+        # true/false as written before bit shuffling was offered
+        shuffle = {True: "shuffle", False: "noshuffle"}.get(self.shuffle, self.shuffle)  # type: ignore[call-overload]
+        if shuffle not in SHUFFLES:
+            raise ParamsError(
+                f"params.yaml: volumes.shuffle is {self.shuffle!r} (expected one of {SHUFFLES}); "
+                "fix the value"
+            )
+        object.__setattr__(self, "shuffle", shuffle)
         if not 0 <= int(self.level) <= 9:
             raise ParamsError(
                 f"params.yaml: volumes.level is {self.level} (expected 0..9); fix the value"

@@ -50,7 +50,7 @@ class ChunkCodec:
 
     cname: str
     clevel: int
-    shuffle: bool
+    shuffle: str  # "shuffle", "bitshuffle" or "noshuffle", as in the Zarr v3 blosc codec
     blocksize: int
     typesize: int
 
@@ -59,7 +59,9 @@ class ChunkCodec:
         return Blosc(
             cname=self.cname,
             clevel=self.clevel,
-            shuffle=Blosc.SHUFFLE if self.shuffle and self.typesize > 1 else Blosc.NOSHUFFLE,
+            shuffle={"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}.get(
+                self.shuffle, Blosc.NOSHUFFLE
+            ),
             blocksize=self.blocksize,
             typesize=self.typesize,
         )

@@ -103,7 +103,10 @@ def _codec(params: VolumeParams, itemsize: int) -> ChunkCodec:
     return ChunkCodec(
         cname=params.codec,
         clevel=params.level,
-        shuffle=params.shuffle and itemsize > 1,
+        # Byte shuffling a single byte changes nothing: say so in the metadata.
+        shuffle="noshuffle"
+        if params.shuffle == "shuffle" and itemsize == 1
+        else str(params.shuffle),
         blocksize=params.blocksize,
         typesize=itemsize,
     )
@@ -117,7 +120,7 @@ def _zarr_codecs(codec: ChunkCodec) -> dict[str, Any]:
         "compressors": BloscCodec(
             cname=codec.cname,
             clevel=codec.clevel,
-            shuffle=BloscShuffle.shuffle if codec.shuffle else BloscShuffle.noshuffle,
+            shuffle=BloscShuffle(codec.shuffle),
             typesize=codec.typesize,
             blocksize=codec.blocksize,
         ),

@@ -151,7 +151,7 @@ def test_unchanged_rerun_converts_nothing(sample, tmp_path: Path) -> None:
     assert _files(tmp_path) == before  # not one store file rewritten, not even touched
 
     # A changed codec setting is part of the key: every store is rebuilt (new files).
-    assert build(PARAMS.__class__(**{**PARAMS.__dict__, "level": 1})) == 4
+    assert build(PARAMS.__class__(**{**PARAMS.__dict__, "level": PARAMS.level + 1})) == 4
     after = _files(tmp_path)
     assert after.keys() == before.keys()
     assert all(after[name][:2] != before[name][:2] for name in before)

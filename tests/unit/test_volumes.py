@@ -216,7 +216,7 @@ def test_verify_shard_detects_a_corrupted_chunk(tmp_path: Path) -> None:
         for b in range(2)
         for c in range(2)
     }
-    codec = ChunkCodec("zstd", PARAMS.level, True, PARAMS.blocksize, 2)
+    codec = ChunkCodec("zstd", PARAMS.level, "shuffle", PARAMS.blocksize, 2)
     args = (shard, (2, 2, 2), (8, 8, 8), np.dtype(np.int16), 0, codec)
     verify_shard(*args, crcs)  # as written: no error
     crcs[(1, 0, 1)] ^= 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from isal import igzip, isal_zlib
+from isal import isal_zlib
 
 from verse_etl.errors import InputError
 from verse_etl.geometry import axcodes, is_valid_affine, spacing
@@ -54,28 +54,71 @@ class NiftiInfo:
         return not (slope == 1 and (not np.isfinite(inter) or inter == 0))
 
 
-# ISA-L's C gzip reader decodes straight into the caller's buffer; igzip.open wraps the same
-# reader in an io.BufferedReader that costs about a quarter of the throughput on real-size scans
-# (benchmarks/convert.py). The wrapper is only the fallback if a later isal renames the class.
-_GzipReader = getattr(isal_zlib, "_GzipReader", None)
-_READ_BUFFER = 1 << 20
+class InflateReader:
+    """Read-only stream of the decompressed bytes of a gzip file (all members), via ISA-L.
+
+    ``isal_zlib.decompressobj`` releases the GIL while it inflates, so Zarr encoder threads run
+    beside it; ISA-L's own gzip reader (``igzip.open``, ``isal_zlib._GzipReader``) holds the GIL
+    for each read and starves them (measured by benchmarks/convert.py, with the reader alone
+    equally fast).
+
+    Raises
+    ------
+    EOFError
+        If the file ends inside a gzip member (truncated download).
+    isal_zlib.error
+        If the compressed data is corrupt.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, block: int = 1 << 20, piece: int = 4 << 20):
+        self._raw = raw
+        self._block = block  # compressed bytes read per call
+        self._piece = piece  # most decompressed bytes produced per call
+        self._inflate = isal_zlib.decompressobj(31)
+        self._input = b""
+        self._pending = memoryview(b"")
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` with the next decompressed bytes; fewer only at the end of the data."""
+        out = memoryview(view).cast("B")
+        filled = 0
+        while filled < len(out):
+            if not self._pending and not self._refill():
+                break
+            take = min(len(out) - filled, len(self._pending))
+            out[filled : filled + take] = self._pending[:take]
+            self._pending = self._pending[take:]
+            filled += take
+        return filled
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` decompressed bytes (``b""`` at the end)."""
+        buffer = bytearray(n)
+        return bytes(buffer[: self.readinto(memoryview(buffer))])
+
+    def _refill(self) -> bool:
+        while True:
+            if self._inflate.eof:  # end of a member: another may follow (multi-member gzip)
+                rest = self._inflate.unused_data or self._raw.read(self._block)
+                if not rest.lstrip(b"\x00"):  # end of file (zero padding is ignored, as gzip does)
+                    return False
+                self._inflate = isal_zlib.decompressobj(31)
+                self._input = rest
+            if not self._input:
+                self._input = self._raw.read(self._block)
+                if not self._input:
+                    raise EOFError("compressed file ended before the end-of-stream marker")
+            data = self._inflate.decompress(self._input, self._piece)
+            self._input = self._inflate.unconsumed_tail
+            if data:
+                self._pending = memoryview(data)
+                return True
 
 
 @contextmanager
 def _open(path: Path) -> Iterator[io.RawIOBase]:
-    if not path.name.endswith(".gz"):
-        with open(path, "rb") as f:
-            yield f  # type: ignore[misc]
-    elif _GzipReader is None:
-        with igzip.open(path, "rb") as f:
-            yield f  # type: ignore[misc]
-    else:
-        with open(path, "rb") as raw:
-            reader = _GzipReader(raw, _READ_BUFFER)
-            try:
-                yield reader
-            finally:
-                reader.close()
+    with open(path, "rb") as raw:
+        yield InflateReader(raw) if path.name.endswith(".gz") else raw  # type: ignore[misc]
 
 
 def read_nifti_info(path: Path) -> NiftiInfo:
@@ -174,7 +217,7 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
                         inter
                     )
                 yield k0, slab
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
         raise InputError(
             info.path,
             f"cannot decompress the voxel data ({type(e).__name__}: {e})",
