@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import google_crc32c
 import numpy as np
@@ -100,6 +101,15 @@ def decode_index(data: bytes, chunks_per_shard: tuple[int, ...], path: Path) -> 
     if google_crc32c.value(raw) != crc:
         raise StoreMismatchError(f"{path}: shard index checksum does not match")
     return np.frombuffer(raw, dtype="<u8").reshape((*chunks_per_shard, 2))
+
+
+class SlabReader(Protocol):
+    """A source that decodes its next slices into an array it is given (zero copy)."""
+
+    dtype: np.dtype
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (Fortran-ordered ``(n0, n1, k)``) with the next ``k`` slices."""
 
 
 @dataclass
@@ -202,6 +212,26 @@ class ArrayStream:
             self.written += take
             if self._filled == depth or self.written == n2:
                 self._flush_row()
+
+    def pull(
+        self,
+        reader: SlabReader,
+        on_slab: Callable[[int, np.ndarray], None] | None = None,
+    ) -> None:
+        """Fill the whole array from ``reader``, decoding straight into the staging rows.
+
+        ``on_slab(k0, slab)`` sees every row once, read-only, before it is encoded.
+        """
+        depth = self.chunks[2]
+        while self.written < self.shape[2]:
+            buffer = self._acquire()
+            view = buffer[:, :, : min(depth, self.shape[2] - self.written)]
+            reader.read_into(view)
+            if on_slab is not None:
+                on_slab(self.written, view)
+            self._buffer, self._filled = buffer, view.shape[2]
+            self.written += view.shape[2]
+            self._flush_row()
 
     def finish(self) -> None:
         """Wait until every shard of this array and of its pyramid levels is written (and read

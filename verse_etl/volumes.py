@@ -25,11 +25,12 @@ killed process are removed by the next writer of the same store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 from verse_etl import ngff
 from verse_etl.errors import InputError
 from verse_etl.params import VolumeParams
-from verse_etl.shards import ArrayStream, ChunkCodec, StoreMismatchError
+from verse_etl.shards import ArrayStream, ChunkCodec, SlabReader, StoreMismatchError
 
 IMAGE_PATH = "0"
 LABELS_PATH = "labels/vertebrae/0"
@@ -176,16 +177,22 @@ class StoreWriter:
         name: str,
         shape: tuple[int, int, int],
         dtype: np.dtype,
-        slabs: Iterable[tuple[int, np.ndarray]],
+        slabs: Iterable[tuple[int, np.ndarray]] | SlabReader,
         attributes: dict[str, Any] | None = None,
         *,
         label_names: Mapping[int, str] | None = None,
+        on_slab: Callable[[int, np.ndarray], None] | None = None,
     ) -> ArrayInfo:
         """Stream ``(k0, slab)`` pairs into array ``name`` and its pyramid; return what was written.
 
         ``name`` is ``"0"`` (the image; the root group gets its NGFF multiscales) or
         ``"labels/<label image>/0"`` (a label image; give ``label_names``, value -> name).
         Slabs may have any depth and memory order; their dtype must cast safely to ``dtype``.
+        ``slabs`` may instead be a :class:`~verse_etl.shards.SlabReader` (e.g.
+        :class:`~verse_etl.io.nifti.NiftiVoxelReader`, entered here if it is a context manager)
+        that decodes straight into the staging rows: no copy on the decoding thread.
+        ``on_slab(k0, slab)`` is called with every slab (or row) before it is encoded, e.g. for
+        statistics; the slab is only valid during the call.
 
         The sha256 of the voxels is taken over the slabs in stream order (Fortran order, native
         byte order), so it equals the hash of the source's raw voxel block.
@@ -242,7 +249,13 @@ class StoreWriter:
                 )
             assert stream is not None
             try:
-                _pump(stream, shape, dtype, slabs)
+                if hasattr(slabs, "read_into"):
+                    if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]
+                        raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]
+                    with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[attr-defined]
+                        stream.pull(slabs, on_slab)  # type: ignore[arg-type]
+                else:
+                    _pump(stream, shape, dtype, slabs, on_slab)  # type: ignore[arg-type]
                 stream.finish()
             except StoreMismatchError as e:
                 stream.abort()
@@ -302,6 +315,7 @@ def _pump(
     shape: tuple[int, int, int],
     dtype: np.dtype,
     slabs: Iterable[tuple[int, np.ndarray]],
+    on_slab: Callable[[int, np.ndarray], None] | None = None,
 ) -> None:
     """Feed the slabs to ``stream`` in order, checking that they tile the array exactly."""
     expected = 0
@@ -310,6 +324,8 @@ def _pump(
             raise ValueError(f"slab at {k0} does not continue the stream (expected {expected})")
         if not np.can_cast(slab.dtype, dtype, "safe"):
             raise ValueError(f"slab of dtype {slab.dtype} cannot be stored as {dtype} without loss")
+        if on_slab is not None:
+            on_slab(k0, slab)
         stream.push(slab)
         expected = k0 + slab.shape[2]
     if expected != shape[2]:

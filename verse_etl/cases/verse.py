@@ -13,7 +13,7 @@ from verse_etl import __version__
 from verse_etl.centroids import read_centroids
 from verse_etl.errors import InputError
 from verse_etl.hashing import fingerprint, sha256_file
-from verse_etl.io.nifti import NiftiInfo, iter_nifti_slabs, read_nifti_info
+from verse_etl.io.nifti import NiftiInfo, NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
@@ -92,11 +92,9 @@ def _convert(
     store = verse_store_path(out, scan.scan_id)
     hu = [math.inf, -math.inf]
 
-    def ct_slabs():
-        for k0, slab in iter_nifti_slabs(ct, slab_depth(ct.shape, ct.dtype)):
-            if slab.size:
-                hu[0], hu[1] = min(hu[0], float(slab.min())), max(hu[1], float(slab.max()))
-            yield k0, slab
+    def ct_stats(k0: int, slab: np.ndarray) -> None:
+        if slab.size:
+            hu[0], hu[1] = min(hu[0], float(slab.min())), max(hu[1], float(slab.max()))
 
     counts = np.zeros(256, dtype=np.int64)
 
@@ -109,7 +107,9 @@ def _convert(
 
     attributes = _store_attributes(scan, ct)
     with StoreWriter(store, volumes, attributes, affine=ct.affine) as writer:
-        ct_array = writer.write_array(IMAGE_PATH, ct.shape, ct.dtype, ct_slabs())
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = NiftiVoxelReader(ct)
+        ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats)
         mask_array = None
         if mask is not None:
             mask_array = writer.write_array(

@@ -9,6 +9,7 @@ detour (nibabel's ``get_fdata`` would allocate the whole volume as float64).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import zlib
@@ -182,6 +183,84 @@ def read_nifti_info(path: Path) -> NiftiInfo:
         orientation=axcodes(affine),
         spacing_mm=spacing(affine),
     )
+
+
+class NiftiVoxelReader:
+    """Read the voxel block of a NIfTI file front to back, into arrays the caller owns.
+
+    The zero-copy way to stream a volume: :meth:`read_into` decompresses the next slices
+    straight into the caller's array (a Zarr writer's staging buffer), where
+    :func:`iter_nifti_slabs` hands out its own buffer that the caller then copies. Use as a
+    context manager.
+
+    ``dtype`` is what :meth:`read_into` fills: the on-disk dtype, or float32 if the header sets
+    a non-identity ``scl_slope``/``scl_inter`` (then the slices are decoded apart and scaled).
+    """
+
+    def __init__(self, info: NiftiInfo) -> None:
+        self.info = info
+        self.dtype = np.dtype(np.float32) if info.scaled else info.dtype.newbyteorder("=")
+        self.position = 0  # slices read so far
+        self._stack = contextlib.ExitStack()
+        self._stream: io.RawIOBase | None = None
+
+    def __enter__(self) -> NiftiVoxelReader:
+        with self._errors():
+            self._stream = self._stack.enter_context(_open(self.info.path))
+            _skip(self._stream, self.info.vox_offset, self.info.path)  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (Fortran-ordered, shape ``(n0, n1, k)``, dtype :attr:`dtype`) with the
+        next ``k`` slices.
+
+        Raises
+        ------
+        InputError
+            If the file ends early (truncated download) or the gzip stream is corrupt.
+        """
+        assert self._stream is not None, "use NiftiVoxelReader as a context manager"
+        nx, ny, nz = self.info.shape
+        k = out.shape[2]
+        if out.shape[:2] != (nx, ny) or self.position + k > nz or out.dtype != self.dtype:
+            raise ValueError(f"cannot read {out.shape} {out.dtype} at slice {self.position}")
+        if not out.flags.f_contiguous:
+            raise ValueError("out must be Fortran-ordered and contiguous")
+        with self._errors():
+            if self.info.scaled:
+                raw = np.empty(out.shape, self.info.dtype, order="F")
+                _read_exact(self._stream, _bytes(raw), self.info.path, self.position)  # type: ignore[arg-type]
+                inter = self.info.scl_inter if np.isfinite(self.info.scl_inter) else 0.0
+                np.multiply(raw, np.float32(self.info.scl_slope), out=out, casting="unsafe")
+                out += np.float32(inter)
+            else:
+                view = _bytes(out)
+                _read_exact(self._stream, view, self.info.path, self.position)  # type: ignore[arg-type]
+                if self.info.dtype.byteorder == ">" or (
+                    self.info.dtype.byteorder == "=" and not np.little_endian
+                ):
+                    out.byteswap(inplace=True)  # stored big-endian; out is native
+        self.position += k
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
+            raise InputError(
+                self.info.path,
+                f"cannot decompress the voxel data ({type(e).__name__}: {e})",
+                "the file is corrupt or truncated; re-download it",
+                check="read",
+            ) from e
+
+
+def _bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a contiguous array, in memory order, as a writable memoryview."""
+    return memoryview(array.reshape(-1, order="A").view(np.uint8))
 
 
 def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndarray]]:
