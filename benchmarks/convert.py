@@ -8,8 +8,9 @@ threads: what the variant would cost on idle cores, since the cores here are sha
 child's peak RSS:
 
   limit          the fastest gzip decoder available reading into a reused buffer, writing nowhere
-  ours           verse_etl.volumes.StoreWriter with params.yaml volumes (NIfTI: isal slabs; mask:
-                 as_labels; DICOM: iter_series_slabs), pyramid and read-back verification included
+  ours           verse_etl.volumes.StoreWriter with params.yaml volumes as the case builders call
+                 it (CT: NiftiVoxelReader; mask: iter_nifti_slabs + as_labels; DICOM:
+                 iter_series_slabs), pyramid, sha256 and read-back verification included
   ours-noverify  the same with volumes.verify false
   ours-lz4       the same with Blosc lz4 + bitshuffle instead of zstd + shuffle
   naive          nibabel.load(...).get_fdata() then zarr.save
@@ -147,12 +148,12 @@ def run_ours(source: Path, out: Path, **overrides: object) -> None:
                 iter_series_slabs(geometry, slab_depth(geometry.shape, np.int16)),
             )
         return
-    from verse_etl.io.nifti import iter_nifti_slabs, read_nifti_info
+    from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
     info = read_nifti_info(source)
-    slabs = iter_nifti_slabs(info, slab_depth(info.shape, info.dtype))
     with StoreWriter(out, volumes, {}, affine=info.affine) as writer:
-        if info.dtype.kind == "f":
+        if info.dtype.kind == "f":  # as cases/verse.py converts a float mask
+            slabs = iter_nifti_slabs(info, slab_depth(info.shape, info.dtype))
             writer.write_array(
                 LABELS_PATH,
                 info.shape,
@@ -160,8 +161,14 @@ def run_ours(source: Path, out: Path, **overrides: object) -> None:
                 as_labels(slabs, source),
                 label_names={},
             )
-        else:
-            writer.write_array(IMAGE_PATH, info.shape, info.dtype, slabs)
+        else:  # as cases/verse.py converts a CT, HU range included
+            hu = [np.inf, -np.inf]
+
+            def stats(k0: int, slab: np.ndarray) -> None:
+                hu[:] = min(hu[0], slab.min()), max(hu[1], slab.max())
+
+            reader = NiftiVoxelReader(info)
+            writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, on_slab=stats)
 
 
 def run_naive(source: Path, out: Path) -> None:

@@ -123,6 +123,13 @@ class _Chunk:
 class ArrayStream:
     """Stream slabs along the last axis into one sharded Zarr v3 array (metadata written apart).
 
+    The producer (the decoding thread) fills a staging row one chunk deep; a full row is split
+    into chunk-encoding tasks on ``pool``, hashed in order on ``serial``, and its every second
+    voxel is pushed to the next pyramid level. When the rows of a shard are encoded, ``serial``
+    writes the shard file and ``pool`` reads it back. Memory is bounded whatever the volume
+    size: ``STAGED_ROWS`` rows per level (the producer waits for the oldest row's tasks before
+    reusing it) plus the encoded chunks of the shards being assembled.
+
     Parameters
     ----------
     directory
@@ -141,8 +148,8 @@ class ArrayStream:
         Read every shard back after writing it and compare each chunk with what was encoded.
     child
         The next pyramid level, fed with every second voxel of each staged row.
-    on_row
-        Called in the producer's thread with each complete row (e.g. for statistics); optional.
+    fill_value
+        The array's fill value: chunks holding nothing else are not stored.
     """
 
     def __init__(
@@ -160,7 +167,6 @@ class ArrayStream:
         verify: bool = True,
         child: ArrayStream | None = None,
         fill_value: int = 0,
-        on_row: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.directory = directory
         self.shape = shape
@@ -176,12 +182,10 @@ class ArrayStream:
         self.verify = verify
         self.child = child
         self.fill_value = fill_value
-        self.on_row = on_row
         self.written = 0  # slices received
         self._row = 0  # index of the chunk row being staged
         self._filled = 0  # slices of the current row staged so far
         self._buffer: np.ndarray | None = None
-        self._free: list[np.ndarray] = []
         self._allocated = 0
         self._busy: deque[tuple[np.ndarray, list[Future]]] = deque()
         self._shard_chunks: dict[tuple[int, int, int], Future[_Chunk]] = {}
@@ -262,8 +266,6 @@ class ArrayStream:
     # -- internals ----------------------------------------------------------------------------
 
     def _acquire(self) -> np.ndarray:
-        if self._free:
-            return self._free.pop()
         if self._allocated < STAGED_ROWS:
             self._allocated += 1
             return np.empty((self.shape[0], self.shape[1], self.chunks[2]), self.dtype, order="F")
@@ -276,8 +278,6 @@ class ArrayStream:
         buffer, depth, row = self._buffer, self._filled, self._row
         view = buffer[:, :, :depth]
         futures: list[Future] = []
-        if self.on_row is not None:
-            self.on_row(view)
         if self.digest is not None:
             # Fortran-ordered and contiguous: the bytes are the source's voxel block as stored.
             futures.append(self.serial.submit(self.digest.update, view.reshape(-1, order="F")))
