@@ -10,7 +10,7 @@ child's peak RSS:
   limit          the fastest gzip decoder available reading into a reused buffer, writing nowhere
   ours           verse_etl.volumes.StoreWriter with params.yaml volumes as the case builders call
                  it (CT: NiftiVoxelReader; mask: iter_nifti_slabs + as_labels; DICOM:
-                 iter_series_slabs), pyramid, sha256 and read-back verification included
+                 SeriesReader), pyramid, sha256 and read-back verification included
   ours-noverify  the same with volumes.verify false
   ours-lz4       the same with Blosc lz4 + bitshuffle instead of zstd + shuffle
   naive          nibabel.load(...).get_fdata() then zarr.save
@@ -135,17 +135,14 @@ def run_ours(source: Path, out: Path, **overrides: object) -> None:
     volumes = load_params(ROOT / "params.yaml").build.volumes
     volumes = volumes.__class__(**{**volumes.__dict__, **overrides})
     if source.is_dir():
-        from verse_etl.io.dicom import iter_series_slabs, order_series, scan_folder
+        from verse_etl.io.dicom import SeriesReader, order_series, scan_folder
 
         series, _, _ = scan_folder(source)
         (slices,) = series.values()
         geometry = order_series(slices)
         with StoreWriter(out, volumes, {}, affine=geometry.affine) as writer:
             writer.write_array(
-                IMAGE_PATH,
-                geometry.shape,
-                np.dtype(np.int16),
-                iter_series_slabs(geometry, slab_depth(geometry.shape, np.int16)),
+                IMAGE_PATH, geometry.shape, np.dtype(np.int16), SeriesReader(geometry)
             )
         return
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info

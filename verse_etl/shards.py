@@ -21,6 +21,8 @@ Chunks equal to the fill value everywhere are left out of the shard (as zarr-pyt
 from __future__ import annotations
 
 import hashlib
+import mmap
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, wait
@@ -85,7 +87,9 @@ def encode_index(entries: np.ndarray) -> bytes:
     return raw + google_crc32c.value(raw).to_bytes(4, "little")
 
 
-def decode_index(data: bytes, chunks_per_shard: tuple[int, ...], path: Path) -> np.ndarray:
+def decode_index(
+    data: bytes | memoryview, chunks_per_shard: tuple[int, ...], path: Path
+) -> np.ndarray:
     """Parse the index at the end of a shard file's bytes, checking its CRC32C.
 
     Raises
@@ -96,8 +100,9 @@ def decode_index(data: bytes, chunks_per_shard: tuple[int, ...], path: Path) -> 
     n = int(np.prod(chunks_per_shard)) * 16
     if len(data) < n + 4:
         raise StoreMismatchError(f"{path}: shard of {len(data)} bytes cannot hold its index")
-    raw = data[len(data) - n - 4 : len(data) - 4]
-    crc = int.from_bytes(data[len(data) - 4 :], "little")
+    # Copies (the index is a few KiB): the caller may close the mapped file the bytes come from.
+    raw = bytes(data[len(data) - n - 4 : len(data) - 4])
+    crc = int.from_bytes(bytes(data[len(data) - 4 :]), "little")
     if google_crc32c.value(raw) != crc:
         raise StoreMismatchError(f"{path}: shard index checksum does not match")
     return np.frombuffer(raw, dtype="<u8").reshape((*chunks_per_shard, 2))
@@ -191,6 +196,7 @@ class ArrayStream:
         self._shard_chunks: dict[tuple[int, int, int], Future[_Chunk]] = {}
         self._shard_writes: list[Future] = []
         self._checks: list[Future] = []  # shard verifications, appended by the serial thread
+        self._local = threading.local()
 
     # -- producer side ------------------------------------------------------------------------
 
@@ -318,13 +324,14 @@ class ArrayStream:
     def _encode(self, view: np.ndarray, ci: int, cj: int) -> _Chunk:
         c0, c1, _ = self.chunks
         block = view[ci * c0 : (ci + 1) * c0, cj * c1 : (cj + 1) * c1, :]
-        if block.shape == self.chunks:
-            chunk = np.asfortranarray(block)
-            if chunk is block:  # a single-chunk array: the view is already contiguous
-                chunk = block.copy(order="F")
-        else:  # edge chunks are stored whole, padded with the fill value
-            chunk = np.full(self.chunks, self.fill_value, self.dtype, order="F")
-            chunk[: block.shape[0], : block.shape[1], : block.shape[2]] = block
+        # One gather buffer per encoder thread: no 512 KiB allocation per chunk, which would
+        # fragment the allocator's arenas and let the peak RSS creep up with the volume size.
+        chunk = getattr(self._local, "chunk", None)
+        if chunk is None:
+            chunk = self._local.chunk = np.empty(self.chunks, self.dtype, order="F")
+        if block.shape != self.chunks:  # edge chunks are stored whole, padded with the fill
+            chunk.fill(self.fill_value)
+        chunk[: block.shape[0], : block.shape[1], : block.shape[2]] = block
         flat = chunk.reshape(-1, order="F")
         crc = isal_zlib.crc32(flat) if self.verify else 0
         if not np.any(flat != self.fill_value):
@@ -397,26 +404,39 @@ def verify_shard(
         If the index is unreadable or a chunk decodes to other voxels.
     """
     blosc = codec.numcodecs()
-    empty = np.full(int(np.prod(chunks)), fill_value, dtype)
-    empty_crc = isal_zlib.crc32(empty)
-    data = path.read_bytes() if path.exists() else b""
-    if data:
-        entries = decode_index(data, per_shard, path)
+    decoded = np.full(int(np.prod(chunks)), fill_value, dtype)
+    empty_crc = isal_zlib.crc32(decoded)
+    if not path.exists():  # no file: every chunk of the shard is fill
+        got = {local: empty_crc for local in crcs}
     else:
-        entries = np.full((*per_shard, 2), ABSENT, dtype="<u8")
+        got = {}
+        # Mapped, not read: the chunks are decoded from the page cache without a heap copy.
+        with (
+            open(path, "rb") as f,
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data,
+            memoryview(data) as view,
+        ):
+            entries = decode_index(view, per_shard, path)
+            for local in crcs:
+                offset, nbytes = (int(v) for v in entries[local])
+                if offset == ABSENT:
+                    got[local] = empty_crc
+                    continue
+                if offset + nbytes > len(view) - entries.nbytes - 4:
+                    raise StoreMismatchError(f"{path}: chunk {local} lies outside the file")
+                with view[offset : offset + nbytes] as frame:
+                    try:
+                        blosc.decode(frame, out=decoded)
+                    except Exception as e:  # Blosc raises RuntimeError or ValueError
+                        raise StoreMismatchError(
+                            f"{path}: chunk {local} does not decode ({e})"
+                        ) from e
+                got[local] = isal_zlib.crc32(decoded)
     for local, expected in crcs.items():
-        offset, nbytes = (int(v) for v in entries[local])
-        if offset == ABSENT:
-            got = empty_crc
-        else:
-            try:
-                got = isal_zlib.crc32(blosc.decode(data[offset : offset + nbytes]))
-            except Exception as e:  # Blosc raises RuntimeError or ValueError on a bad frame
-                raise StoreMismatchError(f"{path}: chunk {local} does not decode ({e})") from e
-        if got != expected:
+        if got[local] != expected:
             raise StoreMismatchError(
                 f"{path}: chunk {local} of the shard reads back different voxels "
-                f"(CRC-32 expected {expected:08x}, got {got:08x})"
+                f"(CRC-32 expected {expected:08x}, got {got[local]:08x})"
             )
 
 

@@ -10,7 +10,7 @@ import pytest
 from tests.dicom_factory import write_series
 from verse_etl.errors import InputError
 from verse_etl.geometry import apply_affine
-from verse_etl.io.dicom import iter_series_slabs, order_series, scan_folder
+from verse_etl.io.dicom import SeriesReader, iter_series_slabs, order_series, scan_folder
 
 
 def _volume(n: int = 6) -> np.ndarray:
@@ -96,3 +96,17 @@ def test_missing_geometry_raises_naming_file(tmp_path: Path) -> None:
     series, _, _ = scan_folder(tmp_path / "s")
     with pytest.raises(InputError, match="lack ImagePositionPatient"):
         order_series(next(iter(series.values())))
+
+
+def test_series_reader_fills_caller_arrays_in_position_order(tmp_path: Path) -> None:
+    vol = _volume(7)
+    write_series(tmp_path / "s", vol)
+    geometry, _ = _load(tmp_path / "s")
+    reader = SeriesReader(geometry)
+    first = np.empty((8, 10, 4), np.int16, order="F")
+    rest = np.empty((8, 10, 3), np.int16, order="F")
+    reader.read_into(first)
+    reader.read_into(rest)
+    np.testing.assert_array_equal(np.concatenate([first, rest], axis=2), vol[:, :, ::-1])
+    with pytest.raises(ValueError, match="cannot read"):
+        reader.read_into(np.empty((8, 10, 1), np.int16, order="F"))  # past the last slice

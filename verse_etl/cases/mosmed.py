@@ -12,12 +12,12 @@ from verse_etl.annotations import POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.errors import InputError
 from verse_etl.geometry import axcodes
 from verse_etl.hashing import fingerprint, sha256_file
-from verse_etl.io.dicom import SeriesGeometry, iter_series_slabs, order_series, scan_folder
+from verse_etl.io.dicom import SeriesGeometry, SeriesReader, order_series, scan_folder
 from verse_etl.params import VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
 from verse_etl.sources.mosmed import MosmedStudy
-from verse_etl.volumes import IMAGE_PATH, StoreWriter, slab_depth
+from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
 
@@ -231,7 +231,6 @@ def _geometry_columns(geometry: SeriesGeometry) -> dict[str, Any]:
 def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> str:
-    depth = slab_depth(geometry.shape, np.int16)
     attributes = {
         "verse_etl": {
             "source": SOURCE,
@@ -247,7 +246,7 @@ def _write_store(
     }
     with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         info = writer.write_array(
-            IMAGE_PATH, geometry.shape, np.dtype(np.int16), iter_series_slabs(geometry, depth)
+            IMAGE_PATH, geometry.shape, np.dtype(np.int16), SeriesReader(geometry)
         )
     return info.voxel_sha256
 

@@ -71,7 +71,7 @@ class InflateReader:
         If the compressed data is corrupt.
     """
 
-    def __init__(self, raw: io.BufferedIOBase, block: int = 1 << 20, piece: int = 4 << 20):
+    def __init__(self, raw: io.BufferedIOBase, block: int = 1 << 20, piece: int = 1 << 20):
         self._raw = raw
         self._block = block  # compressed bytes read per call
         self._piece = piece  # most decompressed bytes produced per call
