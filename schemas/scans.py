@@ -125,6 +125,11 @@ class ScansTable(pa.DataFrameModel):
     mask_voxel_sha256: Series[str] = pa.Field(
         nullable=True, description="sha256 of the uint8 label voxels in Fortran order."
     )
+    store_verified: Series[bool] = pa.Field(
+        description="True if every chunk of the store (CT, labels, all pyramid levels) was read "
+        "back after writing and decoded to the source voxels (params volumes.verify); a "
+        "mismatch quarantines the scan instead (check store_verify)."
+    )
 
     class Config:
         strict = True

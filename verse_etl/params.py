@@ -18,6 +18,7 @@ from verse_etl.errors import ParamsError
 SampleSize = Literal["tiny", "small", "real"]
 SAMPLE_SIZES: tuple[str, ...] = ("tiny", "small", "real")
 CODECS: tuple[str, ...] = ("zstd", "lz4", "blosclz", "zlib")
+SHUFFLES: tuple[str, ...] = ("shuffle", "bitshuffle", "noshuffle")
 CHECK_MODES: tuple[str, ...] = ("ignore", "warn", "raise")
 GENANT_RATIOS: tuple[str, ...] = ("deformity", "wedge", "biconcave", "crush")
 BIN_CLOSED: tuple[str, ...] = ("left", "right")
@@ -54,14 +55,23 @@ class VolumeParams:
     """Chunked Zarr layout of every volume store (``params.yaml: volumes``).
 
     ``chunks`` is the read unit (random access); a shard groups ``shard_chunks`` chunks per axis
-    into one file so that a scan is a handful of files for DVC to hash.
+    into one file so that a scan is a handful of files for DVC to hash. ``codec``, ``level``,
+    ``shuffle`` (``shuffle``, ``bitshuffle``, ``noshuffle``; true/false mean shuffle/noshuffle)
+    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk. ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level
+    0 for viewers and QC. ``threads`` encode chunks while the source is decoded; ``verify``
+    reads every shard back and compares it with the source voxels before the store is
+    published.
     """
 
     chunks: tuple[int, int, int] = (64, 64, 64)
     shard_chunks: tuple[int, int, int] = (8, 8, 2)
     codec: str = "zstd"
-    level: int = 3
-    shuffle: bool = True
+    level: int = 1
+    shuffle: bool | str = "shuffle"
+    blocksize: int = 262144
+    pyramid_levels: int = 2
+    threads: int = 2
+    verify: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunks", _triple("volumes.chunks", self.chunks))
@@ -71,9 +81,38 @@ class VolumeParams:
                 f"params.yaml: volumes.codec is {self.codec!r} (expected one of {CODECS}); "
                 "pick a Blosc compressor"
             )
+        # true/false as written before bit shuffling was offered
+        shuffle = {True: "shuffle", False: "noshuffle"}.get(self.shuffle, self.shuffle)  # type: ignore[call-overload]
+        if shuffle not in SHUFFLES:
+            raise ParamsError(
+                f"params.yaml: volumes.shuffle is {self.shuffle!r} (expected one of {SHUFFLES}); "
+                "fix the value"
+            )
+        object.__setattr__(self, "shuffle", shuffle)
         if not 0 <= int(self.level) <= 9:
             raise ParamsError(
                 f"params.yaml: volumes.level is {self.level} (expected 0..9); fix the value"
+            )
+        for name, value, low in (
+            ("blocksize", self.blocksize, 0),
+            ("pyramid_levels", self.pyramid_levels, 0),
+            ("threads", self.threads, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ParamsError(
+                    f"params.yaml: volumes.{name} is {value!r} (expected an integer >= {low}); "
+                    "fix the value"
+                )
+        if self.pyramid_levels and self.chunks[2] % 2:
+            raise ParamsError(
+                f"params.yaml: volumes.chunks is {list(self.chunks)} with pyramid_levels "
+                f"{self.pyramid_levels} (expected an even last size, so that every second voxel "
+                "of a chunk row is every second voxel of the volume); fix the value"
+            )
+        if not isinstance(self.verify, bool):
+            raise ParamsError(
+                f"params.yaml: volumes.verify is {self.verify!r} (expected true or false); "
+                "fix the value"
             )
 
 

@@ -1,39 +1,59 @@
-"""Volume stores: chunked, sharded Zarr v3 groups written from slab streams, published atomically.
+"""Volume stores: OME-Zarr (NGFF 0.5 on Zarr v3, sharded) written from slab streams, published atomically.
 
-One store per scan or series (``<id>.zarr``), laid out so that OME-Zarr readers find the image at
-``0`` and the vertebra label image at ``labels/vertebrae/0``. Arrays keep the axis order of the
-source as stored (``[i, j, k]`` for NIfTI, ``[row, column, slice]`` for DICOM) so that the 4x4
-``affine`` attribute maps their indices to RAS+ mm exactly like the source's affine did.
+One store per scan or series (``<id>.zarr``)::
+
+    <id>.zarr/                 group: ome.multiscales (the CT) + verse_etl (affine, orientation)
+      0/ 1/ 2/                 CT, int16 as in the source, then every second voxel per level
+      labels/                  group: ome.labels = ["vertebrae"]
+        vertebrae/             group: ome.multiscales + ome.image-label (colours, level names)
+          0/ 1/ 2/             uint8 labels
+
+Arrays keep the axis order of the source as stored (``[i, j, k]`` for NIfTI, ``[row, column,
+slice]`` for DICOM) so that the 4x4 ``affine`` attribute maps their indices to RAS+ mm exactly
+like the source's affine did; :mod:`verse_etl.ngff` says how the NGFF scale and translation
+relate to it. Every array is sharded (``params.yaml: volumes``): small chunks for random access
+grouped into a few shard files, so a scan is a handful of files for DVC.
+
+Slabs are encoded on ``threads`` threads while the caller decodes the next slab (both release
+the GIL); see :mod:`verse_etl.shards` for why the chunks are written without zarr-python. With
+``verify`` every shard is read back and compared with the source voxels chunk by chunk.
 
 Stores are written into ``<id>.zarr.tmp-<pid>`` beside the final path and renamed into place only
-when complete: a reader never sees a half-written store at the final path.
+when complete: a reader never sees a half-written store at the final path, and leftovers of a
+killed process are removed by the next writer of the same store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 
+from verse_etl import ngff
 from verse_etl.errors import InputError
 from verse_etl.params import VolumeParams
+from verse_etl.shards import ArrayStream, ChunkCodec, SlabReader, StoreMismatchError
 
 IMAGE_PATH = "0"
 LABELS_PATH = "labels/vertebrae/0"
+SLAB_BYTES = 16 << 20
+"""Bytes of one slab read from a source: the unit of streaming (twice staged by the writer)."""
 
 
 @dataclass(frozen=True)
 class ArrayInfo:
-    """What was written for one array of a store."""
+    """What was written for one array of a store (level 0; ``levels`` lists every level)."""
 
     name: str
     shape: tuple[int, int, int]
@@ -41,6 +61,20 @@ class ArrayInfo:
     chunks: tuple[int, int, int]
     shards: tuple[int, int, int]
     voxel_sha256: str
+    verified: bool = False
+    levels: tuple[tuple[int, int, int], ...] = ()
+
+
+def slab_depth(shape: tuple[int, int, int], dtype: np.dtype | type) -> int:
+    """Slices per slab to read from a source so that a slab holds about ``SLAB_BYTES``.
+
+    Examples
+    --------
+    >>> slab_depth((512, 512, 300), np.int16), slab_depth((512, 512, 229), np.float64)
+    (32, 8)
+    """
+    slice_bytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    return max(1, min(shape[2], SLAB_BYTES // max(slice_bytes, 1)))
 
 
 def layout(
@@ -66,32 +100,73 @@ def layout(
     return chunks, shards
 
 
-def _compressor(params: VolumeParams, itemsize: int) -> BloscCodec:
-    return BloscCodec(
+def _codec(params: VolumeParams, itemsize: int) -> ChunkCodec:
+    return ChunkCodec(
         cname=params.codec,
         clevel=params.level,
-        shuffle=BloscShuffle.shuffle if params.shuffle and itemsize > 1 else BloscShuffle.noshuffle,
+        # Byte shuffling a single byte changes nothing: say so in the metadata.
+        shuffle="noshuffle"
+        if params.shuffle == "shuffle" and itemsize == 1
+        else str(params.shuffle),
+        blocksize=params.blocksize,
         typesize=itemsize,
     )
 
 
+def _zarr_codecs(codec: ChunkCodec) -> dict[str, Any]:
+    """The same codec chain as zarr-python objects, for the ``zarr.json`` of each array."""
+    return {
+        "filters": [TransposeCodec(order=(2, 1, 0))],
+        "serializer": BytesCodec(endian="little"),
+        "compressors": BloscCodec(
+            cname=codec.cname,
+            clevel=codec.clevel,
+            shuffle=BloscShuffle(codec.shuffle),
+            typesize=codec.typesize,
+            blocksize=codec.blocksize,
+        ),
+    }
+
+
 class StoreWriter:
-    """Write one Zarr v3 group beside ``final`` and publish it with a rename.
+    """Write one OME-Zarr store beside ``final`` and publish it with a rename.
 
     Use as a context manager: on a clean exit the temporary store replaces ``final``; on an
     exception it is deleted and ``final`` is left as it was.
+
+    Parameters
+    ----------
+    final
+        Where the store appears when complete (``<id>.zarr``).
+    params
+        Layout, codec, pyramid, threads and verification.
+    attributes
+        Attributes of the root group (e.g. ``verse_etl``: affine, orientation, provenance).
+    affine
+        4x4 voxel -> RAS+ mm of the arrays, for the NGFF scale and translation; None means
+        1 mm voxels at the origin.
     """
 
-    def __init__(self, final: Path, params: VolumeParams, attributes: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        final: Path,
+        params: VolumeParams,
+        attributes: dict[str, Any],
+        *,
+        affine: np.ndarray | None = None,
+    ) -> None:
         self.final = final
         self.params = params
         self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         self.attributes = attributes
+        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
         self.arrays: list[ArrayInfo] = []
         self._group: zarr.Group | None = None
+        self._labels: list[str] = []
 
     def __enter__(self) -> StoreWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.final)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self._group = zarr.open_group(self.tmp, mode="w", zarr_format=3, attributes=self.attributes)
@@ -102,55 +177,183 @@ class StoreWriter:
         name: str,
         shape: tuple[int, int, int],
         dtype: np.dtype,
-        slabs: Iterable[tuple[int, np.ndarray]],
+        slabs: Iterable[tuple[int, np.ndarray]] | SlabReader,
         attributes: dict[str, Any] | None = None,
+        *,
+        label_names: Mapping[int, str] | None = None,
+        on_slab: Callable[[int, np.ndarray], None] | None = None,
     ) -> ArrayInfo:
-        """Stream ``(k0, slab)`` pairs into array ``name``; return what was written.
+        """Stream ``(k0, slab)`` pairs into array ``name`` and its pyramid; return what was written.
+
+        ``name`` is ``"0"`` (the image; the root group gets its NGFF multiscales) or
+        ``"labels/<label image>/0"`` (a label image; give ``label_names``, value -> name).
+        Slabs may have any depth and memory order; their dtype must cast safely to ``dtype``.
+        ``slabs`` may instead be a :class:`~verse_etl.shards.SlabReader` (e.g.
+        :class:`~verse_etl.io.nifti.NiftiVoxelReader`, entered here if it is a context manager)
+        that decodes straight into the staging rows: no copy on the decoding thread.
+        ``on_slab(k0, slab)`` is called with every slab (or row) before it is encoded, e.g. for
+        statistics; the slab is only valid during the call.
 
         The sha256 of the voxels is taken over the slabs in stream order (Fortran order, native
         byte order), so it equals the hash of the source's raw voxel block.
+
+        Raises
+        ------
+        InputError
+            With check ``store_verify`` if a shard read back differs from the source voxels.
         """
         assert self._group is not None, "use StoreWriter as a context manager"
         dtype = np.dtype(dtype).newbyteorder("=")
-        chunks, shards = layout(shape, self.params)
-        array = self._group.create_array(
-            name,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            shards=shards,
-            compressors=_compressor(self.params, dtype.itemsize),
-            fill_value=0,
-            dimension_names=("i", "j", "k"),
-            attributes=attributes or {},
-        )
+        if dtype.byteorder == ">" or (dtype.byteorder == "=" and np.little_endian is False):
+            raise ValueError(f"{self.final}: big-endian hosts are not supported")
+        parent, _, level0 = name.rpartition("/")
+        if level0 != "0":
+            raise ValueError(
+                f"array name {name!r} must end with level '0' (e.g. '0', 'labels/x/0')"
+            )
+        is_label = parent.startswith("labels/")
+        group = self._prepare_group(parent, is_label, label_names)
+        shapes = ngff.level_shapes(shape, self.params.pyramid_levels)
+        codec = _codec(self.params, dtype.itemsize)
         digest = hashlib.sha256()
-        expected = 0
-        for k0, slab in slabs:
-            if k0 != expected or slab.shape[:2] != shape[:2]:
-                raise ValueError(f"slab at {k0} does not continue the stream (expected {expected})")
-            data = np.asfortranarray(slab, dtype=dtype)
-            digest.update(memoryview(data.reshape(-1, order="F")))
-            array[:, :, k0 : k0 + data.shape[2]] = data
-            expected = k0 + data.shape[2]
-        if expected != shape[2]:
-            raise ValueError(f"stream stopped at slice {expected} of {shape[2]}")
+        with (
+            ThreadPoolExecutor(self.params.threads, thread_name_prefix="zarr-encode") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="zarr-shards") as serial,
+        ):
+            stream: ArrayStream | None = None
+            for level in reversed(range(len(shapes))):
+                chunks, shards = layout(shapes[level], self.params)
+                group.create_array(
+                    str(level),
+                    shape=shapes[level],
+                    dtype=dtype,
+                    chunks=chunks,
+                    shards=shards,
+                    fill_value=0,
+                    dimension_names=ngff.AXES,
+                    attributes=(attributes or {}) if level == 0 else {},
+                    **_zarr_codecs(codec),
+                )
+                stream = ArrayStream(
+                    self.tmp / parent / str(level),
+                    shapes[level],
+                    dtype,
+                    chunks,  # type: ignore[arg-type]
+                    shards,  # type: ignore[arg-type]
+                    codec,
+                    pool,
+                    serial,
+                    digest=digest if level == 0 else None,
+                    verify=self.params.verify,
+                    child=stream,
+                )
+            assert stream is not None
+            try:
+                if hasattr(slabs, "read_into"):
+                    if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]
+                        raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]
+                    with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[attr-defined]
+                        stream.pull(slabs, on_slab)  # type: ignore[arg-type]
+                else:
+                    _pump(stream, shape, dtype, slabs, on_slab)  # type: ignore[arg-type]
+                stream.finish()
+            except StoreMismatchError as e:
+                stream.abort()
+                raise InputError(
+                    self.final,
+                    f"store does not read back as the source voxels ({e})",
+                    "rerun the build; if it recurs, check the disk and the Blosc build",
+                    check="store_verify",
+                ) from e
+            except BaseException:
+                stream.abort()
+                raise
+        chunks, shards = layout(shape, self.params)
         info = ArrayInfo(
             name=name,
             shape=shape,
             dtype=dtype.name,
-            chunks=chunks,
+            chunks=chunks,  # type: ignore[arg-type]
             shards=shards,  # type: ignore[arg-type]
             voxel_sha256=digest.hexdigest(),
+            verified=self.params.verify,
+            levels=tuple(shapes),
         )
         self.arrays.append(info)
         return info
+
+    def _prepare_group(
+        self, parent: str, is_label: bool, label_names: Mapping[int, str] | None
+    ) -> zarr.Group:
+        assert self._group is not None
+        levels = self.params.pyramid_levels
+        if not parent:
+            self._group.update_attributes(ngff.image_attributes("image", self.affine, levels))
+            return self._group
+        if is_label:
+            label = parent.split("/", 1)[1]
+            self._labels.append(label)
+            self._group.require_group("labels").update_attributes(
+                ngff.labels_group_attributes(self._labels)
+            )
+            return self._group.require_group(parent).update_attributes(
+                ngff.label_image_attributes(label, self.affine, levels, label_names or {})
+            )
+        return self._group.require_group(parent).update_attributes(
+            ngff.image_attributes(parent, self.affine, levels)
+        )
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         publish(self.tmp, self.final)
+
+
+def _pump(
+    stream: ArrayStream,
+    shape: tuple[int, int, int],
+    dtype: np.dtype,
+    slabs: Iterable[tuple[int, np.ndarray]],
+    on_slab: Callable[[int, np.ndarray], None] | None = None,
+) -> None:
+    """Feed the slabs to ``stream`` in order, checking that they tile the array exactly."""
+    expected = 0
+    for k0, slab in slabs:
+        if k0 != expected or slab.shape[:2] != shape[:2]:
+            raise ValueError(f"slab at {k0} does not continue the stream (expected {expected})")
+        if not np.can_cast(slab.dtype, dtype, "safe"):
+            raise ValueError(f"slab of dtype {slab.dtype} cannot be stored as {dtype} without loss")
+        if on_slab is not None:
+            on_slab(k0, slab)
+        stream.push(slab)
+        expected = k0 + slab.shape[2]
+    if expected != shape[2]:
+        raise ValueError(f"stream stopped at slice {expected} of {shape[2]}")
+
+
+def remove_stale(final: Path) -> None:
+    """Delete leftovers of writers of ``final`` that were killed (their process is gone).
+
+    A temporary ``<name>.tmp-<pid>`` or ``<name>.old-<pid>`` of a live process is kept: it may
+    still be working on it.
+    """
+    for path in final.parent.glob(f"{final.name}.*-*"):
+        kind, _, pid = path.name[len(final.name) + 1 :].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier attempt in this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish(tmp: Path, final: Path) -> None:
@@ -180,6 +383,14 @@ def as_labels(
     for k0, slab in slabs:
         if slab.dtype == np.uint8:
             yield k0, slab
+            continue
+        # Fast path: a cast to uint8 that compares equal to the source proves every value a whole
+        # number in 0..255 (NaN, infinities, fractions and out-of-range values all differ), in
+        # two passes and one uint8 temporary instead of a float64 rint copy and boolean masks.
+        with np.errstate(invalid="ignore", over="ignore"):
+            labels = slab.astype(np.uint8)
+        if np.array_equal(labels, slab):
+            yield k0, labels
             continue
         if slab.dtype.kind == "f":
             bad = ~np.isfinite(slab) | (slab != np.rint(slab))

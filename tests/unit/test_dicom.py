@@ -15,6 +15,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from tests.dicom_factory import write_series
 from verse_etl.errors import InputError
 from verse_etl.io.dicom import (
+    SeriesReader,
     SkippedFile,
     iter_slabs,
     read_slice_header,
@@ -180,3 +181,18 @@ def test_undecodable_pixels_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot decode pixel data") as info:
         read_slice_hu(read_slice_header(path))  # type: ignore[arg-type]
     assert info.value.path == str(path) and info.value.check == "dicom_pixels"
+
+
+def test_series_reader_fills_caller_arrays_in_position_order(tmp_path: Path) -> None:
+    vol = _volume(7)
+    write_series(tmp_path / "s", vol)
+    (headers,) = scan_folder(tmp_path / "s").series.values()
+    geometry = check_series(headers)
+    reader = SeriesReader(geometry.slices)
+    first = np.empty((8, 10, 4), np.int16, order="F")
+    rest = np.empty((8, 10, 3), np.int16, order="F")
+    reader.read_into(first)
+    reader.read_into(rest)
+    np.testing.assert_array_equal(np.concatenate([first, rest], axis=2), vol[:, :, ::-1])
+    with pytest.raises(ValueError, match="cannot read"):
+        reader.read_into(np.empty((8, 10, 1), np.int16, order="F"))  # past the last slice

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from verse_etl.errors import InputError
-from verse_etl.io.nifti import iter_nifti_slabs, read_nifti_info
+from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
 
 def _write(path: Path, data: np.ndarray, affine: np.ndarray | None = None, **header: float) -> Path:
@@ -96,3 +96,59 @@ def test_singular_or_nan_affine_rejected(tmp_path: Path, srow_z: list[float]) ->
     path.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(InputError, match=r"g\.nii\.gz: affine is not finite or is singular"):
         read_nifti_info(path)
+
+
+def _read_all(path: Path, depth: int) -> np.ndarray:
+    """Read a file with NiftiVoxelReader into fresh Fortran-ordered arrays of ``depth`` slices."""
+    info = read_nifti_info(path)
+    parts = []
+    with NiftiVoxelReader(info) as reader:
+        for k0 in range(0, info.shape[2], depth):
+            k = min(depth, info.shape[2] - k0)
+            out = np.empty((*info.shape[:2], k), reader.dtype, order="F")
+            reader.read_into(out)
+            parts.append(out)
+    return np.concatenate(parts, axis=2)
+
+
+@pytest.mark.parametrize("name", ["a.nii.gz", "a.nii"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float64])
+def test_voxel_reader_equals_nibabel(tmp_path: Path, name: str, dtype: type) -> None:
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 255, size=(9, 11, 13)).astype(dtype)
+    path = _write(tmp_path / name, data)
+    got = _read_all(path, 5)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, np.asanyarray(nib.load(str(path)).dataobj))
+
+
+def test_voxel_reader_big_endian_and_scaled(tmp_path: Path) -> None:
+    data = np.arange(5 * 6 * 7, dtype=">i2").reshape(5, 6, 7)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.set_data_dtype(np.dtype(">i2"))
+    nib.save(img, str(tmp_path / "b.nii"))
+    np.testing.assert_array_equal(_read_all(tmp_path / "b.nii", 3), data.astype(np.int16))
+    img = nib.Nifti1Image(data.astype(np.int16), np.eye(4))
+    img.header.set_slope_inter(2.0, -1024.0)
+    nib.save(img, str(tmp_path / "c.nii.gz"))
+    got = _read_all(tmp_path / "c.nii.gz", 4)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.asanyarray(nib.load(str(tmp_path / "c.nii.gz")).dataobj))
+
+
+def test_voxel_reader_refuses_truncated_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "e.nii.gz", np.ones((20, 20, 20), np.int16))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(InputError, match=r"e\.nii\.gz: file ends early"):
+        _read_all(path, 4)
+
+
+def test_multi_member_gzip_reads_on(tmp_path: Path) -> None:
+    # gzip files may hold several members back to back (e.g. written by pigz or appended).
+    data = np.random.default_rng(3).integers(-1000, 2000, (8, 9, 10)).astype(np.int16)
+    path = _write(tmp_path / "m.nii.gz", data)
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    np.testing.assert_array_equal(_read_all(path, 3), data)
+    np.testing.assert_array_equal(_stream(path, 3), data)

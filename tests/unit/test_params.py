@@ -26,6 +26,11 @@ def test_project_params_load() -> None:
     [
         ("volumes: {chunks: [64, 64]}\n", "volumes.chunks"),
         ("volumes: {codec: snappy}\n", "volumes.codec"),
+        ("volumes: {shuffle: bytes}\n", "volumes.shuffle"),
+        ("volumes: {threads: 0}\n", "volumes.threads"),
+        ("volumes: {pyramid_levels: -1}\n", "volumes.pyramid_levels"),
+        ("volumes: {chunks: [64, 64, 63]}\n", "expected an even last size"),
+        ("volumes: {verify: maybe}\n", "volumes.verify"),
         ("volume: {}\n", "unknown section"),
         ("checks: {default: explode}\n", "checks mode"),
         ("checks: {min_island_voxels: 0}\n", "checks.min_island_voxels"),
@@ -47,3 +52,12 @@ def test_bad_params_name_file_and_key(tmp_path: Path, text: str, match: str) -> 
     with pytest.raises(ParamsError, match=match) as info:
         load_params(path)
     assert str(path) in str(info.value)
+
+
+def test_volume_shuffle_accepts_booleans_of_older_files(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("volumes: {shuffle: false, pyramid_levels: 0, chunks: [64, 64, 63]}\n")
+    volumes = load_params(path).build.volumes
+    assert volumes.shuffle == "noshuffle" and volumes.chunks == (64, 64, 63)
+    path.write_text("volumes: {shuffle: true}\n")
+    assert load_params(path).build.volumes.shuffle == "shuffle"

@@ -30,7 +30,7 @@ from verse_etl.errors import InputError
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
-from verse_etl.io.dicom import SERIES_TAGS, iter_slabs, scan_files, walk_files
+from verse_etl.io.dicom import SERIES_TAGS, SeriesReader, scan_files, walk_files
 from verse_etl.io.series_geometry import (
     GeometryTolerances,
     SeriesGeometry,
@@ -43,7 +43,7 @@ from verse_etl.params import MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
 from verse_etl.sources.mosmed import MosmedStudy
-from verse_etl.volumes import IMAGE_PATH, StoreWriter, layout
+from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
 MOSMED_FORMAT = 2
@@ -334,7 +334,6 @@ def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> tuple[str, float, float]:
     """Stream the series into its store; return the voxel sha256 and the HU range."""
-    depth = layout(geometry.shape, volumes)[1][2]
     attributes = {
         "verse_etl": {
             "source": SOURCE,
@@ -350,13 +349,15 @@ def _write_store(
     }
     low, high = [np.inf], [-np.inf]
 
-    def slabs() -> Iterator[tuple[int, np.ndarray]]:
-        for k0, slab in iter_slabs(geometry.slices, depth):
-            low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
-            yield k0, slab
+    def hu_range(_k0: int, slab: np.ndarray) -> None:
+        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
 
-    with StoreWriter(store, volumes, attributes) as writer:
-        info = writer.write_array(IMAGE_PATH, geometry.shape, np.dtype(np.int16), slabs())
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = SeriesReader(geometry.slices)
+        info = writer.write_array(
+            IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
+        )
     return info.voxel_sha256, float(low[0]), float(high[0])
 
 

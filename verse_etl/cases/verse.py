@@ -28,7 +28,7 @@ from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint
 from verse_etl.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.io.files import SourceFile
-from verse_etl.io.nifti import NiftiInfo, iter_nifti_slabs, read_nifti_info
+from verse_etl.io.nifti import NiftiInfo, NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 from verse_etl.label_stats import LabelStatistics, LabelSummary
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, VolumeParams
@@ -174,10 +174,8 @@ def _convert(
     depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id)
 
-    def ct_slabs() -> Iterator[tuple[int, np.ndarray]]:
-        for k0, slab in iter_nifti_slabs(ct, depth):
-            hu.add(slab)
-            yield k0, slab
+    def ct_stats(_k0: int, slab: np.ndarray) -> None:
+        hu.add(slab)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
@@ -187,8 +185,10 @@ def _convert(
             stats.add(k0, slab)
             yield k0, slab
 
-    with StoreWriter(store, volumes, _store_attributes(scan, ct)) as writer:
-        ct_array = writer.write_array(IMAGE_PATH, ct.shape, ct.dtype, ct_slabs())
+    with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = NiftiVoxelReader(ct)
+        ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats)
         mask_array = None
         if mask is not None:
             mask_array = writer.write_array(
@@ -197,6 +197,7 @@ def _convert(
                 np.dtype(np.uint8),
                 regroup_slabs(mask_slabs(), mask.shape, depth),
                 attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
+                label_names=VERSE_LEVELS,
             )
     result.stores_written = 1
 
@@ -206,6 +207,7 @@ def _convert(
     _add_scan(
         result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
         ct_array.voxel_sha256, mask_array.voxel_sha256 if mask_array else None,
+        ct_array.verified and (mask_array is None or mask_array.verified),
     )  # fmt: skip
     return result
 
@@ -346,6 +348,7 @@ def _add_scan(
     store: Path,
     ct_voxel_sha256: str,
     mask_voxel_sha256: str | None,
+    store_verified: bool,
 ) -> None:
     ct_rel = scan.ct.relative(root)
     mask_rel = scan.mask.relative(root) if scan.mask else None
@@ -392,6 +395,7 @@ def _add_scan(
             "store_path": store.relative_to(out).as_posix(),
             "ct_voxel_sha256": ct_voxel_sha256,
             "mask_voxel_sha256": mask_voxel_sha256,
+            "store_verified": store_verified,
         },
     )
 

@@ -388,6 +388,41 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
     return hu.astype(np.int16)
 
 
+class SeriesReader:
+    """Decode slices in order straight into arrays the caller owns.
+
+    The zero-copy way to stream a series into a Zarr writer's staging rows (see
+    :meth:`verse_etl.volumes.StoreWriter.write_array`); :func:`iter_slabs` allocates a slab per
+    step that the writer then copies.
+    """
+
+    dtype = np.dtype(np.int16)
+
+    def __init__(self, slices: tuple[SliceHeader, ...]) -> None:
+        self.slices = slices
+        self.position = 0  # slices read so far
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (``(rows, columns, k)`` int16) with the HU of the next ``k`` slices.
+
+        Raises
+        ------
+        InputError
+            As :func:`read_slice_hu` for a slice that cannot be decoded exactly.
+        """
+        rows, cols = self.slices[0].rows, self.slices[0].columns
+        k = out.shape[2]
+        if (
+            out.shape[:2] != (rows, cols)
+            or self.position + k > len(self.slices)
+            or out.dtype != self.dtype
+        ):
+            raise ValueError(f"cannot read {out.shape} {out.dtype} at slice {self.position}")
+        for m, header in enumerate(self.slices[self.position : self.position + k]):
+            out[:, :, m] = read_slice_hu(header)
+        self.position += k
+
+
 def iter_slabs(slices: tuple[SliceHeader, ...], depth: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k0, slab)`` with ``slab[:, :, n]`` the HU of ``slices[k0 + n]``.
 

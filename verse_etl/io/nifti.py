@@ -3,13 +3,14 @@
 Spec: https://nifti.nimh.nih.gov/nifti-1 . The header is parsed by nibabel; voxels are streamed
 straight from the (gzip) byte stream slab by slab along the slowest (last) axis, so memory stays
 bounded by one slab whatever the volume size, and decompression runs through ISA-L (``isal``),
-which is about twice as fast as Python's ``gzip``. Arrays keep their on-disk dtype: no float64
-detour (nibabel's ``get_fdata`` would allocate the whole volume as float64). Files may also be
-members of a zip archive (:class:`~verse_etl.io.files.SourceFile`), read in place.
+which is two to three times as fast as Python's ``gzip``. Arrays keep their on-disk dtype: no
+float64 detour (nibabel's ``get_fdata`` would allocate the whole volume as float64). Files may also
+be members of a zip archive (:class:`~verse_etl.io.files.SourceFile`), read in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import zipfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from isal import igzip
+from isal import isal_zlib
 
 from verse_etl.errors import InputError
 from verse_etl.geometry import axcodes, is_valid_affine, spacing
@@ -57,25 +58,76 @@ class NiftiInfo:
         return not (slope == 1 and (not np.isfinite(inter) or inter == 0))
 
 
+class InflateReader:
+    """Read-only stream of the decompressed bytes of a gzip file (all members), via ISA-L.
+
+    ``isal_zlib.decompressobj`` releases the GIL while it inflates, so Zarr encoder threads run
+    beside it; ISA-L's own gzip reader (``igzip.open``, ``isal_zlib._GzipReader``) holds the GIL
+    for each read and starves them (measured by benchmarks/convert.py, with the reader alone
+    equally fast).
+
+    Raises
+    ------
+    EOFError
+        If the file ends inside a gzip member (truncated download).
+    isal_zlib.error
+        If the compressed data is corrupt.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, block: int = 1 << 20, piece: int = 1 << 20):
+        self._raw = raw
+        self._block = block  # compressed bytes read per call
+        self._piece = piece  # most decompressed bytes produced per call
+        self._inflate = isal_zlib.decompressobj(31)
+        self._input = b""
+        self._pending = memoryview(b"")
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` with the next decompressed bytes; fewer only at the end of the data."""
+        out = memoryview(view).cast("B")
+        filled = 0
+        while filled < len(out):
+            if not self._pending and not self._refill():
+                break
+            take = min(len(out) - filled, len(self._pending))
+            out[filled : filled + take] = self._pending[:take]
+            self._pending = self._pending[take:]
+            filled += take
+        return filled
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` decompressed bytes (``b""`` at the end)."""
+        buffer = bytearray(n)
+        return bytes(buffer[: self.readinto(memoryview(buffer))])
+
+    def _refill(self) -> bool:
+        while True:
+            if self._inflate.eof:  # end of a member: another may follow (multi-member gzip)
+                rest = self._inflate.unused_data or self._raw.read(self._block)
+                if not rest.lstrip(b"\x00"):  # end of file (zero padding is ignored, as gzip does)
+                    return False
+                self._inflate = isal_zlib.decompressobj(31)
+                self._input = rest
+            if not self._input:
+                self._input = self._raw.read(self._block)
+                if not self._input:
+                    raise EOFError("compressed file ended before the end-of-stream marker")
+            data = self._inflate.decompress(self._input, self._piece)
+            self._input = self._inflate.unconsumed_tail
+            if data:
+                self._pending = memoryview(data)
+                return True
+
+
 @contextmanager
-def _open(path: Path | SourceFile) -> Iterator[io.BufferedIOBase]:
-    if isinstance(path, SourceFile):
-        if path.member is None:
-            path = path.path
-        else:
-            with path.open() as raw:
-                if path.name.endswith(".gz"):
-                    with igzip.IGzipFile(fileobj=raw, mode="rb") as stream:
-                        yield stream  # type: ignore[misc]
-                else:
-                    yield raw  # type: ignore[misc]
-            return
-    if path.name.endswith(".gz"):
-        with igzip.open(path, "rb") as stream:
-            yield stream  # type: ignore[misc]
-    else:
-        with open(path, "rb") as stream:
-            yield stream
+def _open(path: Path | SourceFile) -> Iterator[io.RawIOBase]:
+    if isinstance(path, SourceFile) and path.member is not None:
+        with path.open() as raw:  # a member of a release zip, read in place
+            yield InflateReader(raw) if path.name.endswith(".gz") else raw  # type: ignore[misc]
+        return
+    disk = path.path if isinstance(path, SourceFile) else path
+    with open(disk, "rb") as raw:
+        yield InflateReader(raw) if disk.name.endswith(".gz") else raw  # type: ignore[misc]
 
 
 def _load(
@@ -167,6 +219,84 @@ def read_nifti_info(path: Path | SourceFile) -> NiftiInfo:
     )
 
 
+class NiftiVoxelReader:
+    """Read the voxel block of a NIfTI file front to back, into arrays the caller owns.
+
+    The zero-copy way to stream a volume: :meth:`read_into` decompresses the next slices
+    straight into the caller's array (a Zarr writer's staging buffer), where
+    :func:`iter_nifti_slabs` hands out its own buffer that the caller then copies. Use as a
+    context manager.
+
+    ``dtype`` is what :meth:`read_into` fills: the on-disk dtype, or float32 if the header sets
+    a non-identity ``scl_slope``/``scl_inter`` (then the slices are decoded apart and scaled).
+    """
+
+    def __init__(self, info: NiftiInfo) -> None:
+        self.info = info
+        self.dtype = np.dtype(np.float32) if info.scaled else info.dtype.newbyteorder("=")
+        self.position = 0  # slices read so far
+        self._stack = contextlib.ExitStack()
+        self._stream: io.RawIOBase | None = None
+
+    def __enter__(self) -> NiftiVoxelReader:
+        with self._errors():
+            self._stream = self._stack.enter_context(_open(self.info.path))
+            _skip(self._stream, self.info.vox_offset, self.info.path)  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (Fortran-ordered, shape ``(n0, n1, k)``, dtype :attr:`dtype`) with the
+        next ``k`` slices.
+
+        Raises
+        ------
+        InputError
+            If the file ends early (truncated download) or the gzip stream is corrupt.
+        """
+        assert self._stream is not None, "use NiftiVoxelReader as a context manager"
+        nx, ny, nz = self.info.shape
+        k = out.shape[2]
+        if out.shape[:2] != (nx, ny) or self.position + k > nz or out.dtype != self.dtype:
+            raise ValueError(f"cannot read {out.shape} {out.dtype} at slice {self.position}")
+        if not out.flags.f_contiguous:
+            raise ValueError("out must be Fortran-ordered and contiguous")
+        with self._errors():
+            if self.info.scaled:
+                raw = np.empty(out.shape, self.info.dtype, order="F")
+                _read_exact(self._stream, _bytes(raw), self.info.path, self.position)  # type: ignore[arg-type]
+                inter = self.info.scl_inter if np.isfinite(self.info.scl_inter) else 0.0
+                np.multiply(raw, np.float32(self.info.scl_slope), out=out, casting="unsafe")
+                out += np.float32(inter)
+            else:
+                view = _bytes(out)
+                _read_exact(self._stream, view, self.info.path, self.position)  # type: ignore[arg-type]
+                if self.info.dtype.byteorder == ">" or (
+                    self.info.dtype.byteorder == "=" and not np.little_endian
+                ):
+                    out.byteswap(inplace=True)  # stored big-endian; out is native
+        self.position += k
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
+            raise InputError(
+                self.info.path,
+                f"cannot decompress the voxel data ({type(e).__name__}: {e})",
+                "the file is corrupt or truncated; re-download it",
+                check="read",
+            ) from e
+
+
+def _bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a contiguous array, in memory order, as a writable memoryview."""
+    return memoryview(array.reshape(-1, order="A").view(np.uint8))
+
+
 def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k0, slab)`` with ``slab = volume[:, :, k0:k0 + depth]`` in the on-disk dtype.
 
@@ -200,7 +330,14 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
                         inter
                     )
                 yield k0, slab
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile) as e:
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        isal_zlib.error,
+        gzip.BadGzipFile,
+        zipfile.BadZipFile,
+    ) as e:
         raise InputError(
             info.path,
             f"cannot decompress the voxel data ({type(e).__name__}: {e})",

@@ -1,0 +1,150 @@
+"""OME-NGFF 0.5 metadata of the volume stores: multiscale images and label images.
+
+Spec: https://ngff.openmicroscopy.org/0.5/ (``ome`` attributes of Zarr v3 groups: ``multiscales``,
+``labels``, ``image-label``). The JSON Schemas of that version (bundled with ``ngff-zarr``)
+accept every attribute written here (tests/unit/test_volumes.py).
+
+NGFF 0.5 knows only per-axis ``scale`` and ``translation``, no rotation, so the coordinate system
+written for viewers is the scanner's RAS+ millimetre space *turned onto the voxel axes*: NGFF
+axis ``z`` runs along array axis ``i`` (the direction of the first affine column), ``y`` along
+``j`` and ``x`` along ``k``. With the unit direction
+columns ``R`` and voxel sizes ``s`` of the affine ``A = [R diag(s) | o]``, a voxel ``v`` sits at
+NGFF coordinates ``diag(s) v + R^T o``, which is exactly ``R^T`` times its RAS+ position when the
+voxel axes are orthogonal (every VerSe scan and every DICOM series without gantry tilt). So
+distances and the origin are right and only the rotation ``R`` is left out; for sheared
+(tilted) grids the NGFF space is an approximation. The full 4x4 affine and the orientation codes
+stay in the ``verse_etl`` attributes of the store for exact work.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+NGFF_VERSION = "0.5"
+AXES: tuple[str, str, str] = ("i", "j", "k")
+"""Zarr dimension names: the array axes as stored."""
+
+NGFF_AXES: tuple[str, str, str] = ("z", "y", "x")
+"""NGFF names of the array axes ``i, j, k``: NGFF readers (ngff-zarr's validation, napari)
+expect 3-D space axes to be called ``z, y, x`` in array order. They name array axes (slowest to
+fastest in the Zarr C order), not RAS directions: NGFF ``x`` runs along array axis ``k``."""
+
+PYRAMID_METHOD = "nearest"
+"""How levels 1, 2, ... are made: every second voxel along each axis of the level above."""
+
+
+def voxel_frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a 4x4 voxel-to-RAS+ affine into unit axis directions, voxel sizes and NGFF origin.
+
+    Returns
+    -------
+    directions : ndarray
+        3x3, column ``a`` the unit RAS+ direction in which index ``a`` grows.
+    spacing : ndarray
+        Voxel size in mm along each array axis.
+    translation : ndarray
+        NGFF translation ``R^T o``: the origin measured along each axis direction.
+
+    Examples
+    --------
+    >>> d, s, t = voxel_frame(np.array([[-0.5, 0, 0, 90], [0, -0.5, 0, 120], [0, 0, 2, -40],
+    ...                                 [0, 0, 0, 1.0]]))
+    >>> s.tolist(), t.tolist()
+    ([0.5, 0.5, 2.0], [-90.0, -120.0, -40.0])
+    """
+    a = np.asarray(affine, dtype=float)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    directions = a[:3, :3] / spacing
+    return directions, spacing, directions.T @ a[:3, 3]
+
+
+def level_shapes(shape: Sequence[int], levels: int) -> list[tuple[int, int, int]]:
+    """Shapes of pyramid levels 0..``levels``: each keeps every second voxel of the one above.
+
+    Examples
+    --------
+    >>> level_shapes((512, 512, 229), 2)
+    [(512, 512, 229), (256, 256, 115), (128, 128, 58)]
+    """
+    shapes = [tuple(int(n) for n in shape)]
+    for _ in range(levels):
+        shapes.append(tuple(-(-n // 2) for n in shapes[-1]))
+    return shapes  # type: ignore[return-value]
+
+
+def multiscale(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:
+    """One ``multiscales`` entry for datasets ``"0"``..``str(levels)`` of a group.
+
+    Level ``l`` keeps every ``2**l``-th voxel, so its voxel ``m`` is voxel ``m * 2**l`` of level
+    0: the scale doubles per level and the translation stays that of level 0.
+    """
+    _, spacing, translation = voxel_frame(affine)
+    return {
+        "name": name,
+        "axes": [{"name": axis, "type": "space", "unit": "millimeter"} for axis in NGFF_AXES],
+        "datasets": [
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [float(s) * 2**level for s in spacing]},
+                    {"type": "translation", "translation": [float(t) for t in translation]},
+                ],
+            }
+            for level in range(levels + 1)
+        ],
+        "type": PYRAMID_METHOD,
+        "metadata": {
+            "method": "numpy slicing [::2, ::2, ::2] of the level above",
+            "frame": "RAS+ mm turned onto the voxel axes (translation = R^T origin); the full "
+            "affine is in the verse_etl attributes of the store root",
+        },
+    }
+
+
+def image_attributes(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:
+    """``ome`` attributes of a multiscale image group."""
+    return {"ome": {"version": NGFF_VERSION, "multiscales": [multiscale(name, affine, levels)]}}
+
+
+def labels_group_attributes(names: Sequence[str]) -> dict[str, Any]:
+    """``ome`` attributes of the ``labels`` group that lists the label images."""
+    return {"ome": {"version": NGFF_VERSION, "labels": list(names)}}
+
+
+def label_color(value: int) -> list[int]:
+    """A stable, distinct RGBA colour per label value (golden-angle hues).
+
+    Examples
+    --------
+    >>> label_color(1), label_color(1) == label_color(2)
+    ([255, 0, 0, 255], False)
+    """
+    hue = ((value - 1) * 0.381966) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 1.0, 1.0)
+    return [round(r * 255), round(g * 255), round(b * 255), 255]
+
+
+def label_image_attributes(
+    name: str, affine: np.ndarray, levels: int, label_names: Mapping[int, str]
+) -> dict[str, Any]:
+    """``ome`` attributes of a label image: multiscales plus ``image-label`` with level names.
+
+    ``properties`` carry each value's name as ``level`` (e.g. ``{"label-value": 20,
+    "level": "L1"}``); ``source`` points back at the image two groups up.
+    """
+    values = sorted(int(v) for v in label_names)
+    return {
+        "ome": {
+            "version": NGFF_VERSION,
+            "multiscales": [multiscale(name, affine, levels)],
+            "image-label": {
+                "colors": [{"label-value": v, "rgba": label_color(v)} for v in values],
+                "properties": [{"label-value": v, "level": label_names[v]} for v in values],
+                "source": {"image": "../../"},
+            },
+        }
+    }

@@ -1,0 +1,453 @@
+"""Zarr v3 ``sharding_indexed`` arrays written directly: chunks encoded on threads, shards assembled.
+
+Spec: Zarr v3 core (https://zarr-specs.readthedocs.io/en/latest/v3/core/index.html) and the
+sharding codec (.../v3/codecs/sharding-indexed/index.html). zarr-python writes this format at a
+fraction of the speed of the codec itself (``benchmarks/convert.py`` measures it), so the chunks
+are encoded here with the same numcodecs Blosc that zarr-python uses and each shard file is laid
+out as the spec says: the encoded chunks back to back, then the index (``offset, nbytes`` as
+little-endian uint64 per chunk of the shard, C order, ``2**64 - 1`` for an absent chunk)
+followed by its CRC32C. zarr-python writes the ``zarr.json`` metadata and reads the arrays back
+bit for bit (tests/unit/test_volumes.py).
+
+Inner codecs of every chunk are ``transpose(order=[2, 1, 0])``, ``bytes(little)``, ``blosc``:
+the transpose makes the encoded bytes of a chunk its voxels in Fortran order, which is how the
+NIfTI and DICOM slabs arrive. Gathering a chunk is then a copy of contiguous runs (several GB/s)
+instead of a 3-D transposition (about 0.3 GB/s, slower than the decoder it would follow).
+
+Chunks equal to the fill value everywhere are left out of the shard (as zarr-python does with
+``write_empty_chunks=False``): readers return the fill value for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import google_crc32c
+import numpy as np
+from isal import isal_zlib
+from numcodecs import Blosc
+
+ABSENT = 2**64 - 1
+"""Index entry (offset and nbytes) of a chunk that is not stored in its shard."""
+
+# Chunk rows (one chunk deep along the last axis) staged at once per array: one filling while
+# the previous one is encoded. More would only hold more memory: the decoder is the bottleneck.
+STAGED_ROWS = 2
+
+
+class StoreMismatchError(Exception):
+    """A chunk read back from a shard file does not decode to the voxels that were written."""
+
+
+@dataclass(frozen=True)
+class ChunkCodec:
+    """The Blosc settings of every chunk of an array (the ``blosc`` codec of its metadata)."""
+
+    cname: str
+    clevel: int
+    shuffle: str  # "shuffle", "bitshuffle" or "noshuffle", as in the Zarr v3 blosc codec
+    blocksize: int
+    typesize: int
+
+    def numcodecs(self) -> Blosc:
+        """The numcodecs Blosc object that encodes and decodes these chunks."""
+        return Blosc(
+            cname=self.cname,
+            clevel=self.clevel,
+            shuffle={"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}.get(
+                self.shuffle, Blosc.NOSHUFFLE
+            ),
+            blocksize=self.blocksize,
+            typesize=self.typesize,
+        )
+
+
+def shard_key(index: tuple[int, int, int]) -> str:
+    """Relative path of a shard file (default chunk key encoding, ``/`` separator).
+
+    Examples
+    --------
+    >>> shard_key((0, 1, 2))
+    'c/0/1/2'
+    """
+    return "c/" + "/".join(str(i) for i in index)
+
+
+def encode_index(entries: np.ndarray) -> bytes:
+    """Bytes of a shard index: ``entries`` (uint64, ``(*chunks_per_shard, 2)``) then its CRC32C."""
+    raw = np.ascontiguousarray(entries, dtype="<u8").tobytes()
+    return raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+
+def decode_index(
+    data: bytes | memoryview, chunks_per_shard: tuple[int, ...], path: Path
+) -> np.ndarray:
+    """Parse the index at the end of a shard file's bytes, checking its CRC32C.
+
+    Raises
+    ------
+    StoreMismatchError
+        If the file is too short or the checksum of the index does not match.
+    """
+    n = int(np.prod(chunks_per_shard)) * 16
+    if len(data) < n + 4:
+        raise StoreMismatchError(f"{path}: shard of {len(data)} bytes cannot hold its index")
+    # Copies (the index is a few KiB): the caller may close the mapped file the bytes come from.
+    raw = bytes(data[len(data) - n - 4 : len(data) - 4])
+    crc = int.from_bytes(bytes(data[len(data) - 4 :]), "little")
+    if google_crc32c.value(raw) != crc:
+        raise StoreMismatchError(f"{path}: shard index checksum does not match")
+    return np.frombuffer(raw, dtype="<u8").reshape((*chunks_per_shard, 2))
+
+
+class SlabReader(Protocol):
+    """A source that decodes its next slices into an array it is given (zero copy)."""
+
+    dtype: np.dtype
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Fill ``out`` (Fortran-ordered ``(n0, n1, k)``) with the next ``k`` slices."""
+
+
+@dataclass
+class _Chunk:
+    """An encoded chunk: bytes (None if all fill) and the CRC-32 of its Fortran-order voxels."""
+
+    data: bytes | None
+    crc: int
+
+
+class ArrayStream:
+    """Stream slabs along the last axis into one sharded Zarr v3 array (metadata written apart).
+
+    The producer (the decoding thread) fills a staging row one chunk deep; a full row is split
+    into chunk-encoding tasks on ``pool``, hashed in order on ``serial``, and its every second
+    voxel is pushed to the next pyramid level. When the rows of a shard are encoded, ``serial``
+    writes the shard file and ``pool`` reads it back. Memory is bounded whatever the volume
+    size: ``STAGED_ROWS`` rows per level (the producer waits for the oldest row's tasks before
+    reusing it) plus the encoded chunks of the shards being assembled.
+
+    Parameters
+    ----------
+    directory
+        Folder of the array (holds its ``zarr.json``); shard files go below ``c/``.
+    shape, dtype, chunks, shards
+        Geometry of the array; ``shards`` are whole multiples of ``chunks``.
+    codec
+        Blosc settings of the chunks.
+    pool
+        Threads that encode chunks (Blosc releases the GIL).
+    serial
+        One thread that hashes rows in order and writes shard files (read back on ``pool``).
+    digest
+        A hashlib object fed with the voxels in Fortran order, or None.
+    verify
+        Read every shard back after writing it and compare each chunk with what was encoded.
+    child
+        The next pyramid level, fed with every second voxel of each staged row.
+    fill_value
+        The array's fill value: chunks holding nothing else are not stored.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        shape: tuple[int, int, int],
+        dtype: np.dtype,
+        chunks: tuple[int, int, int],
+        shards: tuple[int, int, int],
+        codec: ChunkCodec,
+        pool: Executor,
+        serial: Executor,
+        *,
+        digest: hashlib._Hash | None = None,
+        verify: bool = True,
+        child: ArrayStream | None = None,
+        fill_value: int = 0,
+    ) -> None:
+        self.directory = directory
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.chunks = chunks
+        self.shards = shards
+        self.per_shard = tuple(s // c for s, c in zip(shards, chunks, strict=True))
+        self.codec = codec
+        self._blosc = codec.numcodecs()
+        self.pool = pool
+        self.serial = serial
+        self.digest = digest
+        self.verify = verify
+        self.child = child
+        self.fill_value = fill_value
+        self.written = 0  # slices received
+        self._row = 0  # index of the chunk row being staged
+        self._filled = 0  # slices of the current row staged so far
+        self._buffer: np.ndarray | None = None
+        self._allocated = 0
+        self._busy: deque[tuple[np.ndarray, list[Future]]] = deque()
+        self._shard_chunks: dict[tuple[int, int, int], Future[_Chunk]] = {}
+        self._shard_writes: list[Future] = []
+        self._checks: list[Future] = []  # shard verifications, appended by the serial thread
+        self._local = threading.local()
+
+    # -- producer side ------------------------------------------------------------------------
+
+    def push(self, slab: np.ndarray) -> None:
+        """Append ``slab`` (shape ``(n0, n1, d)``, any memory order) along the last axis.
+
+        The slab is copied into a staging row before this returns, so the caller may reuse it.
+        """
+        n0, n1, n2 = self.shape
+        if slab.shape[:2] != (n0, n1) or self.written + slab.shape[2] > n2:
+            raise ValueError(
+                f"slab of shape {slab.shape} at slice {self.written} does not fit array {self.shape}"
+            )
+        depth = self.chunks[2]
+        pos = 0
+        while pos < slab.shape[2]:
+            if self._buffer is None:
+                self._buffer = self._acquire()
+            take = min(depth - self._filled, slab.shape[2] - pos)
+            self._buffer[:, :, self._filled : self._filled + take] = slab[:, :, pos : pos + take]
+            self._filled += take
+            pos += take
+            self.written += take
+            if self._filled == depth or self.written == n2:
+                self._flush_row()
+
+    def pull(
+        self,
+        reader: SlabReader,
+        on_slab: Callable[[int, np.ndarray], None] | None = None,
+    ) -> None:
+        """Fill the whole array from ``reader``, decoding straight into the staging rows.
+
+        ``on_slab(k0, slab)`` sees every row once, read-only, before it is encoded.
+        """
+        depth = self.chunks[2]
+        while self.written < self.shape[2]:
+            buffer = self._acquire()
+            view = buffer[:, :, : min(depth, self.shape[2] - self.written)]
+            reader.read_into(view)
+            if on_slab is not None:
+                on_slab(self.written, view)
+            self._buffer, self._filled = buffer, view.shape[2]
+            self.written += view.shape[2]
+            self._flush_row()
+
+    def finish(self) -> None:
+        """Wait until every shard of this array and of its pyramid levels is written (and read
+        back), re-raising the first error of any worker."""
+        if self.written != self.shape[2]:
+            raise ValueError(f"stream stopped at slice {self.written} of {self.shape[2]}")
+        while self._busy:
+            _wait_all(self._busy.popleft()[1])
+        _wait_all(self._shard_writes)
+        _wait_all(self._checks)
+        if self.child is not None:
+            self.child.finish()
+
+    def abort(self) -> None:
+        """Cancel what has not started and wait for what has, ignoring errors (before cleanup)."""
+        futures = [f for _, fs in self._busy for f in fs] + self._shard_writes
+        futures += list(self._shard_chunks.values())
+        for f in futures:
+            f.cancel()
+        wait(futures)
+        checks = list(self._checks)  # complete list now: every shard write has ended
+        for f in checks:
+            f.cancel()
+        wait(checks)
+        if self.child is not None:
+            self.child.abort()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _acquire(self) -> np.ndarray:
+        if self._allocated < STAGED_ROWS:
+            self._allocated += 1
+            return np.empty((self.shape[0], self.shape[1], self.chunks[2]), self.dtype, order="F")
+        buffer, futures = self._busy.popleft()
+        _wait_all(futures)
+        return buffer
+
+    def _flush_row(self) -> None:
+        assert self._buffer is not None
+        buffer, depth, row = self._buffer, self._filled, self._row
+        view = buffer[:, :, :depth]
+        futures: list[Future] = []
+        if self.digest is not None:
+            # Fortran-ordered and contiguous: the bytes are the source's voxel block as stored.
+            futures.append(self.serial.submit(self.digest.update, view.reshape(-1, order="F")))
+        c0, c1, _ = self.chunks
+        p0, p1, p2 = self.per_shard
+        for ci in range(-(-self.shape[0] // c0)):
+            for cj in range(-(-self.shape[1] // c1)):
+                future = self.pool.submit(self._encode, view, ci, cj)
+                futures.append(future)
+                self._shard_chunks[(ci, cj, row)] = future
+        if self.child is not None:
+            # Nearest-neighbour pyramid: rows start at multiples of the (even) chunk depth, so
+            # every second voxel of the row is every second voxel of the array.
+            self.child.push(view[::2, ::2, ::2])
+        self._busy.append((buffer, futures))
+        self._buffer = None
+        self._filled = 0
+        self._row += 1
+        last = self.written == self.shape[2]
+        if self._row % p2 == 0 or last:
+            sk = row // p2
+            n_si, n_sj = -(-self.shape[0] // self.shards[0]), -(-self.shape[1] // self.shards[1])
+            for si in range(n_si):
+                for sj in range(n_sj):
+                    members = {
+                        (a, b, c): self._shard_chunks.pop((si * p0 + a, sj * p1 + b, sk * p2 + c))
+                        for a in range(p0)
+                        for b in range(p1)
+                        for c in range(p2)
+                        if (si * p0 + a, sj * p1 + b, sk * p2 + c) in self._shard_chunks
+                    }
+                    self._shard_writes.append(
+                        self.serial.submit(self._write_shard, (si, sj, sk), members)
+                    )
+        # Keep the list of pending writes short: drop the ones already done (raising errors).
+        self._shard_writes = [f for f in self._shard_writes if not _done_ok(f)]
+
+    def _encode(self, view: np.ndarray, ci: int, cj: int) -> _Chunk:
+        c0, c1, _ = self.chunks
+        block = view[ci * c0 : (ci + 1) * c0, cj * c1 : (cj + 1) * c1, :]
+        # One gather buffer per encoder thread: no 512 KiB allocation per chunk, which would
+        # fragment the allocator's arenas and let the peak RSS creep up with the volume size.
+        chunk = getattr(self._local, "chunk", None)
+        if chunk is None:
+            chunk = self._local.chunk = np.empty(self.chunks, self.dtype, order="F")
+        if block.shape != self.chunks:  # edge chunks are stored whole, padded with the fill
+            chunk.fill(self.fill_value)
+        chunk[: block.shape[0], : block.shape[1], : block.shape[2]] = block
+        flat = chunk.reshape(-1, order="F")
+        crc = isal_zlib.crc32(flat) if self.verify else 0
+        if not np.any(flat != self.fill_value):
+            return _Chunk(None, crc)
+        return _Chunk(self._blosc.encode(flat), crc)
+
+    def _write_shard(
+        self, index: tuple[int, int, int], members: dict[tuple[int, int, int], Future[_Chunk]]
+    ) -> None:
+        entries = np.full((*self.per_shard, 2), ABSENT, dtype="<u8")
+        path = self.directory / shard_key(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        crcs: dict[tuple[int, int, int], int] = {}
+        offset = 0
+        with open(path, "wb") as f:
+            for local in sorted(members):
+                chunk = members[local].result()
+                crcs[local] = chunk.crc
+                if chunk.data is None:
+                    continue
+                f.write(chunk.data)
+                entries[local] = (offset, len(chunk.data))
+                offset += len(chunk.data)
+            if offset:
+                f.write(encode_index(entries))
+        if offset == 0:  # every chunk is fill: no file at all, as zarr-python does
+            path.unlink()
+        if self.verify:
+            # On the encoder threads: this thread also hashes, and must keep up with the decoder.
+            self._checks.append(
+                self.pool.submit(
+                    verify_shard,
+                    path,
+                    self.per_shard,
+                    self.chunks,
+                    self.dtype,
+                    self.fill_value,
+                    self.codec,
+                    crcs,
+                )
+            )
+
+
+def verify_shard(
+    path: Path,
+    per_shard: tuple[int, ...],
+    chunks: tuple[int, int, int],
+    dtype: np.dtype,
+    fill_value: int,
+    codec: ChunkCodec,
+    crcs: Mapping[tuple[int, int, int], int],
+) -> None:
+    """Decode every chunk of a shard file as stored and compare it with the source voxels.
+
+    Parameters
+    ----------
+    path
+        The shard file; a missing file means every chunk is the fill value.
+    per_shard
+        Chunks per shard along each axis.
+    chunks, dtype, fill_value, codec
+        What the array's metadata says.
+    crcs
+        CRC-32 (zlib polynomial) of each source chunk's voxels in Fortran order, padded with the
+        fill value at the array edge, keyed by the chunk's position in the shard.
+
+    Raises
+    ------
+    StoreMismatchError
+        If the index is unreadable or a chunk decodes to other voxels.
+    """
+    blosc = codec.numcodecs()
+    decoded = np.full(int(np.prod(chunks)), fill_value, dtype)
+    empty_crc = isal_zlib.crc32(decoded)
+    if not path.exists():  # no file: every chunk of the shard is fill
+        got = {local: empty_crc for local in crcs}
+    else:
+        got = {}
+        # Mapped, not read: the chunks are decoded from the page cache without a heap copy.
+        with (
+            open(path, "rb") as f,
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data,
+            memoryview(data) as view,
+        ):
+            entries = decode_index(view, per_shard, path)
+            for local in crcs:
+                offset, nbytes = (int(v) for v in entries[local])
+                if offset == ABSENT:
+                    got[local] = empty_crc
+                    continue
+                if offset + nbytes > len(view) - entries.nbytes - 4:
+                    raise StoreMismatchError(f"{path}: chunk {local} lies outside the file")
+                with view[offset : offset + nbytes] as frame:
+                    try:
+                        blosc.decode(frame, out=decoded)
+                    except Exception as e:  # Blosc raises RuntimeError or ValueError
+                        raise StoreMismatchError(
+                            f"{path}: chunk {local} does not decode ({e})"
+                        ) from e
+                got[local] = isal_zlib.crc32(decoded)
+    for local, expected in crcs.items():
+        if got[local] != expected:
+            raise StoreMismatchError(
+                f"{path}: chunk {local} of the shard reads back different voxels "
+                f"(CRC-32 expected {expected:08x}, got {got[local]:08x})"
+            )
+
+
+def _done_ok(future: Future) -> bool:
+    if not future.done():
+        return False
+    future.result()  # re-raise a worker's error in the producer
+    return True
+
+
+def _wait_all(futures: list[Future]) -> None:
+    wait(futures)
+    for f in futures:
+        f.result()
