@@ -17,37 +17,19 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas import TABLES
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
+from tests.e2e.library_build import build_tiny
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
 from verse_etl.dictionary import render_dictionary
-from verse_etl.params import BuildParams, SourceParams
 from verse_etl.paths import table_path
-from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.sources.verse import discover_verse
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny build made with the library calls the flow's tasks make."""
-    from flows.build import tables
-    from verse_etl.sample import write_sample
-
-    src = tmp_path_factory.mktemp("consumer-src")
-    manifest = write_sample(src, seed=5, verse_cases=4, mosmed_studies=1, size="tiny")
-    out = tmp_path_factory.mktemp("consumer-build")
-    params = BuildParams(
-        out=str(out), sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed"))
-    )
-    for scan in discover_verse(src / "verse"):
-        build_verse_scan(scan, src / "verse", out, params.volumes)
-    for study in discover_mosmed(src / "mosmed"):
-        build_mosmed_study(study, src / "mosmed", out, params.volumes)
-    tables(params)
-    return out, src, manifest
+    src, out = tmp_path_factory.mktemp("consumer-src"), tmp_path_factory.mktemp("consumer-build")
+    return out, src, build_tiny(src, out, seed=5)
 
 
 def test_every_table_reads_the_same_in_duckdb_pandas_polars_and_pyarrow(build) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.e2e.library_build import build_tiny
 from verse_etl.report import write_report
 
 pytestmark = pytest.mark.slow
@@ -41,25 +42,8 @@ def _chromium_args(profile: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from flows.build import tables
-    from verse_etl.cases.mosmed import build_mosmed_study
-    from verse_etl.cases.verse import build_verse_scan
-    from verse_etl.params import BuildParams, SourceParams
-    from verse_etl.sample import write_sample
-    from verse_etl.sources.mosmed import discover_mosmed
-    from verse_etl.sources.verse import discover_verse
-
-    src = tmp_path_factory.mktemp("report-src")
-    write_sample(src, seed=9, verse_cases=4, mosmed_studies=1, size="tiny")
-    out = tmp_path_factory.mktemp("report-build")
-    params = BuildParams(
-        out=str(out), sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed"))
-    )
-    for scan in discover_verse(src / "verse"):
-        build_verse_scan(scan, src / "verse", out, params.volumes)
-    for study in discover_mosmed(src / "mosmed"):
-        build_mosmed_study(study, src / "mosmed", out, params.volumes)
-    tables(params)
+    src, out = tmp_path_factory.mktemp("report-src"), tmp_path_factory.mktemp("report-build")
+    build_tiny(src, out, seed=9)
     return write_report(out), out
 
 

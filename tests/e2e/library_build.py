@@ -1,0 +1,28 @@
+"""A tiny sample built through the same library calls the flow's tasks make (no Prefect server),
+for tests about what consumers see rather than about orchestration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.build import tables
+from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.cases.verse import build_verse_scan
+from verse_etl.params import BuildParams, SourceParams
+from verse_etl.sample import SampleManifest, write_sample
+from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.sources.verse import discover_verse
+
+
+def build_tiny(src: Path, out: Path, seed: int) -> SampleManifest:
+    """Write a tiny sample (4 VerSe scans, 1 MosMed study) into ``src`` and build it into ``out``."""
+    manifest = write_sample(src, seed=seed, verse_cases=4, mosmed_studies=1, size="tiny")
+    params = BuildParams(
+        out=str(out), sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed"))
+    )
+    for scan in discover_verse(src / "verse"):
+        build_verse_scan(scan, src / "verse", out, params.volumes)
+    for study in discover_mosmed(src / "mosmed"):
+        build_mosmed_study(study, src / "mosmed", out, params.volumes)
+    tables(params)
+    return manifest
