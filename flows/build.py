@@ -33,6 +33,9 @@ from verse_etl.sources.verse import VerseScan, discover_verse_sources
 class BuildFailed(VerseEtlError):
     """Some records failed checks whose mode is ``raise``; everything else was written."""
 
+    exit_code = 1
+    label = "build failed"
+
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only what may pass next time: I/O trouble, not bad input (which is quarantined)."""

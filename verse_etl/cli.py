@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verse_etl.assemble import BuildSummary
-from verse_etl.errors import VerseEtlError, WorkspaceBusyError
+from verse_etl.errors import VerseEtlError
 from verse_etl.params import SAMPLE_SIZES, BuildParams, Params, SourceParams, load_params
 
 app = typer.Typer(
@@ -24,6 +26,20 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="params.yaml to read defaults from.")]
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn a verse-etl error into one line on stderr and the error's exit code, no traceback.
+
+    Exit codes: 1 the build ran but records failed checks set to ``raise`` (or a release was
+    refused), 2 bad input or configuration, 3 another build holds the workspace.
+    """
+    try:
+        yield
+    except VerseEtlError as e:
+        console.print(f"[red]{e.label}:[/red] {e}")
+        raise typer.Exit(e.exit_code) from e
 
 
 def _params(path: Path) -> Params:
@@ -61,7 +77,7 @@ def sample(
     from verse_etl.sample import write_annotation_studies, write_sample
 
     start = time.perf_counter()
-    try:
+    with _reported():
         if annotations is not None:
             manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
@@ -76,9 +92,6 @@ def sample(
                 overwrite=overwrite,
                 edge_cases=edge_cases,
             )
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     console.print(
         f"sample written to {out} in {time.perf_counter() - start:.1f} s: "
         f"{len(manifest.verse)} VerSe scans, {len(manifest.mosmed)} MosMed studies, "
@@ -100,7 +113,6 @@ WaitOption = Annotated[
     float,
     typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
 ]
-BUSY_EXIT = 3
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -118,7 +130,7 @@ def _build_params(
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
 ) -> BuildParams:
-    try:
+    with _reported():
         params = _params(params_file).build
         if verse is not None or mosmed is not None:
             params = replace(
@@ -136,9 +148,6 @@ def _build_params(
             params = replace(
                 params, mosmed=replace(params.mosmed, id_mapping=str(mosmed_id_mapping))
             )
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     for name, root in (("VerSe", params.sources.verse), ("MosMed", params.sources.mosmed)):
         if root and not Path(root).is_dir():
             console.print(
@@ -192,20 +201,11 @@ def build(
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
     params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping)
-    from flows.build import BuildFailed, run_build
+    from flows.build import run_build
 
     start = time.perf_counter()
-    try:
+    with _reported():
         summary = run_build(params, runner, dask_address, wait)
-    except WorkspaceBusyError as e:
-        console.print(f"[red]busy:[/red] {e}")
-        raise typer.Exit(BUSY_EXIT) from e
-    except BuildFailed as e:
-        console.print(f"[red]build failed:[/red] {e}")
-        raise typer.Exit(1) from e
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -230,14 +230,8 @@ def ingest(
     from flows.build import run_ingest
 
     start = time.perf_counter()
-    try:
+    with _reported():
         results = run_ingest(tuple(sources), params, runner, dask_address, wait)
-    except WorkspaceBusyError as e:
-        console.print(f"[red]busy:[/red] {e}")
-        raise typer.Exit(BUSY_EXIT) from e
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     built = sum(r.converted for r in results)
     Console().print(
         f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
@@ -250,17 +244,11 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from flows.build import BuildFailed, run_tables
+    from flows.build import run_tables
 
     start = time.perf_counter()
-    try:
+    with _reported():
         summary = run_tables(params, wait)
-    except WorkspaceBusyError as e:
-        console.print(f"[red]busy:[/red] {e}")
-        raise typer.Exit(BUSY_EXIT) from e
-    except BuildFailed as e:
-        console.print(f"[red]build failed:[/red] {e}")
-        raise typer.Exit(1) from e
     _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 
@@ -274,11 +262,8 @@ def release(
     from verse_etl.release import release as make_release
 
     params = _params(params_file).build
-    try:
+    with _reported():
         notes = make_release(Path.cwd(), tag, params.out)
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
     Console().print(notes.to_markdown())
     if push:
         from dvc.repo import Repo
@@ -297,16 +282,13 @@ def serve(
 
     Runs against the Prefect API in PREFECT_API_URL (e.g. a local `prefect server start`).
     """
-    try:
+    with _reported():
         params = _params(params_file)
         schedule = replace(
             params.schedule,
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     from flows.schedule import serve as serve_deployment
 
     serve_deployment(
@@ -328,11 +310,8 @@ def query(
     """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
     from verse_etl.catalog import query as run_query
 
-    try:
+    with _reported():
         result = run_query(out, sql).to_pandas()
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     if fmt == "csv":
         typer.echo(result.to_csv(index=False), nl=False)
     elif fmt == "json":
@@ -362,11 +341,8 @@ def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
     from verse_etl.download import Download
     from verse_etl.download import fetch as fetch_one
 
-    try:
+    with _reported():
         items = [Download(d.url, Path(d.dest), d.sha256) for d in _params(params_file).downloads]
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     failed = 0
     for item in items:
         try:
@@ -387,11 +363,8 @@ def report(out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data
     """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
     from verse_etl.report import write_report
 
-    try:
+    with _reported():
         path = write_report(out)
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     Console().print(f"report written to {path}")
 
 
@@ -402,11 +375,8 @@ def summary(
     """Print what a finished build holds: rows per table, stores and their size, quarantine."""
     from verse_etl.inventory import read_inventory
 
-    try:
+    with _reported():
         inventory = read_inventory(out)
-    except VerseEtlError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     table = Table(title=f"verse-etl dataset at {out}")
     table.add_column("table")
     table.add_column("rows", justify="right")

@@ -10,7 +10,14 @@ from pathlib import Path
 
 
 class VerseEtlError(Exception):
-    """Base class of every error verse-etl raises on purpose."""
+    """Base class of every error verse-etl raises on purpose.
+
+    ``exit_code`` and ``label`` say how the command line reports it: 2 for bad input or
+    configuration unless a subclass says otherwise.
+    """
+
+    exit_code: int = 2
+    label: str = "error"
 
 
 class InputError(VerseEtlError, ValueError):
@@ -45,3 +52,6 @@ class ParamsError(VerseEtlError, ValueError):
 
 class WorkspaceBusyError(VerseEtlError, RuntimeError):
     """Another build holds the workspace lock."""
+
+    exit_code = 3
+    label = "busy"

@@ -35,6 +35,8 @@ NOTES_DIR = "releases"
 class ReleaseError(VerseEtlError):
     """The workspace cannot be released as it is."""
 
+    exit_code = 1
+
 
 @dataclass(frozen=True)
 class TableChanges:
