@@ -4,6 +4,7 @@ refused; a broken archive is an error, not a partial study."""
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_broken_archive_is_an_error(tmp_path: Path, damage: str) -> None:
     archive = tmp_path / "S.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for i in range(20):
-            _member(tar, f"S/S/IM{i}", bytes(range(256)) * 400)
+            # Noise-like bytes, as CT pixel data: a repeating pattern would compress like a bomb.
+            _member(tar, f"S/S/IM{i}", random.Random(i).randbytes(100_000))
     raw = archive.read_bytes()
     archive.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"PK\x03\x04" + raw)
     dest = tmp_path / "out"
@@ -71,3 +73,23 @@ def test_broken_archive_is_an_error(tmp_path: Path, damage: str) -> None:
     with pytest.raises(InputError, match="cannot read the study archive") as info:
         unpack_archive(archive, dest)
     assert info.value.check == "archive_read" and info.value.path == str(archive)
+
+
+def test_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path) -> None:
+    archive = tmp_path / "dicom" / "B.tar.gz"
+    archive.parent.mkdir()
+    zeros = b"\0" * (64 << 20)  # 64 MiB of zeros gzip to about 64 KiB: a 1000x expansion
+    with tarfile.open(archive, "w:gz") as tar:
+        _member(tar, "B/B/IM1", b"a real slice")
+        _member(tar, "B/B/IM2", zeros)
+        _member(tar, "B/B/IM3", b"never reached")
+    assert archive.stat().st_size * 100 < len(zeros)
+    dest = tmp_path / "unpack"
+    dest.mkdir()
+    with pytest.raises(
+        InputError, match=r"B\.tar\.gz: expands to more than 100 times its size"
+    ) as info:
+        unpack_archive(archive, dest)
+    assert info.value.check == "archive_bomb"
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert written < 1 << 20  # the bomb member itself was never written

@@ -8,7 +8,9 @@ Only regular files are written, each through ``extractfile`` into the destinatio
 name checked beforehand: absolute names, ``..`` components, names that would resolve outside the
 destination, links (symbolic and hard), devices, FIFOs and repeated names are refused with a
 record and never written. Members are streamed one at a time (``r|gz``), so memory stays bounded
-by the copy buffer whatever the archive size.
+by the copy buffer whatever the archive size. A decompression bomb is stopped before it fills the
+disk: the sizes declared in the tar headers (exact, since tar data is read sequentially) may add up
+to at most ``max_ratio`` times the archive's own size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from verse_etl.errors import InputError
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz")
 """File name endings of study archives."""
+
+MAX_RATIO = 100.0
+"""Most bytes unpacked per byte of archive. CT DICOM gzips 2-5x; a bomb expands 1000x and more."""
 
 MEMBER_SEPARATOR = "!/"
 """Joins an archive's path and a member name in records: ``dicom/<Folder>.tar.gz!/<member>``."""
@@ -79,7 +84,45 @@ def safe_member_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
-def unpack_archive(archive: Path, dest: Path) -> Unpacked:
+def _check_gzip(archive: Path, budget: float, max_ratio: float) -> None:
+    """Inflate the whole archive once, output discarded, before anything is unpacked.
+
+    tarfile's stream mode stops silently at a truncated end that falls on a member boundary, and
+    a bomb is cheapest to stop before any file is written. Memory stays at one 1 MiB piece.
+    """
+    inflate = zlib.decompressobj(31)
+    produced = 0
+    try:
+        with open(archive, "rb") as f:
+            data = f.read(1 << 20)
+            while data and not inflate.eof:
+                produced += len(inflate.decompress(data, 1 << 20))
+                if produced > budget:
+                    raise InputError(
+                        archive,
+                        f"expands to more than {max_ratio:g} times its size "
+                        f"({archive.stat().st_size} bytes): a decompression bomb",
+                        "check where the archive comes from; nothing of it was kept",
+                        check="archive_bomb",
+                    )
+                data = inflate.unconsumed_tail or f.read(1 << 20)
+    except (zlib.error, OSError) as e:
+        raise InputError(
+            archive,
+            f"cannot read the study archive ({type(e).__name__}: {e})",
+            "re-download or repack the archive (expected a complete .tar.gz)",
+            check="archive_read",
+        ) from e
+    if not inflate.eof:
+        raise InputError(
+            archive,
+            f"cannot read the study archive (the gzip stream ends early, after {produced} bytes)",
+            "the download is truncated; re-download or repack the archive",
+            check="archive_read",
+        )
+
+
+def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> Unpacked:
     """Write every safe regular member of a ``.tar.gz`` archive below ``dest``.
 
     Parameters
@@ -88,6 +131,8 @@ def unpack_archive(archive: Path, dest: Path) -> Unpacked:
         The study archive.
     dest
         An empty folder (a temporary one: the caller deletes it).
+    max_ratio
+        Most bytes unpacked per byte of archive (see the module docstring).
 
     Returns
     -------
@@ -98,9 +143,13 @@ def unpack_archive(archive: Path, dest: Path) -> Unpacked:
     Raises
     ------
     InputError
-        If the archive cannot be read to its end (not gzip, not tar, truncated): nothing from
-        it should be trusted then.
+        If the archive cannot be read to its end (not gzip, not tar, truncated), or would expand
+        to more than ``max_ratio`` times its size (check ``archive_bomb``): nothing from it
+        should be trusted then.
     """
+    budget = max_ratio * max(archive.stat().st_size, 1)
+    _check_gzip(archive, budget, max_ratio)
+    unpacked = 0
     dest_resolved = dest.resolve()
     written: list[UnpackedFile] = []
     refused: list[InputError] = []
@@ -142,6 +191,16 @@ def unpack_archive(archive: Path, dest: Path) -> Unpacked:
                     refuse(member.name, "appears twice in the archive (the first copy was kept)")
                     continue
                 seen.add(relative)
+                unpacked += member.size
+                if unpacked > budget:
+                    raise InputError(
+                        archive,
+                        f"expands to more than {max_ratio:g} times its size ({unpacked} bytes "
+                        f"declared by member {member.name!r} and those before it, archive "
+                        f"{archive.stat().st_size} bytes): a decompression bomb or a corrupt header",
+                        "check where the archive comes from; nothing of it was kept",
+                        check="archive_bomb",
+                    )
                 source = tar.extractfile(member)
                 if source is None:  # pragma: no cover - regular members always have data
                     refuse(member.name, "has no data")
@@ -149,6 +208,12 @@ def unpack_archive(archive: Path, dest: Path) -> Unpacked:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with source, open(target, "xb") as out:
                     shutil.copyfileobj(source, out, length=1 << 20)
+                    copied = out.tell()
+                if copied != member.size:
+                    # tarfile's stream mode returns short data at a truncated end, silently.
+                    raise EOFError(
+                        f"member {member.name!r} ends after {copied} of {member.size} bytes"
+                    )
                 written.append(UnpackedFile(path=target, member=str(relative)))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise InputError(
