@@ -7,7 +7,6 @@ the partial file and raises: a corrupt download is never mistaken for a source.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verse_etl.errors import InputError
+from verse_etl.hashing import sha256_file
 
 _BLOCK = 1 << 20
 
@@ -39,14 +39,6 @@ class DownloadResult:
     skipped: bool  # already present with the right sha256
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
     """Fetch one file (see the module docstring).
 
@@ -56,7 +48,7 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
         If the server fails, or the finished file's sha256 differs from ``item.sha256``.
     """
     dest = item.dest
-    if dest.exists() and _sha256(dest) == item.sha256:
+    if dest.exists() and sha256_file(dest) == item.sha256:
         return DownloadResult(dest, 0, 0, skipped=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -101,7 +93,7 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
             "run the fetch again: it resumes where it stopped",
             check="download",
         )
-    actual = _sha256(part)
+    actual = sha256_file(part)
     if actual != item.sha256:
         part.unlink()
         raise InputError(

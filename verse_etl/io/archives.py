@@ -84,6 +84,25 @@ def safe_member_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
+def _unreadable(archive: Path, detail: str) -> InputError:
+    return InputError(
+        archive,
+        f"cannot read the study archive ({detail})",
+        "re-download or repack the archive (expected a complete .tar.gz)",
+        check="archive_read",
+    )
+
+
+def _bomb(archive: Path, max_ratio: float, detail: str) -> InputError:
+    return InputError(
+        archive,
+        f"expands to more than {max_ratio:g} times its size ({archive.stat().st_size} bytes; "
+        f"{detail}): a decompression bomb or a corrupt header",
+        "check where the archive comes from; nothing of it was kept",
+        check="archive_bomb",
+    )
+
+
 def _check_gzip(archive: Path, budget: float, max_ratio: float) -> None:
     """Inflate the whole archive once, output discarded, before anything is unpacked.
 
@@ -98,28 +117,12 @@ def _check_gzip(archive: Path, budget: float, max_ratio: float) -> None:
             while data and not inflate.eof:
                 produced += len(inflate.decompress(data, 1 << 20))
                 if produced > budget:
-                    raise InputError(
-                        archive,
-                        f"expands to more than {max_ratio:g} times its size "
-                        f"({archive.stat().st_size} bytes): a decompression bomb",
-                        "check where the archive comes from; nothing of it was kept",
-                        check="archive_bomb",
-                    )
+                    raise _bomb(archive, max_ratio, f"{produced}+ bytes inflated")
                 data = inflate.unconsumed_tail or f.read(1 << 20)
     except (zlib.error, OSError) as e:
-        raise InputError(
-            archive,
-            f"cannot read the study archive ({type(e).__name__}: {e})",
-            "re-download or repack the archive (expected a complete .tar.gz)",
-            check="archive_read",
-        ) from e
+        raise _unreadable(archive, f"{type(e).__name__}: {e}") from e
     if not inflate.eof:
-        raise InputError(
-            archive,
-            f"cannot read the study archive (the gzip stream ends early, after {produced} bytes)",
-            "the download is truncated; re-download or repack the archive",
-            check="archive_read",
-        )
+        raise _unreadable(archive, f"the gzip stream ends early, after {produced} bytes")
 
 
 def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> Unpacked:
@@ -193,13 +196,8 @@ def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> U
                 seen.add(relative)
                 unpacked += member.size
                 if unpacked > budget:
-                    raise InputError(
-                        archive,
-                        f"expands to more than {max_ratio:g} times its size ({unpacked} bytes "
-                        f"declared by member {member.name!r} and those before it, archive "
-                        f"{archive.stat().st_size} bytes): a decompression bomb or a corrupt header",
-                        "check where the archive comes from; nothing of it was kept",
-                        check="archive_bomb",
+                    raise _bomb(
+                        archive, max_ratio, f"{unpacked} bytes declared up to {member.name!r}"
                     )
                 source = tar.extractfile(member)
                 if source is None:  # pragma: no cover - regular members always have data
@@ -216,11 +214,6 @@ def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> U
                     )
                 written.append(UnpackedFile(path=target, member=str(relative)))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise InputError(
-            archive,
-            f"cannot read the study archive ({type(e).__name__}: {e})",
-            "re-download or repack the archive (expected a complete .tar.gz)",
-            check="archive_read",
-        ) from e
+        raise _unreadable(archive, f"{type(e).__name__}: {e}") from e
     written.sort(key=lambda f: f.member)
     return Unpacked(files=written, refused=refused)
