@@ -1,11 +1,11 @@
-"""The scheduled-release deployment registers on a real local `prefect server`, and a run
+"""The scheduled-release deployment registers on a real local `prefect server` (the shared
+module fixture), and a run
 triggered from it builds, releases and pushes the dataset."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +19,6 @@ from tests.e2e.dvc_project import GIT_IDENTITY, ROOT, make_project, run
 pytestmark = pytest.mark.slow
 
 FLOW, DEPLOYMENT = "verse-etl-scheduled-release", "nightly-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(check, what: str, seconds: float, proc: subprocess.Popen) -> object:
@@ -58,15 +52,16 @@ def _process(args: list[str], log: Path, env: dict[str, str], cwd: Path):
                 proc.wait()
 
 
-def test_deployment_registers_and_a_triggered_run_releases(tmp_path: Path) -> None:
+def test_deployment_registers_and_a_triggered_run_releases(
+    tmp_path: Path, prefect_api: str
+) -> None:
     project = make_project(tmp_path / "project")
     storage = tmp_path / "storage"
     run(["dvc", "remote", "add", "-d", "local", str(storage)], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "pipeline"], project)
 
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    api = prefect_api
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -81,40 +76,27 @@ def test_deployment_registers_and_a_triggered_run_releases(tmp_path: Path) -> No
     }
     logs = tmp_path / "logs"
     logs.mkdir()
-    server_args = [
-        str(bin_dir / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
     serve_args = [str(bin_dir / "verse-etl"), "serve", "--cron", "0 3 * * *", "--name", DEPLOYMENT]
-    with _process(server_args, logs / "server.log", env, tmp_path) as server:
-        _wait(
-            lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, "server", 180, server
+    with _process(serve_args, logs / "serve.log", env, project) as served:
+        url = f"{api}/deployments/name/{FLOW}/{DEPLOYMENT}"
+        deployment = _wait(
+            lambda: (r := httpx.get(url, timeout=5)).status_code == 200 and r.json(),
+            "deployment",
+            180,
+            served,
         )
-        with _process(serve_args, logs / "serve.log", env, project) as served:
-            url = f"{api}/deployments/name/{FLOW}/{DEPLOYMENT}"
-            deployment = _wait(
-                lambda: (r := httpx.get(url, timeout=5)).status_code == 200 and r.json(),
-                "deployment",
-                180,
-                served,
-            )
-            crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
-            assert crons == ["0 3 * * *"]
-            trigger = subprocess.run(
-                [str(bin_dir / "prefect"), "deployment", "run", f"{FLOW}/{DEPLOYMENT}", "--watch"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-            output = trigger.stdout + trigger.stderr
-            assert trigger.returncode == 0, output + (logs / "serve.log").read_text()
-            assert "Completed" in output
+        crons = [s["schedule"].get("cron") for s in deployment["schedules"]]
+        assert crons == ["0 3 * * *"]
+        trigger = subprocess.run(
+            [str(bin_dir / "prefect"), "deployment", "run", f"{FLOW}/{DEPLOYMENT}", "--watch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        output = trigger.stdout + trigger.stderr
+        assert trigger.returncode == 0, output + (logs / "serve.log").read_text()
+        assert "Completed" in output
 
     tags = run(["git", "tag", "--list"], project).split()
     assert len(tags) == 1 and tags[0].startswith("v"), tags
