@@ -25,6 +25,15 @@ from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
+from verse_etl.paths import table_dir
+from verse_etl.publish import (
+    fetch_case_results,
+    local_root,
+    prune_target,
+    publish_results,
+    publish_tables,
+    run_case,
+)
 from verse_etl.records import CaseResult
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
@@ -60,15 +69,33 @@ _CASE_TASK = {
 
 
 @task(name="verse-scan", task_run_name="verse-{scan.scan_id}", **_CASE_TASK)
-def verse_scan_task(scan: VerseScan, root: Path, out: Path, params: BuildParams) -> CaseResult:
-    """Build one VerSe scan."""
-    return build_verse_scan(scan, root, out, params.volumes, params.checks)
+def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams) -> CaseResult:
+    """Build one VerSe scan (and publish it when the build goes to a URL)."""
+    return run_case(
+        lambda out, exists: build_verse_scan(
+            scan, root, out, params.volumes, params.checks, exists
+        ),
+        params.out,
+        work,
+        "verse",
+        scan.scan_id,
+    )
 
 
 @task(name="mosmed-study", task_run_name="mosmed-{study.folder}", **_CASE_TASK)
-def mosmed_study_task(study: MosmedStudy, root: Path, out: Path, params: BuildParams) -> CaseResult:
-    """Build one MosMed study."""
-    return build_mosmed_study(study, root, out, params.volumes, params.mosmed)
+def mosmed_study_task(
+    study: MosmedStudy, root: Path, work: Path, params: BuildParams
+) -> CaseResult:
+    """Build one MosMed study (and publish it when the build goes to a URL)."""
+    return run_case(
+        lambda out, exists: build_mosmed_study(
+            study, root, out, params.volumes, params.mosmed, exists
+        ),
+        params.out,
+        work,
+        "mosmed",
+        study.folder,
+    )
 
 
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
@@ -81,7 +108,7 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[Ca
     be placed), and what to compute once the cases are done (the VerSe'19 fracture grades, which
     are joined to the scans' vertebrae).
     """
-    out = Path(params.out)
+    out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
     if not root_text:
         return [], [], lambda _: []
@@ -107,10 +134,11 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[Ca
 
 
 def _collect(
-    source_futures: dict[str, tuple[list[Any], list[CaseResult], Finish]], out: Path
+    source_futures: dict[str, tuple[list[Any], list[CaseResult], Finish]], params: BuildParams
 ) -> list[CaseResult]:
     """Wait for every case, log progress as cases finish, save and prune per source."""
     logger = get_run_logger()
+    out = local_root(params.out, params.work)
     total = sum(len(f) for f, _, _ in source_futures.values())
     start = time.perf_counter()
     futures = [f for fs, _, _ in source_futures.values() for f in fs]
@@ -134,7 +162,9 @@ def _collect(
         mine = cases + derived
         for result in derived:
             save_case_result(out, result)
+        publish_results(params.out, out, derived)
         prune_source(out, source, mine)
+        prune_target(params.out, source, mine)
         results += mine
     return results
 
@@ -146,7 +176,7 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> list[CaseResult]:
     submitted = {source: _submit_source(source, params) for source in sources}
     for source, (futures, _, _) in submitted.items():
         logger.info("%s: %d cases submitted", source, len(futures))
-    results = _collect(submitted, Path(params.out))
+    results = _collect(submitted, params)
     built = sum(r.converted for r in results)
     logger.info(
         "ingested %d cases: %d built, %d unchanged", len(results), built, len(results) - built
@@ -162,13 +192,14 @@ def tables(params: BuildParams) -> BuildSummary:
     BuildFailed
         After all tables are written, if any record failed a check whose mode is ``raise``.
     """
-    out = Path(params.out)
+    out = fetch_case_results(params.out, local_root(params.out, params.work))
     summary = assemble(load_case_results(out), out, params.checks)
     write_card(out, params)
+    publish_tables(params.out, out)
     if summary.failing:
         raise BuildFailed(
             f"{out}: {summary.failing} quarantined record(s) failed checks set to 'raise' "
-            f"({summary.checks_failed}); see {out / 'tables' / 'quarantine.parquet'}"
+            f"({summary.checks_failed}); see {table_dir(out, 'quarantine')}"
         )
     return summary
 
@@ -214,7 +245,7 @@ def run_build(
     params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
     """Run :func:`build_dataset` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(Path(params.out), timeout=wait):
+    with workspace_lock(local_root(params.out, params.work), timeout=wait):
         return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
             params
         )
@@ -228,7 +259,7 @@ def run_ingest(
     wait: float = 0.0,
 ) -> list[CaseResult]:
     """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(Path(params.out), timeout=wait):
+    with workspace_lock(local_root(params.out, params.work), timeout=wait):
         return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
             sources, params
         )
@@ -236,5 +267,5 @@ def run_ingest(
 
 def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
     """Run :func:`tables` holding the workspace lock."""
-    with workspace_lock(Path(params.out), timeout=wait):
+    with workspace_lock(local_root(params.out, params.work), timeout=wait):
         return tables(params)

@@ -31,7 +31,12 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 }
 """Row order of each table: files are byte-identical from build to build."""
 
+PARTITION_BY: tuple[str, ...] = ("source", "release")
+"""Hive partition keys of every table: ``tables/<table>/source=<s>/release=<r>/part-0.parquet``.
+Each contract declares both as columns; their values live in the folder names, not in the files."""
+
 __all__ = [
+    "PARTITION_BY",
     "SORT_KEYS",
     "TABLES",
     "MosmedConsensusTable",

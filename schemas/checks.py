@@ -43,3 +43,14 @@ def orientation_column(series: pd.Series) -> pd.Series:
             and len({c.replace("R", "L").replace("A", "P").replace("I", "S") for c in s}) == 3
         ),
     )
+
+
+PARTITION_NOTE = (
+    " Hive partition key: the value is the folder name (source=..., release=...), not a column "
+    "of the Parquet files; readers with hive partitioning (DuckDB, polars, pyarrow.dataset, "
+    "pandas, Spark) return it as a column."
+)
+
+VERSE_RELEASES = ["verse19", "verse20"]
+MOSMED_RELEASES = ["ctlungca500", "v1", "v2"]
+"""MosMed: ctlungca500 for the CT studies themselves, v1/v2 for the annotation releases."""

@@ -11,6 +11,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from schemas.checks import PARTITION_NOTE
 from verse_etl.annotations import LEVELS
 
 
@@ -19,7 +20,6 @@ class MosmedConsensusTable(pa.DataFrameModel):
 
     folder: Series[str] = pa.Field(description="Study folder (joins mosmed_vertebrae.folder).")
     series_uid: Series[str] = pa.Field(description="SeriesInstanceUID of the annotated series.")
-    release: Series[str] = pa.Field(isin=["v1", "v2"], description="Annotation release.")
     vertebra: Series[int] = pa.Field(
         ge=0, description="Vertebra number within the study and release, cranial first."
     )
@@ -59,6 +59,11 @@ class MosmedConsensusTable(pa.DataFrameModel):
     genant_grade_max: Series[int] = pa.Field(isin=[0, 1, 2, 3], description="Highest expert grade.")
     grade_agreement: Series[float] = pa.Field(
         gt=0, le=1, description="Share of the experts who gave the consensus grade."
+    )
+
+    source: Series[str] = pa.Field(isin=["mosmed"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=["v1", "v2"], description="Annotation release." + PARTITION_NOTE
     )
 
     class Config:

@@ -13,6 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from schemas.checks import PARTITION_NOTE
 from verse_etl.annotations import LEVELS, POINT_NAMES
 
 LEVEL_SOURCES = ["annotation", "v2_same_expert", "v2_other_expert"]
@@ -29,10 +30,6 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     folder: Series[str] = pa.Field(description="Study folder (current identifier).")
     series_uid: Series[str] = pa.Field(
         description="SeriesInstanceUID of the annotated series (current identifier), verbatim."
-    )
-    release: Series[str] = pa.Field(
-        isin=["v1", "v2"],
-        description="Annotation release: v1 (Pisov 2020) or v2 (labelled, Zakharov 2023).",
     )
     expert: Series[str] = pa.Field(
         str_matches=r"^expert\d+$", description="Annotating expert (expert0..expert6)."
@@ -237,6 +234,13 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         isin=[0, 1, 2, 3],
         description="Genant grade 0..3 of the largest ratio named in mosmed.genant.ratios, with "
         "the thresholds and bin convention of mosmed.genant.",
+    )
+
+    source: Series[str] = pa.Field(isin=["mosmed"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=["v1", "v2"],
+        description="Annotation release: v1 (Pisov 2020) or v2 (labelled, Zakharov 2023)."
+        + PARTITION_NOTE,
     )
 
     class Config:

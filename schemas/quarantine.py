@@ -5,13 +5,12 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from schemas.checks import MOSMED_RELEASES, PARTITION_NOTE, VERSE_RELEASES
+
 
 class QuarantineTable(pa.DataFrameModel):
     """One row per rejected or flagged record. Nothing leaves the build silently."""
 
-    source: Series[str] = pa.Field(
-        isin=["verse", "mosmed"], description="Source dataset of the record."
-    )
     case_id: Series[str] = pa.Field(
         description="Scan id, or study folder (MosMed) the record belongs to."
     )
@@ -32,6 +31,15 @@ class QuarantineTable(pa.DataFrameModel):
         description="warn: flagged, build goes on; raise: fails the build after all cases ran.",
     )
     record: Series[str] = pa.Field(description="The rejected row as JSON ('' for a whole case).")
+
+    source: Series[str] = pa.Field(
+        isin=["verse", "mosmed"], description="Source dataset of the record."
+    )
+    release: Series[str] = pa.Field(
+        isin=[*VERSE_RELEASES, *MOSMED_RELEASES, "unknown"],
+        description="Release of the case the record belongs to (the scan's or annotation's release; ctlungca500 for MosMed studies; unknown where the file does not say)."
+        + PARTITION_NOTE,
+    )
 
     class Config:
         strict = True

@@ -8,7 +8,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.checks import affine_column, orientation_column
+from schemas.checks import PARTITION_NOTE, VERSE_RELEASES, affine_column, orientation_column
 
 
 class ScansTable(pa.DataFrameModel):
@@ -22,9 +22,6 @@ class ScansTable(pa.DataFrameModel):
     patient_id: Series[str] = pa.Field(
         str_matches=r"^(verse|gl)\d{3}$",
         description="Patient (subject) id; several scans may share one (split- entity).",
-    )
-    release: Series[str] = pa.Field(
-        isin=["verse19", "verse20"], description="Release the kept copy comes from."
     )
     split: Series[str] = pa.Field(
         isin=["training", "validation", "test"],
@@ -129,6 +126,11 @@ class ScansTable(pa.DataFrameModel):
         description="True if every chunk of the store (CT, labels, all pyramid levels) was read "
         "back after writing and decoded to the source voxels (params volumes.verify); a "
         "mismatch quarantines the scan instead (check store_verify)."
+    )
+
+    source: Series[str] = pa.Field(isin=["verse"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=VERSE_RELEASES, description="Release the kept copy comes from." + PARTITION_NOTE
     )
 
     class Config:

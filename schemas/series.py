@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.checks import is_affine, orientation_column
+from schemas.checks import PARTITION_NOTE, is_affine, orientation_column
 from verse_etl.io.series_geometry import ORDERS, VERDICTS
 
 
@@ -149,6 +149,12 @@ class SeriesTable(pa.DataFrameModel):
     )
     hu_min: Series[float] = pa.Field(nullable=True, description="Minimum HU of the store.")
     hu_max: Series[float] = pa.Field(nullable=True, description="Maximum HU of the store.")
+
+    source: Series[str] = pa.Field(isin=["mosmed"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=["ctlungca500"],
+        description="MosMed release the study comes from (CTLungCa-500)." + PARTITION_NOTE,
+    )
 
     class Config:
         strict = True

@@ -10,6 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from schemas.checks import PARTITION_NOTE
 from verse_etl.fracture_grades import GRADED_LABELS
 from verse_etl.levels import VERSE_LEVELS
 
@@ -93,6 +94,12 @@ class VerseFractureGradesTable(pa.DataFrameModel):
         description="The spreadsheet, relative to the VerSe source root."
     )
     source_row: Series[int] = pa.Field(ge=2, description="Row number in sheet VerSe_dataset.")
+
+    source: Series[str] = pa.Field(isin=["verse"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=["verse19"],
+        description="Release the grade table comes with (VerSe'19's spreadsheet)." + PARTITION_NOTE,
+    )
 
     class Config:
         strict = True

@@ -15,6 +15,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))
@@ -108,6 +109,12 @@ class VertebraeTable(pa.DataFrameModel):
         description="Pieces smaller than params checks.min_island_voxels (spurious islands).",
     )
     island_voxels: Series[int] = pa.Field(ge=0, description="Voxels in those islands.")
+
+    source: Series[str] = pa.Field(isin=["verse"], description="Source dataset." + PARTITION_NOTE)
+    release: Series[str] = pa.Field(
+        isin=VERSE_RELEASES,
+        description="Release of the vertebra's scan (scans.release)." + PARTITION_NOTE,
+    )
 
     class Config:
         strict = True

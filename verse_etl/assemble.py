@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,9 +13,10 @@ import pandas as pd
 from schemas import SORT_KEYS, TABLES
 from verse_etl.consensus import consensus_rows
 from verse_etl.params import CheckParams
-from verse_etl.paths import metrics_path, table_path
+from verse_etl.paths import metrics_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
-from verse_etl.tables import collect_rows, frame, quarantine_frame, write_parquet
+from verse_etl.sources.verse import release_split
+from verse_etl.tables import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.validation import validate_table
 
 # How to name the source, case and file of a row of each table in a quarantine record.
@@ -30,6 +32,42 @@ _ROW_ORIGIN = {
 _DERIVED = (
     ("mosmed_consensus", consensus_rows, "mosmed_vertebrae", ("mosmed", "folder", "folder")),
 )
+
+
+# The release partition of rows whose table has no release of its own (see schemas/checks.py).
+_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": "ctlungca500"}
+MOSMED_STUDY_RELEASE = "ctlungca500"
+
+
+def _with_partitions(
+    df: pd.DataFrame, name: str, source: str, scan_release: dict[str, str]
+) -> pd.DataFrame:
+    """Fill the partition keys (source, release) of the rows of table ``name``."""
+    df = df.copy()
+    df["source"] = source
+    if name in _FIXED_RELEASE:
+        df["release"] = _FIXED_RELEASE[name]
+    elif name == "vertebrae":
+        df["release"] = [scan_release.get(s, "unknown") for s in df["scan_id"]]
+    return df
+
+
+def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) -> str:
+    """Release of the case a quarantine record belongs to, as far as the record tells."""
+    if row["source"] == "verse":
+        if row["case_id"] in scan_release:
+            return scan_release[str(row["case_id"])]
+        for part in str(row["file"]).split("/"):
+            found = release_split(part.removesuffix(".zip"))
+            if found:
+                return found[0]
+        return "unknown"
+    try:
+        record = json.loads(str(row["record"])) if row["record"] else {}
+    except json.JSONDecodeError:
+        record = {}
+    release = record.get("release") if isinstance(record, dict) else None
+    return release if release in ("v1", "v2") else MOSMED_STUDY_RELEASE
 
 
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
@@ -81,7 +119,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     the build after everything good is on disk. Temporary files left by a killed earlier run
     are removed first.
     """
-    for leftover in [*out.glob("tables/*.tmp-*"), *out.glob("*.tmp-*")]:
+    for leftover in [*out.glob("tables/.*.tmp-*"), *out.glob("tables/.*.old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
     frames: dict[str, pd.DataFrame] = {}
@@ -91,9 +131,11 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         row["scan_id"]: row.get("mask_path") or row.get("centroids_path") or row["ct_path"]
         for row in collect_rows(results, "scans")
     }
+    scan_release = {row["scan_id"]: row["release"] for row in collect_rows(results, "scans")}
     for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
         model = TABLES[name]
         df = frame(collect_rows(results, name), model, SORT_KEYS[name])
+        df = _with_partitions(df, name, source, scan_release)
         good, rejected = validate_table(
             df,
             model,
@@ -112,6 +154,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         quarantine.extend(orphans)
     for name, derive, base, (source, case_col, file_col) in _DERIVED:
         df = frame(derive(frames[base]), TABLES[name], SORT_KEYS[name])
+        df = _with_partitions(df, name, source, scan_release)
         frames[name], rejected = validate_table(
             df,
             TABLES[name],
@@ -123,13 +166,17 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         )
         quarantine.extend(rejected)
     q_rows = [
-        {**row, "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"]}
+        {
+            **row,
+            "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"],
+            "release": _quarantine_release(row, scan_release),
+        }
         for row in quarantine_frame(quarantine)
     ]
     frames["quarantine"] = frame(q_rows, TABLES["quarantine"], SORT_KEYS["quarantine"])
     frames["quarantine"] = TABLES["quarantine"].validate(frames["quarantine"])
     for name, df in frames.items():
-        write_parquet(df, table_path(out, name), TABLES[name])
+        write_table(df, table_dir(out, name), TABLES[name])
     failed: dict[str, int] = {}
     for row in q_rows:
         failed[row["check"]] = failed.get(row["check"], 0) + 1

@@ -15,8 +15,9 @@ import pandas as pd
 from schemas import TABLES
 from verse_etl import __version__
 from verse_etl.params import BuildParams
-from verse_etl.paths import TABLES_DIR, table_path
+from verse_etl.paths import TABLES_DIR, table_dir
 from verse_etl.records import write_text_atomic
+from verse_etl.tables import read_table
 
 CARD_NAME = "DATASET_CARD.md"
 
@@ -124,7 +125,7 @@ def render_card(tables: dict[str, pd.DataFrame], params: BuildParams) -> str:
         )
         lines.append("")
     lines += [
-        f"Quarantined records: {len(quarantine)} (see `quarantine.parquet` for file, check and reason).",
+        f"Quarantined records: {len(quarantine)} (see the `quarantine` table for file, check and reason).",
         "",
     ]
     lines += ["## Sources, licences and required citations", ""]
@@ -167,9 +168,7 @@ def card_path(out: Path) -> Path:
 def write_card(out: Path, params: BuildParams) -> Path:
     """Render the card from the tables on disk and write it atomically; return its path."""
     tables = {
-        name: pd.read_parquet(table_path(out, name))
-        for name in TABLES
-        if table_path(out, name).exists()
+        name: read_table(out, name).to_pandas() for name in TABLES if table_dir(out, name).is_dir()
     }
     path = card_path(out)
     write_text_atomic(path, render_card(tables, params))

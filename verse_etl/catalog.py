@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from schemas import TABLES
+from schemas import PARTITION_BY, SORT_KEYS, TABLES
 from verse_etl.errors import InputError
-from verse_etl.paths import table_path
+from verse_etl.paths import table_dir, table_files_glob
 
 
 def connect(out: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
@@ -24,19 +24,31 @@ def connect(out: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     InputError
         If ``out`` holds no tables (not a build folder, or the build has not run).
     """
-    found = {name: table_path(out, name) for name in TABLES if table_path(out, name).exists()}
+    found = [name for name in TABLES if table_dir(out, name).is_dir()]
     if not found:
         raise InputError(
             out,
-            "no tables found (expected tables/*.parquet)",
+            "no tables found (expected tables/<table>/source=*/release=*/*.parquet)",
             "run `dvc repro` (or `dvc pull`) first, or pass the build folder",
             check="catalog",
         )
     con = duckdb.connect(database)
-    for name, path in found.items():
-        literal = str(path.resolve()).replace("'", "''")
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{literal}')")
+    for name in found:
+        con.execute(view_sql(out, name))
     return con
+
+
+def view_sql(out: Path, name: str) -> str:
+    """The DuckDB view of table ``name``: every partition, columns and rows in contract order."""
+    files = table_files_glob(out.resolve(), name).replace("'", "''")
+    columns = ", ".join(f'"{c}"' for c in TABLES[name].to_schema().columns)
+    order = ", ".join(f'"{c}"' for c in SORT_KEYS[name])
+    # Partition values are typed VARCHAR: never guessed from how they look.
+    types = ", ".join(f"'{key}': VARCHAR" for key in PARTITION_BY)
+    return (
+        f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{files}', "
+        f"hive_partitioning = true, hive_types = {{{types}}}) ORDER BY {order}"
+    )
 
 
 def query(out: Path, sql: str) -> pa.Table:

@@ -126,7 +126,7 @@ def _build_params(
     params_file: Path,
     verse: Path | None,
     mosmed: Path | None,
-    out: Path | None,
+    out: str | None,
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
 ) -> BuildParams:
@@ -141,7 +141,7 @@ def _build_params(
                 ),
             )
         if out is not None:
-            params = replace(params, out=str(out))
+            params = replace(params, out=out)
         if workers is not None:
             params = replace(params, workers=workers)
         if mosmed_id_mapping is not None:
@@ -191,7 +191,11 @@ def build(
         Path | None, typer.Option(help="MosMed source root (overrides params).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Build output folder (overrides params).")
+        str | None,
+        typer.Option(
+            help="Build output folder, or an fsspec URL such as s3://bucket/prefix "
+            "(overrides params)."
+        ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Cases built in parallel.")] = None,
     runner: RunnerOption = "threads",

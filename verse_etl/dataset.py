@@ -23,7 +23,7 @@ import zarr
 
 from verse_etl.catalog import connect
 from verse_etl.errors import InputError
-from verse_etl.paths import table_path
+from verse_etl.paths import table_dir
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH
 
 
@@ -66,12 +66,12 @@ class Dataset:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if (
-            not table_path(self.path, "scans").exists()
-            and not table_path(self.path, "series").exists()
+            not table_dir(self.path, "scans").is_dir()
+            and not table_dir(self.path, "series").is_dir()
         ):
             raise InputError(
                 self.path,
-                "not a built dataset (expected tables/scans.parquet)",
+                "not a built dataset (expected tables/scans/ or tables/series/)",
                 "run `dvc pull` or `dvc repro` first",
                 check="dataset",
             )

@@ -13,6 +13,14 @@ from verse_etl.tables import arrow_schema
 HEADER = (
     "# verse-etl data dictionary\n\n"
     "Generated from the contracts in `schemas/` by `verse-etl dictionary`; do not edit by hand.\n"
+    "\nEach table is a folder of Parquet files, hive-partitioned by source and release:\n"
+    "`tables/<table>/source=<source>/release=<release>/part-0.parquet`. The partition keys\n"
+    "`source` and `release` are columns of every table; their values are in the folder names.\n"
+    "Read a table with hive partitioning on, e.g. DuckDB\n"
+    "`read_parquet('tables/scans/*/*/*.parquet', hive_partitioning = true)`, polars\n"
+    "`pl.read_parquet('tables/scans/**/*.parquet', hive_partitioning=True)`, pandas\n"
+    "`pd.read_parquet('tables/scans')`, or `pyarrow.dataset.dataset('tables/scans',\n"
+    "partitioning='hive')`; `verse-etl query` and `verse_etl.dataset.Dataset` do it for you.\n"
 )
 
 

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 
 from schemas import TABLES
 from verse_etl.errors import InputError
-from verse_etl.paths import VOLUMES_DIR, table_path
+from verse_etl.paths import VOLUMES_DIR, table_dir
+from verse_etl.tables import read_table
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,19 @@ def read_inventory(out: Path) -> Inventory:
     """
     rows: dict[str, int] = {}
     for name in TABLES:
-        path = table_path(out, name)
-        if not path.exists():
+        path = table_dir(out, name)
+        files = sorted(path.glob("source=*/release=*/*.parquet"))
+        if not files:
             raise InputError(
                 path,
                 "table not found",
                 "run `verse-etl build` (or `dvc repro`) first",
                 check="inventory",
             )
-        rows[name] = pq.ParquetFile(path).metadata.num_rows
+        rows[name] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     stores = list((out / VOLUMES_DIR).rglob("*.zarr"))
     files = [p for store in stores for p in store.rglob("*") if p.is_file()]
-    checks = (
-        pq.read_table(table_path(out, "quarantine"), columns=["check"]).column("check").to_pylist()
-    )
+    checks = read_table(out, "quarantine", columns=["check"]).column("check").to_pylist()
     return Inventory(
         rows=rows,
         stores=len(stores),

@@ -43,6 +43,17 @@ def load_case_results(out: Path, sources: Sequence[str] = SOURCES) -> list[CaseR
     return results
 
 
+def store_paths(results: Sequence[CaseResult]) -> list[str]:
+    """Stores (paths relative to the build root) that the rows of ``results`` point at."""
+    return [
+        row["store_path"]
+        for r in results
+        for table in ("scans", "series")
+        for row in r.rows.get(table, [])
+        if row.get("store_path")
+    ]
+
+
 def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[Path]:
     """Delete stores and case results of ``source`` that this ingestion did not produce.
 
@@ -50,13 +61,7 @@ def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[
     write (``*.tmp-*``, ``*.old-*``) are cleared. Returns what was deleted.
     """
     keep_cases = {r.case_id for r in results if r.source == source}
-    keep_stores = {
-        row["store_path"]
-        for r in results
-        for table in ("scans", "series")
-        for row in r.rows.get(table, [])
-        if row.get("store_path")
-    }
+    keep_stores = set(store_paths(results))
     deleted: list[Path] = []
     cases = out / CASES_DIR / source
     for path in sorted(cases.glob("*")) if cases.is_dir() else []:

@@ -251,7 +251,9 @@ class MosmedParams:
 class BuildParams:
     """Everything one build needs, assembled from ``params.yaml``."""
 
-    out: str = "data/build"
+    out: str = "data/build"  # a folder, or an fsspec URL (s3://bucket/prefix)
+    # Where cases are built before they are published to a URL ``out`` ('' = system temp).
+    work: str = ""
     sources: SourceParams = field(default_factory=SourceParams)
     volumes: VolumeParams = field(default_factory=VolumeParams)
     checks: CheckParams = field(default_factory=CheckParams)
@@ -359,9 +361,10 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     out = str(build.pop("out", BuildParams.out))
     workers = int(build.pop("workers", BuildParams.workers))
     case_timeout_s = int(build.pop("case_timeout_s", BuildParams.case_timeout_s))
+    work = str(build.pop("work", BuildParams.work) or "")
     if build:
         raise ParamsError(
-            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, workers, case_timeout_s); "
+            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, work, workers, case_timeout_s); "
             "remove or rename them"
         )
     return Params(
@@ -370,6 +373,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         downloads=tuple(_section(DownloadSpec, d, "downloads") for d in downloads),
         build=BuildParams(
             out=out,
+            work=work,
             workers=workers,
             case_timeout_s=case_timeout_s,
             sources=_section(SourceParams, data.get("sources"), "sources"),

@@ -2,7 +2,7 @@
 
 ::
 
-    <out>/tables/<table>.parquet                       metadata tables
+    <out>/tables/<table>/source=<s>/release=<r>/part-0.parquet   metadata tables (hive partitions)
     <out>/volumes/verse/<scan_id>.zarr                 CT at 0, labels at labels/vertebrae/0
     <out>/volumes/mosmed/<Folder>/<SeriesUID>.zarr     CT at 0
     <out>/cases/<source>/<case_id>.json                per-case results (incremental rebuilds)
@@ -18,9 +18,22 @@ VOLUMES_DIR = "volumes"
 CASES_DIR = "cases"
 
 
-def table_path(out: Path, name: str) -> Path:
-    """Parquet file of table ``name``."""
-    return out / TABLES_DIR / f"{name}.parquet"
+PART_FILE = "part-0.parquet"
+
+
+def table_dir(out: Path, name: str) -> Path:
+    """Folder of table ``name``: one hive partition folder per (source, release) below it."""
+    return out / TABLES_DIR / name
+
+
+def partition_path(table: Path, source: str, release: str) -> Path:
+    """Parquet file of one partition of the table folder ``table``."""
+    return table / f"source={source}" / f"release={release}" / PART_FILE
+
+
+def table_files_glob(out: Path, name: str) -> str:
+    """Glob of every Parquet file of table ``name`` (for DuckDB, polars, Spark)."""
+    return str(table_dir(out, name) / "source=*" / "release=*" / "*.parquet")
 
 
 def verse_store_path(out: Path, scan_id: str) -> Path:

@@ -9,7 +9,6 @@ previous tag).
 
 from __future__ import annotations
 
-import io
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from verse_etl.errors import VerseEtlError
-from verse_etl.paths import TABLES_DIR
 from verse_etl.records import write_text_atomic
+from verse_etl.tables import read_frame
 
 # The tables whose rows are "the dataset" for release notes: the key of a row, and the tables
 # whose rows belong to it (a scan changes when its row or any of its vertebrae change).
@@ -153,22 +152,15 @@ def read_tables(out: Path) -> dict[str, pd.DataFrame]:
     """The release tables of the workspace build at ``out``."""
     # Nullable dtypes: an int64 column read with numpy dtypes turns float as soon as one row
     # holds a null, and every row of it would then look "changed" between two releases.
-    return {
-        name: pd.read_parquet(out / TABLES_DIR / f"{name}.parquet", dtype_backend="numpy_nullable")
-        for name in RELEASE_TABLES
-    }
+    return {name: read_frame(out, name) for name in RELEASE_TABLES}
 
 
 def read_tables_at(repo: Path, rev: str, out: str) -> dict[str, pd.DataFrame]:
     """The release tables as of git revision ``rev``, read through DVC (cache, else remote)."""
-    import dvc.api
+    from dvc.api import DVCFileSystem
 
-    tables: dict[str, pd.DataFrame] = {}
-    for name in RELEASE_TABLES:
-        path = f"{out}/{TABLES_DIR}/{name}.parquet"
-        with dvc.api.open(path, repo=str(repo), rev=rev, mode="rb") as f:
-            tables[name] = pd.read_parquet(io.BytesIO(f.read()), dtype_backend="numpy_nullable")
-    return tables
+    fs = DVCFileSystem(str(repo), rev=rev)
+    return {name: read_frame(out, name, filesystem=fs) for name in RELEASE_TABLES}
 
 
 def release(repo: Path, tag: str, out: str) -> ReleaseNotes:

@@ -8,15 +8,20 @@ metadata.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from schemas import PARTITION_BY, SORT_KEYS, TABLES
+from verse_etl.paths import partition_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord
 
 _ARROW_TYPES: dict[str, pa_arrow.DataType] = {
@@ -64,19 +69,111 @@ def quarantine_frame(records: Iterable[QuarantineRecord]) -> list[dict[str, Any]
     return [record.__dict__.copy() for record in records]
 
 
-def write_parquet(df: pd.DataFrame, path: Path, model: type[pa.DataFrameModel]) -> None:
-    """Write ``df`` to ``path`` with the contract's Arrow schema, through a temporary file.
+def file_schema(model: type[pa.DataFrameModel]) -> pa_arrow.Schema:
+    """Arrow schema of the Parquet files of a table: the contract's without the partition keys."""
+    schema = arrow_schema(model)
+    for key in PARTITION_BY:
+        schema = schema.remove(schema.get_field_index(key))
+    return schema
+
+
+def _empty_partition(model: type[pa.DataFrameModel]) -> tuple[str, ...]:
+    # An empty table still gets one (empty) file, so that every reader sees its columns; it goes
+    # to the first partition the contract allows.
+    columns = model.to_schema().columns
+    return tuple(
+        str(columns[key].checks[0].statistics["allowed_values"][0]) for key in PARTITION_BY
+    )
+
+
+def write_table(df: pd.DataFrame, path: Path, model: type[pa.DataFrameModel]) -> list[Path]:
+    """Write ``df`` as the hive-partitioned table folder ``path``, replacing it as a whole.
+
+    One file per (source, release) partition, written into a temporary folder beside ``path``
+    that is then renamed into place, so readers never see a mix of two builds. Returns the files.
 
     Raises
     ------
     pyarrow.ArrowInvalid
         If a value does not fit its contract type (a pipeline bug: validation runs first).
     """
-    schema = arrow_schema(model)
-    table = pa_arrow.Table.from_pandas(df, schema=schema, preserve_index=False)
-    # from_pandas adds pandas metadata (index, versions); keep only the contract's.
-    table = table.replace_schema_metadata(schema.metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+    schema = file_schema(model)
+    keys = list(PARTITION_BY)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if df.empty:
+        parts = [(_empty_partition(model), df)]
+    else:
+        parts = [
+            (tuple(str(v) for v in values), part)
+            for values, part in df.groupby(keys, sort=True, dropna=False)
+        ]
+    files = []
+    for (source, release), part in parts:
+        table = pa_arrow.Table.from_pandas(
+            part.drop(columns=keys), schema=schema, preserve_index=False
+        )
+        # from_pandas adds pandas metadata (index, versions); keep only the contract's.
+        table = table.replace_schema_metadata(schema.metadata)
+        file = partition_path(tmp, source, release)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, file, compression="zstd", write_statistics=True)
+        files.append(path / file.relative_to(tmp))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return files
+
+
+def read_table(
+    out: Path | str,
+    name: str,
+    columns: list[str] | None = None,
+    filesystem: fsspec.AbstractFileSystem | None = None,
+) -> pa_arrow.Table:
+    """Table ``name`` of the build at ``out``, every partition, in contract order and row order.
+
+    The partition keys come back as plain string columns and each column keeps its description.
+    ``filesystem`` reads a build elsewhere (``dvc.api.DVCFileSystem`` at a git revision, s3).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the build has no such table.
+    """
+    model = TABLES[name]
+    schema = arrow_schema(model)
+    folder = table_dir(Path(out), name).as_posix()
+    if filesystem is None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: table not found")
+    partitioning = ds.partitioning(
+        pa_arrow.schema([(key, pa_arrow.string()) for key in PARTITION_BY]), flavor="hive"
+    )
+    dataset = ds.dataset(folder, format="parquet", partitioning=partitioning, filesystem=filesystem)
+    table = dataset.to_table()
+    table = table.select(schema.names).cast(schema)
+    table = table.sort_by([(key, "ascending") for key in SORT_KEYS[name]])
+    if columns is not None:
+        table = table.select(columns)
+    return table
+
+
+_NULLABLE = {
+    pa_arrow.int64(): pd.Int64Dtype(),
+    pa_arrow.float64(): pd.Float64Dtype(),
+    pa_arrow.bool_(): pd.BooleanDtype(),
+    pa_arrow.string(): pd.StringDtype(),
+}
+
+
+def read_frame(
+    out: Path | str, name: str, filesystem: fsspec.AbstractFileSystem | None = None
+) -> pd.DataFrame:
+    """:func:`read_table` as a DataFrame with nullable dtypes.
+
+    With numpy dtypes an int64 column turns float as soon as one row holds a null, so two builds
+    of the same data would not compare equal row by row.
+    """
+    return read_table(out, name, filesystem=filesystem).to_pandas(types_mapper=_NULLABLE.get)

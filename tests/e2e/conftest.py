@@ -60,3 +60,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on loopback with bucket ``verse-etl``, one per session."""
+    from tests.e2e.s3_server import moto_server
+
+    with moto_server() as url:
+        yield url

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pydicom
 import pytest
 from zarr import open_group
 
+from schemas import TABLES
 from verse_etl.geometry import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
-from verse_etl.paths import table_path
+from verse_etl.tables import read_table
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, open_array
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def built(sample, prefect_server, tmp_path_factory: pytest.TempPathFactory):
         workers=2,
     )
     summary = run_build(params)
-    tables = {name: pd.read_parquet(table_path(out, name)) for name in summary.rows}
+    tables = {name: read_table(out, name).to_pandas() for name in summary.rows}
     return params, summary, tables, manifest, src, out
 
 
@@ -145,10 +145,11 @@ def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
     from flows.build import run_build
 
     params, first, _, _, _, out = built
-    before = {p.name: p.read_bytes() for p in (out / "tables").glob("*.parquet")}
+    before = {p: p.read_bytes() for p in (out / "tables").rglob("*.parquet")}
     again = run_build(params)
     assert again.converted == 0 and again.reused == first.cases and again.stores_written == 0
-    assert {p.name: p.read_bytes() for p in (out / "tables").glob("*.parquet")} == before
+    assert {p: p.read_bytes() for p in (out / "tables").rglob("*.parquet")} == before
+    assert len(before) >= len(TABLES)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytes
         out=str(out), sources=SourceParams(verse="", mosmed=str(src / "mosmed")), workers=2
     )
     summary = run_build(params)
-    return summary, {name: pd.read_parquet(table_path(out, name)) for name in summary.rows}
+    return summary, {name: read_table(out, name).to_pandas() for name in summary.rows}
 
 
 def test_real_annotations_come_out_with_every_expert_and_vertebra(

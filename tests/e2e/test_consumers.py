@@ -11,17 +11,18 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from schemas import TABLES
+from schemas import PARTITION_BY, SORT_KEYS, TABLES
 from tests.e2e.library_build import build_tiny
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
 from verse_etl.dictionary import render_dictionary
-from verse_etl.paths import table_path
+from verse_etl.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,32 +36,64 @@ def build(tmp_path_factory: pytest.TempPathFactory):
 def test_every_table_reads_the_same_in_duckdb_pandas_polars_and_pyarrow(build) -> None:
     out, *_ = build
     for name, model in TABLES.items():
-        path = table_path(out, name)
-        by_pandas = pd.read_parquet(path)
-        by_polars = pl.read_parquet(path)
-        by_arrow = pads.dataset(path, format="parquet").to_table()
-        by_duckdb = duckdb.connect().execute(f"SELECT * FROM read_parquet('{path}')").df()
+        folder = out / "tables" / name
+        files = f"{folder}/*/*/*.parquet"
+        by_pandas = pd.read_parquet(folder)
+        by_polars = pl.read_parquet(files, hive_partitioning=True)
+        by_arrow = pads.dataset(folder, format="parquet", partitioning="hive").to_table()
+        by_duckdb = duckdb.sql(
+            f"SELECT * FROM read_parquet('{files}', hive_partitioning=true)"
+        ).df()
         assert len(by_pandas) == by_polars.height == by_arrow.num_rows == len(by_duckdb), name
-        assert (
-            list(by_pandas.columns)
-            == by_polars.columns
-            == by_arrow.column_names
-            == list(by_duckdb.columns)
-        )
-        assert list(by_pandas.columns) == list(model.to_schema().columns)
-        if len(by_pandas):
-            key = by_pandas.columns[0]
-            assert (
-                list(by_pandas[key])
-                == by_polars[key].to_list()
-                == by_arrow[key].to_pylist()
-                == list(by_duckdb[key])
-            )
+        contract = list(model.to_schema().columns)
+        assert list(by_pandas.columns) == by_polars.columns == by_arrow.column_names == contract
+        assert sorted(by_duckdb.columns) == sorted(contract), name  # DuckDB orders keys itself
+        # The same rows (keys and partition) from each reader; Arrow tables in between.
+        cols = list(dict.fromkeys([*SORT_KEYS[name], *PARTITION_BY]))
+        same = [
+            pa.Table.from_pandas(by_pandas[cols].astype(str), preserve_index=False),
+            by_polars.select(cols).cast(pl.String).to_arrow(),
+            by_arrow.select(cols).cast(pa.schema([(c, pa.string()) for c in cols])),
+            pa.Table.from_pandas(by_duckdb[cols].astype(str), preserve_index=False),
+        ]
+        order = [(c, "ascending") for c in cols]
+        rows = [t.cast(same[2].schema).sort_by(order).to_pylist() for t in same]
+        assert rows[0] == rows[1] == rows[2] == rows[3], name
         # Plain Arrow types only, and each column's description in the field metadata.
-        schema = pq.read_schema(path)
-        for field in schema:
-            assert field.metadata and field.metadata[b"description"], (name, field.name)
-        assert b"pandas" not in (schema.metadata or {}), name
+        for path in sorted(folder.glob("*/*/*.parquet")):
+            schema = pq.read_schema(path)
+            for field in schema:
+                assert field.metadata and field.metadata[b"description"], (name, field.name)
+            assert b"pandas" not in (schema.metadata or {}), name
+            # The partition keys live in the folder names only.
+            assert not set(PARTITION_BY) & set(schema.names), path
+
+
+def test_tables_are_hive_partitioned_by_source_and_release(build) -> None:
+    out, _, manifest = build
+    scans = sorted((out / "tables" / "scans").glob("source=*/release=*/part-0.parquet"))
+    releases = sorted({s.release for s in manifest.verse})
+    assert [p.parent.relative_to(out / "tables" / "scans").as_posix() for p in scans] == [
+        f"source=verse/release={r}" for r in releases
+    ]
+    for path in scans:
+        release = path.parent.name.removeprefix("release=")
+        ids = pq.read_table(path, columns=["scan_id"]).column("scan_id").to_pylist()
+        assert sorted(ids) == sorted(s.scan_id for s in manifest.verse if s.release == release)
+    # The same split for the rows of each scan, and for the annotation releases of MosMed.
+    vertebrae = read_table(out, "vertebrae").to_pandas()
+    scan_release = {s.scan_id: s.release for s in manifest.verse}
+    assert (vertebrae["release"] == vertebrae["scan_id"].map(scan_release)).all()
+    keypoints = sorted((out / "tables" / "mosmed_vertebrae").glob("source=mosmed/release=*"))
+    assert [p.name for p in keypoints] == ["release=v1", "release=v2"]
+    # A filter on a partition key selects files by their path, before reading any of them.
+    dataset = pads.dataset(out / "tables" / "scans", format="parquet", partitioning="hive")
+    chosen = list(dataset.get_fragments(filter=pads.field("release") == releases[0]))
+    assert [Path(f.path).parent.name for f in chosen] == [f"release={releases[0]}"]
+    # Through the library reader the partition keys are plain strings with their descriptions.
+    table = read_table(out, "scans")
+    assert table.schema.field("release").type == "string"
+    assert b"Hive partition key" in table.schema.field("release").metadata[b"description"]
 
 
 def test_query_command_over_the_catalog(build) -> None:

@@ -68,8 +68,14 @@ def _assert_nothing_partial(out: Path) -> None:
         for _, array in group.arrays():
             array[...]  # every chunk present and decodable
         assert "verse_etl" in group.attrs, store
-    for table in (out / "tables").glob("*.parquet") if (out / "tables").exists() else []:
-        pq.read_table(table)
+    # A table folder at its final path is complete: every partition readable, no stray files.
+    for folder in sorted((out / "tables").iterdir()) if (out / "tables").exists() else []:
+        if folder.is_dir() and not folder.name.startswith("."):
+            files = sorted(folder.rglob("*"))
+            parquet = [p for p in files if p.is_file()]
+            assert parquet and all(p.match("source=*/release=*/part-0.parquet") for p in parquet)
+            for table in parquet:
+                pq.read_table(table)
 
 
 @pytest.fixture(scope="module")

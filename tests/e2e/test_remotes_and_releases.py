@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from tests.e2e.dvc_project import make_project, run, set_param
+from tests.e2e.s3_server import S3_ENV, boto_kwargs
 
 pytestmark = pytest.mark.slow
-
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -57,9 +48,10 @@ def _assert_same_outputs(project: Path, clone: Path) -> None:
         assert _digests(pulled / part) == _digests(build / part), part
     assert _digests(build / "tables"), "nothing was compared"
     con = duckdb.connect()
-    scans = con.execute(f"SELECT count(*) FROM '{pulled}/tables/scans.parquet'").fetchone()[0]
+    tables = f"{pulled}/tables"
+    scans = con.execute(f"SELECT count(*) FROM '{tables}/scans/*/*/*.parquet'").fetchone()[0]
     levels = con.execute(
-        f"SELECT count(DISTINCT level) FROM '{pulled}/tables/vertebrae.parquet' WHERE in_mask"
+        f"SELECT count(DISTINCT level) FROM '{tables}/vertebrae/*/*/*.parquet' WHERE in_mask"
     ).fetchone()[0]
     assert scans == 4 and levels > 5
 
@@ -69,46 +61,6 @@ def test_folder_remote_push_then_fresh_clone_pull_is_byte_identical(built: Path)
     clone = _consumer(built, "consumer-folder")
     run(["dvc", "pull"], clone)
     _assert_same_outputs(built, clone)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """A real S3-compatible server (moto) on loopback, stopped at the end."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import boto3
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                boto3.client("s3", endpoint_url=url, **_boto_kwargs()).create_bucket(
-                    Bucket="verse-etl"
-                )
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _boto_kwargs() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
 
 
 def test_s3_remote_push_then_fresh_clone_pull_is_byte_identical(
@@ -122,7 +74,7 @@ def test_s3_remote_push_then_fresh_clone_pull_is_byte_identical(
 
     import boto3
 
-    listed = boto3.client("s3", endpoint_url=s3_endpoint, **_boto_kwargs()).list_objects_v2(
+    listed = boto3.client("s3", endpoint_url=s3_endpoint, **boto_kwargs()).list_objects_v2(
         Bucket="verse-etl", Prefix="datasets/"
     )
     assert listed["KeyCount"] > 10

@@ -55,7 +55,7 @@ def test_report_shows_counts_charts_quarantine_and_every_picture(report, tmp_pat
         text=True,
         timeout=120,
     ).stdout
-    scans = pd.read_parquet(out / "tables" / "scans.parquet")
+    scans = pd.read_parquet(out / "tables" / "scans")
     assert "<h1>verse-etl build report</h1>" in dom
     assert 'id="distributions"' in dom and dom.count("<svg") >= 5
     assert "Quarantine (0 records)" in dom

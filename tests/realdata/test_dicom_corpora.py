@@ -26,8 +26,8 @@ from verse_etl.geometry import apply_affine
 from verse_etl.io.dicom import scan_folder
 from verse_etl.io.series_geometry import check_series
 from verse_etl.params import CheckParams, VolumeParams
-from verse_etl.paths import table_path
 from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.tables import read_table
 from verse_etl.volumes import open_array
 
 # case -> (verdict, every finding, tilt in degrees or None, slices missing from whole gaps)
@@ -101,7 +101,7 @@ def built(corpora: Path, tmp_path_factory: pytest.TempPathFactory):
     results = [build_mosmed_study(s, root, out, volumes) for s in discover_mosmed(root)]
     assemble(results, out, CheckParams())
     names = ("series", "quarantine")
-    return root, out, {n: pd.read_parquet(table_path(out, n)) for n in names}
+    return root, out, {n: read_table(out, n).to_pandas() for n in names}
 
 
 def test_the_builder_reports_each_case_and_converts_only_the_clean_one(built) -> None:

@@ -83,8 +83,10 @@ def test_real_verse_case_ingests_and_validates(verse004: Path, tmp_path: Path) -
         scan, verse004, tmp_path, VolumeParams(chunks=(32, 32, 32), shard_chunks=(4, 4, 2))
     )
     assert not result.quarantine, result.quarantine
-    scans = ScansTable.validate(pd.DataFrame(result.rows["scans"]))
-    vertebrae = VertebraeTable.validate(pd.DataFrame(result.rows["vertebrae"]))
+    scans = ScansTable.validate(pd.DataFrame(result.rows["scans"]).assign(source="verse"))
+    vertebrae = VertebraeTable.validate(
+        pd.DataFrame(result.rows["vertebrae"]).assign(source="verse", release="verse19")
+    )
     assert scans.loc[0, "orientation"] == "PIR"
     assert scans.loc[0, "mask_dtype"] == "float64"
     # The centroid file lists T9..L5 (16..24), and so does the mask.

@@ -12,10 +12,10 @@ from verse_etl.assemble import assemble
 from verse_etl.fracture_grades import COLUMNS, fracture_grades_result, read_fracture_grades
 from verse_etl.io.files import SourceFile
 from verse_etl.params import CheckParams
-from verse_etl.paths import table_path
 from verse_etl.records import CaseResult
 from verse_etl.sample import write_sample
 from verse_etl.sample.fracture_grades import HEADER
+from verse_etl.tables import read_table
 
 
 def _workbook(path: Path, rows: list[list[object]], header=HEADER, sheet="VerSe_dataset") -> Path:
@@ -43,7 +43,7 @@ def _tables(path: Path, root: Path, results: list[CaseResult] | None = None) -> 
     results = list(results or [])
     results.append(fracture_grades_result([SourceFile(path)], root, results))
     summary = assemble(results, root / "out", CheckParams())
-    return {n: pd.read_parquet(table_path(root / "out", n)) for n in summary.rows}
+    return {n: read_table(root / "out", n).to_pandas() for n in summary.rows}
 
 
 def test_sample_spreadsheet_has_the_published_layout(tmp_path: Path) -> None:
@@ -126,7 +126,10 @@ def test_grades_are_cross_checked_with_the_masks(tmp_path: Path) -> None:
     from schemas import VerseFractureGradesTable
     from verse_etl.validation import validate_table
 
-    df = pd.DataFrame(result.rows["verse_fracture_grades"])
+    # The partition keys are filled in by assemble for every table.
+    df = pd.DataFrame(result.rows["verse_fracture_grades"]).assign(
+        source="verse", release="verse19"
+    )
     good, records = validate_table(
         df,
         VerseFractureGradesTable,

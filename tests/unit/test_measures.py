@@ -128,7 +128,7 @@ def test_consensus_rows_measure_agreement() -> None:
     shifted = bottom + np.array([0.0, 0.0, 1.0])  # expert b reads the lower vertebra 1 mm higher
     df = _rows({"a": [top, bottom], "b": [top, shifted]}, {"a": [0, 2], "b": [0, 1]})
     rows = consensus_rows(df)
-    table = MosmedConsensusTable.validate(pd.DataFrame(rows))
+    table = MosmedConsensusTable.validate(pd.DataFrame(rows).assign(source="mosmed"))
     assert list(table["vertebra"]) == [0, 1] and list(table["grouped_by"]) == ["position"] * 2
     first, second = rows
     assert first["mean_keypoint_distance_mm"] == 0 and first["grade_agreement"] == 1

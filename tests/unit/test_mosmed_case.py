@@ -24,10 +24,10 @@ from verse_etl.assemble import assemble
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.measures import genant_grade, grade_ratio
 from verse_etl.params import CheckParams, GenantParams, MosmedParams, VolumeParams
-from verse_etl.paths import table_path
 from verse_etl.sample import write_sample
 from verse_etl.sample.edge_cases import write_edge_cases
 from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
+from verse_etl.tables import read_table
 from verse_etl.volumes import open_array
 
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2))
@@ -39,7 +39,7 @@ def _build(root: Path, out: Path, params: MosmedParams | None = None, mapping: P
     studies = discover_mosmed(root, id_mappings=mappings)
     results = [build_mosmed_study(s, root, out, VOLUMES, params) for s in studies]
     assemble(results, out, CheckParams())
-    return results, {name: pd.read_parquet(table_path(out, name)) for name in TABLE_NAMES}
+    return results, {name: read_table(out, name).to_pandas() for name in TABLE_NAMES}
 
 
 def _dicom(path: Path) -> pydicom.Dataset:

@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
@@ -30,8 +29,8 @@ from schemas import TABLES
 from verse_etl.assemble import assemble
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.params import CheckParams, VolumeParams
-from verse_etl.paths import table_path
 from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.tables import read_table
 
 CHARSET_FILES = [
     "chrArab.dcm",
@@ -135,7 +134,7 @@ def test_the_names_are_really_there_to_leak(built) -> None:
 
 def test_every_series_was_converted(built) -> None:
     out, _, studies = built
-    series = pd.read_parquet(table_path(out, "series"))
+    series = read_table(out, "series").to_pandas()
     assert len(series) == studies and series["is_volume"].all(), series["problems"].tolist()
 
 
@@ -143,7 +142,7 @@ def test_no_identifying_value_reaches_any_output(built) -> None:
     out, secrets, _ = built
     texts = []
     for name in TABLES:
-        df = pd.read_parquet(table_path(out, name))
+        df = read_table(out, name).to_pandas()
         texts += [str(v) for v in df.to_numpy().ravel()]
         texts += list(df.columns)
     for path in out.rglob("*"):

@@ -18,7 +18,6 @@ from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
 from verse_etl.params import CheckParams, VolumeParams
-from verse_etl.paths import table_path
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.verse_variants import (
     copy_scan,
@@ -28,6 +27,7 @@ from verse_etl.sample.verse_variants import (
     zip_release,
 )
 from verse_etl.sources.verse import discover_verse_sources
+from verse_etl.tables import read_table
 
 VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2))
 
@@ -41,7 +41,7 @@ def build(root: Path, out: Path, checks: CheckParams | None = None) -> dict[str,
     results.append(discovery_result(found.problems, root))
     results.append(fracture_grades_result(found.grade_tables, root, results))
     summary = assemble(results, out, checks)
-    tables = {name: pd.read_parquet(table_path(out, name)) for name in summary.rows}
+    tables = {name: read_table(out, name).to_pandas() for name in summary.rows}
     tables["summary"] = summary  # type: ignore[assignment]
     return tables
 

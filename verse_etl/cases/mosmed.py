@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -68,6 +68,7 @@ def build_mosmed_study(
     out: Path,
     volumes: VolumeParams,
     params: MosmedParams | None = None,
+    store_exists: Callable[[Path], bool] = Path.exists,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -83,6 +84,8 @@ def build_mosmed_study(
         Store layout.
     params
         Geometry tolerances, Genant grading and where archives are unpacked.
+    store_exists
+        Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
     """
     params = params or MosmedParams()
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
@@ -101,7 +104,7 @@ def build_mosmed_study(
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
     if cached is not None and all(
-        (out / row["store_path"]).exists()
+        store_exists(out / row["store_path"])
         for row in cached.rows.get("series", [])
         if row["store_path"]
     ):

@@ -15,7 +15,7 @@ non-integer values) rejects the scan here with one quarantine record.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ def build_verse_scan(
     out: Path,
     volumes: VolumeParams,
     checks: CheckParams | None = None,
+    store_exists: Callable[[Path], bool] = Path.exists,
 ) -> CaseResult:
     """Convert one scan and return its rows; reuse the saved result if nothing changed.
 
@@ -63,6 +64,9 @@ def build_verse_scan(
         Zarr layout.
     checks
         Check parameters (``min_island_voxels``, ``geometry_tolerance_mm``); defaults if None.
+    store_exists
+        Whether the saved result's store is still there (an object store's check for builds
+        published to a URL; see :mod:`verse_etl.publish`).
 
     Returns
     -------
@@ -99,7 +103,7 @@ def build_verse_scan(
     store = verse_store_path(out, scan.scan_id)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
-    if cached is not None and (store.exists() or not cached.rows.get("scans")):
+    if cached is not None and (store_exists(store) or not cached.rows.get("scans")):
         return cached
     try:
         result = _convert(scan, root, out, volumes, checks, hashes, key)

@@ -1,0 +1,156 @@
+"""Where a build's outputs go: a local folder, or an fsspec URL (``s3://bucket/prefix``, ``gs://``,
+``memory://`` ...) so that workers on many machines write to one object store.
+
+Cases are built in a local work folder exactly as for a local build; what a case produced (its
+stores, then its case result) is then published to the target object by object. Object stores
+have no rename, so the order carries the safety instead:
+
+- a Zarr store is visible to readers only once its root ``zarr.json`` exists, and that object is
+  uploaded last (after every shard and array metadata object);
+- a case result is uploaded after its stores, so a result never points at a missing store; on
+  the next build, an unchanged case whose result and stores are on the target is not rebuilt;
+- a table's partition files are each written by one PUT (atomic per object); partitions the new
+  build no longer has are deleted afterwards.
+
+Credentials and endpoints come from the usual places of each filesystem (for s3fs: the AWS
+environment variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers, or ``~/.aws``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import fsspec
+
+STORE_ROOT_META = "zarr.json"
+
+
+def is_url(location: str | Path) -> bool:
+    """True for an fsspec URL other than a plain local path (``file://`` counts as local).
+
+    Examples
+    --------
+    >>> is_url("s3://bucket/build"), is_url("data/build"), is_url("file:///tmp/build")
+    (True, False, False)
+    """
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The output location of a build, addressed by paths relative to the build root."""
+
+    url: str
+
+    @cached_property
+    def _fs_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.url)
+        return fs, root.rstrip("/")
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem of the target."""
+        return self._fs_root[0]
+
+    @property
+    def root(self) -> str:
+        """The build root inside :attr:`fs` (bucket/prefix for object stores)."""
+        return self._fs_root[1]
+
+    def path(self, rel: str | Path) -> str:
+        """Full path in :attr:`fs` of ``rel`` (relative to the build root)."""
+        return posixpath.join(self.root, Path(rel).as_posix()) if str(rel) else self.root
+
+    def exists(self, rel: str | Path) -> bool:
+        """True if the object (or, for a store, its root metadata) exists."""
+        return bool(self.fs.exists(self.path(rel)))
+
+    def store_exists(self, rel: str | Path) -> bool:
+        """True if the Zarr store ``rel`` is complete (its root metadata is published last)."""
+        return self.exists(posixpath.join(Path(rel).as_posix(), STORE_ROOT_META))
+
+    def fetch(self, rel: str | Path, local: Path) -> bool:
+        """Copy object ``rel`` to ``local`` if it exists; return whether it did."""
+        try:
+            data = self.fs.cat_file(self.path(rel))
+        except FileNotFoundError:
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return True
+
+    def fetch_tree(self, rel: str | Path, local: Path) -> list[Path]:
+        """Copy every object below ``rel`` into the folder ``local``; return the local files."""
+        base = self.path(rel)
+        files = []
+        for name in sorted(self.fs.find(base)):
+            dest = local / posixpath.relpath(name, base)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.fs.cat_file(name))
+            files.append(dest)
+        return files
+
+    def put_file(self, local: Path, rel: str | Path) -> None:
+        """Upload one file (one PUT: readers see the old object or the new one, never a part)."""
+        self.fs.put_file(str(local), self.path(rel))
+
+    def put_store(self, local: Path, rel: str | Path) -> int:
+        """Upload the Zarr store folder ``local`` to ``rel``, its root ``zarr.json`` last.
+
+        Objects of an older version of the store that the new one does not have are deleted
+        after the upload. Returns the number of objects uploaded.
+        """
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        root_meta = local / STORE_ROOT_META
+        ordered = [p for p in files if p != root_meta] + [p for p in files if p == root_meta]
+        for file in ordered:
+            self.put_file(
+                file, posixpath.join(Path(rel).as_posix(), file.relative_to(local).as_posix())
+            )
+        self._delete_others(rel, {f.relative_to(local).as_posix() for f in files})
+        return len(ordered)
+
+    def put_tree(self, local: Path, rel: str | Path) -> list[str]:
+        """Upload every file below ``local`` to ``rel``; delete objects there it does not have."""
+        names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+        for name in names:
+            self.put_file(local / name, posixpath.join(Path(rel).as_posix(), name))
+        self._delete_others(rel, set(names))
+        return names
+
+    def _delete_others(self, rel: str | Path, keep: set[str]) -> None:
+        base = self.path(rel)
+        for name in sorted(self.fs.find(base)):
+            if posixpath.relpath(name, base) not in keep:
+                self.fs.rm_file(name)
+
+    def list(self, rel: str | Path, depth: int = 1) -> list[str]:
+        """Paths (relative to the build root) of the objects and folders ``depth`` levels below."""
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.find(base, maxdepth=depth, withdirs=True)
+        return sorted(
+            posixpath.relpath(p, self.root)
+            for p in found
+            if p.rstrip("/") != base and posixpath.relpath(p, base).count("/") == depth - 1
+        )
+
+    def remove(self, rel: str | Path) -> None:
+        """Delete an object or everything below a prefix (missing is fine)."""
+        path = self.path(rel)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+
+def clear_local(path: Path) -> None:
+    """Remove a published local copy (a store folder or a file) from the work folder."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
