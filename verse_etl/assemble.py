@@ -35,8 +35,8 @@ _DERIVED = (
 
 
 # The release partition of rows whose table has no release of its own (see schemas/checks.py).
-_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": "ctlungca500"}
 MOSMED_STUDY_RELEASE = "ctlungca500"
+_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": MOSMED_STUDY_RELEASE}
 
 
 def _with_partitions(
