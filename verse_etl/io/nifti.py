@@ -283,7 +283,14 @@ class NiftiVoxelReader:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            isal_zlib.error,
+            gzip.BadGzipFile,
+            zipfile.BadZipFile,
+        ) as e:
             raise InputError(
                 self.info.path,
                 f"cannot decompress the voxel data ({type(e).__name__}: {e})",
