@@ -31,15 +31,20 @@ def build_tiny(src: Path, out: Path, seed: int) -> SampleManifest:
 
 
 def build_sources(params: BuildParams) -> BuildSummary:
-    """What ``verse-etl build`` runs (``flows/build.py``: ingest both sources, then the tables),
-    as plain calls one case after the other, into an empty ``params.out``."""
+    """What ``verse-etl build`` runs (``flows/build.py``: ingest each source given, then the
+    tables), as plain calls one case after the other, into an empty ``params.out``."""
     out = Path(params.out)
-    verse, mosmed = Path(params.sources.verse), Path(params.sources.mosmed)
-    found = discover_verse_sources(verse)
-    scans = [build_verse_scan(s, verse, out, params.volumes, params.checks) for s in found.scans]
-    for result in source_results(found, verse, scans, out):
-        save_case_result(out, result)
-    mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
-    for study in discover_mosmed(mosmed, params.mosmed.annotation_dirs, mapping):
-        build_mosmed_study(study, mosmed, out, params.volumes, params.mosmed)
+    if params.sources.verse:
+        verse = Path(params.sources.verse)
+        found = discover_verse_sources(verse)
+        scans = [
+            build_verse_scan(s, verse, out, params.volumes, params.checks) for s in found.scans
+        ]
+        for result in source_results(found, verse, scans, out):
+            save_case_result(out, result)
+    if params.sources.mosmed:
+        mosmed, options = Path(params.sources.mosmed), params.mosmed
+        mapping = read_id_mapping(Path(options.id_mapping)) if options.id_mapping else ()
+        for study in discover_mosmed(mosmed, options.annotation_dirs, mapping):
+            build_mosmed_study(study, mosmed, out, params.volumes, options)
     return tables(params)

@@ -30,7 +30,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member
+from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
 from tests.e2e.library_build import build_sources
 from verse_etl.catalog import query
@@ -244,7 +244,7 @@ def _damage_verse(src: Path, pristine: Path) -> None:
         Path(str(ctd).format("gl090", "_dir-ax")), lambda e: [{**e[0], "X": -40.0}, *e[1:]]
     )
     archive = zip_release(src, "dataset-01training")
-    _corrupt_member(archive, "dataset-01training/rawdata/sub-gl108/sub-gl108_dir-ax_ct.nii.gz")
+    corrupt_zip_member(archive, "dataset-01training/rawdata/sub-gl108/sub-gl108_dir-ax_ct.nii.gz")
     good_ct = (
         pristine / "dataset-01training/rawdata/sub-gl144/sub-gl144_dir-ax_ct.nii.gz"
     ).read_bytes()
@@ -258,18 +258,6 @@ def _damage_verse(src: Path, pristine: Path) -> None:
         add_zip_member(
             z, f"{rawdata}/sub-gl904/sub-gl904_dir-ax_ct.nii.gz", bytes(BOMB_BYTES), deflate=True
         )
-
-
-def _corrupt_member(archive: Path, member: str) -> None:
-    """Zero 64 bytes in the middle of a stored member's data: its CRC no longer matches."""
-    with zipfile.ZipFile(archive) as z:
-        info = z.getinfo(member)
-    data = bytearray(archive.read_bytes())
-    header = info.header_offset
-    name_len, extra_len = (int.from_bytes(data[o : o + 2], "little") for o in (26, 28))
-    middle = header + 30 + name_len + extra_len + info.compress_size // 2
-    data[middle : middle + 64] = bytes(64)
-    archive.write_bytes(bytes(data))
 
 
 def _slices(folder: Path) -> list[Path]:
