@@ -96,7 +96,7 @@ CORPUS: list[tuple[str, str, str, str]] = [
         "instance_order",
         "InstanceNumber",
     ),
-    ("dicom_no_pixel_data", "dicom/dicom_no_pixel_data/IM", "dicom_pixels", "pixel data"),
+    ("dicom_no_pixel_data", "dicom/dicom_no_pixel_data/IM", "dicom_pixels", "has no pixel data"),
     # MosMed annotation files.
     (
         "annotation_missing_keys",
