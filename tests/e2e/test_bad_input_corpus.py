@@ -211,53 +211,49 @@ def _write_pristine(root: Path) -> SampleManifest:
 
 
 def _damage_verse(src: Path, pristine: Path) -> None:
-    v19 = src / "dataset-verse19training"
-    ct = v19 / "rawdata" / "sub-{0}" / "sub-{0}_ct.nii.gz"
-    mask = v19 / "derivatives" / "sub-{0}" / "sub-{0}_seg-vert_msk.nii.gz"
-    raw = Path(str(ct).format("verse008")).read_bytes()
-    Path(str(ct).format("verse008")).write_bytes(raw[: len(raw) // 2])
-    corrupt = bytearray(Path(str(ct).format("verse015")).read_bytes())
-    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 64] = bytes(64)
-    Path(str(ct).format("verse015")).write_bytes(bytes(corrupt))
-    for scan, column in (("verse022", float("nan")), ("verse029", 0.0)):
-        path = Path(str(ct).format(scan))
-        affine = nib.load(path).affine.copy()
-        affine[:3, 2] = column
-        rewrite_sform(path, affine)
-    rewrite_mask(Path(str(mask).format("verse036")), lambda x: x[:, :, :-1])
-    path = Path(str(mask).format("verse043"))
-    shifted = nib.load(path).affine.copy()
-    shifted[0, 3] += 1.5
-    rewrite_mask(path, lambda x: x, affine=shifted)
+    def ct(scan: str) -> Path:
+        return src / "dataset-verse19training" / "rawdata" / f"sub-{scan}" / f"sub-{scan}_ct.nii.gz"
 
-    v20 = src / "dataset-01training" / "derivatives"
-    ctd = v20 / "sub-{0}" / "sub-{0}{1}_seg-subreg_ctd.json"
-    Path(str(ctd).format("gl003", "_dir-ax")).write_text("{not json")
-    rewrite_centroids(Path(str(ctd).format("verse506", "")), lambda e: [{"label": 20, "X": 1.0}])
-    rewrite_centroids(
-        Path(str(ctd).format("gl016", "_dir-ax")), lambda e: [{**e[0], "X": float("nan")}, *e[1:]]
-    )
-    rewrite_centroids(
-        Path(str(ctd).format("gl047", "_dir-ax")), lambda e: [*e, {**e[0], "label": 99}]
-    )
-    rewrite_centroids(
-        Path(str(ctd).format("gl090", "_dir-ax")), lambda e: [{**e[0], "X": -40.0}, *e[1:]]
-    )
+    def mask(scan: str) -> Path:
+        folder = src / "dataset-verse19training" / "derivatives" / f"sub-{scan}"
+        return folder / f"sub-{scan}_seg-vert_msk.nii.gz"
+
+    def centroids(scan: str) -> Path:
+        entities = "" if scan.startswith("verse") else "_dir-ax"
+        folder = src / "dataset-01training" / "derivatives" / f"sub-{scan}"
+        return folder / f"sub-{scan}{entities}_seg-subreg_ctd.json"
+
+    raw = ct("verse008").read_bytes()
+    ct("verse008").write_bytes(raw[: len(raw) // 2])  # a download cut off half way
+    corrupt = bytearray(ct("verse015").read_bytes())
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 64] = bytes(64)
+    ct("verse015").write_bytes(bytes(corrupt))
+    for scan, column in (("verse022", float("nan")), ("verse029", 0.0)):
+        affine = nib.load(ct(scan)).affine.copy()
+        affine[:3, 2] = column
+        rewrite_sform(ct(scan), affine)
+    rewrite_mask(mask("verse036"), lambda x: x[:, :, :-1])
+    shifted = nib.load(mask("verse043")).affine.copy()
+    shifted[0, 3] += 1.5
+    rewrite_mask(mask("verse043"), lambda x: x, affine=shifted)
+
+    centroids("gl003").write_text("{not json")
+    rewrite_centroids(centroids("verse506"), lambda e: [{"label": 20, "X": 1.0}])
+    rewrite_centroids(centroids("gl016"), lambda e: [{**e[0], "X": float("nan")}, *e[1:]])
+    rewrite_centroids(centroids("gl047"), lambda e: [*e, {**e[0], "label": 99}])
+    rewrite_centroids(centroids("gl090"), lambda e: [{**e[0], "X": -40.0}, *e[1:]])
     archive = zip_release(src, "dataset-01training")
-    corrupt_zip_member(archive, "dataset-01training/rawdata/sub-gl108/sub-gl108_dir-ax_ct.nii.gz")
-    good_ct = (
-        pristine / "dataset-01training/rawdata/sub-gl144/sub-gl144_dir-ax_ct.nii.gz"
-    ).read_bytes()
-    rawdata = "dataset-01training/rawdata"
+
+    def zipped_ct(scan: str) -> str:
+        return f"dataset-01training/rawdata/sub-{scan}/sub-{scan}_dir-ax_ct.nii.gz"
+
+    corrupt_zip_member(archive, zipped_ct("gl108"))
+    good_ct = (pristine / zipped_ct("gl144")).read_bytes()
     with zipfile.ZipFile(archive, "a") as z:
-        add_zip_member(z, f"../{rawdata}/sub-gl901/sub-gl901_dir-ax_ct.nii.gz", good_ct)
-        add_zip_member(z, f"/{rawdata}/sub-gl902/sub-gl902_dir-ax_ct.nii.gz", good_ct)
-        add_zip_member(
-            z, f"{rawdata}/sub-gl903/sub-gl903_dir-ax_ct.nii.gz", symlink_to="/etc/passwd"
-        )
-        add_zip_member(
-            z, f"{rawdata}/sub-gl904/sub-gl904_dir-ax_ct.nii.gz", bytes(BOMB_BYTES), deflate=True
-        )
+        add_zip_member(z, f"../{zipped_ct('gl901')}", good_ct)
+        add_zip_member(z, f"/{zipped_ct('gl902')}", good_ct)
+        add_zip_member(z, zipped_ct("gl903"), symlink_to="/etc/passwd")
+        add_zip_member(z, zipped_ct("gl904"), bytes(BOMB_BYTES), deflate=True)
 
 
 def _slices(folder: Path) -> list[Path]:
@@ -280,7 +276,8 @@ def _pack(dicom: Path, name: str, hostile: list[tuple[str, bytes, dict]]) -> Non
     shutil.rmtree(folder)
 
 
-def _damage_mosmed(src: Path, manifest: SampleManifest) -> None:
+def _damage_mosmed(src: Path, manifest: SampleManifest, outside: Path) -> None:
+    """Damage the MosMed copy; ``outside`` is where an absolute tar member would land."""
     dicom = src / "dicom"
     _slices(dicom / "dicom_missing_slice")[3].unlink()
     dup = _slices(dicom / "dicom_duplicate_positions")
@@ -313,7 +310,7 @@ def _damage_mosmed(src: Path, manifest: SampleManifest) -> None:
         "tar_hostile",
         [
             ("../../escaped", b"evil", {}),
-            ("/tmp/verse-etl-corpus-absolute", b"evil", {}),
+            (str(outside), b"evil", {}),
             ("tar_hostile/link", b"", link),
         ],
     )
@@ -326,7 +323,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     manifest = _write_pristine(root / "pristine")
     shutil.copytree(root / "pristine", root / "src")
     _damage_verse(root / "src" / "verse", root / "pristine" / "verse")
-    _damage_mosmed(root / "src" / "mosmed", manifest)
+    _damage_mosmed(root / "src" / "mosmed", manifest, root / "absolute")
     out = root / "out"
     (root / "unpack").mkdir()
     before = _hashes(root, out)
@@ -475,5 +472,4 @@ def test_every_dicom_file_is_in_a_series_or_quarantined(corpus: Corpus) -> None:
 def test_nothing_is_written_outside_the_build_folder(corpus: Corpus) -> None:
     assert _hashes(corpus.root, corpus.out) == corpus.outside_before
     assert not any((corpus.root / "unpack").iterdir())
-    assert not Path("/tmp/verse-etl-corpus-absolute").exists()
-    assert not Path("/dataset-01training").exists()
+    assert not (corpus.root / "absolute").exists() and not (corpus.root / "escaped").exists()
