@@ -108,7 +108,7 @@ CORPUS: list[tuple[str, str, str, str]] = [
         "annotation_wrong_point_count",
         "annotation/annotations_bad.json",
         "annotation_points",
-        "expected 6 points",
+        "expected 6 points of 3 numbers, got 5 item(s)",
     ),
     # MosMed study archives (dicom/<case>.tar.gz).
     ("tar_dotdot_member", "tar_hostile.tar.gz!/../", "archive_member", "unsafe name"),
