@@ -19,9 +19,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
+from verse_etl.cases.verse import build_verse_scan, source_results
 from verse_etl.errors import VerseEtlError
-from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
@@ -101,47 +100,39 @@ def mosmed_study_task(
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], list[CaseResult], Finish]:
+def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], Finish]:
     """Discover one source and submit a task per case.
 
-    Returns the futures, the results known without a task (dropped duplicates, files that cannot
-    be placed), and what to compute once the cases are done (the VerSe'19 fracture grades, which
-    are joined to the scans' vertebrae).
+    Returns the futures and what to compute once the cases are done: for VerSe the dropped
+    duplicates, the files that cannot be placed and the VerSe'19 fracture grades, which are
+    joined to the scans' vertebrae (:func:`verse_etl.cases.verse.source_results`).
     """
     out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
     if not root_text:
-        return [], [], lambda _: []
+        return [], lambda _: []
     root = Path(root_text)
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
         futures = [run_scan.submit(scan, root, out, params) for scan in found.scans]
-        extra = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
-        extra += [discovery_result(found.problems, root)] if found.problems else []
-
-        def finish(results: list[CaseResult]) -> list[CaseResult]:
-            if not found.grade_tables:
-                return []
-            return [fracture_grades_result(found.grade_tables, root, results, out)]
-
-        return futures, extra, finish
+        return futures, lambda scans: source_results(found, root, scans, out)
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
     futures = [run_study.submit(s, root, out, params) for s in studies]
-    return futures, [], lambda _: []
+    return futures, lambda _: []
 
 
 def _collect(
-    source_futures: dict[str, tuple[list[Any], list[CaseResult], Finish]], params: BuildParams
+    source_futures: dict[str, tuple[list[Any], Finish]], params: BuildParams
 ) -> list[CaseResult]:
     """Wait for every case, log progress as cases finish, save and prune per source."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    total = sum(len(f) for f, _, _ in source_futures.values())
+    total = sum(len(f) for f, _ in source_futures.values())
     start = time.perf_counter()
-    futures = [f for fs, _, _ in source_futures.values() for f in fs]
+    futures = [f for fs, _ in source_futures.values() for f in fs]
     for done, future in enumerate(as_completed(futures), start=1):
         result: CaseResult = future.result()
         state = "built" if result.converted else "unchanged"
@@ -156,9 +147,9 @@ def _collect(
             time.perf_counter() - start,
         )
     results: list[CaseResult] = []
-    for source, (futures, extra, finish) in source_futures.items():
+    for source, (futures, finish) in source_futures.items():
         cases = [f.result() for f in futures]
-        derived = extra + finish(cases)
+        derived = finish(cases)
         mine = cases + derived
         for result in derived:
             save_case_result(out, result)
@@ -174,7 +165,7 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> list[CaseResult]:
     """Convert every case of ``sources`` to stores and saved case results."""
     logger = get_run_logger()
     submitted = {source: _submit_source(source, params) for source in sources}
-    for source, (futures, _, _) in submitted.items():
+    for source, (futures, _) in submitted.items():
         logger.info("%s: %d cases submitted", source, len(futures))
     results = _collect(submitted, params)
     built = sum(r.converted for r in results)

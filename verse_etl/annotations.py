@@ -232,10 +232,11 @@ def _points(
         )
     )
     if not ok:
+        count = f"{len(item)} item(s): " if isinstance(item, list) else ""
         raise InputError(
             path,
             f"{expert} vertebra {index}: expected 6 points of 3 numbers, got "
-            f"{json.dumps(item)[:80]}",
+            f"{count}{json.dumps(item)[:80]}",
             "the vertebra was left out",
             check="annotation_points",
         )

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -70,6 +71,18 @@ def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) ->
     return release if release in ("v1", "v2") else MOSMED_STUDY_RELEASE
 
 
+# Checks about a vertebra's centroid; their records name the centroid file, as do those of a
+# label only the centroid file lists. Every other vertebra record names the mask.
+_CENTROID_CHECKS = frozenset({"centroid_outside_volume", "centroid_without_mask_label"})
+
+
+def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
+    """The file a quarantine record of a vertebra row names (it has no file column itself)."""
+    about_centroid = check in _CENTROID_CHECKS or (row["in_centroids"] and not row["in_mask"])
+    order = ("centroids_path", "mask_path") if about_centroid else ("mask_path", "centroids_path")
+    return next((scan[k] for k in (*order, "ct_path") if scan.get(k)), str(row["scan_id"]))
+
+
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
 _PARENTS = (("vertebrae", "scan_id", "scans"), ("mosmed_vertebrae", "series_uid", "series"))
 
@@ -125,13 +138,8 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         leftover.unlink(missing_ok=True)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
     frames: dict[str, pd.DataFrame] = {}
-    # A vertebra row names no file itself: its quarantine records name the scan's mask (or
-    # centroid file), so that every record points at a file to open.
-    scan_files = {
-        row["scan_id"]: row.get("mask_path") or row.get("centroids_path") or row["ct_path"]
-        for row in collect_rows(results, "scans")
-    }
-    scan_release = {row["scan_id"]: row["release"] for row in collect_rows(results, "scans")}
+    scans = {row["scan_id"]: row for row in collect_rows(results, "scans")}
+    scan_release = {scan_id: row["release"] for scan_id, row in scans.items()}
     for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
         model = TABLES[name]
         df = frame(collect_rows(results, name), model, SORT_KEYS[name])
@@ -142,9 +150,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
             table=name,
             source_of=lambda _row, s=source: s,
             case_of=lambda row, c=case_col: row[c],
-            file_of=(lambda row: scan_files.get(row["scan_id"], row["scan_id"]))
+            file_of=(lambda row, check: _vertebra_file(scans.get(row["scan_id"], {}), row, check))
             if name == "vertebrae"
-            else (lambda row, f=file_col: row[f]),
+            else (lambda row, _check, f=file_col: row[f]),
             checks=checks,
         )
         frames[name] = good
@@ -161,7 +169,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
             table=name,
             source_of=lambda _row, s=source: s,
             case_of=lambda row, c=case_col: row[c],
-            file_of=lambda row, f=file_col: row[f],
+            file_of=lambda row, _check, f=file_col: row[f],
             checks=checks,
         )
         quarantine.extend(rejected)

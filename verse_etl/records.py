@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verse_etl.errors import InputError
+from verse_etl.io.archives import MEMBER_SEPARATOR
 
 CASE_FORMAT = 1
 """Bump when the rows a case produces change meaning, so that saved results are recomputed."""
@@ -40,9 +41,9 @@ class QuarantineRecord:
             source=source,
             case_id=case_id,
             table=table,
-            file=relative(Path(error.path), root),
+            file=relative(error.path, root),
             check=error.check,
-            reason=str(error).replace(error.path, relative(Path(error.path), root), 1),
+            reason=str(error).replace(error.path, relative(error.path, root), 1),
         )
 
 
@@ -79,12 +80,23 @@ class CaseResult:
         return cls(**data, converted=False, stores_written=0)
 
 
-def relative(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` as a POSIX string, or as given if it lies elsewhere."""
+def relative(path: Path | str, root: Path) -> str:
+    """``path`` relative to ``root`` as a POSIX string, or as given if it lies elsewhere.
+
+    An archive member named ``<archive>!/<member>`` keeps its member name exactly as written
+    (``../x``, ``/etc/x``): only the archive's path is made relative.
+
+    Examples
+    --------
+    >>> relative("/data/verse/a.zip!//etc/passwd", Path("/data/verse"))
+    'a.zip!//etc/passwd'
+    """
+    archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        base = Path(archive).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
-        return path.as_posix()
+        base = Path(archive).as_posix()
+    return f"{base}{separator}{member}"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

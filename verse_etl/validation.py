@@ -38,9 +38,12 @@ def validate_table(
 
     Parameters
     ----------
-    source_of, case_of, file_of
-        Functions of a row (``pd.Series``) giving its source, case id and source file, used to
-        write the quarantine records.
+    source_of, case_of
+        Functions of a row (``pd.Series``) giving its source and case id, used to write the
+        quarantine records.
+    file_of
+        Function of a row and the name of the check it failed (several joined by ``,``) giving
+        the source file the record names: the file that check is about.
 
     Raises
     ------
@@ -49,6 +52,7 @@ def validate_table(
         the pipeline, not bad input, and must not be quarantined away.
     """
     quarantined: list[QuarantineRecord] = []
+    keys = list(getattr(model.Config, "unique", None) or [])
     df = df.reset_index(drop=True)
     for _ in range(3):  # dropping rows cannot create new row failures; the loop is a safeguard
         try:
@@ -67,10 +71,13 @@ def validate_table(
             check = str(case["check"])
             if checks.mode(check) == "ignore":
                 continue
+            if case.get("schema_context") == "DataFrameSchema":
+                # A check of the whole row: pandera lists every column's value; the row's key
+                # (in the reason) and the check's name say it.
+                failed[int(case["index"])].append(check)
+                continue
             column = case["column"] if isinstance(case["column"], str) else ""
-            label = (
-                f"{check}({column})" if column and column != case.get("schema_context") else check
-            )
+            label = f"{check}({column})" if column else check
             failed[int(case["index"])].append(f"{label}: got {case['failure_case']!r}")
         if not failed:
             # Only checks set to "ignore" failed: keep every row (the Parquet writer applies the
@@ -81,14 +88,16 @@ def validate_table(
             row = df.loc[index]
             names = sorted({p.split(":")[0].split("(")[0] for p in problems})
             severity = "raise" if any(checks.mode(n) == "raise" for n in names) else "warn"
+            file = str(file_of(row, ",".join(names)))
+            what = ", ".join(f"{k}={row[k]}" for k in keys)
             quarantined.append(
                 QuarantineRecord(
                     source=str(source_of(row)),
                     case_id=str(case_of(row)),
                     table=table,
-                    file=str(file_of(row)),
+                    file=file,
                     check=",".join(names),
-                    reason=f"{file_of(row)}: {table} row fails {'; '.join(sorted(set(problems)))}",
+                    reason=f"{file}: {table} row ({what}) fails {'; '.join(sorted(set(problems)))}",
                     severity=severity,
                     record=json.dumps(row.to_dict(), default=str, sort_keys=True),
                 )
@@ -133,14 +142,15 @@ def _quality_records(
             row = df.loc[index]
             what = ", ".join(f"{k}={row[k]}" for k in keys)
             why = check.error or name
+            file = str(file_of(row, name))
             records.append(
                 QuarantineRecord(
                     source=str(source_of(row)),
                     case_id=str(case_of(row)),
                     table=table,
-                    file=str(file_of(row)),
+                    file=file,
                     check=name,
-                    reason=f"{file_of(row)}: {table} row ({what}) flagged by {name}: {why}; "
+                    reason=f"{file}: {table} row ({what}) flagged by {name}: {why}; "
                     "the row is kept",
                     severity="raise" if mode == "raise" else "warn",
                     record=json.dumps(row.to_dict(), default=str, sort_keys=True),

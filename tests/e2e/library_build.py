@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.build import tables
+from verse_etl.assemble import BuildSummary
 from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
+from verse_etl.cases.verse import build_verse_scan, source_results
+from verse_etl.outputs import save_case_result
 from verse_etl.params import BuildParams, SourceParams
 from verse_etl.sample import SampleManifest, write_sample
-from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.sources.verse import discover_verse
+from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
+from verse_etl.sources.verse import discover_verse, discover_verse_sources
 
 
 def build_tiny(src: Path, out: Path, seed: int) -> SampleManifest:
@@ -26,3 +28,23 @@ def build_tiny(src: Path, out: Path, seed: int) -> SampleManifest:
         build_mosmed_study(study, src / "mosmed", out, params.volumes)
     tables(params)
     return manifest
+
+
+def build_sources(params: BuildParams) -> BuildSummary:
+    """What ``verse-etl build`` runs (``flows/build.py``: ingest each source given, then the
+    tables), as plain calls one case after the other, into an empty ``params.out``."""
+    out = Path(params.out)
+    if params.sources.verse:
+        verse = Path(params.sources.verse)
+        found = discover_verse_sources(verse)
+        scans = [
+            build_verse_scan(s, verse, out, params.volumes, params.checks) for s in found.scans
+        ]
+        for result in source_results(found, verse, scans, out):
+            save_case_result(out, result)
+    if params.sources.mosmed:
+        mosmed, options = Path(params.sources.mosmed), params.mosmed
+        mapping = read_id_mapping(Path(options.id_mapping)) if options.id_mapping else ()
+        for study in discover_mosmed(mosmed, options.annotation_dirs, mapping):
+            build_mosmed_study(study, mosmed, out, params.volumes, options)
+    return tables(params)

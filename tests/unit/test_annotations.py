@@ -58,7 +58,9 @@ def test_bad_vertebrae_are_reported_and_the_rest_kept(tmp_path: Path) -> None:
     problems = sorted(str(p) for p in ann.problems)
     assert len(problems) == 4
     assert all(p.check == "annotation_points" for p in ann.problems)
-    assert any("expert1 vertebra 1: expected 6 points" in p for p in problems)
+    assert any(
+        "expert1 vertebra 1: expected 6 points of 3 numbers, got 5 item(s)" in p for p in problems
+    )
     assert any("expert2: expected a list" in p for p in problems)
 
 

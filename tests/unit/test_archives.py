@@ -3,38 +3,30 @@ refused; a broken archive is an error, not a partial study."""
 
 from __future__ import annotations
 
-import io
 import random
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests.archive_factory import add_tar_member
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
-
-
-def _member(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs: object) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
 
 
 def test_only_safe_regular_members_are_written(tmp_path: Path) -> None:
     archive = tmp_path / "dicom" / "S.tar.gz"
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
-        _member(tar, "S/S/a/IM1", b"one")
-        _member(tar, "./S/S/IM2", b"two")
-        _member(tar, "../../escaped", b"evil")
-        _member(tar, f"{tmp_path}/absolute", b"evil")
-        _member(tar, "S/S/../../../up", b"evil")
-        _member(tar, "S/S/link", type=tarfile.SYMTYPE, linkname="/etc/passwd")
-        _member(tar, "S/S/hard", type=tarfile.LNKTYPE, linkname="S/S/a/IM1")
-        _member(tar, "S/S/fifo", type=tarfile.FIFOTYPE)
-        _member(tar, "S/S/a/IM1", b"again")
+        add_tar_member(tar, "S/S/a/IM1", b"one")
+        add_tar_member(tar, "./S/S/IM2", b"two")
+        add_tar_member(tar, "../../escaped", b"evil")
+        add_tar_member(tar, f"{tmp_path}/absolute", b"evil")
+        add_tar_member(tar, "S/S/../../../up", b"evil")
+        add_tar_member(tar, "S/S/link", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+        add_tar_member(tar, "S/S/hard", type=tarfile.LNKTYPE, linkname="S/S/a/IM1")
+        add_tar_member(tar, "S/S/fifo", type=tarfile.FIFOTYPE)
+        add_tar_member(tar, "S/S/a/IM1", b"again")
     dest = tmp_path / "unpack" / "here"
     dest.mkdir(parents=True)
     result = unpack_archive(archive, dest)
@@ -65,7 +57,7 @@ def test_broken_archive_is_an_error(tmp_path: Path, damage: str) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         for i in range(20):
             # Noise-like bytes, as CT pixel data: a repeating pattern would compress like a bomb.
-            _member(tar, f"S/S/IM{i}", random.Random(i).randbytes(100_000))
+            add_tar_member(tar, f"S/S/IM{i}", random.Random(i).randbytes(100_000))
     raw = archive.read_bytes()
     archive.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"PK\x03\x04" + raw)
     dest = tmp_path / "out"
@@ -80,9 +72,9 @@ def test_decompression_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path) 
     archive.parent.mkdir()
     zeros = b"\0" * (64 << 20)  # 64 MiB of zeros gzip to about 64 KiB: a 1000x expansion
     with tarfile.open(archive, "w:gz") as tar:
-        _member(tar, "B/B/IM1", b"a real slice")
-        _member(tar, "B/B/IM2", zeros)
-        _member(tar, "B/B/IM3", b"never reached")
+        add_tar_member(tar, "B/B/IM1", b"a real slice")
+        add_tar_member(tar, "B/B/IM2", zeros)
+        add_tar_member(tar, "B/B/IM3", b"never reached")
     assert archive.stat().st_size * 100 < len(zeros)
     dest = tmp_path / "unpack"
     dest.mkdir()

@@ -183,6 +183,19 @@ def test_undecodable_pixels_name_the_file(tmp_path: Path) -> None:
     assert info.value.path == str(path) and info.value.check == "dicom_pixels"
 
 
+def test_missing_pixel_data_is_named(tmp_path: Path) -> None:
+    path = write_series(tmp_path / "s", _volume(1))[0]
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    header = read_slice_header(path)  # the header alone is a valid image header
+    with pytest.raises(
+        InputError, match=r"has no pixel data \(expected a PixelData element of 8 x 10"
+    ) as info:
+        read_slice_hu(header)  # type: ignore[arg-type]
+    assert info.value.path == str(path) and info.value.check == "dicom_pixels"
+
+
 def test_series_reader_fills_caller_arrays_in_position_order(tmp_path: Path) -> None:
     vol = _volume(7)
     write_series(tmp_path / "s", vol)

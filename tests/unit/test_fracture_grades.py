@@ -136,7 +136,7 @@ def test_grades_are_cross_checked_with_the_masks(tmp_path: Path) -> None:
         table="verse_fracture_grades",
         source_of=lambda r: "verse",
         case_of=lambda r: r["scan_id"],
-        file_of=lambda r: r["source_path"],
+        file_of=lambda r, _check: r["source_path"],
         checks=CheckParams(),
     )
     assert len(good) == 18

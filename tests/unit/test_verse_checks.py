@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from tests.archive_factory import corrupt_zip_member
 from verse_etl.assemble import assemble
 from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
+from verse_etl.outputs import load_case_results
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.verse_variants import (
@@ -220,6 +222,9 @@ def test_mask_and_centroid_labels_are_compared_both_ways(copy) -> None:
     no_label = _quarantine(tables, "centroid_without_mask_label")
     assert [json.loads(r)["label"] for r in no_centroid["record"]] == [dropped]
     assert [json.loads(r)["label"] for r in no_label["record"]] == [extra]
+    # Each record names the file to open: the one that holds the label.
+    assert no_centroid["file"].item() == truth.mask.relative_to("verse").as_posix()
+    assert no_label["file"].item() == truth.centroids.relative_to("verse").as_posix()
     rows = tables["vertebrae"].set_index(["scan_id", "label"])
     assert not rows.loc[("verse506", dropped), "in_centroids"]
     assert not rows.loc[("verse506", extra), "in_mask"]
@@ -240,6 +245,7 @@ def test_centroid_outside_the_volume_is_flagged(copy) -> None:
     tables = build(root / "verse", root / "out")
     records = _quarantine(tables, "centroid_outside_volume")
     assert [json.loads(r)["label"] for r in records["record"]] == [moved]
+    assert records["file"].item() == truth.centroids.relative_to("verse").as_posix()
     row = tables["vertebrae"].set_index(["scan_id", "label"]).loc[("verse253", moved)]
     assert not row["centroid_in_volume"] and pd.isna(row["mask_label_at_centroid"])
 
@@ -261,8 +267,16 @@ def test_labels_outside_the_map_and_repeated_labels_leave_the_table(copy) -> Non
     q = tables["quarantine"]
     label_rows = q[q["check"].str.contains("isin")]
     assert [json.loads(r)["label"] for r in label_rows["record"]] == [26]
+    assert "(scan_id=verse201, label=26) fails" in label_rows["reason"].item()
+    assert "(label): got 26" in label_rows["reason"].item()
+    assert label_rows["file"].item() == truth.mask.relative_to("verse").as_posix()
     repeated = q[q["check"].str.contains("unique") | q["reason"].str.contains("unique")]
     assert sorted(json.loads(r)["label"] for r in repeated["record"]) == [twice, twice]
+    # A check of the whole row is named once, after the row's key (not once per column).
+    assert all(
+        r.endswith(f"(scan_id=verse201, label={twice}) fails multiple_fields_uniqueness")
+        for r in repeated["reason"]
+    ), repeated["reason"].tolist()
     mine = tables["vertebrae"][tables["vertebrae"]["scan_id"] == "verse201"]
     assert set(mine["label"]) == set(truth.labels) - {twice}
 
@@ -350,6 +364,20 @@ def test_zipped_release_builds_the_same_rows(sample, clean, tmp_path: Path) -> N
     pd.testing.assert_frame_equal(a, b)
     pd.testing.assert_frame_equal(clean["vertebrae"], tables["vertebrae"])
     assert tables["scans"]["ct_path"].str.contains(r"\.zip/").all()
+
+
+def test_scan_with_an_unreadable_file_is_rejected_and_saved(copy) -> None:
+    root, _ = copy
+    archive = zip_release(root / "verse", "dataset-01training")
+    corrupt_zip_member(archive, "dataset-01training/rawdata/sub-gl003/sub-gl003_dir-ax_ct.nii.gz")
+    scan = next(s for s in discover_verse_sources(root / "verse").scans if s.scan_id == "gl003")
+    result = build_verse_scan(scan, root / "verse", root / "out", VOLUMES)
+    (record,) = result.quarantine
+    assert (record.check, record.table) == ("read", "scans")
+    assert record.file == f"{archive.name}/{scan.ct.member}" and "Bad CRC-32" in record.reason
+    # Tables are assembled from the saved results: the rejection must be among them.
+    (saved,) = [r for r in load_case_results(root / "out") if r.case_id == "gl003"]
+    assert saved.quarantine == [record] and not saved.rows
 
 
 def test_duplicate_across_releases_is_recorded(copy) -> None:

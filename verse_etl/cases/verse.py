@@ -24,6 +24,7 @@ import numpy as np
 from verse_etl import __version__
 from verse_etl.centroids import Centroid, CentroidFile, read_centroids
 from verse_etl.errors import InputError
+from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint
 from verse_etl.hu_histogram import PERCENTILES, HuHistogram
@@ -34,7 +35,7 @@ from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
 from verse_etl.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
-from verse_etl.sources.verse import VerseScan
+from verse_etl.sources.verse import VerseScan, VerseSources
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
 
 SOURCE = "verse"
@@ -76,15 +77,16 @@ def build_verse_scan(
         other cases are unaffected.
     """
     checks = checks or CheckParams()
+    cache = case_result_path(out, SOURCE, scan.scan_id)
     try:
         hashes = {f.relative(root): f.sha256() for f in scan.files}
-    except InputError as e:
-        return _rejected(scan, root, e, "")
-    except OSError as e:
-        error = InputError(
-            getattr(e, "filename", None) or scan.ct, f"cannot read ({e})", check="read"
-        )
-        return _rejected(scan, root, error, "")
+    except (InputError, OSError) as e:
+        # Saved (with no fingerprint, so the next build tries again) like every other result:
+        # the tables are assembled from the saved results, and the record must reach them.
+        error = e if isinstance(e, InputError) else _unreadable(scan, e)
+        result = _rejected(scan, root, error, "")
+        write_text_atomic(cache, result.to_json())
+        return result
     identity = {
         "patient_id": scan.patient_id,
         "release": scan.release,
@@ -99,7 +101,6 @@ def build_verse_scan(
         "geometry_tolerance_mm": checks.geometry_tolerance_mm,
     }
     key = fingerprint(__version__, hashes, volumes, identity, case_checks)
-    cache = case_result_path(out, SOURCE, scan.scan_id)
     store = verse_store_path(out, scan.scan_id)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
@@ -139,6 +140,31 @@ def discovery_result(problems: list[InputError] | tuple[InputError, ...], root: 
     for error in problems:
         result.quarantine.append(QuarantineRecord.from_error(error, SOURCE, "_discovery", root))
     return result
+
+
+def source_results(
+    found: VerseSources, root: Path, scans: list[CaseResult], out: Path
+) -> list[CaseResult]:
+    """What a VerSe source gives beyond its scans, once they are built.
+
+    The copies of scans left out (:func:`duplicate_scans_result`), the files discovery could not
+    use (:func:`discovery_result`) and the VerSe'19 fracture grades, joined to ``scans``; each
+    only where there is something to say. The caller saves them beside the scans' results.
+    """
+    results = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
+    results += [discovery_result(found.problems, root)] if found.problems else []
+    if found.grade_tables:
+        results.append(fracture_grades_result(found.grade_tables, root, scans, out))
+    return results
+
+
+def _unreadable(scan: VerseScan, error: OSError) -> InputError:
+    return InputError(
+        getattr(error, "filename", None) or scan.ct,
+        f"cannot read ({error})",
+        "check the file's permissions and the disk",
+        check="read",
+    )
 
 
 def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseResult:

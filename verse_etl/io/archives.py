@@ -93,12 +93,19 @@ def _unreadable(archive: Path, detail: str) -> InputError:
     )
 
 
-def _bomb(archive: Path, max_ratio: float, detail: str) -> InputError:
+def bomb_error(
+    path: Path | str,
+    size: int,
+    max_ratio: float,
+    detail: str,
+    fix: str = "check where the archive comes from; nothing of it was kept",
+) -> InputError:
+    """The ``archive_bomb`` error of an archive (or a zip member) of ``size`` compressed bytes."""
     return InputError(
-        archive,
-        f"expands to more than {max_ratio:g} times its size ({archive.stat().st_size} bytes; "
-        f"{detail}): a decompression bomb or a corrupt header",
-        "check where the archive comes from; nothing of it was kept",
+        path,
+        f"expands to more than {max_ratio:g} times its size ({size} bytes; {detail}): "
+        "a decompression bomb or a corrupt header",
+        fix,
         check="archive_bomb",
     )
 
@@ -117,7 +124,9 @@ def _check_gzip(archive: Path, budget: float, max_ratio: float) -> None:
             while data and not inflate.eof:
                 produced += len(inflate.decompress(data, 1 << 20))
                 if produced > budget:
-                    raise _bomb(archive, max_ratio, f"{produced}+ bytes inflated")
+                    raise bomb_error(
+                        archive, archive.stat().st_size, max_ratio, f"{produced}+ bytes inflated"
+                    )
                 data = inflate.unconsumed_tail or f.read(1 << 20)
     except (zlib.error, OSError) as e:
         raise _unreadable(archive, f"{type(e).__name__}: {e}") from e
@@ -196,8 +205,11 @@ def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> U
                 seen.add(relative)
                 unpacked += member.size
                 if unpacked > budget:
-                    raise _bomb(
-                        archive, max_ratio, f"{unpacked} bytes declared up to {member.name!r}"
+                    raise bomb_error(
+                        archive,
+                        archive.stat().st_size,
+                        max_ratio,
+                        f"{unpacked} bytes declared up to {member.name!r}",
                     )
                 source = tar.extractfile(member)
                 if source is None:  # pragma: no cover - regular members always have data

@@ -350,7 +350,17 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             ds = pydicom.dcmread(header.path)
+            if "PixelData" not in ds:
+                raise InputError(
+                    header.path,
+                    f"has no pixel data (expected a PixelData element of {header.rows} x "
+                    f"{header.columns} pixels, as Rows and Columns say)",
+                    "the file holds no image; re-export the series or remove the file",
+                    check="dicom_pixels",
+                )
             pixels = ds.pixel_array
+    except InputError:
+        raise
     except Exception as e:  # pydicom raises many types for broken or unsupported pixel data
         raise InputError(
             header.path,

@@ -2,15 +2,27 @@
 
 The VerSe releases ship as zips (``dataset-verse19training.zip`` ...; VerSe.md §1). Members are
 read straight from the archive, never extracted: nothing is written beside the sources (no
-doubled disk, no path-traversal risk from member names such as ``../x``), and each read streams
-the member, so memory stays bounded. A member is named like :class:`zipfile.Path` names it, the
-archive as if it were a folder: ``dataset-verse19training.zip/dataset-verse19training/rawdata/...``.
+doubled disk), and each read streams the member, so memory stays bounded. A member is named like
+:class:`zipfile.Path` names it, the archive as if it were a folder:
+``dataset-verse19training.zip/dataset-verse19training/rawdata/...``.
+
+Members no release holds are refused when the archive is listed, each with a record naming
+``<archive>!/<member>`` (as :mod:`verse_etl.io.archives` names refused tar members), and the
+rest of the archive is used: unsafe names (absolute, or with ``..``: they would land outside
+the folder if the zip were unpacked, and say nothing reliable about release and split), links
+and other special entries (the Unix file type in ``external_attr``: a link's data is its target's
+path, not a file), and decompression bombs: a member whose declared size is more than
+:data:`~verse_etl.io.archives.MAX_RATIO` times its compressed size (larger than 1 MiB). The
+declared size bounds what a read returns (:mod:`zipfile` stops there and checks the CRC), so a
+member that lies about it is a read error, never a larger stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,8 +30,11 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from verse_etl.errors import InputError
+from verse_etl.io.archives import MAX_RATIO, MEMBER_SEPARATOR, bomb_error, safe_member_path
 
 _BLOCK = 1 << 20
+_SMALL_MEMBER = 1 << 20
+"""Members up to this size are never called bombs (a tiny repetitive JSON may deflate 100x)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,15 @@ class SourceFile:
                 self, f"cannot open the zip member ({e})", "re-download the archive", check="read"
             ) from e
         with archive, stream:
-            yield stream  # type: ignore[misc]
+            try:
+                yield stream  # type: ignore[misc]
+            except (zipfile.BadZipFile, zlib.error) as e:  # bad CRC, corrupt deflate data
+                raise InputError(
+                    self,
+                    f"cannot read the zip member ({type(e).__name__}: {e})",
+                    "the archive is corrupt; re-download it",
+                    check="read",
+                ) from e
 
     def read_bytes(self) -> bytes:
         """The whole file (small files only: JSON, sidecars, spreadsheets)."""
@@ -119,14 +142,52 @@ def list_files(root: Path) -> tuple[list[SourceFile], list[InputError]]:
             continue
         try:
             with zipfile.ZipFile(path) as archive:
-                names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
+                members = sorted(
+                    (i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename
+                )
         except (OSError, zipfile.BadZipFile) as e:
             problems.append(
                 InputError(path, f"not a readable zip archive ({e})", "re-download it", "read")
             )
             continue
-        files.extend(SourceFile(path, n) for n in names if not _hidden(PurePosixPath(n).parts))
+        for info in members:
+            refusal = refuse_member(path, info)
+            if refusal is not None:
+                problems.append(refusal)
+            elif not _hidden(PurePosixPath(info.filename).parts):
+                files.append(SourceFile(path, info.filename))
     return files, problems
+
+
+def refuse_member(archive: Path, info: zipfile.ZipInfo) -> InputError | None:
+    """Why a zip member must not be read (see the module docstring), or None if it may.
+
+    Returns
+    -------
+    InputError or None
+        Named ``<archive>!/<member>``; check ``archive_member`` (unsafe name, link, special
+        entry) or ``archive_bomb``.
+    """
+    name = f"{archive}{MEMBER_SEPARATOR}{info.filename}"
+    fix = "the member was not read; repack the archive with plain relative file names"
+    mode = info.external_attr >> 16  # st_mode of zips made on Unix; 0 from other systems
+    if safe_member_path(info.filename) is None:
+        problem = "has an unsafe name (absolute, or with '..' leading outside the archive)"
+    elif stat.S_ISLNK(mode):
+        problem = f"is a symbolic link (mode {oct(mode)}; links are refused)"
+    elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+        problem = f"is not a regular file (mode {oct(mode)}: a device, FIFO or special entry)"
+    elif info.file_size > max(MAX_RATIO * info.compress_size, _SMALL_MEMBER):
+        return bomb_error(
+            name,
+            info.compress_size,
+            MAX_RATIO,
+            f"{info.file_size} bytes declared",
+            "the member was not read; check where the archive comes from",
+        )
+    else:
+        return None
+    return InputError(name, problem, fix, check="archive_member")
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:

@@ -119,6 +119,26 @@ class InflateReader:
                 return True
 
 
+_STREAM_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    isal_zlib.error,
+    gzip.BadGzipFile,
+    zipfile.BadZipFile,
+)
+"""What reading a voxel stream raises for a truncated or corrupt file (or zip member)."""
+
+
+def _undecodable(path: Path | SourceFile, error: Exception) -> InputError:
+    return InputError(
+        path,
+        f"cannot decompress the voxel data ({type(error).__name__}: {error})",
+        "the file is corrupt or truncated; re-download it",
+        check="read",
+    )
+
+
 @contextmanager
 def _open(path: Path | SourceFile) -> Iterator[io.RawIOBase]:
     if isinstance(path, SourceFile) and path.member is not None:
@@ -283,13 +303,8 @@ class NiftiVoxelReader:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except (OSError, EOFError, zlib.error, isal_zlib.error, gzip.BadGzipFile) as e:
-            raise InputError(
-                self.info.path,
-                f"cannot decompress the voxel data ({type(e).__name__}: {e})",
-                "the file is corrupt or truncated; re-download it",
-                check="read",
-            ) from e
+        except _STREAM_ERRORS as e:
+            raise _undecodable(self.info.path, e) from e
 
 
 def _bytes(array: np.ndarray) -> memoryview:
@@ -330,20 +345,8 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
                         inter
                     )
                 yield k0, slab
-    except (
-        OSError,
-        EOFError,
-        zlib.error,
-        isal_zlib.error,
-        gzip.BadGzipFile,
-        zipfile.BadZipFile,
-    ) as e:
-        raise InputError(
-            info.path,
-            f"cannot decompress the voxel data ({type(e).__name__}: {e})",
-            "the file is corrupt or truncated; re-download it",
-            check="read",
-        ) from e
+    except _STREAM_ERRORS as e:
+        raise _undecodable(info.path, e) from e
 
 
 def _skip(stream: io.BufferedIOBase, n: int, path: Path) -> None:

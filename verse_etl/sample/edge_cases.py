@@ -77,8 +77,11 @@ class EdgeCaseManifest:
         return dict(self.studies)[name]
 
 
-def _edit(paths: list[Path], change) -> None:  # type: ignore[no-untyped-def]
-    """Rewrite DICOM files after ``change(dataset, index)``."""
+def rewrite_dicom(paths: list[Path], change) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite DICOM files in place after ``change(dataset, index)`` (atomically, UIDs verbatim).
+
+    ``index`` is the file's position in ``paths``; ``change`` edits the pydicom dataset.
+    """
     with allow_invalid_uids(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for i, path in enumerate(paths):
@@ -183,15 +186,15 @@ def write_edge_cases(out: Path, *, seed: int = 0) -> EdgeCaseManifest:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = len(s.files) + 1
 
-    _edit([localizer], make_localizer)
+    rewrite_dicom([localizer], make_localizer)
     quarantine += [(s.folder, "localizer_removed")]
     verdicts += [(s.series_uid, "volume")]
     id_matches += [(s.folder, "v1", "mapping"), (s.folder, "v2", "exact")]
 
     # no_instance_number: annotated k cannot be placed; decoy with an undefined orientation.
     s = studies["no_instance_number"]
-    _edit([out / p for p in s.files], lambda ds, _: delattr(ds, "InstanceNumber"))
-    _edit(
+    rewrite_dicom([out / p for p in s.files], lambda ds, _: delattr(ds, "InstanceNumber"))
+    rewrite_dicom(
         [out / p for p in s.decoy_files],
         lambda ds, _: setattr(ds, "ImageOrientationPatient", [0, 0, 0, 0, 0, 0]),
     )
@@ -210,7 +213,7 @@ def write_edge_cases(out: Path, *, seed: int = 0) -> EdgeCaseManifest:
         ds.ImagePositionPatient = [x, round(y + shear * z, 4), z]
         ds.GantryDetectorTilt = GANTRY_TILT_DEG
 
-    _edit([out / p for p in s.decoy_files], tilt)
+    rewrite_dicom([out / p for p in s.decoy_files], tilt)
     quarantine += [(s.folder, "series_missing"), (s.folder, "series_gantry_tilt")]
     verdicts += [(s.series_uid, "volume"), (s.decoy_series_uid, "gantry_tilt")]
 

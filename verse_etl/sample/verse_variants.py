@@ -7,6 +7,7 @@ call these helpers on a sample they wrote. Every helper writes atomically and de
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import zipfile
@@ -18,7 +19,7 @@ import numpy as np
 
 from verse_etl.sample.manifest import VerseScanManifest
 from verse_etl.sample.nifti import write_nifti_gz
-from verse_etl.sample.output import atomic_file, write_text_atomic
+from verse_etl.sample.output import atomic_file, gzip_member, write_text_atomic
 
 RELEASE_ZIPS: dict[str, str] = {
     "dataset-verse19training": "dataset-verse19training.zip",
@@ -200,6 +201,19 @@ def rewrite_mask(
         img.affine if affine is None else affine,
         [new[:, :, k : k + 8] for k in range(0, new.shape[2], 8)],
     )
+
+
+def rewrite_sform(path: Path, affine: np.ndarray) -> None:
+    """Write ``affine`` into a ``.nii.gz`` header as its sform (qform_code set to 0), as is.
+
+    Unlike nibabel, which refuses to store an affine it cannot decompose, this writes any
+    values, NaN or a singular matrix included: for files with a broken affine.
+    """
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[252:254] = np.int16(0).tobytes()  # qform_code 0: only the sform describes the grid
+    raw[280:328] = np.asarray(affine, dtype="<f4")[:3].tobytes()  # srow_x, srow_y, srow_z
+    with atomic_file(path) as f, gzip_member(f) as gz:
+        gz.write(bytes(raw))
 
 
 def rewrite_centroids(path: Path, change: Callable[[list[dict]], list[dict]]) -> None:

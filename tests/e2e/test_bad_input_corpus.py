@@ -1,0 +1,475 @@
+"""Issue #7's bad-input corpus: one build over good and bad sources mixed in their real layouts.
+
+The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl.sample`, small
+DICOM series from ``tests/dicom_factory.py``) into ``pristine/``, copies it to ``src/`` and damages
+the copy case by case, in place, beside the good cases: on-disk VerSe files, the VerSe'20
+release zip (read in place) with hostile members, MosMed study folders, annotation files and
+study archives with hostile members. One build (``library_build.build_sources``: what
+``verse-etl build`` runs, without Prefect) goes over all of it.
+
+Then, from the table :data:`CORPUS`: every bad case has a quarantine record naming its file,
+with its check and reason; every good case is built and its stores hold the source voxels; every
+discovered case and archive member is built or quarantined; nothing is written outside the
+build folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
+from tests.dicom_factory import write_series
+from tests.e2e.library_build import build_sources
+from verse_etl.catalog import query
+from verse_etl.dataset import Dataset
+from verse_etl.params import BuildParams, MosmedParams, SourceParams, VolumeParams
+from verse_etl.sample import SampleManifest, write_sample
+from verse_etl.sample.edge_cases import rewrite_dicom
+from verse_etl.sample.verse_variants import (
+    rewrite_centroids,
+    rewrite_mask,
+    rewrite_sform,
+    zip_release,
+)
+from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.sources.verse import discover_verse_sources
+
+V20_ZIP = "dataset-verse20training.zip"
+
+CORPUS: list[tuple[str, str, str, str]] = [
+    # (case, substring of quarantine.file, quarantine.check, substring of quarantine.reason)
+    # VerSe NIfTI files on disk (dataset-verse19training/): the scan is rejected.
+    ("nifti_truncated", "sub-verse008_ct.nii.gz", "read", "ended before the end-of-stream"),
+    ("nifti_corrupt", "sub-verse015_ct.nii.gz", "read", "cannot decompress the voxel data"),
+    ("nifti_nan_affine", "sub-verse022_ct.nii.gz", "affine", "affine is not finite"),
+    ("nifti_singular_affine", "sub-verse029_ct.nii.gz", "affine", "or is singular"),
+    ("mask_other_shape", "sub-verse036_seg-vert_msk.nii.gz", "image_mask_geometry", "shape"),
+    ("mask_other_affine", "sub-verse043_seg-vert_msk.nii.gz", "image_mask_geometry", "1.5 mm"),
+    # VerSe centroid files inside the release zip: the scan builds, the file or entry is flagged.
+    ("centroids_malformed", "sub-gl003_dir-ax_seg-subreg_ctd.json", "centroid_json", "not valid"),
+    ("centroids_wrong_shape", "sub-verse506_seg-subreg_ctd.json", "centroid_json", "entry 1"),
+    ("centroids_nan", "sub-gl016_dir-ax_seg-subreg_ctd.json", "centroid_nan", "holds NaN"),
+    ("centroids_label_outside_map", "sub-gl047_dir-ax_seg-subreg_ctd.json", "isin", "got 99"),
+    (
+        "centroids_outside_volume",
+        "sub-gl090_dir-ax_seg-subreg_ctd.json",
+        "centroid_outside_volume",
+        "outside the image",
+    ),
+    # Members of the VerSe'20 release zip.
+    ("zip_member_corrupt", "sub-gl108_dir-ax_ct.nii.gz", "read", "CRC"),
+    ("zip_dotdot_member", f"{V20_ZIP}!/../", "archive_member", "unsafe name"),
+    ("zip_absolute_member", f"{V20_ZIP}!//", "archive_member", "unsafe name"),
+    ("zip_symlink_member", "sub-gl903_dir-ax_ct.nii.gz", "archive_member", "symbolic link"),
+    ("zip_bomb_member", "sub-gl904_dir-ax_ct.nii.gz", "archive_bomb", "expands to"),
+    # MosMed DICOM studies (dicom/<case>/...).
+    ("dicom_missing_slice", "dicom/dicom_missing_slice", "series_missing_slices", "missing"),
+    (
+        "dicom_duplicate_positions",
+        "dicom/dicom_duplicate_positions",
+        "series_not_a_volume",
+        "position",
+    ),
+    (
+        "dicom_mixed_orientations",
+        "dicom/dicom_mixed_orientations",
+        "series_mixed_orientation",
+        "orientation",
+    ),
+    ("dicom_not_dicom_file", "dicom_not_dicom_file/README.txt", "not_dicom_image", "not a DICOM"),
+    (
+        "dicom_no_instance_number",
+        "annotation/dicom_no_instance_number.json",
+        "instance_order",
+        "InstanceNumber",
+    ),
+    ("dicom_no_pixel_data", "dicom/dicom_no_pixel_data/IM", "dicom_pixels", "has no pixel data"),
+    # MosMed annotation files.
+    (
+        "annotation_missing_keys",
+        "annotation_v2/annotations_bad.json",
+        "annotation_keys",
+        "['SeriesInstanceUID']",
+    ),
+    (
+        "annotation_wrong_point_count",
+        "annotation/annotations_bad.json",
+        "annotation_points",
+        "expected 6 points of 3 numbers, got 5 item(s)",
+    ),
+    # MosMed study archives (dicom/<case>.tar.gz).
+    ("tar_dotdot_member", "tar_hostile.tar.gz!/../", "archive_member", "unsafe name"),
+    ("tar_absolute_member", "tar_hostile.tar.gz!//", "archive_member", "unsafe name"),
+    ("tar_symlink_member", "tar_hostile.tar.gz!/tar_hostile/link", "archive_member", "a link"),
+    ("tar_bomb", "dicom/tar_bomb.tar.gz", "archive_bomb", "expands to more than 100 times"),
+]
+"""Every bad case of the corpus and the quarantine record it must give."""
+
+REJECTED_SCANS = ("verse008", "verse015", "verse022", "verse029", "verse036", "verse043", "gl108")
+"""VerSe scans that must not be built (no row, no store): their CT or mask is unusable."""
+
+BUILT_SCANS = (
+    ("verse201", "good"),
+    ("verse253", "good"),
+    ("gl144", "good, in the zip"),
+    ("gl195", "good, in the zip"),
+    ("gl003", "centroids_malformed"),
+    ("verse506", "centroids_wrong_shape"),
+    ("gl016", "centroids_nan"),
+    ("gl047", "centroids_label_outside_map"),
+    ("gl090", "centroids_outside_volume"),
+)
+"""VerSe scans that must be built (a flagged centroid file leaves CT and mask usable)."""
+
+NOT_CONVERTED = (
+    "dicom_missing_slice",
+    "dicom_duplicate_positions",
+    "dicom_mixed_orientations",
+    "dicom_no_pixel_data",
+    "tar_bomb",
+)
+"""MosMed studies whose only series must not be converted."""
+
+BUILT_STUDIES = (
+    "mosmed_good",
+    "dicom_no_instance_number",
+    "annotations_bad",
+    "dicom_not_dicom_file",
+    "tar_hostile",
+)
+"""MosMed studies whose every series must be converted."""
+
+VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2), pyramid_levels=0)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The corpus on disk and its build."""
+
+    root: Path  # pristine/, src/, out/, unpack/
+    manifest: SampleManifest  # of the sample written into pristine/
+    out: Path
+    quarantine: pd.DataFrame
+    outside_before: dict[str, str]  # sha256 of every file outside out/, before the build
+
+
+def _hashes(root: Path, skip: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and skip not in p.parents
+    }
+
+
+def _rename_study(mosmed: Path, folder: str, name: str) -> None:
+    """Give a sample study (folder and annotation files) the name of its case."""
+    (mosmed / "dicom" / folder).rename(mosmed / "dicom" / name)
+    for release in ("annotation", "annotation_v2"):
+        path = mosmed / release / f"{folder}.json"
+        text = path.read_text(encoding="utf-8").replace(folder, name, 1)
+        (mosmed / release / f"{name}.json").write_text(text, encoding="utf-8")
+        path.unlink()
+
+
+def _series_files(folder: Path, uid: str) -> list[Path]:
+    """The DICOM files of one series below ``folder``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return [
+            p
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+            and str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) == uid
+        ]
+
+
+def _write_pristine(root: Path) -> SampleManifest:
+    manifest = write_sample(root, seed=7, verse_cases=16, mosmed_studies=3, size="tiny")
+    mosmed = root / "mosmed"
+    for study, name in zip(
+        manifest.mosmed, ("mosmed_good", "dicom_no_instance_number", "annotations_bad"), strict=True
+    ):
+        _rename_study(mosmed, study.folder, name)
+    rng = np.random.default_rng(7)
+    for name in (*NOT_CONVERTED, "dicom_not_dicom_file", "tar_hostile"):
+        volume = rng.integers(-1024, 2000, size=(8, 10, 6)).astype(np.int16)
+        write_series(mosmed / "dicom" / name, volume)
+    return manifest
+
+
+def _damage_verse(src: Path, pristine: Path) -> None:
+    def ct(scan: str) -> Path:
+        return src / "dataset-verse19training" / "rawdata" / f"sub-{scan}" / f"sub-{scan}_ct.nii.gz"
+
+    def mask(scan: str) -> Path:
+        folder = src / "dataset-verse19training" / "derivatives" / f"sub-{scan}"
+        return folder / f"sub-{scan}_seg-vert_msk.nii.gz"
+
+    def centroids(scan: str) -> Path:
+        entities = "" if scan.startswith("verse") else "_dir-ax"
+        folder = src / "dataset-01training" / "derivatives" / f"sub-{scan}"
+        return folder / f"sub-{scan}{entities}_seg-subreg_ctd.json"
+
+    raw = ct("verse008").read_bytes()
+    ct("verse008").write_bytes(raw[: len(raw) // 2])  # a download cut off half way
+    corrupt = bytearray(ct("verse015").read_bytes())
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 64] = bytes(64)
+    ct("verse015").write_bytes(bytes(corrupt))
+    for scan, column in (("verse022", float("nan")), ("verse029", 0.0)):
+        affine = nib.load(ct(scan)).affine.copy()
+        affine[:3, 2] = column
+        rewrite_sform(ct(scan), affine)
+    rewrite_mask(mask("verse036"), lambda x: x[:, :, :-1])
+    shifted = nib.load(mask("verse043")).affine.copy()
+    shifted[0, 3] += 1.5
+    rewrite_mask(mask("verse043"), lambda x: x, affine=shifted)
+
+    centroids("gl003").write_text("{not json")
+    rewrite_centroids(centroids("verse506"), lambda e: [{"label": 20, "X": 1.0}])
+    rewrite_centroids(centroids("gl016"), lambda e: [{**e[0], "X": float("nan")}, *e[1:]])
+    rewrite_centroids(centroids("gl047"), lambda e: [*e, {**e[0], "label": 99}])
+    rewrite_centroids(centroids("gl090"), lambda e: [{**e[0], "X": -40.0}, *e[1:]])
+    archive = zip_release(src, "dataset-01training")
+
+    def zipped_ct(scan: str) -> str:
+        return f"dataset-01training/rawdata/sub-{scan}/sub-{scan}_dir-ax_ct.nii.gz"
+
+    corrupt_zip_member(archive, zipped_ct("gl108"))
+    good_ct = (pristine / zipped_ct("gl144")).read_bytes()
+    with zipfile.ZipFile(archive, "a") as z:
+        add_zip_member(z, f"../{zipped_ct('gl901')}", good_ct)
+        add_zip_member(z, f"/{zipped_ct('gl902')}", good_ct)
+        add_zip_member(z, zipped_ct("gl903"), symlink_to="/etc/passwd")
+        add_zip_member(z, zipped_ct("gl904"), bytes(BOMB_BYTES), deflate=True)
+
+
+def _slices(folder: Path) -> list[Path]:
+    """The files of a one-series folder, head to feet (ImagePositionPatient z descending)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        z = {p: float(pydicom.dcmread(p).ImagePositionPatient[2]) for p in folder.rglob("*")}
+    return sorted(z, key=lambda p: -z[p])
+
+
+def _pack(dicom: Path, name: str, hostile: list[tuple[str, bytes, dict]]) -> None:
+    """Replace ``dicom/<name>/`` by ``dicom/<name>.tar.gz`` (members ``<name>/<name>/<file>``)
+    holding ``hostile`` members too: ``(name, data, TarInfo attributes)``."""
+    folder = dicom / name
+    with tarfile.open(dicom / f"{name}.tar.gz", "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            add_tar_member(tar, f"{name}/{name}/{path.name}", path.read_bytes())
+        for member, data, attrs in hostile:
+            add_tar_member(tar, member, data, **attrs)
+    shutil.rmtree(folder)
+
+
+def _damage_mosmed(src: Path, manifest: SampleManifest, outside: Path) -> None:
+    """Damage the MosMed copy; ``outside`` is where an absolute tar member would land."""
+    dicom = src / "dicom"
+    _slices(dicom / "dicom_missing_slice")[3].unlink()
+    dup = _slices(dicom / "dicom_duplicate_positions")
+    twin = pydicom.dcmread(dup[2]).ImagePositionPatient
+    rewrite_dicom([dup[3]], lambda ds, _: setattr(ds, "ImagePositionPatient", twin))
+    rewrite_dicom(
+        _slices(dicom / "dicom_mixed_orientations")[3:],
+        lambda ds, _: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0, -1]),
+    )
+    (dicom / "dicom_not_dicom_file" / "README.txt").write_text("exported by a PACS\n")
+    rewrite_dicom(
+        [_slices(dicom / "dicom_no_pixel_data")[2]], lambda ds, _: delattr(ds, "PixelData")
+    )
+    rewrite_dicom(
+        _series_files(dicom / "dicom_no_instance_number", manifest.mosmed[1].series_uid),
+        lambda ds, _: delattr(ds, "InstanceNumber"),
+    )
+    v1 = src / "annotation" / "annotations_bad.json"
+    data = json.loads(v1.read_text())
+    first = next(iter(data["Annotation"].values()))
+    first[0] = first[0][:5]
+    v1.write_text(json.dumps(data))
+    v2 = src / "annotation_v2" / "annotations_bad.json"
+    data = json.loads(v2.read_text())
+    del data["SeriesInstanceUID"]
+    v2.write_text(json.dumps(data))
+    link = {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}
+    _pack(
+        dicom,
+        "tar_hostile",
+        [
+            ("../../escaped", b"evil", {}),
+            (str(outside), b"evil", {}),
+            ("tar_hostile/link", b"", link),
+        ],
+    )
+    _pack(dicom, "tar_bomb", [("tar_bomb/tar_bomb/IM-zeros", bytes(BOMB_BYTES), {})])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    root = tmp_path_factory.mktemp("corpus")
+    manifest = _write_pristine(root / "pristine")
+    shutil.copytree(root / "pristine", root / "src")
+    _damage_verse(root / "src" / "verse", root / "pristine" / "verse")
+    _damage_mosmed(root / "src" / "mosmed", manifest, root / "absolute")
+    out = root / "out"
+    (root / "unpack").mkdir()
+    before = _hashes(root, out)
+    params = BuildParams(
+        out=str(out),
+        sources=SourceParams(
+            verse=str(root / "src" / "verse"), mosmed=str(root / "src" / "mosmed")
+        ),
+        volumes=VOLUMES,
+        mosmed=MosmedParams(unpack_dir=str(root / "unpack")),
+    )
+    build_sources(params)
+    quarantine = query(out, "SELECT * FROM quarantine").to_pandas()
+    return Corpus(root, manifest, out, quarantine, before)
+
+
+def _records(corpus: Corpus, file: str) -> pd.DataFrame:
+    q = corpus.quarantine
+    return q[q["file"].str.contains(file, regex=False)]
+
+
+@pytest.mark.parametrize(("case", "file", "check", "reason"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_bad_case_is_quarantined_naming_file_and_reason(
+    corpus: Corpus, case: str, file: str, check: str, reason: str
+) -> None:
+    records = _records(corpus, file)
+    shown = corpus.quarantine[["file", "check", "reason"]].to_string()
+    assert not records.empty, f"{case}: no quarantine record names {file!r}\n{shown}"
+    mine = records[records["check"].str.contains(check, regex=False)]
+    assert not mine.empty, f"{case}: {records[['check', 'reason']].to_dict('records')}"
+    assert mine["reason"].str.contains(reason, regex=False).any(), mine["reason"].tolist()
+    # The reason starts with the file it is about, as every message does.
+    assert all(r.startswith(f"{f}:") for f, r in zip(mine["file"], mine["reason"], strict=True))
+
+
+def _table(corpus: Corpus, sql: str) -> pd.DataFrame:
+    return query(corpus.out, sql).to_pandas()
+
+
+@pytest.mark.parametrize("scan_id", REJECTED_SCANS)
+def test_rejected_scan_leaves_no_rows_and_no_store(corpus: Corpus, scan_id: str) -> None:
+    assert _table(corpus, f"SELECT * FROM scans WHERE scan_id = '{scan_id}'").empty
+    assert _table(corpus, f"SELECT * FROM vertebrae WHERE scan_id = '{scan_id}'").empty
+    assert not list((corpus.out / "volumes" / "verse").glob(f"{scan_id}.zarr*"))
+
+
+@pytest.mark.parametrize(("scan_id", "case"), BUILT_SCANS, ids=[s for s, _ in BUILT_SCANS])
+def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: str) -> None:
+    truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
+    built = Dataset(corpus.out)[scan_id]
+    ct = nib.load(corpus.root / "pristine" / truth.ct)
+    np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
+    np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
+    labels = np.asanyarray(nib.load(corpus.root / "pristine" / truth.mask).dataobj)
+    np.testing.assert_array_equal(built.mask[...], labels.astype(np.uint8))  # type: ignore[index]
+    assert set(truth.labels) <= set(built.vertebrae["label"])
+
+
+def _dicom_volumes(folder: Path) -> dict[str, np.ndarray]:
+    """HU volumes of every series below ``folder``, slices along the normal (pydicom only)."""
+    by_uid: dict[str, list[pydicom.Dataset]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            ds = pydicom.dcmread(path)
+            by_uid.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+        volumes = {}
+        for uid, datasets in by_uid.items():
+            iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
+            normal = np.cross(iop[:3], iop[3:])
+            datasets.sort(key=lambda d: float(np.dot(d.ImagePositionPatient, normal)))
+            volumes[uid] = np.stack(
+                [
+                    d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
+                    for d in datasets
+                ],
+                axis=-1,
+            )
+    return volumes
+
+
+@pytest.mark.parametrize("study", BUILT_STUDIES)
+def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None:
+    expected = _dicom_volumes(corpus.root / "pristine" / "mosmed" / "dicom" / study)
+    series = _table(corpus, f"SELECT * FROM series WHERE folder = '{study}'")
+    assert sorted(series["series_uid"]) == sorted(expected)
+    dataset = Dataset(corpus.out)
+    for uid, volume in expected.items():
+        np.testing.assert_array_equal(dataset[uid].image[...], volume)
+    if study == "mosmed_good":
+        rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
+        assert set(rows["release"]) == {"v1", "v2"}
+
+
+@pytest.mark.parametrize("study", NOT_CONVERTED)
+def test_study_is_not_converted(corpus: Corpus, study: str) -> None:
+    series = _table(corpus, f"SELECT * FROM series WHERE folder = '{study}'")
+    assert not series["is_volume"].any() and series["store_path"].isna().all()
+    assert not list((corpus.out / "volumes" / "mosmed").glob(f"{study}/*.zarr*"))
+
+
+def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
+    src, q = corpus.root / "src", corpus.quarantine
+    found = discover_verse_sources(src / "verse")
+    built = set(_table(corpus, "SELECT scan_id FROM scans")["scan_id"])
+    rejected = set(q.loc[q["table"] == "scans", "case_id"])
+    assert {s.scan_id for s in found.scans} == built | rejected
+    assert not built & rejected
+    assert len(q[q["case_id"] == "_discovery"]) == len(found.problems) == 4
+    series = _table(corpus, "SELECT folder FROM series")
+    for study in discover_mosmed(src / "mosmed"):
+        assert study.folder in set(series["folder"]) | set(q["case_id"]), study.folder
+
+
+def test_every_archive_member_is_read_or_refused(corpus: Corpus) -> None:
+    src, q = corpus.root / "src", corpus.quarantine
+    found = discover_verse_sources(src / "verse")
+    used = {
+        f.member
+        for s in found.scans
+        for f in (s.ct, s.mask, s.centroids, s.sidecar, s.snapshot)
+        if f and f.member
+    }
+    refused = {f.split("!/", 1)[1] for f in q["file"] if f.startswith(f"{V20_ZIP}!/")}
+    with zipfile.ZipFile(src / "verse" / V20_ZIP) as z:
+        members = {i.filename for i in z.infolist() if not i.is_dir()}
+    assert members == used | refused and not used & refused
+    series = _table(corpus, "SELECT n_files FROM series WHERE folder = 'tar_hostile'")
+    with tarfile.open(src / "mosmed" / "dicom" / "tar_hostile.tar.gz") as tar:
+        n_members = len(tar.getmembers())
+    refused_tar = q["file"].str.startswith("dicom/tar_hostile.tar.gz!/")
+    assert n_members == series["n_files"].sum() + refused_tar.sum()
+
+
+def test_every_dicom_file_is_in_a_series_or_quarantined(corpus: Corpus) -> None:
+    dicom, q = corpus.root / "src" / "mosmed" / "dicom", corpus.quarantine
+    series = _table(corpus, "SELECT folder, n_files FROM series")
+    not_images = q[q["check"].isin(["not_dicom_image", "dicom_tags"])]
+    for folder in (p for p in dicom.iterdir() if p.is_dir()):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        counted = series.loc[series["folder"] == folder.name, "n_files"].sum()
+        recorded = not_images["file"].str.startswith(f"dicom/{folder.name}/").sum()
+        assert len(files) == counted + recorded, folder.name
+
+
+def test_nothing_is_written_outside_the_build_folder(corpus: Corpus) -> None:
+    assert _hashes(corpus.root, corpus.out) == corpus.outside_before
+    assert not any((corpus.root / "unpack").iterdir())
+    assert not (corpus.root / "absolute").exists() and not (corpus.root / "escaped").exists()
