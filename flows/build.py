@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.cases.mosmed import source_results as mosmed_source_results
 from verse_etl.cases.verse import build_verse_scan, source_results
 from verse_etl.errors import VerseEtlError
 from verse_etl.lock import workspace_lock
@@ -121,7 +122,7 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], Finish]
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
     futures = [run_study.submit(s, root, out, params) for s in studies]
-    return futures, lambda _: []
+    return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
 
 
 def _collect(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,14 @@ class CaseResult:
             return None
         data["quarantine"] = [QuarantineRecord(**q) for q in data["quarantine"]]
         return cls(**data, converted=False, stores_written=0)
+
+
+def discovery_result(source: str, problems: Sequence[InputError], root: Path) -> CaseResult:
+    """Quarantine records of the files of ``source`` that discovery found but cannot use."""
+    result = CaseResult(source=source, case_id="_discovery", fingerprint="")
+    for error in problems:
+        result.quarantine.append(QuarantineRecord.from_error(error, source, "_discovery", root))
+    return result
 
 
 def relative(path: Path | str, root: Path) -> str:

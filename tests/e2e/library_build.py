@@ -8,6 +8,7 @@ from pathlib import Path
 from flows.build import tables
 from verse_etl.assemble import BuildSummary
 from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.cases.mosmed import source_results as mosmed_source_results
 from verse_etl.cases.verse import build_verse_scan, source_results
 from verse_etl.outputs import save_case_result
 from verse_etl.params import BuildParams, SourceParams
@@ -47,4 +48,6 @@ def build_sources(params: BuildParams) -> BuildSummary:
         mapping = read_id_mapping(Path(options.id_mapping)) if options.id_mapping else ()
         for study in discover_mosmed(mosmed, options.annotation_dirs, mapping):
             build_mosmed_study(study, mosmed, out, params.volumes, options)
+        for result in mosmed_source_results(mosmed, options.annotation_dirs):
+            save_case_result(out, result)
     return tables(params)

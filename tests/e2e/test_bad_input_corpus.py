@@ -115,6 +115,10 @@ CORPUS: list[tuple[str, str, str, str]] = [
     ("tar_absolute_member", "tar_hostile.tar.gz!//", "archive_member", "unsafe name"),
     ("tar_symlink_member", "tar_hostile.tar.gz!/tar_hostile/link", "archive_member", "a link"),
     ("tar_bomb", "dicom/tar_bomb.tar.gz", "archive_bomb", "expands to more than 100 times"),
+    # Files MosMed discovery cannot place, and a study with a file that cannot be read.
+    ("study_packed_as_zip", "dicom/study_packed.zip", "study_unplaced", "not a study"),
+    ("annotation_stray_file", "annotation/notes.txt", "annotation_unplaced", "not an annotation"),
+    ("annotation_unreadable", "annotation/unreadable_study.json", "read", "cannot read"),
 ]
 """Every bad case of the corpus and the quarantine record it must give."""
 
@@ -315,6 +319,9 @@ def _damage_mosmed(src: Path, manifest: SampleManifest, outside: Path) -> None:
         ],
     )
     _pack(dicom, "tar_bomb", [("tar_bomb/tar_bomb/IM-zeros", bytes(BOMB_BYTES), {})])
+    (dicom / "study_packed.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    (src / "annotation" / "notes.txt").write_text("reading protocol\n")
+    (src / "annotation" / "unreadable_study.json").mkdir()  # a folder where a file should be
 
 
 @pytest.fixture(scope="module")
@@ -432,7 +439,9 @@ def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
     rejected = set(q.loc[q["table"] == "scans", "case_id"])
     assert {s.scan_id for s in found.scans} == built | rejected
     assert not built & rejected
-    assert len(q[q["case_id"] == "_discovery"]) == len(found.problems) == 4
+    discovery = q[q["case_id"] == "_discovery"]
+    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 4
+    assert len(discovery[discovery["source"] == "mosmed"]) == 3  # the zip, notes.txt, the folder
     series = _table(corpus, "SELECT folder FROM series")
     for study in discover_mosmed(src / "mosmed"):
         assert study.folder in set(series["folder"]) | set(q["case_id"]), study.folder

@@ -15,11 +15,12 @@ from scipy import ndimage
 
 from tests.archive_factory import corrupt_zip_member
 from verse_etl.assemble import assemble
-from verse_etl.cases.verse import build_verse_scan, discovery_result, duplicate_scans_result
+from verse_etl.cases.verse import build_verse_scan, duplicate_scans_result
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
 from verse_etl.outputs import load_case_results
 from verse_etl.params import CheckParams, VolumeParams
+from verse_etl.records import discovery_result
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.verse_variants import (
     copy_scan,
@@ -40,7 +41,7 @@ def build(root: Path, out: Path, checks: CheckParams | None = None) -> dict[str,
     found = discover_verse_sources(root)
     results = [build_verse_scan(s, root, out, VOLUMES, checks) for s in found.scans]
     results.append(duplicate_scans_result(list(found.duplicates), root))
-    results.append(discovery_result(found.problems, root))
+    results.append(discovery_result("verse", found.problems, root))
     results.append(fracture_grades_result(found.grade_tables, root, results))
     summary = assemble(results, out, checks)
     tables = {name: read_table(out, name).to_pandas() for name in summary.rows}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -41,8 +41,15 @@ from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
 from verse_etl.params import MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
-from verse_etl.records import CaseResult, QuarantineRecord, load_cached, relative, write_text_atomic
-from verse_etl.sources.mosmed import MosmedStudy
+from verse_etl.records import (
+    CaseResult,
+    QuarantineRecord,
+    discovery_result,
+    load_cached,
+    relative,
+    write_text_atomic,
+)
+from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
@@ -91,7 +98,23 @@ def build_mosmed_study(
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
         sources = [study.archive]
-    hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
+    try:
+        hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
+    except OSError as e:
+        # An unreadable file quarantines the study. The result is saved (table assembly reads
+        # saved results) under an empty fingerprint, which no build matches: a fixed file is
+        # picked up by the next build.
+        result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint="")
+        file = Path(getattr(e, "filename", None) or study.dicom_dir or study.archive or root)
+        _quarantine(
+            result,
+            relative(file, root),
+            "read",
+            f"cannot read ({e})",
+            fix="check the file's permissions and the disk",
+        )
+        write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
+        return result
     key = fingerprint(
         __version__,
         MOSMED_FORMAT,
@@ -128,6 +151,13 @@ def build_mosmed_study(
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
+
+
+def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResult]:
+    """What a MosMed source gives beyond its studies: the files discovery could not place
+    (:func:`verse_etl.sources.mosmed.discovery_problems`), if any. The caller saves them."""
+    problems = discovery_problems(root, annotation_dirs)
+    return [discovery_result(SOURCE, problems, root)] if problems else []
 
 
 def _quarantine(

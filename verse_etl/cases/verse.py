@@ -34,7 +34,13 @@ from verse_etl.label_stats import LabelStatistics, LabelSummary
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
-from verse_etl.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
+from verse_etl.records import (
+    CaseResult,
+    QuarantineRecord,
+    discovery_result,
+    load_cached,
+    write_text_atomic,
+)
 from verse_etl.sources.verse import VerseScan, VerseSources
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
 
@@ -134,25 +140,17 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
     return result
 
 
-def discovery_result(problems: list[InputError] | tuple[InputError, ...], root: Path) -> CaseResult:
-    """Quarantine records of files found during discovery that cannot be used."""
-    result = CaseResult(source=SOURCE, case_id="_discovery", fingerprint="")
-    for error in problems:
-        result.quarantine.append(QuarantineRecord.from_error(error, SOURCE, "_discovery", root))
-    return result
-
-
 def source_results(
     found: VerseSources, root: Path, scans: list[CaseResult], out: Path
 ) -> list[CaseResult]:
     """What a VerSe source gives beyond its scans, once they are built.
 
     The copies of scans left out (:func:`duplicate_scans_result`), the files discovery could not
-    use (:func:`discovery_result`) and the VerSe'19 fracture grades, joined to ``scans``; each
+    use (:func:`~verse_etl.records.discovery_result`) and the VerSe'19 fracture grades, joined to ``scans``; each
     only where there is something to say. The caller saves them beside the scans' results.
     """
     results = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
-    results += [discovery_result(found.problems, root)] if found.problems else []
+    results += [discovery_result(SOURCE, found.problems, root)] if found.problems else []
     if found.grade_tables:
         results.append(fracture_grades_result(found.grade_tables, root, scans, out))
     return results

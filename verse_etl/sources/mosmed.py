@@ -162,3 +162,39 @@ def discover_mosmed(
             )
         )
     return studies
+
+
+def discovery_problems(
+    root: Path, annotation_dirs: Sequence[str] = ("annotation", "annotation_v2")
+) -> list[InputError]:
+    """Files below the MosMed root that :func:`discover_mosmed` cannot place, one error each.
+
+    Nothing is dropped silently: a study packed in another format (``.zip``), a stray file in
+    ``dicom/`` or a non-JSON file among the annotations is reported instead of ignored.
+    """
+    problems = []
+    dicom = root / "dicom"
+    for path in sorted(dicom.iterdir()) if dicom.is_dir() else []:
+        if not path.is_dir() and archive_stem(path) is None:
+            problems.append(
+                InputError(
+                    path,
+                    "not a study (expected a folder or a .tar.gz/.tgz archive named after the "
+                    "study)",
+                    "unpack or repack it as dicom/<Folder>/ or dicom/<Folder>.tar.gz, or remove it",
+                    check="study_unplaced",
+                )
+            )
+    for name in annotation_dirs:
+        directory = root / name
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            if path.suffix != ".json" or not path.is_file():
+                problems.append(
+                    InputError(
+                        path,
+                        "not an annotation file (expected <Folder>.json)",
+                        "move it out of the annotation folder or rename it",
+                        check="annotation_unplaced",
+                    )
+                )
+    return problems
