@@ -1,7 +1,8 @@
 """A DuckDB catalog over a build: one view per Parquet table, for ad-hoc SQL.
 
 The views read the Parquet files in place (nothing is copied), so the catalog is always exactly
-the build on disk. Works on a build fetched with ``dvc pull`` as well as on a local one.
+the build on disk. Works on a build fetched with ``dvc pull``, on a local one, and on one
+published to an fsspec URL (``s3://bucket/prefix``: DuckDB reads it through fsspec).
 """
 
 from __future__ import annotations
@@ -13,34 +14,44 @@ import pyarrow as pa
 
 from schemas import PARTITION_BY, SORT_KEYS, TABLES
 from verse_etl.errors import InputError
-from verse_etl.paths import table_dir, table_files_glob
+from verse_etl.paths import TABLES_DIR, table_dir
+from verse_etl.targets import Target, is_url
 
 
-def connect(out: Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """Open DuckDB with a view per table of the build at ``out``.
+def connect(out: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """Open DuckDB with a view per table of the build at ``out`` (a folder or an fsspec URL).
 
     Raises
     ------
     InputError
         If ``out`` holds no tables (not a build folder, or the build has not run).
     """
-    found = [name for name in TABLES if table_dir(out, name).is_dir()]
+    con = duckdb.connect(database)
+    if is_url(out):
+        target = Target(str(out))
+        con.register_filesystem(target.fs)
+        found = [name for name in TABLES if target.exists(f"{TABLES_DIR}/{name}")]
+        base = str(out).rstrip("/")
+    else:
+        found = [name for name in TABLES if table_dir(Path(out), name).is_dir()]
+        base = str(Path(out).resolve())
     if not found:
+        con.close()
         raise InputError(
             out,
             "no tables found (expected tables/<table>/source=*/release=*/*.parquet)",
             "run `dvc repro` (or `dvc pull`) first, or pass the build folder",
             check="catalog",
         )
-    con = duckdb.connect(database)
     for name in found:
-        con.execute(view_sql(out, name))
+        con.execute(view_sql(base, name))
     return con
 
 
-def view_sql(out: Path, name: str) -> str:
-    """The DuckDB view of table ``name``: every partition, columns and rows in contract order."""
-    files = table_files_glob(out.resolve(), name).replace("'", "''")
+def view_sql(base: str, name: str) -> str:
+    """The DuckDB view of table ``name`` of the build at ``base`` (an absolute path or a URL):
+    every partition, columns and rows in contract order."""
+    files = f"{base}/{TABLES_DIR}/{name}/source=*/release=*/*.parquet".replace("'", "''")
     columns = ", ".join(f'"{c}"' for c in TABLES[name].to_schema().columns)
     order = ", ".join(f'"{c}"' for c in SORT_KEYS[name])
     # Partition values are typed VARCHAR: never guessed from how they look.
@@ -51,7 +62,7 @@ def view_sql(out: Path, name: str) -> str:
     )
 
 
-def query(out: Path, sql: str) -> pa.Table:
+def query(out: Path | str, sql: str) -> pa.Table:
     """Run ``sql`` against the catalog of ``out`` and return the result as an Arrow table.
 
     Raises

@@ -308,7 +308,9 @@ def serve(
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over the views scans, vertebrae, series, ...")],
-    out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build"),
+    out: Annotated[
+        str, typer.Option(help="Build folder, or the URL of a build published to one (s3://...).")
+    ] = "data/build",
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
 ) -> None:
     """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""

@@ -31,11 +31,6 @@ def partition_path(table: Path, source: str, release: str) -> Path:
     return table / f"source={source}" / f"release={release}" / PART_FILE
 
 
-def table_files_glob(out: Path, name: str) -> str:
-    """Glob of every Parquet file of table ``name`` (for DuckDB, polars, Spark)."""
-    return str(table_dir(out, name) / "source=*" / "release=*" / "*.parquet")
-
-
 def verse_store_path(out: Path, scan_id: str) -> Path:
     """Zarr store of one VerSe scan."""
     return out / VOLUMES_DIR / "verse" / f"{scan_id}.zarr"

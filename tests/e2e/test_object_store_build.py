@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import s3fs
 import zarr
+from typer.testing import CliRunner
 
 from tests.e2e.s3_server import BUCKET, S3_ENV
+from verse_etl.cli import app
 from verse_etl.params import BuildParams, SourceParams
 from verse_etl.sample import write_sample
 from verse_etl.tables import read_table
@@ -98,6 +100,15 @@ def test_stores_and_tables_on_s3_read_in_place(built, s3, s3_endpoint: str) -> N
     assert store.attrs.asdict() == reference.attrs.asdict()
     for name in ("scans", "vertebrae", "series", "quarantine"):
         assert read_table(PREFIX, name, filesystem=s3).equals(read_table(local, name)), name
+    # The catalog reads the published build in place too (DuckDB through fsspec).
+    sql = "SELECT release, count(*) AS n FROM scans GROUP BY ALL ORDER BY ALL"
+    remote = CliRunner().invoke(app, ["query", sql, "--out", f"s3://{PREFIX}", "--format", "csv"])
+    assert remote.exit_code == 0, remote.output
+    assert (
+        remote.output
+        == CliRunner().invoke(app, ["query", sql, "--out", str(local), "--format", "csv"]).output
+    )
+    assert len(remote.output.splitlines()) == 1 + len({s.release for s in manifest.verse})
 
 
 def test_rerun_reuses_what_is_on_s3_and_prunes_a_removed_case(built, s3) -> None:
