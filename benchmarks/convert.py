@@ -135,15 +135,14 @@ def run_ours(source: Path, out: Path, **overrides: object) -> None:
     volumes = load_params(ROOT / "params.yaml").build.volumes
     volumes = volumes.__class__(**{**volumes.__dict__, **overrides})
     if source.is_dir():
-        from verse_etl.io.dicom import SeriesReader, order_series, scan_folder
+        from verse_etl.io.dicom import SeriesReader, scan_folder
+        from verse_etl.io.series_geometry import check_series
 
-        series, _, _ = scan_folder(source)
-        (slices,) = series.values()
-        geometry = order_series(slices)
+        (headers,) = scan_folder(source).series.values()
+        geometry = check_series(headers)
         with StoreWriter(out, volumes, {}, affine=geometry.affine) as writer:
-            writer.write_array(
-                IMAGE_PATH, geometry.shape, np.dtype(np.int16), SeriesReader(geometry)
-            )
+            reader = SeriesReader(geometry.slices)
+            writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader)
         return
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
