@@ -14,7 +14,7 @@ from typing import Any
 
 from verse_etl.errors import InputError
 
-CASE_FORMAT = 1
+CASE_FORMAT = 2
 """Bump when the rows a case produces change meaning, so that saved results are recomputed."""
 
 
