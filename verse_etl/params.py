@@ -57,10 +57,11 @@ class VolumeParams:
     ``chunks`` is the read unit (random access); a shard groups ``shard_chunks`` chunks per axis
     into one file so that a scan is a handful of files for DVC to hash. ``codec``, ``level``,
     ``shuffle`` (``shuffle``, ``bitshuffle``, ``noshuffle``; true/false mean shuffle/noshuffle)
-    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk. ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level
-    0 for viewers and QC. ``threads`` encode chunks while the source is decoded; ``verify``
-    reads every shard back and compares it with the source voxels before the store is
-    published.
+    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk.
+    ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level 0 for
+    viewers and QC. ``threads`` encode chunks while the source is decoded; ``verify`` decodes
+    every chunk after encoding and compares it with the source voxels, and reads every shard
+    file back and compares it with the verified chunks, before the store is published.
     """
 
     chunks: tuple[int, int, int] = (64, 64, 64)
@@ -68,7 +69,7 @@ class VolumeParams:
     codec: str = "zstd"
     level: int = 1
     shuffle: bool | str = "shuffle"
-    blocksize: int = 262144
+    blocksize: int = 524288
     pyramid_levels: int = 2
     threads: int = 2
     verify: bool = True

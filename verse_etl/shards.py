@@ -27,6 +27,7 @@ correctly. What readers decode from the file is therefore exactly the source.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections import deque
@@ -280,7 +281,7 @@ class ArrayStream:
     def _acquire(self) -> np.ndarray:
         if self._allocated < STAGED_ROWS:
             self._allocated += 1
-            return np.empty((self.shape[0], self.shape[1], self.chunks[2]), self.dtype, order="F")
+            return staging_array((self.shape[0], self.shape[1], self.chunks[2]), self.dtype)
         buffer, futures = self._busy.popleft()
         _wait_all(futures)
         return buffer
@@ -457,6 +458,25 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
         np.array_equal(a[:wide].view(np.uint64), b[:wide].view(np.uint64))
         and np.array_equal(a[wide:], b[wide:])
     )
+
+
+def staging_array(shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised Fortran-ordered array in its own anonymous memory map (regular pages).
+
+    Not ``np.empty``: numpy asks for transparent huge pages on allocations of 4 MiB and more,
+    and where the kernel compacts memory to find them on the first write (``defrag`` set to
+    ``madvise``, the default) that first write of a staging row measured up to 2 ms per MiB on a
+    busy machine, several times what the regular pages cost (about 0.4 ms per MiB).
+
+    Examples
+    --------
+    >>> a = staging_array((4, 3, 2), np.dtype(np.int16))
+    >>> a.shape, a.dtype, a.flags.f_contiguous
+    ((4, 3, 2), dtype('int16'), True)
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    memory = mmap.mmap(-1, max(nbytes, 1))
+    return np.frombuffer(memory, dtype, int(np.prod(shape))).reshape(shape, order="F")
 
 
 def _done_ok(future: Future) -> bool:
