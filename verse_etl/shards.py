@@ -20,7 +20,7 @@ Chunks equal to the fill value everywhere are left out of the shard (as zarr-pyt
 Verification (``verify``) proves that the files decode to the source voxels in two steps, each a
 fraction of the cost of decoding the shards again from disk: every encoded chunk is decoded on
 its encoder thread right away, while the source chunk is still in that thread's cache, and
-compared with it voxel for voxel; then every shard file is mapped back after writing, its index
+compared with it voxel for voxel; then every shard file is read back after writing, its index
 checked (CRC32C) and every chunk's bytes in the file compared with the frame that decoded
 correctly. What readers decode from the file is therefore exactly the source.
 """
@@ -210,14 +210,14 @@ class ArrayStream:
         self._shard_writes: list[Future] = []
         self._local = threading.local()
         # Blosc is deterministic: a chunk is all fill exactly when its frame is this one, so
-        # no chunk's voxels need a scan for it.
+        # only chunks with this frame are scanned for it (and only to verify).
         self._fill_frame = self._blosc.encode(np.full(int(np.prod(chunks)), fill_value, self.dtype))
         # The pyramid levels below this one are fed from its in-order task, on ``serial``
         # already: they run their own in-order work inline (a task queued behind the running
         # one could not be waited for).
+        self._inline = False
         if child is not None:
             child._inline = True
-        self._inline = False
 
     # -- producer side ------------------------------------------------------------------------
 

@@ -203,7 +203,8 @@ class StoreWriter:
         Raises
         ------
         InputError
-            With check ``store_verify`` if a shard read back differs from the source voxels.
+            With check ``store_verify`` if (with ``verify``) a chunk does not decode to the
+            source voxels or a shard file does not read back as written.
         """
         assert self._group is not None, "use StoreWriter as a context manager"
         dtype = np.dtype(dtype).newbyteorder("=")
