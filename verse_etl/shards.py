@@ -206,7 +206,8 @@ class ArrayStream:
         self._buffer: np.ndarray | None = None
         self._allocated = 0
         self._busy: deque[tuple[np.ndarray, list[Future]]] = deque()
-        self._shard_chunks: dict[tuple[int, int, int], Future[bytes | None]] = {}
+        # Chunk -> (task encoding its strip of chunks along axis 1, its place in the strip).
+        self._shard_chunks: dict[tuple[int, int, int], tuple[Future[list[bytes | None]], int]] = {}
         self._shard_writes: list[Future] = []
         self._local = threading.local()
         # Blosc is deterministic: a chunk is all fill exactly when its frame is this one, so
@@ -269,7 +270,7 @@ class ArrayStream:
     def abort(self) -> None:
         """Cancel what has not started and wait for what has, ignoring errors (before cleanup)."""
         futures = [f for _, fs in self._busy for f in fs] + self._shard_writes
-        futures += list(self._shard_chunks.values())
+        futures += [f for f, _ in self._shard_chunks.values()]
         for f in futures:
             f.cancel()
         wait(futures)
@@ -294,11 +295,14 @@ class ArrayStream:
         futures: list[Future] = []
         c0, c1, _ = self.chunks
         p0, p1, p2 = self.per_shard
+        # One task per strip of chunks along axis 1: a tenth of the task overhead of one per
+        # chunk, on the decoding thread too, with enough tasks per row to keep every encoder busy.
+        n_cj = -(-self.shape[1] // c1)
         for ci in range(-(-self.shape[0] // c0)):
-            for cj in range(-(-self.shape[1] // c1)):
-                future = self.pool.submit(self._encode, view, (ci, cj, row))
-                futures.append(future)
-                self._shard_chunks[(ci, cj, row)] = future
+            future = self.pool.submit(self._encode_strip, view, ci, n_cj, row)
+            futures.append(future)
+            for cj in range(n_cj):
+                self._shard_chunks[(ci, cj, row)] = (future, cj)
         if self._inline:
             self._in_order(k0, view)
         elif self.digest is not None or self.on_row is not None or self.child is not None:
@@ -337,6 +341,10 @@ class ArrayStream:
             # Nearest-neighbour pyramid: rows start at multiples of the (even) chunk depth, so
             # every second voxel of the row is every second voxel of the array.
             self.child.push(view[::2, ::2, ::2])
+
+    def _encode_strip(self, view: np.ndarray, ci: int, n_cj: int, row: int) -> list[bytes | None]:
+        """The frames of chunks ``(ci, 0..n_cj-1, row)`` of a staged row."""
+        return [self._encode(view, (ci, cj, row)) for cj in range(n_cj)]
 
     def _encode(self, view: np.ndarray, where: tuple[int, int, int]) -> bytes | None:
         """The Blosc frame of chunk ``where`` of a staged row (None if it is all fill), verified."""
@@ -381,7 +389,9 @@ class ArrayStream:
             )
 
     def _write_shard(
-        self, index: tuple[int, int, int], members: dict[tuple[int, int, int], Future]
+        self,
+        index: tuple[int, int, int],
+        members: dict[tuple[int, int, int], tuple[Future[list[bytes | None]], int]],
     ) -> None:
         entries = np.full((*self.per_shard, 2), ABSENT, dtype="<u8")
         path = self.directory / shard_key(index)
@@ -390,7 +400,8 @@ class ArrayStream:
         offset = 0
         with open(path, "wb") as f:
             for local in sorted(members):
-                frame = frames[local] = members[local].result()
+                future, place = members[local]
+                frame = frames[local] = future.result()[place]
                 if frame is None:
                     continue
                 f.write(frame)
