@@ -29,6 +29,8 @@ import contextlib
 import math
 import os
 import shutil
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -220,9 +222,14 @@ class StoreWriter:
         shapes = ngff.level_shapes(shape, self.params.pyramid_levels)
         codec = _codec(self.params, dtype.itemsize)
         digest = xxhash.xxh3_128()
+        nice = (self.params.encoder_nice,)
         with (
-            ThreadPoolExecutor(self.params.threads, thread_name_prefix="zarr-encode") as pool,
-            ThreadPoolExecutor(1, thread_name_prefix="zarr-shards") as serial,
+            ThreadPoolExecutor(
+                self.params.threads, "zarr-encode", initializer=lower_priority, initargs=nice
+            ) as pool,
+            ThreadPoolExecutor(
+                1, "zarr-shards", initializer=lower_priority, initargs=nice
+            ) as serial,
         ):
             stream: ArrayStream | None = None
             for level in reversed(range(len(shapes))):
@@ -313,6 +320,20 @@ class StoreWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         publish(self.tmp, self.final)
+
+
+def lower_priority(nice: int) -> None:
+    """Add ``nice`` to the niceness of the calling thread (Linux: niceness is per thread).
+
+    The encoder threads call it when they start: the decoding thread, whose speed is the
+    store's, then gets a core whenever it can run, and the encoders take the rest (they wait
+    for it anyway once the staging rows are encoded). Elsewhere, or if refused, it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 def _pump(

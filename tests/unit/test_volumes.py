@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -389,3 +390,18 @@ def test_killed_rewrite_keeps_the_old_store(tmp_path: Path) -> None:
         writer.write_array(IMAGE_PATH, old.shape, old.dtype, _slabs(old, 8))
     _kill_mid_write(final, tmp_path / "marker")
     np.testing.assert_array_equal(open_array(final)[...], old)
+
+
+def test_encoder_threads_run_at_lower_priority_than_the_decoder(tmp_path: Path) -> None:
+    vol = np.ones((8, 8, 16), np.int16)
+    seen: list[int] = []
+
+    def niceness(_k0: int, _row: np.ndarray) -> None:  # called on the writer's in-order thread
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    params = VolumeParams(chunks=(8, 8, 8), shard_chunks=(2, 2, 2), encoder_nice=3)
+    with StoreWriter(tmp_path / "n.zarr", params, {}) as writer:
+        writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 8), on_slab=niceness)
+    assert seen == [min(19, base + 3)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # caller unchanged
