@@ -116,16 +116,19 @@ class ScansTable(pa.DataFrameModel):
     store_path: Series[str] = pa.Field(
         description="Zarr store of this scan, relative to the build root."
     )
-    ct_voxel_sha256: Series[str] = pa.Field(
-        description="sha256 of the CT voxels in Fortran order, equal for source and store."
+    ct_voxel_xxh3: Series[str] = pa.Field(
+        description="XXH3-128 digest (32 hex digits) of the CT voxels in Fortran order, as in "
+        "the source and the store."
     )
-    mask_voxel_sha256: Series[str] = pa.Field(
-        nullable=True, description="sha256 of the uint8 label voxels in Fortran order."
+    mask_voxel_xxh3: Series[str] = pa.Field(
+        nullable=True,
+        description="XXH3-128 digest (32 hex digits) of the uint8 label voxels in Fortran order.",
     )
     store_verified: Series[bool] = pa.Field(
-        description="True if every chunk of the store (CT, labels, all pyramid levels) was read "
-        "back after writing and decoded to the source voxels (params volumes.verify); a "
-        "mismatch quarantines the scan instead (check store_verify)."
+        description="True if every chunk of the store (CT, labels, all pyramid levels) was "
+        "decoded after encoding and equalled the source voxels, and every shard file read back "
+        "after writing held exactly those chunks (params volumes.verify); a mismatch "
+        "quarantines the scan instead (check store_verify)."
     )
 
     source: Series[str] = pa.Field(isin=["verse"], description="Source dataset." + PARTITION_NOTE)

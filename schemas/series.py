@@ -144,8 +144,9 @@ class SeriesTable(pa.DataFrameModel):
     store_path: Series[str] = pa.Field(
         nullable=True, description="Zarr store, relative to the build root (null if not converted)."
     )
-    voxel_sha256: Series[str] = pa.Field(
-        nullable=True, description="sha256 of the int16 HU voxels in Fortran order."
+    voxel_xxh3: Series[str] = pa.Field(
+        nullable=True,
+        description="XXH3-128 digest (32 hex digits) of the int16 HU voxels in Fortran order.",
     )
     hu_min: Series[float] = pa.Field(nullable=True, description="Minimum HU of the store.")
     hu_max: Series[float] = pa.Field(nullable=True, description="Maximum HU of the store.")

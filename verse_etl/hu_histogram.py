@@ -31,17 +31,44 @@ class HuHistogram:
     """
 
     def __init__(self) -> None:
-        self.counts = np.zeros(2 * _OFFSET, dtype=np.int64)
-        self.minimum = math.inf
-        self.maximum = -math.inf
-        self.total = 0.0
+        # int16 values are counted exactly: their minimum, maximum and sum follow from the
+        # counts at the end, so each slab costs one counting pass. Other dtypes are counted at
+        # their rounded value, with their exact extremes and sum kept apart.
+        self._exact = np.zeros(2 * _OFFSET, dtype=np.int64)
+        self._rounded = np.zeros(2 * _OFFSET, dtype=np.int64)
+        self._minimum = math.inf
+        self._maximum = -math.inf
+        self._total = 0.0
         self.nonfinite = 0
         self.integral = True
 
     @property
+    def counts(self) -> np.ndarray:
+        """Values counted per whole HU, index ``value + 32768`` (int64)."""
+        return self._exact + self._rounded
+
+    @property
     def n(self) -> int:
         """Finite values counted."""
-        return int(self.counts.sum())
+        return int(self._exact.sum() + self._rounded.sum())
+
+    @property
+    def minimum(self) -> float:
+        """Smallest value (inf if nothing was counted)."""
+        seen = np.flatnonzero(self._exact)
+        return min(self._minimum, float(seen[0] - _OFFSET) if seen.size else math.inf)
+
+    @property
+    def maximum(self) -> float:
+        """Largest value (-inf if nothing was counted)."""
+        seen = np.flatnonzero(self._exact)
+        return max(self._maximum, float(seen[-1] - _OFFSET) if seen.size else -math.inf)
+
+    @property
+    def total(self) -> float:
+        """Sum of the finite values."""
+        exact = int(np.dot(self._exact, np.arange(-_OFFSET, _OFFSET, dtype=np.int64)))
+        return self._total + float(exact)
 
     def add(self, slab: np.ndarray) -> None:
         """Count every value of ``slab`` (any shape, any integer or float dtype)."""
@@ -50,6 +77,10 @@ class HuHistogram:
             self._add_flat(flat[start : start + _CHUNK])
 
     def _add_flat(self, values: np.ndarray) -> None:
+        if values.dtype == np.int16:
+            index = values.view(np.uint16) ^ np.uint16(0x8000)  # two's complement -> offset
+            self._exact += np.bincount(index, minlength=2 * _OFFSET)
+            return
         if values.dtype.kind == "f":
             finite = np.isfinite(values)
             if not finite.all():
@@ -60,16 +91,14 @@ class HuHistogram:
             rounded = np.rint(values)
             self.integral = self.integral and bool((rounded == values).all())
             index = np.clip(rounded, -_OFFSET, _OFFSET - 1).astype(np.int64) + _OFFSET
-        elif values.dtype == np.int16:
-            index = values.view(np.uint16) ^ np.uint16(0x8000)  # two's complement -> offset
         else:
             index = np.clip(values.astype(np.int64), -_OFFSET, _OFFSET - 1) + _OFFSET
         if values.size == 0:
             return
-        self.counts += np.bincount(index, minlength=2 * _OFFSET)
-        self.minimum = min(self.minimum, float(values.min()))
-        self.maximum = max(self.maximum, float(values.max()))
-        self.total += float(values.sum(dtype=np.float64))
+        self._rounded += np.bincount(index, minlength=2 * _OFFSET)
+        self._minimum = min(self._minimum, float(values.min()))
+        self._maximum = max(self._maximum, float(values.max()))
+        self._total += float(values.sum(dtype=np.float64))
 
     @property
     def mean(self) -> float:
@@ -82,12 +111,13 @@ class HuHistogram:
 
         Returns NaN if nothing was counted.
         """
-        n = self.n
+        counts = self.counts
+        n = int(counts.sum())
         if n == 0:
             return math.nan
         position = (q / 100.0) * (n - 1)  # the same float steps as numpy, for equal results
         lower = math.floor(position)
-        cumulative = np.cumsum(self.counts)
+        cumulative = np.cumsum(counts)
         # The value at 0-based rank r is the first bin whose cumulative count exceeds r.
         lo, hi = np.searchsorted(cumulative, [lower, min(lower + 1, n - 1)], side="right")
         a, b, t = float(lo - _OFFSET), float(hi - _OFFSET), position - lower

@@ -57,10 +57,13 @@ class VolumeParams:
     ``chunks`` is the read unit (random access); a shard groups ``shard_chunks`` chunks per axis
     into one file so that a scan is a handful of files for DVC to hash. ``codec``, ``level``,
     ``shuffle`` (``shuffle``, ``bitshuffle``, ``noshuffle``; true/false mean shuffle/noshuffle)
-    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk. ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level
-    0 for viewers and QC. ``threads`` encode chunks while the source is decoded; ``verify``
-    reads every shard back and compares it with the source voxels before the store is
-    published.
+    and ``blocksize`` (bytes, 0 = Blosc decides) configure the Blosc codec of every chunk.
+    ``pyramid_levels`` downsampled levels (each keeping every second voxel) follow level 0 for
+    viewers and QC. ``threads`` encode chunks while the source is decoded, at niceness
+    ``encoder_nice`` above the decoding thread (0..19) so that the decoder, the critical path,
+    is never kept off a core by them; ``verify`` decodes
+    every chunk after encoding and compares it with the source voxels, and reads every shard
+    file back and compares it with the verified chunks, before the store is published.
     """
 
     chunks: tuple[int, int, int] = (64, 64, 64)
@@ -68,9 +71,10 @@ class VolumeParams:
     codec: str = "zstd"
     level: int = 1
     shuffle: bool | str = "shuffle"
-    blocksize: int = 262144
+    blocksize: int = 524288
     pyramid_levels: int = 2
     threads: int = 2
+    encoder_nice: int = 5
     verify: bool = True
 
     def __post_init__(self) -> None:
@@ -97,12 +101,18 @@ class VolumeParams:
             ("blocksize", self.blocksize, 0),
             ("pyramid_levels", self.pyramid_levels, 0),
             ("threads", self.threads, 1),
+            ("encoder_nice", self.encoder_nice, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ParamsError(
                     f"params.yaml: volumes.{name} is {value!r} (expected an integer >= {low}); "
                     "fix the value"
                 )
+        if self.encoder_nice > 19:
+            raise ParamsError(
+                f"params.yaml: volumes.encoder_nice is {self.encoder_nice} (expected 0..19, a "
+                "Unix niceness added to the encoder threads'); fix the value"
+            )
         if self.pyramid_levels and self.chunks[2] % 2:
             raise ParamsError(
                 f"params.yaml: volumes.chunks is {list(self.chunks)} with pyramid_levels "

@@ -16,7 +16,7 @@ from typing import Any
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR
 
-CASE_FORMAT = 1
+CASE_FORMAT = 2
 """Bump when the rows a case produces change meaning, so that saved results are recomputed."""
 
 

@@ -15,8 +15,8 @@ relate to it. Every array is sharded (``params.yaml: volumes``): small chunks fo
 grouped into a few shard files, so a scan is a handful of files for DVC.
 
 Slabs are encoded on ``threads`` threads while the caller decodes the next slab (both release
-the GIL); see :mod:`verse_etl.shards` for why the chunks are written without zarr-python. With
-``verify`` every shard is read back and compared with the source voxels chunk by chunk.
+the GIL); see :mod:`verse_etl.shards` for why the chunks are written without zarr-python, and
+how ``verify`` proves that every chunk of every shard file decodes to the source voxels.
 
 Stores are written into ``<id>.zarr.tmp-<pid>`` beside the final path and renamed into place only
 when complete: a reader never sees a half-written store at the final path, and leftovers of a
@@ -26,10 +26,11 @@ killed process are removed by the next writer of the same store.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import shutil
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 
@@ -60,7 +62,7 @@ class ArrayInfo:
     dtype: str
     chunks: tuple[int, int, int]
     shards: tuple[int, int, int]
-    voxel_sha256: str
+    voxel_xxh3: str
     verified: bool = False
     levels: tuple[tuple[int, int, int], ...] = ()
 
@@ -191,16 +193,20 @@ class StoreWriter:
         ``slabs`` may instead be a :class:`~verse_etl.shards.SlabReader` (e.g.
         :class:`~verse_etl.io.nifti.NiftiVoxelReader`, entered here if it is a context manager)
         that decodes straight into the staging rows: no copy on the decoding thread.
-        ``on_slab(k0, slab)`` is called with every slab (or row) before it is encoded, e.g. for
-        statistics; the slab is only valid during the call.
+        ``on_slab(k0, row)`` is called with every staged row (a slab one chunk deep, in the
+        array's dtype), in stream order, on the writer's in-order thread rather than the
+        caller's, e.g. for statistics: the decoding thread does nothing but decode. The row is
+        only valid during the call; an exception raised there aborts the write.
 
-        The sha256 of the voxels is taken over the slabs in stream order (Fortran order, native
-        byte order), so it equals the hash of the source's raw voxel block.
+        The XXH3-128 digest of the voxels is taken over the rows in stream order (Fortran
+        order, native byte order), so it equals the digest of the source's raw voxel block
+        (``xxhash.xxh3_128_hexdigest`` of its bytes).
 
         Raises
         ------
         InputError
-            With check ``store_verify`` if a shard read back differs from the source voxels.
+            With check ``store_verify`` if (with ``verify``) a chunk does not decode to the
+            source voxels or a shard file does not read back as written.
         """
         assert self._group is not None, "use StoreWriter as a context manager"
         dtype = np.dtype(dtype).newbyteorder("=")
@@ -215,10 +221,15 @@ class StoreWriter:
         group = self._prepare_group(parent, is_label, label_names)
         shapes = ngff.level_shapes(shape, self.params.pyramid_levels)
         codec = _codec(self.params, dtype.itemsize)
-        digest = hashlib.sha256()
+        digest = xxhash.xxh3_128()
+        nice = (self.params.encoder_nice,)
         with (
-            ThreadPoolExecutor(self.params.threads, thread_name_prefix="zarr-encode") as pool,
-            ThreadPoolExecutor(1, thread_name_prefix="zarr-shards") as serial,
+            ThreadPoolExecutor(
+                self.params.threads, "zarr-encode", initializer=lower_priority, initargs=nice
+            ) as pool,
+            ThreadPoolExecutor(
+                1, "zarr-shards", initializer=lower_priority, initargs=nice
+            ) as serial,
         ):
             stream: ArrayStream | None = None
             for level in reversed(range(len(shapes))):
@@ -246,6 +257,7 @@ class StoreWriter:
                     digest=digest if level == 0 else None,
                     verify=self.params.verify,
                     child=stream,
+                    on_row=on_slab if level == 0 else None,
                 )
             assert stream is not None
             try:
@@ -253,9 +265,9 @@ class StoreWriter:
                     if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]
                         raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]
                     with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[attr-defined]
-                        stream.pull(slabs, on_slab)  # type: ignore[arg-type]
+                        stream.pull(slabs)  # type: ignore[arg-type]
                 else:
-                    _pump(stream, shape, dtype, slabs, on_slab)  # type: ignore[arg-type]
+                    _pump(stream, shape, dtype, slabs)  # type: ignore[arg-type]
                 stream.finish()
             except StoreMismatchError as e:
                 stream.abort()
@@ -275,7 +287,7 @@ class StoreWriter:
             dtype=dtype.name,
             chunks=chunks,  # type: ignore[arg-type]
             shards=shards,  # type: ignore[arg-type]
-            voxel_sha256=digest.hexdigest(),
+            voxel_xxh3=digest.hexdigest(),
             verified=self.params.verify,
             levels=tuple(shapes),
         )
@@ -310,12 +322,25 @@ class StoreWriter:
         publish(self.tmp, self.final)
 
 
+def lower_priority(nice: int) -> None:
+    """Add ``nice`` to the niceness of the calling thread (Linux: niceness is per thread).
+
+    The encoder threads call it when they start: the decoding thread, whose speed is the
+    store's, then gets a core whenever it can run, and the encoders take the rest (they wait
+    for it anyway once the staging rows are encoded). Elsewhere, or if refused, it does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
 def _pump(
     stream: ArrayStream,
     shape: tuple[int, int, int],
     dtype: np.dtype,
     slabs: Iterable[tuple[int, np.ndarray]],
-    on_slab: Callable[[int, np.ndarray], None] | None = None,
 ) -> None:
     """Feed the slabs to ``stream`` in order, checking that they tile the array exactly."""
     expected = 0
@@ -324,8 +349,6 @@ def _pump(
             raise ValueError(f"slab at {k0} does not continue the stream (expected {expected})")
         if not np.can_cast(slab.dtype, dtype, "safe"):
             raise ValueError(f"slab of dtype {slab.dtype} cannot be stored as {dtype} without loss")
-        if on_slab is not None:
-            on_slab(k0, slab)
         stream.push(slab)
         expected = k0 + slab.shape[2]
     if expected != shape[2]:

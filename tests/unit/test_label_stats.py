@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -75,3 +77,18 @@ def test_hu_histogram_of_float_values_rounds_and_says_so() -> None:
     histogram.add(np.array([-1000.4, 10.2, np.nan, 40.0], dtype=np.float32))
     assert not histogram.integral and histogram.nonfinite == 1 and histogram.n == 3
     assert histogram.minimum == pytest.approx(-1000.4) and histogram.percentile(50) == 10.0
+
+
+def test_hu_histogram_combines_int16_counts_with_other_dtypes() -> None:
+    # int16 slabs are only counted (extremes and sum come from the counts); other dtypes keep
+    # their exact extremes and sum apart. Both kinds in one volume give the whole-volume values.
+    histogram = HuHistogram()
+    assert (histogram.minimum, histogram.maximum, histogram.n) == (math.inf, -math.inf, 0)
+    ints = np.array([-1024, 0, 7, 3071], dtype=np.int16)
+    floats = np.array([-2000.0, 5000.0], dtype=np.float32)
+    histogram.add(ints)
+    histogram.add(floats)
+    both = np.concatenate([ints.astype(np.float64), floats.astype(np.float64)])
+    assert (histogram.minimum, histogram.maximum) == (-2000.0, 5000.0)
+    assert histogram.mean == pytest.approx(both.mean()) and histogram.n == 6
+    assert histogram.percentile(50) == np.percentile(both, 50)

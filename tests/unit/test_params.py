@@ -28,6 +28,8 @@ def test_project_params_load() -> None:
         ("volumes: {codec: snappy}\n", "volumes.codec"),
         ("volumes: {shuffle: bytes}\n", "volumes.shuffle"),
         ("volumes: {threads: 0}\n", "volumes.threads"),
+        ("volumes: {encoder_nice: 20}\n", "volumes.encoder_nice"),
+        ("volumes: {encoder_nice: -1}\n", "volumes.encoder_nice"),
         ("volumes: {pyramid_levels: -1}\n", "volumes.pyramid_levels"),
         ("volumes: {chunks: [64, 64, 63]}\n", "expected an even last size"),
         ("volumes: {verify: maybe}\n", "volumes.verify"),

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 import zarr
 
+from verse_etl import shards
 from verse_etl.errors import InputError
 from verse_etl.params import VolumeParams
-from verse_etl.shards import ChunkCodec, StoreMismatchError, verify_shard
+from verse_etl.shards import ChunkCodec, StoreMismatchError, decode_index, verify_shard_file
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, open_array
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ def test_zarr_python_reads_every_level_bit_for_bit(tmp_path: Path, dtype, shape)
     with StoreWriter(final, PARAMS, {}) as writer:
         # Odd slab depths: slabs never line up with chunks or shards.
         info = writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 5))
-    assert info.voxel_sha256 == hashlib.sha256(_f_bytes(vol)).hexdigest()
+    assert info.voxel_xxh3 == xxhash.xxh3_128_hexdigest(_f_bytes(vol))
     assert info.verified and len(info.levels) == 3
     for level, level_shape in enumerate(info.levels):
         step = 2**level
@@ -202,36 +203,113 @@ def test_ngff_metadata_validates_and_maps_voxels_to_world(tmp_path: Path) -> Non
         np.testing.assert_allclose(directions @ (scale * voxel + translation), world, atol=1e-9)
 
 
-def test_verify_shard_detects_a_corrupted_chunk(tmp_path: Path) -> None:
+def _shard_frames(shard: Path, per_shard: tuple[int, int, int]) -> dict:
+    """The chunk frames of a shard file as its index gives them."""
+    data = shard.read_bytes()
+    entries = decode_index(data, per_shard, shard)
+    return {
+        local: data[int(entries[local][0]) : int(entries[local][0] + entries[local][1])]
+        for local in np.ndindex(per_shard)
+    }
+
+
+def test_verify_shard_file_detects_changed_bytes_and_index(tmp_path: Path) -> None:
     vol = np.random.default_rng(2).integers(-1000, 2000, (16, 16, 16)).astype(np.int16)
     final = tmp_path / "v.zarr"
     with StoreWriter(final, PARAMS, {}) as writer:
         writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 16))
     shard = final / IMAGE_PATH / "c" / "0" / "0" / "0"
-    crcs = {
-        (a, b, c): zlib.crc32(
-            _f_bytes(vol[a * 8 : a * 8 + 8, b * 8 : b * 8 + 8, c * 8 : c * 8 + 8])
-        )
-        for a in range(2)
-        for b in range(2)
-        for c in range(2)
-    }
-    codec = ChunkCodec("zstd", PARAMS.level, "shuffle", PARAMS.blocksize, 2)
-    args = (shard, (2, 2, 2), (8, 8, 8), np.dtype(np.int16), 0, codec)
-    verify_shard(*args, crcs)  # as written: no error
-    crcs[(1, 0, 1)] ^= 1
-    with pytest.raises(StoreMismatchError, match=r"chunk \(1, 0, 1\).*reads back different"):
-        verify_shard(*args, crcs)
-    crcs[(1, 0, 1)] ^= 1
+    frames = _shard_frames(shard, (2, 2, 2))
+    verify_shard_file(shard, (2, 2, 2), frames)  # as written: no error
+    with pytest.raises(StoreMismatchError, match=r"chunk \(1, 0, 1\) should be absent"):
+        verify_shard_file(shard, (2, 2, 2), {**frames, (1, 0, 1): None})
     data = bytearray(shard.read_bytes())
     data[40] ^= 0xFF  # inside the first chunk's Blosc frame
     shard.write_bytes(bytes(data))
-    with pytest.raises(StoreMismatchError):
-        verify_shard(*args, crcs)
+    with pytest.raises(StoreMismatchError, match=r"chunk \(0, 0, 0\) reads back different bytes"):
+        verify_shard_file(shard, (2, 2, 2), frames)
     data[-10] ^= 0xFF  # inside the index: its CRC32C no longer matches
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreMismatchError, match="index checksum"):
-        verify_shard(*args, crcs)
+        verify_shard_file(shard, (2, 2, 2), frames)
+
+
+class _LyingBlosc:
+    """Blosc that encodes chunk number ``bad`` with one voxel changed: a valid frame of other
+    voxels, as a codec or memory fault would give."""
+
+    def __init__(self, blosc, bad: int) -> None:
+        self.blosc, self.bad, self.count = blosc, bad, 0
+
+    def encode(self, flat):
+        self.count += 1
+        if self.count == self.bad:
+            flat = flat.copy()
+            flat[3] += 1
+        return self.blosc.encode(flat)
+
+    def decode(self, frame, out=None):
+        return self.blosc.decode(frame, out=out)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_writer_catches_a_chunk_that_decodes_to_other_voxels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
+) -> None:
+    vol = np.random.default_rng(4).integers(-1000, 2000, (16, 16, 24)).astype(np.int16)
+    real = ChunkCodec.numcodecs
+    # The 6th encoded chunk (after the stream's own all-fill frame): level 0, not an edge.
+    monkeypatch.setattr(ChunkCodec, "numcodecs", lambda self: _LyingBlosc(real(self), 7))
+    params = VolumeParams(chunks=(8, 8, 8), shard_chunks=(2, 2, 2), threads=1, verify=verify)
+    final = tmp_path / "lie.zarr"
+    if not verify:  # the fault goes unnoticed into the store: verification is what catches it
+        with StoreWriter(final, params, {}) as writer:
+            writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 8))
+        assert not np.array_equal(open_array(final)[...], vol)
+        return
+    with (
+        pytest.raises(InputError, match="decodes to other voxels") as info,
+        StoreWriter(final, params, {}) as writer,
+    ):
+        writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 8))
+    assert info.value.check == "store_verify"
+    assert not final.exists() and not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_writer_catches_a_shard_file_that_reads_back_different(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vol = np.random.default_rng(5).integers(-1000, 2000, (16, 16, 16)).astype(np.int16)
+
+    class Flipping:
+        """A shard file whose first chunk reaches the disk with its first byte changed."""
+
+        def __init__(self, f) -> None:
+            self.f, self.first = f, True
+
+        def write(self, data: bytes) -> int:
+            if self.first:
+                self.first, data = False, bytes([data[0] ^ 1]) + data[1:]
+            return self.f.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+    def flipping_open(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller's with)
+        return Flipping(f) if "w" in mode else f
+
+    monkeypatch.setattr(shards, "open", flipping_open, raising=False)
+    with (
+        pytest.raises(InputError, match="reads back different bytes") as info,
+        StoreWriter(tmp_path / "flip.zarr", PARAMS, {}) as writer,
+    ):
+        writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 16))
+    assert info.value.check == "store_verify"
+    assert not (tmp_path / "flip.zarr").exists()
 
 
 def test_lossy_slab_dtype_is_refused(tmp_path: Path) -> None:
@@ -312,3 +390,18 @@ def test_killed_rewrite_keeps_the_old_store(tmp_path: Path) -> None:
         writer.write_array(IMAGE_PATH, old.shape, old.dtype, _slabs(old, 8))
     _kill_mid_write(final, tmp_path / "marker")
     np.testing.assert_array_equal(open_array(final)[...], old)
+
+
+def test_encoder_threads_run_at_lower_priority_than_the_decoder(tmp_path: Path) -> None:
+    vol = np.ones((8, 8, 16), np.int16)
+    seen: list[int] = []
+
+    def niceness(_k0: int, _row: np.ndarray) -> None:  # called on the writer's in-order thread
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    params = VolumeParams(chunks=(8, 8, 8), shard_chunks=(2, 2, 2), encoder_nice=3)
+    with StoreWriter(tmp_path / "n.zarr", params, {}) as writer:
+        writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 8), on_slab=niceness)
+    assert seen == [min(19, base + 3)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # caller unchanged

@@ -285,7 +285,7 @@ def _convert_series(
         else:
             store = mosmed_store_path(out, study.folder, uid)
             try:
-                sha, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
+                digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
             except InputError as e:
                 _record(result, e, root, names, table="series")
                 row["problems"] = f"pixel data: {e.problem}"
@@ -294,7 +294,7 @@ def _convert_series(
                 row.update(
                     is_volume=True,
                     store_path=relative(store, out),
-                    voxel_sha256=sha,
+                    voxel_xxh3=digest,
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
@@ -356,7 +356,7 @@ def _series_row(
         problems="; ".join(geometry.problems),
         annotated=False,
         store_path=None,
-        voxel_sha256=None,
+        voxel_xxh3=None,
         hu_min=None,
         hu_max=None,
     )
@@ -366,7 +366,7 @@ def _series_row(
 def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> tuple[str, float, float]:
-    """Stream the series into its store; return the voxel sha256 and the HU range."""
+    """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
     attributes = {
         "verse_etl": {
             "source": SOURCE,
@@ -391,7 +391,7 @@ def _write_store(
         info = writer.write_array(
             IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
         )
-    return info.voxel_sha256, float(low[0]), float(high[0])
+    return info.voxel_xxh3, float(low[0]), float(high[0])
 
 
 # -- annotations ----------------------------------------------------------------------------

@@ -234,7 +234,7 @@ def _convert(
     _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
     _add_scan(
         result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
-        ct_array.voxel_sha256, mask_array.voxel_sha256 if mask_array else None,
+        ct_array.voxel_xxh3, mask_array.voxel_xxh3 if mask_array else None,
         ct_array.verified and (mask_array is None or mask_array.verified),
     )  # fmt: skip
     return result
@@ -374,8 +374,8 @@ def _add_scan(
     centroids: CentroidFile | None,
     summaries: dict[int, LabelSummary],
     store: Path,
-    ct_voxel_sha256: str,
-    mask_voxel_sha256: str | None,
+    ct_voxel_xxh3: str,
+    mask_voxel_xxh3: str | None,
     store_verified: bool,
 ) -> None:
     ct_rel = scan.ct.relative(root)
@@ -421,8 +421,8 @@ def _add_scan(
             "n_mask_labels": len(summaries),
             "n_centroids": len(centroids.centroids) if centroids else 0,
             "store_path": store.relative_to(out).as_posix(),
-            "ct_voxel_sha256": ct_voxel_sha256,
-            "mask_voxel_sha256": mask_voxel_sha256,
+            "ct_voxel_xxh3": ct_voxel_xxh3,
+            "mask_voxel_xxh3": mask_voxel_xxh3,
             "store_verified": store_verified,
         },
     )
