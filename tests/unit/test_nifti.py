@@ -153,3 +153,24 @@ def test_multi_member_gzip_reads_on(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + bytes(512))
     np.testing.assert_array_equal(_read_all(path, 3), data)
     np.testing.assert_array_equal(_stream(path, 3), data)
+
+
+@pytest.mark.parametrize("damage", ["crc", "zeroed"])
+@pytest.mark.parametrize("reader", ["slabs", "voxel_reader"])
+def test_damage_that_still_inflates_is_caught_by_the_gzip_trailer(
+    tmp_path: Path, reader: str, damage: str
+) -> None:
+    """Only the CRC-32 at a member's end tells damaged voxels from good ones when the deflate
+    stream still decodes; both readers check it after the last slice."""
+    # Incompressible voxels: the compressed data spans several of the reader's 1 MiB blocks, so
+    # the last voxel is inflated before the reader has even fetched the trailer.
+    noise = np.random.default_rng(0).integers(-1024, 3000, (64, 64, 400), dtype=np.int16)
+    path = _write(tmp_path / "crc.nii.gz", noise)
+    data = bytearray(path.read_bytes())
+    if damage == "crc":
+        data[-8] ^= 0xFF  # the CRC-32 of the uncompressed data (then ISIZE, 4 bytes)
+    else:
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"crc\.nii\.gz: cannot decompress"):
+        _stream(path, 7) if reader == "slabs" else _read_all(path, 7)

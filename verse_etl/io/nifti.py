@@ -274,6 +274,8 @@ class NiftiVoxelReader:
                     self.info.dtype.byteorder == "=" and not np.little_endian
                 ):
                     out.byteswap(inplace=True)  # stored big-endian; out is native
+            if self.position + k == nz:
+                _drain(self._stream)  # type: ignore[arg-type]
         self.position += k
 
     @contextlib.contextmanager
@@ -322,8 +324,23 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
                         inter
                     )
                 yield k0, slab
+            _drain(stream)
     except _STREAM_ERRORS as e:
         raise _undecodable(info.path, e) from e
+
+
+def _drain(stream: io.RawIOBase | InflateReader) -> None:
+    """Read a gzip stream to its end after the last voxel.
+
+    Only the end of a gzip member carries its CRC-32 and length: a stream that is damaged but
+    still inflates (zeroed bytes can form valid deflate blocks) is caught there and nowhere else,
+    so the voxels are not trusted until the trailer has been checked.
+    """
+    if not isinstance(stream, InflateReader):
+        return
+    sink = bytearray(1 << 16)
+    while stream.readinto(memoryview(sink)):
+        pass
 
 
 def _skip(stream: io.BufferedIOBase, n: int, path: Path) -> None:
