@@ -119,6 +119,7 @@ CORPUS: list[tuple[str, str, str, str]] = [
     ("study_packed_as_zip", "dicom/study_packed.zip", "study_unplaced", "not a study"),
     ("annotation_stray_file", "annotation/notes.txt", "annotation_unplaced", "not an annotation"),
     ("annotation_unreadable", "annotation/unreadable_study.json", "read", "cannot read"),
+    ("dicom_broken_link", "dicom_not_dicom_file/IM-gone", "not_regular_file", "broken"),
 ]
 """Every bad case of the corpus and the quarantine record it must give."""
 
@@ -292,6 +293,7 @@ def _damage_mosmed(src: Path, manifest: SampleManifest, outside: Path) -> None:
         lambda ds, _: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0, -1]),
     )
     (dicom / "dicom_not_dicom_file" / "README.txt").write_text("exported by a PACS\n")
+    (dicom / "dicom_not_dicom_file" / "IM-gone").symlink_to(outside / "deleted-slice")
     rewrite_dicom(
         [_slices(dicom / "dicom_no_pixel_data")[2]], lambda ds, _: delattr(ds, "PixelData")
     )

@@ -30,7 +30,13 @@ from verse_etl.errors import InputError
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
-from verse_etl.io.dicom import SERIES_TAGS, SeriesReader, scan_files, walk_files
+from verse_etl.io.dicom import (
+    SERIES_TAGS,
+    SeriesReader,
+    irregular_files,
+    scan_files,
+    walk_files,
+)
 from verse_etl.io.series_geometry import (
     GeometryTolerances,
     SeriesGeometry,
@@ -200,6 +206,15 @@ def _study_files(
                 f"both dicom/{study.folder}/ and this archive exist; the folder was converted "
                 "and the archive ignored",
                 fix="remove one of the two",
+            )
+        for path in irregular_files(study.dicom_dir):
+            _quarantine(
+                result,
+                relative(path, root),
+                "not_regular_file",
+                "not a regular file (a broken or folder link, a FIFO, a socket or a device); "
+                "not read, the rest of the study is",
+                fix="replace it with the file it stands for, or remove it",
             )
         yield {p: relative(p, root) for p in walk_files(study.dicom_dir)}
         return

@@ -304,6 +304,17 @@ def walk_files(folder: Path) -> list[Path]:
     return sorted(p for p in found if p.is_file())
 
 
+def irregular_files(folder: Path) -> list[Path]:
+    """Entries below ``folder`` that :func:`walk_files` leaves out: broken links, FIFOs, sockets
+    and devices (links to folders are not followed either), so that the caller can report them."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        found.extend(Path(top) / name for name in files if not (Path(top) / name).is_file())
+        found.extend(Path(top) / name for name in dirs if (Path(top) / name).is_symlink())
+    return sorted(found)
+
+
 def scan_files(paths: Iterable[Path]) -> FileScan:
     """Read every file's header and group the images by SeriesInstanceUID (exact string).
 
