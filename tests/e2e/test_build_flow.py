@@ -13,6 +13,7 @@ import pytest
 from zarr import open_group
 
 from schemas import TABLES
+from tests.file_digests import file_digests
 from verse_etl.geometry import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
 from verse_etl.tables import read_table
@@ -199,16 +200,6 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
     assert len(annotated) == len(files) and annotated["is_volume"].all()
 
 
-def _digests(root: Path) -> dict[str, str]:
-    import hashlib
-
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "cases" not in p.relative_to(root).parts
-    }
-
-
 def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -218,7 +209,7 @@ def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: P
     dask_out = tmp_path / "dask-build"
     summary = run_build(replace(params, out=str(dask_out), workers=2), runner="dask")
     assert summary.rows == first.rows and summary.converted == first.cases
-    assert _digests(dask_out) == _digests(out)
+    assert file_digests(dask_out, skip=("cases",)) == file_digests(out, skip=("cases",))
 
 
 def test_real_annotations_heights_are_keypoint_distances_times_spacing(

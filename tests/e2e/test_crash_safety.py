@@ -3,7 +3,6 @@ with outputs identical to an uninterrupted build. Two builds at once: the second
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -17,8 +16,11 @@ import pytest
 import zarr
 
 from tests.e2e.dvc_project import ROOT
+from tests.file_digests import file_digests
 
 pytestmark = pytest.mark.slow
+
+BUILD_PARTS = ("tables", "volumes")  # the outputs a rerun must reproduce byte for byte
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +52,6 @@ def _build_cmd(src: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def _digests(out: Path) -> dict[str, str]:
-    return {
-        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for part in ("tables", "volumes")
-        for p in sorted((out / part).rglob("*"))
-        if p.is_file()
-    }
-
-
 def _assert_nothing_partial(out: Path) -> None:
     """Every store and table at a final path is complete and readable."""
     volumes = out / "volumes"
@@ -87,7 +80,7 @@ def reference(
         _build_cmd(sources, out), env=_env(prefect_api), capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return _digests(out)
+    return file_digests(out, BUILD_PARTS)
 
 
 def _first(pattern: str) -> Callable[[Path], bool]:
@@ -128,13 +121,15 @@ def test_sigkill_then_rerun_equals_uninterrupted(
     proc.wait()
     assert killed, f"the build finished before reaching {point}"
     _assert_nothing_partial(out)
-    assert _digests(out) != reference or point == "tables"  # it really was cut short
+    assert (
+        file_digests(out, BUILD_PARTS) != reference or point == "tables"
+    )  # it really was cut short
 
     rerun = subprocess.run(
         _build_cmd(sources, out), env=_env(prefect_api), capture_output=True, text=True, timeout=900
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert _digests(out) == reference
+    assert file_digests(out, BUILD_PARTS) == reference
     assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.old-*"))
 
 
@@ -171,7 +166,7 @@ def test_second_concurrent_build_refuses_and_first_is_intact(
     assert "another build is running on this workspace" in second.stdout + second.stderr
     output, _ = first.communicate(timeout=900)
     assert first.returncode == 0, output
-    assert _digests(out) == reference
+    assert file_digests(out, BUILD_PARTS) == reference
     # With --wait the second one queues behind the first and then finds nothing to do.
     waited = subprocess.run(
         _build_cmd(sources, out, "--wait", "600"),

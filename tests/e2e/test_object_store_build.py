@@ -16,6 +16,7 @@ import zarr
 from typer.testing import CliRunner
 
 from tests.e2e.s3_server import BUCKET, S3_ENV
+from tests.file_digests import file_digests
 from verse_etl.cli import app
 from verse_etl.params import BuildParams, SourceParams
 from verse_etl.sample import write_sample
@@ -25,15 +26,6 @@ from verse_etl.volumes import IMAGE_PATH, LABELS_PATH
 pytestmark = pytest.mark.slow
 
 PREFIX = f"{BUCKET}/builds/tiny"
-
-
-def _local_digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for part in ("tables", "volumes")
-        for p in sorted((root / part).rglob("*"))
-        if p.is_file()
-    }
 
 
 def _s3_digests(fs: s3fs.S3FileSystem) -> dict[str, str]:
@@ -79,7 +71,7 @@ def test_build_on_dask_writes_to_s3_exactly_what_a_local_build_writes(built, s3)
     params, summary, _, _, local = built
     assert summary.converted == summary.cases and summary.stores_written > 0
     on_s3 = _s3_digests(s3)
-    assert on_s3 == _local_digests(local)
+    assert on_s3 == file_digests(local, ("tables", "volumes"))
     assert any(k.startswith("volumes/verse/") for k in on_s3), "no store was published"
     assert s3.exists(f"{PREFIX}/metrics.json")
     # Each case's local copy was cleared once uploaded: a worker's disk holds one case at a time.

@@ -3,7 +3,6 @@ consumer's fresh clone, and dataset releases with their notes."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -12,16 +11,9 @@ import pytest
 
 from tests.e2e.dvc_project import make_project, run, set_param
 from tests.e2e.s3_server import S3_ENV, boto_kwargs
+from tests.file_digests import file_digests
 
 pytestmark = pytest.mark.slow
-
-
-def _digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +37,8 @@ def _consumer(project: Path, name: str) -> Path:
 def _assert_same_outputs(project: Path, clone: Path) -> None:
     build, pulled = project / "data" / "build", clone / "data" / "build"
     for part in ("tables", "volumes"):
-        assert _digests(pulled / part) == _digests(build / part), part
-    assert _digests(build / "tables"), "nothing was compared"
+        assert file_digests(pulled / part) == file_digests(build / part), part
+    assert file_digests(build / "tables"), "nothing was compared"
     con = duckdb.connect()
     tables = f"{pulled}/tables"
     scans = con.execute(f"SELECT count(*) FROM '{tables}/scans/*/*/*.parquet'").fetchone()[0]

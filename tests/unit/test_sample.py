@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -23,6 +22,7 @@ import pydicom
 import pytest
 from nibabel.orientations import aff2axcodes
 
+from tests.file_digests import file_digests
 from verse_etl.errors import InputError, ParamsError
 from verse_etl.sample import SampleManifest, write_annotation_studies, write_sample
 from verse_etl.sample.mosmed import (
@@ -413,17 +413,10 @@ def test_dicom_series_conventions(tiny: tuple[Path, SampleManifest]) -> None:
 def test_sample_is_byte_identical_across_runs(
     tiny: tuple[Path, SampleManifest], tiny_again: tuple[Path, SampleManifest]
 ) -> None:
-    def digests(root: Path) -> dict[str, str]:
-        return {
-            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))
-            if p.is_file()
-        }
-
     (a, ma), (b, mb) = tiny, tiny_again
-    assert digests(a) == digests(b)
+    assert file_digests(a) == file_digests(b)
     assert ma == mb
-    assert sorted(digests(a)) == sorted(str(p) for p in ma.files)
+    assert sorted(file_digests(a)) == sorted(str(p) for p in ma.files)
 
 
 def test_annotation_studies_match_real_files(

@@ -3,23 +3,15 @@ deterministically."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.file_digests import file_digests
 from verse_etl.annotations import ANNOTATED_LEVELS
 from verse_etl.sample import write_sample
-
-
-def _digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +50,7 @@ def test_same_seed_same_bytes_with_edge_cases(sample, tmp_path: Path) -> None:
     again = write_sample(
         tmp_path, seed=2, verse_cases=4, mosmed_studies=2, size="tiny", edge_cases=True
     )
-    assert _digests(out / "mosmed") == _digests(tmp_path / "mosmed")
+    assert file_digests(out / "mosmed") == file_digests(tmp_path / "mosmed")
     assert again.edge_cases == manifest.edge_cases
     assert set(manifest.files) == {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
     assert (
