@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.e2e.processes import background, free_port
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
     Subprocesses pointed at it skip the temporary server each `verse-etl` run would start.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     home = tmp_path_factory.mktemp("prefect-server")
     env = {
         **os.environ,
@@ -31,35 +29,22 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     }
     env.pop("PREFECT_API_URL", None)
     prefect = str(Path(sys.executable).parent / "prefect")
-    with open(home / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with background(args, home / "server.log", env) as proc:
         api = f"http://127.0.0.1:{port}/api"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{api}/health", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"prefect server did not start: {(home / 'server.log').read_text()}"
-                    )
-                time.sleep(0.5)
-            yield api
-        finally:
-            proc.terminate()
+        deadline = time.monotonic() + 180
+        while True:
             try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if httpx.get(f"{api}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"prefect server did not start: {(home / 'server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield api
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.e2e.processes import background, free_port
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -30,16 +30,10 @@ def boto_kwargs() -> dict[str, str]:
 @contextmanager
 def moto_server() -> Iterator[str]:
     """Start moto's server on a free loopback port with bucket ``verse-etl``; yield its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    port = free_port()
+    moto = str(Path(sys.executable).parent / "moto_server")
+    with background([moto, "-H", "127.0.0.1", "-p", str(port)]) as server:
+        url = f"http://127.0.0.1:{port}"
         import boto3
 
         deadline = time.monotonic() + 60
@@ -52,6 +46,3 @@ def moto_server() -> Iterator[str]:
                     raise
                 time.sleep(0.5)
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -4,7 +4,6 @@ triggered from it builds, releases and pushes the dataset."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.dvc_project import GIT_IDENTITY, ROOT, make_project, run
+from tests.e2e.processes import background
 
 pytestmark = pytest.mark.slow
 
@@ -34,22 +34,6 @@ def _wait(check, what: str, seconds: float, proc: subprocess.Popen) -> object:
             pass
         time.sleep(1)
     raise AssertionError(f"{what}: not ready after {seconds} s")
-
-
-@contextlib.contextmanager
-def _process(args: list[str], log: Path, env: dict[str, str], cwd: Path):
-    """A background process writing to ``log``, terminated (then killed) on exit."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def test_deployment_registers_and_a_triggered_run_releases(
@@ -77,7 +61,7 @@ def test_deployment_registers_and_a_triggered_run_releases(
     logs = tmp_path / "logs"
     logs.mkdir()
     serve_args = [str(bin_dir / "verse-etl"), "serve", "--cron", "0 3 * * *", "--name", DEPLOYMENT]
-    with _process(serve_args, logs / "serve.log", env, project) as served:
+    with background(serve_args, logs / "serve.log", env, project) as served:
         url = f"{api}/deployments/name/{FLOW}/{DEPLOYMENT}"
         deployment = _wait(
             lambda: (r := httpx.get(url, timeout=5)).status_code == 200 and r.json(),
