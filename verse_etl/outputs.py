@@ -43,6 +43,14 @@ def load_case_results(out: Path, sources: Sequence[str] = SOURCES) -> list[CaseR
     return results
 
 
+def remove_path(path: Path) -> None:
+    """Delete a store folder or a file (missing is fine)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def store_paths(results: Sequence[CaseResult]) -> list[str]:
     """Stores (paths relative to the build root) that the rows of ``results`` point at."""
     return [
@@ -81,7 +89,7 @@ def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[
         if is_store and rel not in keep_stores and not any(p in deleted for p in path.parents):
             deleted.append(path)
     for path in deleted:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        remove_path(path)
     # Study folders of MosMed left empty by the pruning go too.
     for folder in sorted(volumes.glob("*"), reverse=True) if volumes.is_dir() else []:
         if folder.is_dir() and not folder.name.endswith(".zarr") and not any(folder.iterdir()):

@@ -15,10 +15,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from verse_etl.outputs import store_paths
+from verse_etl.outputs import remove_path, store_paths
 from verse_etl.paths import CASES_DIR, TABLES_DIR, VOLUMES_DIR, case_result_path, metrics_path
 from verse_etl.records import CaseResult
-from verse_etl.targets import Target, clear_local, is_url
+from verse_etl.targets import Target, is_url
 
 StoreExists = Callable[[Path], bool]
 CaseBuild = Callable[[Path, StoreExists], CaseResult]
@@ -55,7 +55,7 @@ def run_case(build: CaseBuild, out: str, work: Path, source: str, case_id: str) 
     if result.converted:
         for store in store_paths([result]):
             target.put_store(work / store, store)
-            clear_local(work / store)
+            remove_path(work / store)
         target.put_file(cache, _rel(cache, work))
     return result
 

@@ -19,7 +19,6 @@ environment variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers, or ``~/.a
 from __future__ import annotations
 
 import posixpath
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -105,19 +104,13 @@ class Target:
         Objects of an older version of the store that the new one does not have are deleted
         after the upload. Returns the number of objects uploaded.
         """
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        root_meta = local / STORE_ROOT_META
-        ordered = [p for p in files if p != root_meta] + [p for p in files if p == root_meta]
-        for file in ordered:
-            self.put_file(
-                file, posixpath.join(Path(rel).as_posix(), file.relative_to(local).as_posix())
-            )
-        self._delete_others(rel, {f.relative_to(local).as_posix() for f in files})
-        return len(ordered)
+        return len(self.put_tree(local, rel, last=STORE_ROOT_META))
 
-    def put_tree(self, local: Path, rel: str | Path) -> list[str]:
-        """Upload every file below ``local`` to ``rel``; delete objects there it does not have."""
+    def put_tree(self, local: Path, rel: str | Path, last: str | None = None) -> list[str]:
+        """Upload every file below ``local`` to ``rel`` (``last``, a relative name, after all
+        others); delete objects there it does not have. Returns the uploaded names in order."""
         names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+        names.sort(key=lambda name: name == last)  # stable: only ``last`` moves, to the end
         for name in names:
             self.put_file(local / name, posixpath.join(Path(rel).as_posix(), name))
         self._delete_others(rel, set(names))
@@ -146,11 +139,3 @@ class Target:
         path = self.path(rel)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
-
-
-def clear_local(path: Path) -> None:
-    """Remove a published local copy (a store folder or a file) from the work folder."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
