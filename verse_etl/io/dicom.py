@@ -295,24 +295,23 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-def walk_files(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed."""
-    found: list[Path] = []
+def _entries(folder: Path) -> Iterator[Path]:
+    """Every file entry and every link to a folder below ``folder``, sorted, links not followed."""
     for top, dirs, files in os.walk(folder, followlinks=False):
         dirs.sort()
-        found.extend(Path(top) / name for name in files)
-    return sorted(p for p in found if p.is_file())
+        yield from (Path(top) / name for name in files)
+        yield from (Path(top) / name for name in dirs if (Path(top) / name).is_symlink())
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed."""
+    return sorted(p for p in _entries(folder) if p.is_file())
 
 
 def irregular_files(folder: Path) -> list[Path]:
     """Entries below ``folder`` that :func:`walk_files` leaves out: broken links, FIFOs, sockets
     and devices (links to folders are not followed either), so that the caller can report them."""
-    found: list[Path] = []
-    for top, dirs, files in os.walk(folder, followlinks=False):
-        dirs.sort()
-        found.extend(Path(top) / name for name in files if not (Path(top) / name).is_file())
-        found.extend(Path(top) / name for name in dirs if (Path(top) / name).is_symlink())
-    return sorted(found)
+    return sorted(p for p in _entries(folder) if not p.is_file())
 
 
 def scan_files(paths: Iterable[Path]) -> FileScan:
