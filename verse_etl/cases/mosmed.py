@@ -152,7 +152,7 @@ def build_mosmed_study(
                 table="mosmed_vertebrae",
             )
     else:
-        with _study_files(study, root, params, result) as names:
+        with _study_files(study, sources, root, params, result) as names:
             series = _convert_series(study, names, root, out, volumes, params, annotations, result)
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
@@ -194,9 +194,12 @@ def _record(
 
 @contextmanager
 def _study_files(
-    study: MosmedStudy, root: Path, params: MosmedParams, result: CaseResult
+    study: MosmedStudy, files: list[Path], root: Path, params: MosmedParams, result: CaseResult
 ) -> Iterator[dict[Path, str]]:
-    """Yield every file of the study: local path -> name relative to the source root."""
+    """Yield every file of the study: local path -> name relative to the source root.
+
+    ``files`` are the study folder's files as already listed for the fingerprint (unused for an
+    archive, which is unpacked here)."""
     if study.dicom_dir is not None:
         if study.archive is not None:
             _quarantine(
@@ -216,7 +219,7 @@ def _study_files(
                 "not read, the rest of the study is",
                 fix="replace it with the file it stands for, or remove it",
             )
-        yield {p: relative(p, root) for p in walk_files(study.dicom_dir)}
+        yield {p: relative(p, root) for p in files}
         return
     assert study.archive is not None
     archive_name = relative(study.archive, root)
