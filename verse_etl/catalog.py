@@ -45,6 +45,7 @@ def connect(out: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConne
         )
     for name in found:
         con.execute(view_sql(base, name))
+        con.execute(comment_sql(name))
     return con
 
 
@@ -60,6 +61,29 @@ def view_sql(base: str, name: str) -> str:
         f"CREATE OR REPLACE VIEW {name} AS SELECT {columns} FROM read_parquet('{files}', "
         f"hive_partitioning = true, hive_types = {{{types}}}) ORDER BY {order}"
     )
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def comment_sql(name: str) -> str:
+    """``COMMENT ON`` statements giving view ``name`` and each of its columns the description of
+    its contract, so that ``duckdb_views()``, ``duckdb_columns()`` and SQL clients show them.
+
+    Examples
+    --------
+    >>> comment_sql("quarantine").splitlines()[0]
+    "COMMENT ON VIEW quarantine IS 'Rejected and flagged records with file, check and reason.';"
+    """
+    model = TABLES[name]
+    statements = [
+        f"COMMENT ON VIEW {name} IS {_sql_string(getattr(model.Config, 'description', ''))};"
+    ]
+    for column, spec in model.to_schema().columns.items():
+        text = _sql_string(spec.description or "")
+        statements.append(f'COMMENT ON COLUMN {name}."{column}" IS {text};')
+    return "\n".join(statements)
 
 
 def query(out: Path | str, sql: str) -> pa.Table:

@@ -47,7 +47,7 @@ def read_inventory(out: Path) -> Inventory:
         rows[name] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     stores = list((out / VOLUMES_DIR).rglob("*.zarr"))
     files = [p for store in stores for p in store.rglob("*") if p.is_file()]
-    checks = read_table(out, "quarantine", columns=["check"]).column("check").to_pylist()
+    checks = read_table(out, "quarantine", columns=["check_name"]).column("check_name").to_pylist()
     return Inventory(
         rows=rows,
         stores=len(stores),
