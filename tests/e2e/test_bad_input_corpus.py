@@ -50,7 +50,7 @@ from verse_etl.sources.verse import discover_verse_sources
 V20_ZIP = "dataset-verse20training.zip"
 
 CORPUS: list[tuple[str, str, str, str]] = [
-    # (case, substring of quarantine.file, quarantine.check, substring of quarantine.reason)
+    # (case, substring of quarantine.file, quarantine.check_name, substring of quarantine.reason)
     # VerSe NIfTI files on disk (dataset-verse19training/): the scan is rejected.
     ("nifti_truncated", "sub-verse008_ct.nii.gz", "read", "ended before the end-of-stream"),
     ("nifti_corrupt", "sub-verse015_ct.nii.gz", "read", "cannot decompress the voxel data"),
