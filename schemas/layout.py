@@ -22,7 +22,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "series": ("folder", "series_uid"),
     "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
     "mosmed_consensus": ("folder", "release", "vertebra"),
-    "quarantine": ("source", "case_id", "table", "file", "check", "reason"),
+    "quarantine": ("source", "case_id", "table_name", "file", "check_name", "reason"),
 }
 """Row order of each table: files are byte-identical from build to build."""
 

@@ -18,8 +18,13 @@ from verse_etl.paths import TABLES_DIR, table_dir
 from verse_etl.targets import Target, is_url
 
 
-def connect(out: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    out: Path | str, database: str = ":memory:", comments: bool = True
+) -> duckdb.DuckDBPyConnection:
     """Open DuckDB with a view per table of the build at ``out`` (a folder or an fsspec URL).
+
+    ``comments`` gives the views and their columns the contracts' descriptions; without them
+    the contracts (and pandas) are not imported, for a one-off query that answers at once.
 
     Raises
     ------
@@ -45,6 +50,8 @@ def connect(out: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConne
         )
     for name in found:
         con.execute(view_sql(base, name))
+        if comments:
+            con.execute(comment_sql(name))
     return con
 
 
@@ -65,15 +72,41 @@ def view_sql(base: str, name: str) -> str:
     )
 
 
-def query(out: Path | str, sql: str) -> pa.Table:
-    """Run ``sql`` against the catalog of ``out`` and return the result as an Arrow table.
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def comment_sql(name: str) -> str:
+    """``COMMENT ON`` statements giving view ``name`` and each of its columns the description of
+    its contract, so that ``duckdb_views()``, ``duckdb_columns()`` and SQL clients show them.
+
+    Examples
+    --------
+    >>> comment_sql("quarantine").splitlines()[0]
+    "COMMENT ON VIEW quarantine IS 'Rejected and flagged records with file, check and reason.';"
+    """
+    from schemas import TABLES
+
+    model = TABLES[name]
+    statements = [
+        f"COMMENT ON VIEW {name} IS {_sql_string(getattr(model.Config, 'description', ''))};"
+    ]
+    for column, spec in model.to_schema().columns.items():
+        text = _sql_string(spec.description or "")
+        statements.append(f'COMMENT ON COLUMN {name}."{column}" IS {text};')
+    return "\n".join(statements)
+
+
+def query(out: Path | str, sql: str, comments: bool = True) -> pa.Table:
+    """Run ``sql`` against the catalog of ``out`` and return the result as an Arrow table
+    (``comments``: see :func:`connect`).
 
     Raises
     ------
     InputError
         If the SQL fails (the message names the build folder and DuckDB's reason).
     """
-    con = connect(out)
+    con = connect(out, comments=comments)
     try:
         return con.sql(sql).to_arrow_table()
     except duckdb.Error as e:

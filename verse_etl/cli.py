@@ -326,7 +326,9 @@ def query(
     from verse_etl.query_output import render
 
     with _reported():
-        result = run_query(out, sql)
+        # Descriptions are for SQL clients browsing the catalog; a one-off query skips them
+        # (and the contracts they come from) to answer at once.
+        result = run_query(out, sql, comments=False)
     typer.echo(render(result, fmt), nl=False)
 
 
@@ -335,14 +337,18 @@ def dictionary(
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path(
         "docs/data-dictionary.md"
     ),
+    readme: Annotated[
+        Path, typer.Option(help="README whose generated table overview is refreshed.")
+    ] = Path("README.md"),
 ) -> None:
-    """Write the data dictionary generated from the table contracts."""
+    """Write the data dictionary and the README's table overview from the table contracts."""
     from schemas import TABLES
-    from verse_etl.dictionary import render_dictionary
+    from verse_etl.dictionary import render_dictionary, update_readme
     from verse_etl.records import write_text_atomic
 
     write_text_atomic(out, render_dictionary(TABLES))
-    console.print(f"data dictionary written to {out}")
+    write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
+    console.print(f"data dictionary written to {out}, table overview to {readme}")
 
 
 @app.command()

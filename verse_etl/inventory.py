@@ -51,7 +51,7 @@ def read_inventory(out: Path) -> Inventory:
     checks = [
         check
         for f in sorted(table_dir(out, "quarantine").glob("source=*/release=*/*.parquet"))
-        for check in pq.ParquetFile(f).read(columns=["check"]).column("check").to_pylist()
+        for check in pq.ParquetFile(f).read(columns=["check_name"]).column("check_name").to_pylist()
     ]
     return Inventory(
         rows=rows,

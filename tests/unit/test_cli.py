@@ -40,7 +40,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = out / "tables" / name / "source=verse" / "release=verse19"
         folder.mkdir(parents=True)
         keys = [k for k in SORT_KEYS[name] if k not in PARTITION_BY]
-        columns = {k: ["label_islands" if k == "check" else "gl003"] for k in keys}
+        columns = {k: ["label_islands" if k == "check_name" else "gl003"] for k in keys}
         pq.write_table(pa.table(columns), folder / "part-0.parquet")
     return out
 
