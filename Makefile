@@ -7,8 +7,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.8
 
 export PATH := $(BIN):$(PATH)
-# Prefect and DVC: home inside the project, no telemetry, no network.
-export PREFECT_HOME := $(CURDIR)/.prefect
+# Prefect and DVC: no telemetry, no network. PREFECT_HOME and the Prefect profile are the user's:
+# with an API configured the build reports there, else to one local server keeping its runs in
+# PREFECT_HOME (.prefect/ here when unset; see flows/server.py).
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1

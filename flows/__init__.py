@@ -1,15 +1,15 @@
 """Prefect flows composing the verse_etl library. The only package that imports Prefect.
 
-Importing it sets safe defaults for a machine without network, unless the caller set them:
-Prefect's home inside the working directory (the project), no analytics, a patient start-up
-timeout for the temporary local server, and verse_etl's log records captured in run logs.
+Importing it sets safe defaults for a machine without network, unless the caller set them: no
+analytics, a patient start-up timeout for a temporary server, and verse_etl's log records captured
+in run logs. ``PREFECT_HOME`` is left alone: the user's home (and its profile, e.g. a Prefect
+Cloud login or a team server) is respected; only the local server started when no API is
+configured keeps its database in the project (:mod:`flows.server`).
 """
 
 import os
-from pathlib import Path
 
 _DEFAULTS = {
-    "PREFECT_HOME": str(Path.cwd() / ".prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",

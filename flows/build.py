@@ -1,21 +1,33 @@
 """Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
 
 ``ingest`` and ``tables`` are what the DVC stages run (one stage per source, then one for the
-tables); ``build_dataset`` runs everything in one go for ``verse-etl build``.
+tables); ``build_dataset`` runs everything in one go for ``verse-etl build`` (cases, tables, report).
+Every entry point runs on one Prefect API (:func:`flows.server.prefect_api`). What a build made is
+left in Prefect as artifacts: ingest progress, the build summary and the quarantine per check.
 """
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.progress import IngestProgress, heartbeat, source_bytes
+from flows.server import prefect_api
 from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
@@ -35,8 +47,10 @@ from verse_etl.publish import (
     run_case,
 )
 from verse_etl.records import CaseResult
+from verse_etl.report import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
+from verse_etl.targets import is_url
 
 
 class BuildFailed(VerseEtlError):
@@ -71,15 +85,16 @@ _CASE_TASK = {
 @task(name="verse-scan", task_run_name="verse-{scan.scan_id}", **_CASE_TASK)
 def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams) -> CaseResult:
     """Build one VerSe scan (and publish it when the build goes to a URL)."""
-    return run_case(
-        lambda out, exists: build_verse_scan(
-            scan, root, out, params.volumes, params.checks, exists
-        ),
-        params.out,
-        work,
-        "verse",
-        scan.scan_id,
-    )
+    with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"):
+        return run_case(
+            lambda out, exists: build_verse_scan(
+                scan, root, out, params.volumes, params.checks, exists
+            ),
+            params.out,
+            work,
+            "verse",
+            scan.scan_id,
+        )
 
 
 @task(name="mosmed-study", task_run_name="mosmed-{study.folder}", **_CASE_TASK)
@@ -87,93 +102,154 @@ def mosmed_study_task(
     study: MosmedStudy, root: Path, work: Path, params: BuildParams
 ) -> CaseResult:
     """Build one MosMed study (and publish it when the build goes to a URL)."""
-    return run_case(
-        lambda out, exists: build_mosmed_study(
-            study, root, out, params.volumes, params.mosmed, exists
-        ),
-        params.out,
-        work,
-        "mosmed",
-        study.folder,
-    )
+    with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
+        return run_case(
+            lambda out, exists: build_mosmed_study(
+                study, root, out, params.volumes, params.mosmed, exists
+            ),
+            params.out,
+            work,
+            "mosmed",
+            study.folder,
+        )
 
 
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], Finish]:
+@dataclass(frozen=True)
+class Submitted:
+    """The case tasks of one source, the input bytes of each, and what to compute after them."""
+
+    futures: list[Any]
+    sizes: list[int]
+    finish: Finish
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What an ingest produced: a result per case, and the source-level results computed once
+    the cases are done (VerSe fracture grades, MosMed annotation files without a study)."""
+
+    cases: list[CaseResult]
+    derived: list[CaseResult]
+
+    @property
+    def results(self) -> list[CaseResult]:
+        return self.cases + self.derived
+
+
+def _submit_source(source: str, params: BuildParams) -> Submitted:
     """Discover one source and submit a task per case.
 
-    Returns the futures and what to compute once the cases are done: for VerSe the dropped
-    duplicates, the files that cannot be placed and the VerSe'19 fracture grades, which are
-    joined to the scans' vertebrae (:func:`verse_etl.cases.verse.source_results`).
+    The finish step computes, once the cases are done, for VerSe the dropped duplicates, the
+    files that cannot be placed and the VerSe'19 fracture grades, which are joined to the scans'
+    vertebrae (:func:`verse_etl.cases.verse.source_results`).
     """
     out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
     if not root_text:
-        return [], lambda _: []
+        return Submitted([], [], lambda _: [])
     root = Path(root_text)
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
         futures = [run_scan.submit(scan, root, out, params) for scan in found.scans]
-        return futures, lambda scans: source_results(found, root, scans, out)
+        sizes = [source_bytes(scan) for scan in found.scans]
+        return Submitted(futures, sizes, lambda scans: source_results(found, root, scans, out))
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
     futures = [run_study.submit(s, root, out, params) for s in studies]
-    return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
+    return Submitted(
+        futures,
+        [source_bytes(s) for s in studies],
+        lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs),
+    )
 
 
-def _collect(
-    source_futures: dict[str, tuple[list[Any], Finish]], params: BuildParams
-) -> list[CaseResult]:
-    """Wait for every case, log progress as cases finish, save and prune per source."""
+def _collect(submitted: dict[str, Submitted], params: BuildParams) -> Ingested:
+    """Wait for every case, showing progress as cases finish; save and prune per source."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    total = sum(len(f) for f, _ in source_futures.values())
-    start = time.perf_counter()
-    futures = [f for fs, _ in source_futures.values() for f in fs]
-    for done, future in enumerate(as_completed(futures), start=1):
-        result: CaseResult = future.result()
-        state = "built" if result.converted else "unchanged"
-        logger.info(
-            "[%d/%d] %s %s: %s, %d quarantined (%.0f s elapsed)",
-            done,
-            total,
-            result.source,
-            result.case_id,
-            state,
-            len(result.quarantine),
-            time.perf_counter() - start,
-        )
-    results: list[CaseResult] = []
-    for source, (futures, finish) in source_futures.items():
-        cases = [f.result() for f in futures]
-        derived = finish(cases)
-        mine = cases + derived
-        for result in derived:
+    futures = [f for sub in submitted.values() for f in sub.futures]
+    size = {
+        f.task_run_id: n
+        for sub in submitted.values()
+        for f, n in zip(sub.futures, sub.sizes, strict=True)
+    }
+    total = len(futures)
+    artifact = create_progress_artifact(
+        0.0,
+        key="ingest-progress",
+        description=f"Cases of {', '.join(submitted)} built into {params.out}",
+    )
+    with IngestProgress(
+        total,
+        sum(size.values()),
+        logger.info,
+        lambda percent: update_progress_artifact(artifact, percent),
+    ) as progress:
+        for future in as_completed(futures):
+            result: CaseResult = future.result()
+            figures = progress.case_done(size[future.task_run_id])
+            logger.info(
+                "[%d/%d] %s %s: %s, %d quarantined (%s)",
+                progress.done,
+                total,
+                result.source,
+                result.case_id,
+                "built" if result.converted else "unchanged",
+                len(result.quarantine),
+                figures,
+            )
+    cases: list[CaseResult] = []
+    derived: list[CaseResult] = []
+    for source, sub in submitted.items():
+        mine = [f.result() for f in sub.futures]
+        extra = sub.finish(mine)
+        for result in extra:
             save_case_result(out, result)
-        publish_results(params.out, out, derived)
-        prune_source(out, source, mine)
-        prune_target(params.out, source, mine)
-        results += mine
-    return results
+        publish_results(params.out, out, extra)
+        prune_source(out, source, mine + extra)
+        prune_target(params.out, source, mine + extra)
+        cases += mine
+        derived += extra
+    return Ingested(cases, derived)
 
 
-@flow(name="verse-etl-ingest", validate_parameters=False)
-def ingest(sources: tuple[str, ...], params: BuildParams) -> list[CaseResult]:
+def _run_name(kind: str) -> Callable[[], str]:
+    """A flow run name saying what the run builds, e.g. ``ingest verse -> data/build``."""
+
+    def name() -> str:
+        parameters = flow_run.get_parameters()
+        params = parameters.get("params")
+        out = getattr(params, "out", "?")
+        sources = parameters.get("sources")
+        what = f"{kind} {'+'.join(sources)}" if sources else kind
+        return f"{what} -> {out}"
+
+    return name
+
+
+@flow(name="verse-etl-ingest", flow_run_name=_run_name("ingest"), validate_parameters=False)
+def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
     """Convert every case of ``sources`` to stores and saved case results."""
     logger = get_run_logger()
     submitted = {source: _submit_source(source, params) for source in sources}
-    for source, (futures, _) in submitted.items():
-        logger.info("%s: %d cases submitted", source, len(futures))
-    results = _collect(submitted, params)
-    built = sum(r.converted for r in results)
+    for source, sub in submitted.items():
+        logger.info("%s: %d cases submitted", source, len(sub.futures))
+    ingested = _collect(submitted, params)
+    built = sum(r.converted for r in ingested.cases)
     logger.info(
-        "ingested %d cases: %d built, %d unchanged", len(results), built, len(results) - built
+        "ingested %d cases: %d built, %d unchanged; %d source-level result(s)%s",
+        len(ingested.cases),
+        built,
+        len(ingested.cases) - built,
+        len(ingested.derived),
+        f" ({', '.join(r.case_id for r in ingested.derived)})" if ingested.derived else "",
     )
-    return results
+    return ingested
 
 
 def tables(params: BuildParams) -> BuildSummary:
@@ -196,11 +272,71 @@ def tables(params: BuildParams) -> BuildSummary:
     return summary
 
 
-@flow(name="verse-etl-build", validate_parameters=False)
+def _quarantine_by_check(out: Path) -> dict[str, int]:
+    files = sorted(table_dir(out, "quarantine").glob("source=*/release=*/*.parquet"))
+    checks = Counter(
+        check
+        for f in files
+        for check in pq.ParquetFile(f).read(columns=["check_name"]).column(0).to_pylist()
+    )
+    return dict(sorted(checks.items()))
+
+
+def _table_artifacts(params: BuildParams, summary: BuildSummary | None) -> None:
+    """The build summary and the quarantine per check, as table artifacts of the run."""
+    out = local_root(params.out, params.work)
+    if summary is not None:
+        create_table_artifact(
+            [{"table": name, "rows": n} for name, n in summary.rows.items()],
+            key="build-summary",
+            description=(
+                f"Tables of {params.out}: {summary.cases} ingested cases, "
+                f"{summary.quarantined} quarantined records"
+            ),
+        )
+    by_check = _quarantine_by_check(out)
+    modes = params.checks
+    create_table_artifact(
+        [{"check": check, "records": n, "mode": modes.mode(check)} for check, n in by_check.items()]
+        or [{"check": "(none)", "records": 0, "mode": ""}],
+        key="quarantine-by-check",
+        description=f"Quarantined records of {params.out} per check",
+    )
+
+
+@task(name="tables", cache_policy=NO_CACHE)
+def tables_task(params: BuildParams) -> BuildSummary:
+    """Write the tables (see :func:`tables`) and leave the summary and quarantine as artifacts,
+    also when records failed a ``raise`` check (the tables are written then too)."""
+    try:
+        summary = tables(params)
+    except BuildFailed:
+        _table_artifacts(params, None)
+        raise
+    _table_artifacts(params, summary)
+    return summary
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(out: Path) -> Path:
+    """Draw the QC pictures and write the HTML build report."""
+    return write_report(out)
+
+
+@flow(name="verse-etl-tables", flow_run_name=_run_name("tables"), validate_parameters=False)
+def tables_flow(params: BuildParams) -> BuildSummary:
+    """Assemble, validate and write the tables from the saved case results (the DVC stage)."""
+    return tables_task(params)
+
+
+@flow(name="verse-etl-build", flow_run_name=_run_name("build"), validate_parameters=False)
 def build_dataset(params: BuildParams) -> BuildSummary:
-    """Ingest every source, then assemble the tables (what ``verse-etl build`` runs)."""
-    results = ingest.fn(SOURCES, params)
-    summary = tables(params)
+    """Ingest every source, then write the tables and the report (``verse-etl build``)."""
+    ingested = ingest.fn(SOURCES, params)
+    summary = tables_task(params)
+    if not is_url(params.out):  # the report reads the local build; a URL build has none
+        report_task(Path(params.out))
+    results = ingested.results
     built = sum(r.converted for r in results)
     return BuildSummary(
         **{
@@ -237,7 +373,7 @@ def run_build(
     params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
     """Run :func:`build_dataset` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait):
+    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
         return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
             params
         )
@@ -249,15 +385,15 @@ def run_ingest(
     runner: str = "threads",
     dask_address: str | None = None,
     wait: float = 0.0,
-) -> list[CaseResult]:
+) -> Ingested:
     """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait):
+    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
         return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
             sources, params
         )
 
 
 def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
-    """Run :func:`tables` holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait):
-        return tables(params)
+    """Run :func:`tables_flow` holding the workspace lock."""
+    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
+        return tables_flow(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from verse_etl.pipeline import lock_changed_since_release, push, release_tag, reproduce
 from verse_etl.release import release
@@ -27,7 +28,10 @@ def release_task(repo: Path, out: str) -> str | None:
     if not lock_changed_since_release(repo):
         return None
     tag = release_tag()
-    release(repo, tag, out)
+    notes = release(repo, tag, out)
+    create_markdown_artifact(
+        notes.to_markdown(), key="release-notes", description=f"Release notes of {tag}"
+    )
     return tag
 
 
@@ -37,7 +41,11 @@ def push_task(repo: Path, remote: str | None) -> int:
     return push(repo, remote)
 
 
-@flow(name="verse-etl-scheduled-release", log_prints=True)
+@flow(
+    name="verse-etl-scheduled-release",
+    flow_run_name="release {project}",
+    log_prints=True,
+)
 def scheduled_release(
     project: str, out: str = "data/build", remote: str | None = None, do_push: bool = True
 ) -> str | None:
@@ -64,5 +72,9 @@ def serve(project: Path, cron: str, name: str, out: str, remote: str | None, do_
             "remote": remote,
             "do_push": do_push,
         },
-        description="Scheduled verse-etl build: dvc repro, release if changed, dvc push.",
+        description=(
+            f"Scheduled verse-etl build of {project.resolve()}: dvc repro, release if changed, "
+            "dvc push."
+        ),
+        tags=["verse-etl", project.resolve().name],
     )

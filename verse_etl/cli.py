@@ -243,12 +243,15 @@ def ingest(
 
     start = time.perf_counter()
     with _reported():
-        results = run_ingest(tuple(sources), params, runner, dask_address, wait)
-    built = sum(r.converted for r in results)
+        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
+    cases, derived = ingested.cases, ingested.derived
+    built = sum(r.converted for r in cases)
+    states = ", ".join(f"{r.case_id} {'built' if r.converted else 'unchanged'}" for r in derived)
+    extra = f" + {len(derived)} source-level ({states})"
     Console().print(
-        f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
-        f"({built} built, {len(results) - built} unchanged), "
-        f"{sum(len(r.quarantine) for r in results)} quarantined records"
+        f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(cases)} cases "
+        f"({built} built, {len(cases) - built} unchanged){extra if derived else ''}, "
+        f"{sum(len(r.quarantine) for r in ingested.results)} quarantined records"
     )
 
 
@@ -270,12 +273,25 @@ def release(
     params_file: ParamsOption = Path("params.yaml"),
     push: Annotated[bool, typer.Option(help="Push the outputs to the default DVC remote.")] = False,
 ) -> None:
-    """Release the current (up-to-date) build as a dataset version: git tag + dvc.lock + notes."""
+    """Release the current (up-to-date) build as a dataset version: git tag + dvc.lock + notes.
+
+    Exits 1 without a tag when nothing changed since the previous release.
+    """
+    from verse_etl.pipeline import lock_changed_since_release, previous_release
     from verse_etl.release import release as make_release
 
     params = _params(params_file).build
+    repo = Path.cwd()
+    if (repo / "dvc.lock").exists() and not lock_changed_since_release(repo):
+        # Like `git commit` with nothing to commit: say so, make nothing, exit 1.
+        console.print(
+            f"nothing to release: dvc.lock is the one released as {previous_release(repo)} "
+            f"(no output changed since); no tag made. Change sources or params, `dvc repro`, "
+            "then release."
+        )
+        raise typer.Exit(1)
     with _reported():
-        notes = make_release(Path.cwd(), tag, params.out)
+        notes = make_release(repo, tag, params.out)
     Console().print(notes.to_markdown())
     if push:
         from dvc.repo import Repo
@@ -292,7 +308,8 @@ def serve(
 ) -> None:
     """Serve the scheduled-release deployment (build, release if changed, push) until stopped.
 
-    Runs against the Prefect API in PREFECT_API_URL (e.g. a local `prefect server start`).
+    Needs a Prefect API that outlives the command: PREFECT_API_URL or the active profile (a
+    `prefect server start`, a team server, Prefect Cloud); refuses without one.
     """
     with _reported():
         params = _params(params_file)
@@ -302,7 +319,11 @@ def serve(
             deployment=name or params.schedule.deployment,
         )
     from flows.schedule import serve as serve_deployment
+    from flows.server import serve_api
 
+    with _reported():
+        api = serve_api()
+    console.print(f"serving deployment {schedule.deployment!r} on {api} (cron {schedule.cron})")
     serve_deployment(
         Path.cwd(),
         schedule.cron,

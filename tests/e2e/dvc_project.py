@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,15 +20,23 @@ GIT_IDENTITY = {
 }
 
 
-def run(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> str:
-    """Run a command in ``cwd`` with the venv first on PATH; fail the test with its output."""
+def run(
+    args: list[str], cwd: Path, extra_env: dict[str, str] | None = None, returncode: int = 0
+) -> str:
+    """Run a command in ``cwd`` with the venv first on PATH; fail the test with its output
+    unless it exits with ``returncode``."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # No configured API unless the test passes one: each `dvc repro` then runs every stage on
+    # one local server kept in the project's .prefect (flows/server.py).
+    env.pop("PREFECT_API_URL", None)
     env["PREFECT_HOME"] = str(cwd / ".prefect")
     env["PYTHONPATH"] = str(ROOT)
     env.update(GIT_IDENTITY)
     env.update(extra_env or {})
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == returncode, (
+        f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout + proc.stderr
 
 
@@ -53,6 +62,17 @@ def set_param(repo: Path, section: str, key: str, value: object) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stop_local_server(project: Path) -> None:
+    """Stop the local Prefect server a project's stages started (instead of waiting for idle)."""
+    import json
+    import signal
+
+    state = project / ".prefect" / "verse-etl-server.json"
+    if state.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
+            os.kill(int(json.loads(state.read_text())["keeper_pid"]), signal.SIGTERM)
 
 
 def stages_run(output: str) -> set[str]:

@@ -8,19 +8,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.dvc_project import make_project, run, set_param, stages_run
+from tests.e2e.dvc_project import make_project, run, set_param, stages_run, stop_local_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_project(tmp_path_factory.mktemp("repo") / "project")
+def project(tmp_path_factory: pytest.TempPathFactory):
+    project = make_project(tmp_path_factory.mktemp("repo") / "project")
+    yield project
+    stop_local_server(project)
+
+
+def _prefect(args: list[str], project: Path, api: str) -> str:
+    # Prefect's own CLI, as a user would run it; wide enough that rich does not cut names.
+    return run(["prefect", *args], project, {"PREFECT_API_URL": api, "COLUMNS": "300"})
 
 
 def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Path) -> None:
     first = run(["dvc", "repro"], project)
     assert stages_run(first) == {"sample", "ingest@verse", "ingest@mosmed", "tables", "report"}
+    # No API configured: the first stage started one local server, the later stages reused it,
+    # and Prefect's own CLI lists the runs and their artifacts (fastapi pinned by Prefect).
+    log = (project / ".prefect" / "verse-etl-server.log").read_text()
+    assert log.count(" up (database in ") == 1, log
+    api = json.loads((project / ".prefect" / "verse-etl-server.json").read_text())["url"]
+    runs = _prefect(["flow-run", "ls"], project, api)
+    for name in ("ingest verse -> data/build", "ingest mosmed -> data/build", "tables ->"):
+        assert name in runs, runs
+    artifacts = _prefect(["artifact", "ls"], project, api)
+    for key in ("build-summary", "quarantine-by-check", "ingest-progress"):
+        assert key in artifacts, artifacts
     assert (project / "dvc.lock").exists()
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 4 and metrics["quarantined"] == 0
@@ -41,7 +59,8 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     assert stages_run(third) == {"ingest@verse", "ingest@mosmed", "tables", "report"}, third
     # VerSe: 4 scans rebuilt; the fracture-grades table (a saved result like a case) depends on
     # the spreadsheet and the graded scans' labels, not on the volumes, so it is reused.
-    assert "5 cases (4 built, 1 unchanged)" in third and "1 cases (1 built, 0 unchanged)" in third
+    assert "4 cases (4 built, 0 unchanged) + 1 source-level (_fracture_grades unchanged)" in third
+    assert "1 cases (1 built, 0 unchanged)," in third
 
     # A changed VerSe source (one scan fewer) reruns VerSe ingestion and the tables only, and
     # ingestion converts nothing: the remaining scans are unchanged.
@@ -52,7 +71,10 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     set_param(project, "sources", "verse", "verse-copy")
     fourth = run(["dvc", "repro"], project)
     assert stages_run(fourth) == {"ingest@verse", "tables", "report"}, fourth
-    assert "4 cases (0 built, 4 unchanged)" in fourth  # 3 scans + the grades (gl003 is not graded)
+    # 3 scans + the grades (gl003 is not graded)
+    assert "3 cases (0 built, 3 unchanged) + 1 source-level (_fracture_grades unchanged)" in fourth
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 3
     assert not (project / "data" / "build" / "volumes" / "verse" / "gl003.zarr").exists()
+    # Five `dvc repro` runs, eleven Prefect stages, one server.
+    assert (project / ".prefect" / "verse-etl-server.log").read_text().count(" up (") == 1

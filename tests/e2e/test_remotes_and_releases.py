@@ -17,12 +17,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A built, committed project whose default remote is a local folder."""
+def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Path:
+    """A built, committed project whose default remote is a local folder (built against the
+    session's Prefect server, as with a configured PREFECT_API_URL)."""
     project = make_project(tmp_path_factory.mktemp("remotes") / "project")
     storage = project.parent / "storage"
     run(["dvc", "remote", "add", "-d", "local", str(storage)], project)
-    run(["dvc", "repro"], project)
+    run(["dvc", "repro"], project, {"PREFECT_API_URL": prefect_api})
+    assert not (project / ".prefect" / "verse-etl-server.json").exists(), "started a server"
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-q", "-m", "build"], project)
     return project
@@ -76,9 +78,13 @@ def test_s3_remote_push_then_fresh_clone_pull_is_byte_identical(
     _assert_same_outputs(built, clone)
 
 
-def test_two_releases_have_correct_notes(built: Path) -> None:
+def test_two_releases_have_correct_notes(built: Path, prefect_api: str) -> None:
     first = run(["verse-etl", "release", "v1"], built)
     assert "first release" in first
+    # Nothing changed since v1: said plainly, no tag, exit 1.
+    same = run(["verse-etl", "release", "v1-again"], built, returncode=1)
+    assert "nothing to release" in same and "released as v1" in same, same
+    assert run(["git", "tag", "--list"], built).split() == ["v1"]
     assert (
         "added (4): gl003, verse201, verse253, verse506"
         in (built / "releases" / "v1.md").read_text()
@@ -95,7 +101,7 @@ def test_two_releases_have_correct_notes(built: Path) -> None:
     (ct,) = source.rglob("sub-verse401_split-verse253_ct.nii.gz")
     ct.write_bytes(ct.read_bytes()[: len(ct.read_bytes()) // 2])
     set_param(built, "sources", "verse", "verse-v2")
-    run(["dvc", "repro"], built)
+    run(["dvc", "repro"], built, {"PREFECT_API_URL": prefect_api})
     run(["verse-etl", "release", "v2"], built)
 
     notes = (built / "releases" / "v2.md").read_text()

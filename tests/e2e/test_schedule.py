@@ -1,6 +1,5 @@
-"""The scheduled-release deployment registers on a real local `prefect server` (the shared
-module fixture), and a run
-triggered from it builds, releases and pushes the dataset."""
+"""The scheduled-release deployment registers on a real local `prefect server` (the session's
+server), and a run triggered from it builds, releases and pushes the dataset."""
 
 from __future__ import annotations
 
@@ -81,6 +80,14 @@ def test_deployment_registers_and_a_triggered_run_releases(
         output = trigger.stdout + trigger.stderr
         assert trigger.returncode == 0, output + (logs / "serve.log").read_text()
         assert "Completed" in output
+        # The release notes are a markdown artifact of the run.
+        notes = httpx.post(
+            f"{api}/artifacts/latest/filter",
+            json={"artifacts": {"key": {"any_": ["release-notes"]}}},
+            timeout=30,
+        ).json()
+        assert len(notes) == 1 and notes[0]["type"] == "markdown", notes
+        assert "first release" in notes[0]["data"], notes[0]["data"]
 
     tags = run(["git", "tag", "--list"], project).split()
     assert len(tags) == 1 and tags[0].startswith("v"), tags

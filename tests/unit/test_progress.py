@@ -1,0 +1,73 @@
+"""Ingest progress: the figures people read (count, rate, MB/s, ETA), the periodic plain lines,
+the heartbeat of a long case, and the input size the MB/s figure comes from."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from flows.progress import IngestProgress, heartbeat, source_bytes
+from verse_etl.io.files import SourceFile
+
+
+def test_plain_lines_count_rate_and_eta_and_agree_with_the_total() -> None:
+    lines: list[str] = []
+    percents: list[float] = []
+    with IngestProgress(
+        3, 3_000_000, lines.append, percents.append, terminal=False, every=0.05
+    ) as p:
+        first = p.case_done(1_000_000)
+        time.sleep(0.3)  # no case finishes for a while: a periodic line says where it is
+        p.case_done(1_000_000)
+        last = p.case_done(1_000_000)
+    assert "cases/s" in first and "MB/s" in first and "ETA" in first
+    assert "ETA -" in last  # done: no estimate left
+    assert any(line.startswith("progress: 1/3 cases") for line in lines), lines
+    assert percents == [100 / 3, 200 / 3, 100.0]
+    assert p.done == p.total == 3
+
+
+def test_terminal_bar_runs_and_gives_back_the_log_consoles() -> None:
+    from flows.progress import _console_handlers
+
+    before = [h.console for h in _console_handlers()]
+    with IngestProgress(2, 10, print, terminal=True) as p:
+        p.case_done(5)
+        p.case_done(5)
+    assert [h.console for h in _console_handlers()] == before
+    assert p._bar is not None and p._bar.finished
+
+
+def test_heartbeat_says_a_long_case_is_still_running() -> None:
+    lines: list[str] = []
+    with heartbeat(lines.append, "verse gl003", every=0.05):
+        time.sleep(0.3)
+    assert lines and all(line.startswith("verse gl003: still running (") for line in lines)
+    count = len(lines)
+    time.sleep(0.15)
+    assert len(lines) == count  # stops with the case
+
+
+def test_source_bytes_counts_files_zip_members_and_dicom_folders(tmp_path: Path) -> None:
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"x" * 1000)
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("release/mask.nii.gz", b"y" * 500)  # stored: compressed size is 500
+    member = zipfile.ZipFile(archive).getinfo("release/mask.nii.gz").compress_size
+    scan = SimpleNamespace(
+        files=(
+            SourceFile(ct),
+            SourceFile(archive, "release/mask.nii.gz"),
+            SourceFile(tmp_path / "gone"),
+        )
+    )
+    assert source_bytes(scan) == 1000 + member
+    dicom = tmp_path / "study"
+    (dicom / "series").mkdir(parents=True)
+    for i in range(3):
+        (dicom / "series" / f"{i}.dcm").write_bytes(b"d" * 100)
+    assert source_bytes(SimpleNamespace(dicom_dir=dicom, archive=archive)) == 300
+    assert source_bytes(SimpleNamespace(dicom_dir=None, archive=archive)) == archive.stat().st_size
