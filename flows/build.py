@@ -336,14 +336,17 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     summary = tables_task(params)
     if not is_url(params.out):  # the report reads the local build; a URL build has none
         report_task(Path(params.out))
-    results = ingested.results
-    built = sum(r.converted for r in results)
+    # Counted as the ingest counted them: cases (a task each); the source-level results computed
+    # after them (fracture grades, ...) are logged apart, so the counts agree from start to end.
+    cases = ingested.cases
+    built = sum(r.converted for r in cases)
     return BuildSummary(
         **{
             **summary.__dict__,
+            "cases": len(cases),
             "converted": built,
-            "reused": len(results) - built,
-            "stores_written": sum(r.stores_written for r in results),
+            "reused": len(cases) - built,
+            "stores_written": sum(r.stores_written for r in ingested.results),
         }
     )
 

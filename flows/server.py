@@ -89,6 +89,11 @@ def _healthy(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def _local_url(url: str) -> bool:
+    """A self-hosted server (whose /health answers without credentials), not Prefect Cloud."""
+    return url.startswith("http") and "api.prefect.cloud" not in url
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -184,6 +189,12 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     """
     configured = configured_api()
     if configured:
+        if _local_url(configured) and not _healthy(configured, 10):
+            raise PrefectApiError(
+                f"{configured}: the configured Prefect API does not answer (expected a running "
+                "server); start it (`prefect server start`), or unset PREFECT_API_URL to let the "
+                "build start a local one"
+            )
         with _exported(configured):
             yield configured
         return
@@ -237,7 +248,7 @@ def serve_api() -> str:
             "PREFECT_API_URL: not set (expected the URL of a running Prefect server or Prefect "
             f"Cloud; scheduled runs need a server that outlives this command); {start}"
         )
-    if url.startswith("http") and "api.prefect.cloud" not in url and not _healthy(url, 10):
+    if _local_url(url) and not _healthy(url, 10):
         raise PrefectApiError(
             f"{url}: the Prefect API does not answer (expected a running server); {start}"
         )

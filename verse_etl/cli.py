@@ -184,7 +184,7 @@ def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool 
         f"cases: {summary.cases} ({summary.converted} built, {summary.reused} unchanged); "
         f"stores written: {summary.stores_written}"
         if built
-        else f"tables from {summary.cases} ingested cases"
+        else f"tables from {summary.cases} saved results (cases and source-level results)"
     )
     Console().print(f"{cases}; quarantined records: {summary.quarantined}")
 
