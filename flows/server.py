@@ -116,16 +116,42 @@ def _locked(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def read_state(home: Path) -> LocalServer | None:
-    """The local server of ``home`` if its keeper is alive and it answers, else None."""
+def read_state(home: Path, patience: float = 60.0) -> LocalServer | None:
+    """The local server of ``home`` if its keeper is alive and it answers, else None.
+
+    A live keeper's server gets ``patience`` seconds to answer: on a loaded machine a health
+    check can be slow, and giving up early would start a second server on the same database.
+    """
     try:
         state = json.loads((home / STATE_FILE).read_text())
         server = LocalServer(state["url"], int(state["keeper_pid"]), int(state["server_pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(server.keeper_pid) or not _healthy(server.url):
-        return None
-    return server
+    deadline = time.monotonic() + patience
+    while _alive(server.keeper_pid) and (home / STATE_FILE).exists():
+        if _healthy(server.url, 10):
+            return server
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return None
+
+
+def _dvc_ancestor() -> int | None:
+    """The pid of the `dvc` process (repro, exp run) this process is a stage of, if any."""
+    pid = os.getppid()
+    for _ in range(6):
+        if pid <= 1:
+            return None
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:3]
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        if any(Path(a.decode(errors="replace")).name == "dvc" for a in args):
+            return pid
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return None
 
 
 def _start(home: Path, idle: float) -> LocalServer:
@@ -168,12 +194,19 @@ def _pythonpath() -> str:
 
 @contextlib.contextmanager
 def local_server(home: Path, idle: float = IDLE_SECONDS) -> Iterator[LocalServer]:
-    """The shared local server of ``home`` (started if none runs), leased while inside."""
+    """The shared local server of ``home`` (started if none runs), leased while inside.
+
+    A DVC stage also leases the server for its `dvc` process: the server then bridges the time
+    DVC spends between stages (hashing outputs) however long, and stops once `dvc` is done.
+    """
     lease = home / LEASE_DIR / str(os.getpid())
+    dvc = _dvc_ancestor()
     with _locked(home):
         server = read_state(home) or _start(home, idle)
         lease.parent.mkdir(parents=True, exist_ok=True)
         lease.write_text(server.url)
+        if dvc is not None:
+            (home / LEASE_DIR / str(dvc)).write_text(server.url)
     try:
         yield server
     finally:
