@@ -35,7 +35,7 @@ class InputError(VerseEtlError, ValueError):
     fix
         What the user can do about it.
     check
-        A short machine-readable name of the failed check (goes to ``quarantine.check``).
+        A short machine-readable name of the failed check (goes to ``quarantine.check_name``).
     """
 
     def __init__(self, path: Path | str, problem: str, fix: str = "", check: str = "read") -> None:
