@@ -170,8 +170,7 @@ def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
                 raise
             raise InputError(
                 path,
-                f"DICOM header cannot be interpreted ({type(e).__name__}: "
-                f"{one_line(str(e), 200)})",
+                f"DICOM header cannot be interpreted ({type(e).__name__}: {one_line(str(e), 200)})",
                 "the file is corrupt; replace it",
                 check="dicom_header",
             ) from e
