@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -83,3 +85,17 @@ def standin_files(sample: Path) -> dict[str, bytes]:
             )
         files[mirror_path(entry)] = body
     return files
+
+
+def new_dvc_project(path: Path) -> Path:
+    """An empty git + DVC project with the real project's ignore files (DVC initialised in
+    process: a `dvc init` subprocess costs a second or two)."""
+    from dvc.repo import Repo
+
+    root = Path(__file__).resolve().parents[1]
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    for name in (".gitignore", ".dvcignore"):
+        shutil.copy(root / name, path / name)
+    Repo.init(str(path)).close()
+    return path

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.http_server import Served, etag_of
-from tests.source_standins import mirror_path, old_identifiers
+from tests.source_standins import mirror_path, new_dvc_project, old_identifiers
 from verse_etl.dvc_imports import dvc_file_of, read_import
 from verse_etl.mosmed_images import check_mosmed_images, render_images_report
 from verse_etl.raw_sources import (
@@ -37,18 +36,6 @@ def mirror(catalog_mirror: Served):
     catalog_mirror.cut_after.clear()
 
 
-def new_project(path: Path) -> Path:
-    """An empty git + DVC project with the real project's ignore files."""
-    from dvc.repo import Repo
-
-    path.mkdir(parents=True)
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    for name in (".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, path / name)
-    Repo.init(str(path)).close()
-    return path
-
-
 def by_name(outcomes) -> dict:
     return {o.name: o for o in outcomes}
 
@@ -56,7 +43,7 @@ def by_name(outcomes) -> dict:
 @pytest.fixture(scope="module")
 def fetched(catalog_mirror: Served, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project after one fetch of the whole catalog from the mirror."""
-    project = new_project(tmp_path_factory.mktemp("fetched") / "project")
+    project = new_dvc_project(tmp_path_factory.mktemp("fetched") / "project")
     outcomes = fetch_sources(project, project / "raw", ENTRIES, catalog_mirror.base_url)
     assert not [o for o in outcomes if o.error], render_outcomes(outcomes)
     return project
@@ -136,7 +123,7 @@ def test_upstream_change_of_a_pinned_file_is_refused_and_nothing_published(
 
 
 def test_cut_download_resumes_with_a_range_request(tmp_path: Path, mirror: Served) -> None:
-    project = new_project(tmp_path / "project")
+    project = new_dvc_project(tmp_path / "project")
     (entry,) = select_entries(["verse20-training"])
     body = mirror.files[mirror_path(entry)]
     mirror.cut_after[mirror_path(entry)] = len(body) // 3
@@ -154,7 +141,7 @@ def test_cut_download_resumes_with_a_range_request(tmp_path: Path, mirror: Serve
 
 
 def test_resume_after_an_upstream_change_starts_again(tmp_path: Path, mirror: Served) -> None:
-    project = new_project(tmp_path / "project")
+    project = new_dvc_project(tmp_path / "project")
     (entry,) = select_entries(["verse19-test"])
     mirror.cut_after[mirror_path(entry)] = 100
     fetch_sources(project, project / "raw", (entry,), mirror.base_url)
