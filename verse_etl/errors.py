@@ -55,3 +55,8 @@ class WorkspaceBusyError(VerseEtlError, RuntimeError):
 
     exit_code = 3
     label = "busy"
+
+
+class OutputPathError(VerseEtlError, ValueError):
+    """A path about to be written or deleted lies outside the build root (or escapes it through
+    a symbolic link): refused before anything is touched."""
