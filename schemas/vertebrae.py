@@ -40,7 +40,8 @@ class VertebraeTable(pa.DataFrameModel):
         description="The label has a centroid in the centroid file."
     )
     centroid_i: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 0 (voxel index; the source NIfTI and the store share this frame, NGFF axis z)."
+        nullable=True,
+        description="Centroid along array axis 0 (voxel index; the source NIfTI and the store share this frame, NGFF axis z).",
     )
     centroid_j: Series[float] = pa.Field(
         nullable=True, description="Centroid along array axis 1 (voxel index, NGFF axis y)."
