@@ -181,12 +181,14 @@ def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[tuple[str,
         '<section id="distributions"><h2>Distributions</h2>' + "".join(charts) + "</section>"
     )
     quarantine = tables.get(
-        "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check", "reason"])
+        "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check_name", "reason"])
     )
     sections.append(
         f'<section id="quarantine"><h2>Quarantine ({len(quarantine)} records)</h2>'
         + (
-            _table_html(quarantine, ["source", "case_id", "file", "check", "reason"], "quarantine")
+            _table_html(
+                quarantine, ["source", "case_id", "file", "check_name", "reason"], "quarantine"
+            )
             if len(quarantine)
             else "<p>Nothing was rejected.</p>"
         )
