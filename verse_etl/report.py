@@ -139,7 +139,7 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
 
 def _quarantine_html(quarantine: pd.DataFrame, shown: set[str]) -> str:
     """The quarantine table; each record of a case that has a QC picture links to it."""
-    columns = ["source", "case_id", "file", "check", "reason"]
+    columns = ["source", "case_id", "file", "check_name", "reason"]
     head = "".join(f"<th>{c}</th>" for c in [*columns, "picture"])
     rows = []
     for record in quarantine[columns].itertuples(index=False):
@@ -234,7 +234,7 @@ def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[QcPicture]
         '<section id="distributions"><h2>Distributions</h2>' + "".join(charts) + "</section>"
     )
     quarantine = tables.get(
-        "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check", "reason"])
+        "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check_name", "reason"])
     )
     shown = {p.case_id for p in pictures}
     sections.append(

@@ -113,7 +113,7 @@ def test_flagged_cases_come_first_and_their_records_link_to_their_pictures(
     tables = _tables(out)
     pictures = write_pictures(out, tables)
     last = sorted(p.case_id for p in pictures if p.src.startswith("qc/verse-"))[-1]
-    columns = ["source", "case_id", "file", "check", "reason"]
+    columns = ["source", "case_id", "file", "check_name", "reason"]
     tables["quarantine"] = pd.DataFrame(
         [["verse", last, f"{last}_ctd.json", "label_islands", "two islands"]] * 2, columns=columns
     )
