@@ -388,10 +388,8 @@ def fetch(
             text, failed = raw_sources.render_list(root, entries), False
         elif check:
             checks = raw_sources.check_upstream(Path.cwd(), root, entries)
-            text, failed = (
-                raw_sources.render_checks(checks),
-                any(c.status != "unchanged" and c.status != "not fetched" for c in checks),
-            )
+            text = raw_sources.render_checks(checks)
+            failed = any(c.status not in ("unchanged", "not fetched") for c in checks)
         elif mosmed_images:
             mosmed, mapping = (root / MOSMED_IMAGES.dest).parent, params.build.mosmed.id_mapping
             report = check_mosmed_images(

@@ -338,7 +338,7 @@ def render_list(root: Path, entries: Sequence[SourceEntry]) -> str:
     for state in list_sources(root, entries):
         e, record = state.entry, state.record
         if record is not None and state.present:
-            here = f"present, pinned md5 {record.md5} ETag {record.etag}"
+            here = f"present, pinned: {record.size} bytes, md5 {record.md5}, ETag {record.etag}"
         elif record is not None:
             here = f"missing (pinned md5 {record.md5}: fetch restores and verifies it)"
         else:
@@ -382,8 +382,8 @@ def render_outcomes(outcomes: Sequence[FetchOutcome]) -> str:
         lines.append(f"nothing to fetch: all {len(outcomes)} present and verified")
     else:
         lines.append(
-            f"{len(changed)} fetched or updated; commit the pins: "
-            "git add $(git ls-files --others --exclude-standard -- '*.dvc' '*.gitignore')"
+            f"{len(changed)} fetched or updated; commit the pins (.dvc files): "
+            "git add raw && git commit -m 'Pin raw sources'"
         )
     return "\n".join(lines)
 
