@@ -49,7 +49,7 @@ MOSMED_PIXEL_MM = 0.5
 """Pixel size of the MosMed panels (mm): keypoints of different experts lie 1-2 mm apart."""
 SLAB_BYTES = 32 * 2**20
 """Most bytes of image plus labels read from a store at a time."""
-TEXT = (255, 225, 40)
+TEXT = (250, 250, 255)
 """Colour of level names and check notes: no CT grey, label tint or marker has it, so a test
 can find the text in the picture."""
 OUTLINE = (0, 0, 0)
@@ -372,28 +372,33 @@ class _Labeller:
         world: Sequence[float] | None = None,
         label: int | None = None,
         x: int | None = None,
+        clear: float = 0.0,
     ) -> Placement:
+        """Draw ``lines`` (text, colour) on ``side`` of ``anchor``, ``clear`` pixels further out
+        (past the vertebra), moved down past texts already placed; a grey leader line joins a
+        moved text to its anchor. ``x`` fixes the left edge instead."""
         sizes = [_text_box(self.draw, text, self.font) for text, _ in lines]
         w = max(s[0] for s in sizes)
         h = sum(s[1] + 1 for s in sizes)
         ax, ay = anchor
         lo_x, hi_x = panel.left, panel.left + panel.width
-        x0 = round(ax - 8 - w) if side == "left" else round(ax + 8)
+        gap = 8 + clear
+        x0 = round(ax - gap - w) if side == "left" else round(ax + gap)
         if x0 < lo_x:
-            x0 = round(ax + 8)
+            x0 = round(ax + gap)
         if x0 + w > hi_x:
-            x0 = max(lo_x, round(ax - 8 - w))
+            x0 = max(lo_x, round(ax - gap - w))
         if x is not None:
             x0 = x
         y0 = round(ay - h / 2)
         y0 = max(panel.top, min(y0, panel.top + panel.height - h))
         box = (x0, y0, x0 + w, y0 + h)
-        for _ in range(400):  # push down, then up, past texts already there
+        for _ in range(400):  # push down past texts already there
             if self._free(box):
                 break
             box = (x0, box[1] + 2, x0 + w, box[3] + 2)
         self.taken.append(box)
-        if abs((box[1] + box[3]) / 2 - ay) > h or min(abs(box[0] - ax), abs(box[2] - ax)) > 12:
+        if abs((box[1] + box[3]) / 2 - ay) > h or min(abs(box[0] - ax), abs(box[2] - ax)) > gap + 4:
             edge = box[2] if box[2] <= ax else box[0]
             self.draw.line([(ax, ay), (edge, (box[1] + box[3]) / 2)], fill=LEADER, width=1)
         y = box[1]
@@ -419,6 +424,16 @@ class _Labeller:
         placement = Placement(panel=panel_name, kind="note", text=text, box=box)
         self.placements.append(placement)
         return placement
+
+
+def _clearance(labels: np.ndarray, panel: Panel, xy: tuple[float, float], label: int) -> float:
+    """Pixels from ``xy`` left to the front edge of ``label`` in its row of the panel, so that
+    a name put there does not cover the vertebra (0 when the row does not hold it)."""
+    row = round(xy[1] - panel.top - 0.5)
+    if not 0 <= row < panel.height:
+        return 0.0
+    cols = np.flatnonzero(labels[row] == label)
+    return max(0.0, xy[0] - panel.left - float(cols[0])) if len(cols) else 0.0
 
 
 def _dot(draw: ImageDraw.ImageDraw, xy: tuple[float, float], colour: tuple[int, int, int]) -> None:
@@ -631,10 +646,14 @@ def verse_picture(
         for centres in islands.values():
             for centre in centres:
                 _ring(draw, panel.pixel(centre), 6)
-    for panel in panels:
+    for panel, (_, lab) in zip(panels, rasters, strict=True):
+        lab = lab.reshape(panel.height, panel.width)
         for p in order:
             xy = panel.pixel(p["at"])
-            labeller.place(panel, "level", [(p["level"], TEXT)], xy, "left", p["at"], p["label"])
+            clear = _clearance(lab, panel, xy, p["label"])
+            labeller.place(
+                panel, "level", [(p["level"], TEXT)], xy, "left", p["at"], p["label"], clear=clear
+            )
     # What failed, in a column right of the panels, level with where it failed (coronal panel).
     for p in order:
         if p["checks"]:
@@ -795,13 +814,16 @@ def mosmed_picture(
             if g["centre"] is None:
                 continue
             xy = panel.pixel(g["centre"])
-            labeller.place(panel, "level", [(key, TEXT)], xy, "left", g["centre"])
+            pts = np.concatenate(g["points"])
+            xs = [panel.pixel(q)[0] for q in pts[np.isfinite(pts).all(axis=1)]]
+            front, back = xy[0] - min(xs), max(xs) - xy[0]
+            labeller.place(panel, "level", [(key, TEXT)], xy, "left", g["centre"], clear=front)
             lines = []
             for row in sorted(g["rows"], key=lambda r: r.expert):
                 heights = "/".join(f"{_f(getattr(row, f'height_{n}_mm', None)):.0f}" for n in _ENDS)
                 lines.append((f"G{int(row.genant_grade)} {heights}", colours[row.expert]))
             if lines:
-                labeller.place(panel, "grades", lines, xy, "right", g["centre"])
+                labeller.place(panel, "grades", lines, xy, "right", g["centre"], clear=back)
     y = panels[0].top + panels[0].height + 6
     for line in footer:
         labeller.note("footer", line, (4, y))
