@@ -32,7 +32,7 @@ from pathlib import Path
 
 from verse_etl.download import Download, fetch, file_digests
 from verse_etl.dvc_imports import ImportRecord, Imports, dvc_file_of, read_import
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, ParamsError
 from verse_etl.source_catalog import ENTRIES, ID_MAPPING, SourceEntry, resolve_url
 from verse_etl.sources.mosmed import MAPPING_COLUMNS
 
@@ -62,8 +62,20 @@ class FetchOutcome:
 
 
 def entry_path(root: Path, entry: SourceEntry) -> Path:
-    """Where an entry's file goes below the fetch root."""
-    return root / entry.dest
+    """Where an entry's file goes below the fetch root.
+
+    Raises
+    ------
+    ParamsError
+        If the catalog's destination would lead outside the fetch root.
+    """
+    path = root / entry.dest
+    if not path.resolve().is_relative_to(root.resolve()) or ".." in Path(entry.dest).parts:
+        raise ParamsError(
+            f"catalog entry {entry.name}: destination {entry.dest!r} is outside the fetch root "
+            f"{root} (expected a relative path below it); fix the catalog"
+        )
+    return path
 
 
 def list_sources(root: Path, entries: Sequence[SourceEntry] = ENTRIES) -> list[SourceState]:
@@ -128,7 +140,17 @@ def _fetch_one(
             entry.name, path, "adopted", f"local file pinned to {url} (ETag {pinned.etag})"
         )
     partial = root / PARTIAL_DIR / Path(entry.dest).name
-    result = fetch(Download(url, path, sha256, md5, part=partial), timeout=timeout)
+    try:
+        result = fetch(Download(url, path, sha256, md5, part=partial), timeout=timeout)
+    except InputError as e:
+        if e.check != "download" or not entry.mirrors:
+            raise
+        raise InputError(
+            e.path,
+            e.problem,
+            f"{e.fix}; other published copies: {'; '.join(entry.mirrors)}",
+            e.check,
+        ) from e
     imports.pin(path, url, result.etag, result.sha256, result.md5, entry.name)
     verified = "verified" if (sha256 or md5) else "recorded"
     action = "resumed" if result.resumed_from else "fetched"
