@@ -362,24 +362,57 @@ def dictionary(
 
 
 @app.command()
-def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
-    """Download the source files listed under `downloads` in params.yaml (resume + sha256)."""
-    from verse_etl.download import Download
-    from verse_etl.download import fetch as fetch_one
+def fetch(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="verse19, verse20, mosmed-annotations or entry names; none: all."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show the catalog and what is here.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Report upstream changes of pinned sources; no download."),
+    ] = False,
+    mosmed_images: Annotated[
+        bool, typer.Option("--mosmed-images", help="Check the MosMed studies placed by hand.")
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VERSE_ETL_FETCH_BASE_URL", help="Mirror with <host>/<path> of each URL."
+        ),
+    ] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Fetch the public releases of the built-in catalog (resumable), each pinned by DVC."""
+    from verse_etl import raw_sources
+    from verse_etl.mosmed_images import check_mosmed_images, render_images_report
+    from verse_etl.source_catalog import MOSMED_IMAGES, select_entries
+    from verse_etl.sources.mosmed import read_id_mapping
 
     with _reported():
-        items = [Download(d.url, Path(d.dest), d.sha256) for d in _params(params_file).downloads]
-    failed = 0
-    for item in items:
-        try:
-            result = fetch_one(item)
-        except VerseEtlError as e:
-            failed += 1
-            console.print(f"[red]failed:[/red] {e}")
-            continue
-        state = "present" if result.skipped else f"fetched {result.bytes_fetched} bytes"
-        resumed = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
-        Console().print(f"{item.dest}: {state}{resumed}, sha256 verified")
+        params = _params(params_file)
+        root, entries = Path(params.fetch.root), select_entries(names or [])
+        if list_:
+            text, failed = raw_sources.render_list(root, entries), False
+        elif check:
+            checks = raw_sources.check_upstream(Path.cwd(), root, entries)
+            text = raw_sources.render_checks(checks)
+            failed = any(c.status not in ("unchanged", "not fetched") for c in checks)
+        elif mosmed_images:
+            mosmed, mapping = (root / MOSMED_IMAGES.dest).parent, params.build.mosmed.id_mapping
+            report = check_mosmed_images(
+                mosmed,
+                params.build.mosmed.annotation_dirs,
+                read_id_mapping(Path(mapping)) if mapping else (),
+            )
+            text, failed = render_images_report(report), not report.complete
+        else:
+            url = params.fetch.base_url if base_url is None else base_url
+            outcomes = raw_sources.fetch_sources(Path.cwd(), root, entries, url)
+            text, failed = raw_sources.render_outcomes(outcomes), any(o.error for o in outcomes)
+    Console(width=200).print(text, markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 

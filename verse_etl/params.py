@@ -323,19 +323,11 @@ class ScheduleParams:
 
 
 @dataclass(frozen=True)
-class DownloadSpec:
-    """One source file to fetch (``params.yaml: downloads`` is a list of these)."""
+class FetchParams:
+    """``verse-etl fetch``: where the catalog's sources go, and an optional mirror."""
 
-    url: str
-    dest: str
-    sha256: str
-
-    def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
-            raise ParamsError(
-                f"params.yaml: downloads entry for {self.url!r} has sha256 {self.sha256!r} "
-                "(expected 64 hex digits); put the published checksum there"
-            )
+    root: str = "raw"  # fetch root: raw/verse, raw/mosmed (the source roots), raw/archives
+    base_url: str = ""  # a mirror keeping each publisher's host and path ('' = the publishers)
 
 
 @dataclass(frozen=True)
@@ -345,7 +337,7 @@ class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     build: BuildParams = field(default_factory=BuildParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
-    downloads: tuple[DownloadSpec, ...] = ()
+    fetch: FetchParams = field(default_factory=FetchParams)
 
 
 def _triple(name: str, value: Any) -> tuple[int, int, int]:
@@ -385,18 +377,13 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         "build",
         "mosmed",
         "schedule",
-        "downloads",
+        "fetch",
     }
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ParamsError(
             f"params.yaml: unknown section(s) {unknown} (expected some of {sorted(sections)}); "
             "remove or rename them"
-        )
-    downloads = data.get("downloads") or []
-    if not isinstance(downloads, list):
-        raise ParamsError(
-            f"params.yaml: downloads must be a list of {{url, dest, sha256}} (got {type(downloads).__name__})"
         )
     build = dict(data.get("build") or {})
     out = str(build.pop("out", BuildParams.out))
@@ -411,7 +398,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
         schedule=_section(ScheduleParams, data.get("schedule"), "schedule"),
-        downloads=tuple(_section(DownloadSpec, d, "downloads") for d in downloads),
+        fetch=_section(FetchParams, data.get("fetch"), "fetch"),
         build=BuildParams(
             out=out,
             work=work,
