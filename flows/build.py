@@ -24,6 +24,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.progress import IngestProgress, heartbeat, source_bytes
@@ -32,8 +33,9 @@ from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.mosmed import source_results as mosmed_source_results
+from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
@@ -50,6 +52,7 @@ from verse_etl.records import CaseResult
 from verse_etl.report import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
+from verse_etl.stopping import stop_on_signals
 from verse_etl.targets import is_url
 
 
@@ -61,13 +64,15 @@ class BuildFailed(VerseEtlError):
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may pass next time: I/O trouble, not bad input (which is quarantined)."""
+    """Retry only what may pass next time: network-filesystem or object-store I/O
+    (:func:`verse_etl.errors.is_transient`), never a parse or decode error, nor a case that
+    ran out of its time limit."""
     try:
         state.result()
-    except VerseEtlError:
+    except TaskRunTimeoutError:
         return False
-    except Exception:
-        return True
+    except Exception as e:
+        return is_transient(e)
     return False
 
 
@@ -105,7 +110,7 @@ def mosmed_study_task(
     with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
         return run_case(
             lambda out, exists: build_mosmed_study(
-                study, root, out, params.volumes, params.mosmed, exists
+                study, root, out, params.volumes, params.mosmed, exists, params.checks.limits
             ),
             params.out,
             work,
@@ -117,13 +122,92 @@ def mosmed_study_task(
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-@dataclass(frozen=True)
-class Submitted:
-    """The case tasks of one source, the input bytes of each, and what to compute after them."""
+def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finish]:
+    """Discover one source and submit a task per case.
 
-    futures: list[Any]
-    sizes: list[int]
-    finish: Finish
+    Returns the futures and what to compute once the cases are done: for VerSe the dropped
+    duplicates, the files that cannot be placed and the VerSe'19 fracture grades, which are
+    joined to the scans' vertebrae (:func:`verse_etl.cases.verse.source_results`).
+    """
+    out = local_root(params.out, params.work)
+    root_text = getattr(params.sources, source)
+    if not root_text:
+        return [], lambda _: []
+    root = Path(root_text)
+    if source == "verse":
+        found = discover_verse_sources(root)
+        run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
+        futures = [
+            _Case(
+                run_scan.submit(scan, root, out, params),
+                source,
+                scan.scan_id,
+                scan.ct,
+                root,
+                source_bytes(scan),
+            )
+            for scan in found.scans
+        ]
+        return futures, lambda scans: source_results(found, root, scans, out)
+    run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
+    mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
+    studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
+    futures = [
+        _Case(
+            run_study.submit(s, root, out, params),
+            source,
+            s.folder,
+            s.dicom_dir or s.archive or (s.annotations or (root,))[0],
+            root,
+            source_bytes(s),
+        )
+        for s in studies
+    ]
+    return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
+
+
+@dataclass(frozen=True)
+class _Case:
+    """A submitted case: its future and what names it if the task itself fails."""
+
+    future: Any
+    source: str
+    case_id: str
+    file: Any  # the file a record names when the error names none
+    root: Path
+    size: int = 0  # bytes of input, for the MB/s of the progress display
+
+    def result(self, out: Path, case_timeout_s: int) -> CaseResult:
+        """The case's result; a task that failed after its retries (transient I/O that did not
+        pass, the time limit) quarantines this case only. Errors about the build itself
+        (:class:`~verse_etl.errors.VerseEtlError` other than input, e.g. a full disk) stop it."""
+        try:
+            return self.future.result()
+        except Exception as e:
+            if isinstance(e, VerseEtlError) and not isinstance(e, InputError):
+                raise
+            error = e if isinstance(e, InputError) else _task_error(self.file, e, case_timeout_s)
+        table = "scans" if self.source == "verse" else "series"
+        result = rejected_case(self.source, self.case_id, error, self.root, table)
+        save_case_result(out, result)
+        return result
+
+
+def _task_error(file: Any, error: BaseException, case_timeout_s: int) -> InputError:
+    if isinstance(error, TaskRunTimeoutError):
+        return InputError(
+            file,
+            f"the case did not finish within build.case_timeout_s ({case_timeout_s} s)",
+            "check the file (a slow or hanging mount?) or raise the limit",
+            check="case_timeout",
+        )
+    return InputError(
+        file,
+        f"I/O kept failing after the task's retries ({type(error).__name__}: "
+        f"{one_line(str(error), 200)})",
+        "check the storage (network filesystem, object store) and build again",
+        check="io_retries_exhausted",
+    )
 
 
 @dataclass(frozen=True)
@@ -139,60 +223,28 @@ class Ingested:
         return self.cases + self.derived
 
 
-def _submit_source(source: str, params: BuildParams) -> Submitted:
-    """Discover one source and submit a task per case.
-
-    The finish step computes, once the cases are done, for VerSe the dropped duplicates, the
-    files that cannot be placed and the VerSe'19 fracture grades, which are joined to the scans'
-    vertebrae (:func:`verse_etl.cases.verse.source_results`).
-    """
-    out = local_root(params.out, params.work)
-    root_text = getattr(params.sources, source)
-    if not root_text:
-        return Submitted([], [], lambda _: [])
-    root = Path(root_text)
-    if source == "verse":
-        found = discover_verse_sources(root)
-        run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
-        futures = [run_scan.submit(scan, root, out, params) for scan in found.scans]
-        sizes = [source_bytes(scan) for scan in found.scans]
-        return Submitted(futures, sizes, lambda scans: source_results(found, root, scans, out))
-    run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
-    mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
-    studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
-    futures = [run_study.submit(s, root, out, params) for s in studies]
-    return Submitted(
-        futures,
-        [source_bytes(s) for s in studies],
-        lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs),
-    )
-
-
-def _collect(submitted: dict[str, Submitted], params: BuildParams) -> Ingested:
+def _collect(
+    source_futures: dict[str, tuple[list[_Case], Finish]], params: BuildParams
+) -> Ingested:
     """Wait for every case, showing progress as cases finish; save and prune per source."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    futures = [f for sub in submitted.values() for f in sub.futures]
-    size = {
-        f.task_run_id: n
-        for sub in submitted.values()
-        for f, n in zip(sub.futures, sub.sizes, strict=True)
-    }
-    total = len(futures)
+    cases = {c.future: c for cs, _ in source_futures.values() for c in cs}
+    total = len(cases)
     artifact = create_progress_artifact(
         0.0,
         key="ingest-progress",
-        description=f"Cases of {', '.join(submitted)} built into {params.out}",
+        description=f"Cases of {', '.join(source_futures)} built into {params.out}",
     )
     with IngestProgress(
         total,
-        sum(size.values()),
+        sum(c.size for c in cases.values()),
         logger.info,
         lambda percent: update_progress_artifact(artifact, percent),
     ) as progress:
-        for future in as_completed(futures):
-            result: CaseResult = future.result()
-            figures = progress.case_done(size[future.task_run_id])
+        for future in as_completed(list(cases)):
+            result: CaseResult = cases[future].result(out, params.case_timeout_s)
+            figures = progress.case_done(cases[future].size)
             logger.info(
                 "[%d/%d] %s %s: %s, %d quarantined (%s)",
                 progress.done,
@@ -203,19 +255,19 @@ def _collect(submitted: dict[str, Submitted], params: BuildParams) -> Ingested:
                 len(result.quarantine),
                 figures,
             )
-    cases: list[CaseResult] = []
+    done: list[CaseResult] = []
     derived: list[CaseResult] = []
-    for source, sub in submitted.items():
-        mine = [f.result() for f in sub.futures]
-        extra = sub.finish(mine)
+    for source, (submitted, finish) in source_futures.items():
+        built = [c.result(out, params.case_timeout_s) for c in submitted]
+        extra = finish(built)
         for result in extra:
             save_case_result(out, result)
         publish_results(params.out, out, extra)
-        prune_source(out, source, mine + extra)
-        prune_target(params.out, source, mine + extra)
-        cases += mine
+        prune_source(out, source, built + extra)
+        prune_target(params.out, source, built + extra)
+        done += built
         derived += extra
-    return Ingested(cases, derived)
+    return Ingested(done, derived)
 
 
 def _run_name(kind: str) -> Callable[[], str]:
@@ -376,7 +428,11 @@ def run_build(
     params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
     """Run :func:`build_dataset` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
+    with (
+        stop_on_signals(),
+        workspace_lock(local_root(params.out, params.work), timeout=wait),
+        prefect_api(),
+    ):
         return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
             params
         )
@@ -390,7 +446,11 @@ def run_ingest(
     wait: float = 0.0,
 ) -> Ingested:
     """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
+    with (
+        stop_on_signals(),
+        workspace_lock(local_root(params.out, params.work), timeout=wait),
+        prefect_api(),
+    ):
         return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
             sources, params
         )

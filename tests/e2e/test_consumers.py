@@ -18,7 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas import PARTITION_BY, SORT_KEYS, TABLES
-from tests.e2e.library_build import build_tiny
 from verse_etl.catalog import connect
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
@@ -29,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory):
-    src, out = tmp_path_factory.mktemp("consumer-src"), tmp_path_factory.mktemp("consumer-build")
-    return out, src, build_tiny(src, out, seed=5)
+def build(tiny_build):
+    return tiny_build
 
 
 def test_every_table_reads_the_same_in_duckdb_pandas_polars_and_pyarrow(build) -> None:
