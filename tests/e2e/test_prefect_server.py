@@ -91,3 +91,38 @@ def test_serve_refuses_without_a_persistent_api(api: str | None, tmp_path: Path)
     assert "prefect server start" in message and "PREFECT_API_URL" in message
     assert ("does not answer" if api else "not set") in message
     assert "being served" not in message
+
+
+def test_the_users_prefect_home_and_profile_are_respected(tmp_path: Path) -> None:
+    # A user's own home whose active profile points at their team server: the build reports
+    # there (no local server); without PREFECT_HOME the local server lives in the project.
+    home = tmp_path / "user-prefect"
+    home.mkdir()
+    (home / "profiles.toml").write_text(
+        'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "http://team.invalid:4200/api"\n'
+    )
+    probe = (
+        "from flows.server import configured_api, local_home; print(configured_api(), local_home())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    with_home = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PREFECT_HOME": str(home), "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert with_home.stdout.split() == ["http://team.invalid:4200/api", str(home)], with_home.stderr
+    assert not (tmp_path / ".prefect").exists()
+    project = tmp_path / "project"
+    project.mkdir()
+    without = subprocess.run(
+        [sys.executable, "-c", "from flows.server import local_home; print(local_home())"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert without.stdout.strip() == str(project / ".prefect"), without.stderr
