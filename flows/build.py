@@ -289,8 +289,8 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
     """Convert every case of ``sources`` to stores and saved case results."""
     logger = get_run_logger()
     submitted = {source: _submit_source(source, params) for source in sources}
-    for source, sub in submitted.items():
-        logger.info("%s: %d cases submitted", source, len(sub.futures))
+    for source, (cases, _) in submitted.items():
+        logger.info("%s: %d cases submitted", source, len(cases))
     ingested = _collect(submitted, params)
     built = sum(r.converted for r in ingested.cases)
     logger.info(
