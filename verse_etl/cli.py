@@ -261,7 +261,8 @@ def ingest(
     Console().print(
         f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(cases)} cases "
         f"({built} built, {len(cases) - built} unchanged){extra if derived else ''}, "
-        f"{sum(len(r.quarantine) for r in ingested.results)} quarantined records"
+        f"{sum(len(r.quarantine) for r in ingested.results)} quarantined records",
+        soft_wrap=True,  # one line in logs too (a console that is not a terminal is 80 wide)
     )
 
 
