@@ -111,8 +111,11 @@ def fetch_sources(
                 outcomes.append(FetchOutcome(entry.name, path, "failed", str(e), e))
     finally:
         imports.close()
-    names = {e.name for e in entries}
-    if set(ID_MAPPING.inputs) & names:
+    # The mapping needs both v1 commits: derived when both were asked for, or are here already.
+    asked = {e.name for e in entries}
+    by_name = {e.name: e for e in ENTRIES}
+    inputs = [(n in asked, entry_path(root, by_name[n]).is_file()) for n in ID_MAPPING.inputs]
+    if any(a for a, _ in inputs) and all(a or here for a, here in inputs):
         outcomes.append(_derive_mapping(root))
     return outcomes
 
