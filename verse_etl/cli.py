@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import VerseEtlError, output_error, output_trouble
 from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
 
 if TYPE_CHECKING:
@@ -44,13 +44,23 @@ def _reported() -> Iterator[None]:
     """Turn a verse-etl error into one line on stderr and the error's exit code, no traceback.
 
     Exit codes: 1 the build ran but records failed checks set to ``raise`` (or a release was
-    refused), 2 bad input or configuration, 3 another build holds the workspace.
+    refused), 2 bad input or configuration, 3 another build holds the workspace, 4 the outputs
+    cannot be written (disk full, quota, read-only).
     """
     try:
         yield
     except VerseEtlError as e:
         console.print(f"[red]{e.label}:[/red] {e}")
         raise typer.Exit(e.exit_code) from e
+    except OSError as e:
+        # A full disk (or quota, or read-only filesystem) wherever it strikes: one line with
+        # the path, not a traceback.
+        full = output_trouble(e)
+        if full is None:
+            raise
+        error = output_error(full, Path.cwd())
+        console.print(f"[red]{error.label}:[/red] {error}")
+        raise typer.Exit(error.exit_code) from e
 
 
 def _params(path: Path) -> Params:
@@ -388,10 +398,8 @@ def fetch(
             text, failed = raw_sources.render_list(root, entries), False
         elif check:
             checks = raw_sources.check_upstream(Path.cwd(), root, entries)
-            text, failed = (
-                raw_sources.render_checks(checks),
-                any(c.status != "unchanged" and c.status != "not fetched" for c in checks),
-            )
+            text = raw_sources.render_checks(checks)
+            failed = any(c.status not in ("unchanged", "not fetched") for c in checks)
         elif mosmed_images:
             mosmed, mapping = (root / MOSMED_IMAGES.dest).parent, params.build.mosmed.id_mapping
             report = check_mosmed_images(
@@ -410,11 +418,16 @@ def fetch(
 
 
 @app.command()
-def report(out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build")) -> None:
+def report(
+    out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build"),
+    wait: WaitOption = 0.0,
+) -> None:
     """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
+    from verse_etl.lock import workspace_lock
     from verse_etl.report import write_report
 
-    with _reported():
+    # The report reads tables and stores: never while a build is rewriting them.
+    with _reported(), workspace_lock(out, timeout=wait):
         path = write_report(out)
     Console().print(f"report written to {path}")
 

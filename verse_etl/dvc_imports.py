@@ -15,6 +15,7 @@ dependency for its status, which is what ``dvc update`` decides on, without down
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,10 +172,17 @@ class Imports:
         """
         if record.md5 is None or not record.path.is_file():
             return False
+        # DVC warns that a frozen stage's dependencies are not checked: that is the point here
+        # (the URL is checked by upstream_changes), so the warning would only be noise.
+        quiet = logging.getLogger("dvc.repo.status")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             return not self.repo.status(targets=[str(record.dvc_file)])
         except Exception as e:
             raise _dvc_error(record.path, "check the workspace", e) from e
+        finally:
+            quiet.setLevel(level)
 
     def upstream_changes(
         self, records: Sequence[ImportRecord]

@@ -8,9 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.http_server import Served, etag_of
 from tests.source_standins import mirror_path, new_dvc_project, old_identifiers
+from verse_etl.cli import app
 from verse_etl.dvc_imports import dvc_file_of, read_import
 from verse_etl.mosmed_images import check_mosmed_images, render_images_report
 from verse_etl.raw_sources import (
@@ -89,7 +91,7 @@ def test_second_fetch_downloads_nothing_and_says_so(fetched: Path, mirror: Serve
 
 
 def test_check_reports_an_upstream_change_without_downloading(
-    fetched: Path, mirror: Served
+    fetched: Path, mirror: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     grades = next(e for e in ENTRIES if e.name == "verse19-grades")
     mirror.files[mirror_path(grades)] = b"a corrected spreadsheet"
@@ -98,6 +100,9 @@ def test_check_reports_an_upstream_change_without_downloading(
     assert checks["verse19-grades"].upstream_etag == etag_of(b"a corrected spreadsheet")
     assert {c.status for n, c in checks.items() if n != "verse19-grades"} == {"unchanged"}
     assert "1 upstream change(s)" in render_checks(list(checks.values()))
+    monkeypatch.chdir(fetched)  # the command: the change is its exit status
+    result = CliRunner().invoke(app, ["fetch", "--check", "verse19"])
+    assert result.exit_code == 1 and "verse19-grades: changed" in result.output, result.output
     # nothing was downloaded: the pinned file and its .dvc are as they were
     path = fetched / "raw" / grades.dest
     assert path.read_bytes() != b"a corrected spreadsheet"
@@ -184,3 +189,16 @@ def test_mosmed_images_check_lists_what_is_missing(fetched: Path, catalog_sample
     shutil.copytree(studies[1], placed)
     assert check_mosmed_images(mosmed).complete
     shutil.rmtree(mosmed / "dicom")
+
+
+def test_an_unreachable_source_fails_alone_and_names_the_published_copies(
+    tmp_path: Path, mirror: Served
+) -> None:
+    project = new_dvc_project(tmp_path / "project")
+    entries = select_entries(["verse19-training", "verse20-test"])
+    del mirror.files[mirror_path(entries[0])]  # the publisher's link is dead
+    first, second = fetch_sources(project, project / "raw", entries, mirror.base_url)
+    assert first.action == "failed" and "HTTP 404" in first.detail
+    assert "other published copies: https://osf.io/nqjyw/" in first.detail
+    assert second.action == "fetched" and (project / "raw" / entries[1].dest).is_file()
+    assert not (project / "raw" / entries[0].dest).exists()
