@@ -255,6 +255,11 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
                 rows.append(row)
     picture = mosmed_picture(store, pd.DataFrame(rows), tmp_path / "m.png")
     pixels = np.asarray(Image.open(picture.png).convert("RGB"))
+    # Read in 8-plane slabs, each only around the sampled voxels: the same picture.
+    sliced = mosmed_picture(
+        store, pd.DataFrame(rows), tmp_path / "n.png", slab_bytes=8 * 3 * int(np.prod(shape[1:]))
+    )
+    assert np.array_equal(np.asarray(Image.open(sliced.png).convert("RGB")), pixels)
     assert [p.name for p in picture.panels] == ["v1", "v2"]
     for panel, n_experts in zip(picture.panels, (2, 1), strict=True):
         grades = [p for p in picture.placements if p.panel == panel.name and p.kind == "grades"]
