@@ -166,16 +166,14 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
             def stats(k0: int, slab: np.ndarray) -> None:
                 hu[:] = min(hu[0], slab.min()), max(hu[1], slab.max())
 
-            if histogram:  # what cases/verse.py computes: percentiles need every value
+            reader = NiftiVoxelReader(info)
+            if histogram:  # as cases/verse.py computes it: percentiles need every value
                 from verse_etl.hu_histogram import HuHistogram
 
                 counts = HuHistogram()
-
-                def stats(k0: int, slab: np.ndarray) -> None:
-                    counts.add(slab)
-
-            reader = NiftiVoxelReader(info)
-            writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, on_slab=stats)
+                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, statistics=counts)
+            else:
+                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, on_slab=stats)
 
 
 def run_naive(source: Path, out: Path) -> None:
