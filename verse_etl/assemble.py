@@ -73,7 +73,9 @@ def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) ->
 
 # Checks about a vertebra's centroid; their records name the centroid file, as do those of a
 # label only the centroid file lists. Every other vertebra record names the mask.
-_CENTROID_CHECKS = frozenset({"centroid_outside_volume", "centroid_without_mask_label"})
+_CENTROID_CHECKS = frozenset(
+    {"centroid_outside_volume", "centroid_outside_label", "centroid_without_mask_label"}
+)
 
 
 def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
@@ -176,7 +178,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     q_rows = [
         {
             **row,
-            "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"],
+            "severity": "raise" if checks.mode(row["check_name"]) == "raise" else row["severity"],
             "release": _quarantine_release(row, scan_release),
         }
         for row in quarantine_frame(quarantine)
@@ -187,7 +189,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         write_table(df, table_dir(out, name), TABLES[name])
     failed: dict[str, int] = {}
     for row in q_rows:
-        failed[row["check"]] = failed.get(row["check"], 0) + 1
+        failed[row["check_name"]] = failed.get(row["check_name"], 0) + 1
     summary = BuildSummary(
         rows={name: len(df) for name, df in sorted(frames.items())},
         cases=len(results),

@@ -16,8 +16,9 @@ from typing import Any
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR
 
-CASE_FORMAT = 2
-"""Bump when the rows a case produces change meaning, so that saved results are recomputed."""
+CASE_FORMAT = 3
+"""Bump when the rows or stores a case produces change meaning, so that saved results are
+recomputed (3: Zarr ``dimension_names`` are the NGFF axes ``z, y, x``)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        # A failed write() names no file (a full disk): name the one being written.
+        raise OSError(e.errno, e.strerror, str(e.filename or path)) from e
     os.replace(tmp, path)
 
 

@@ -70,7 +70,7 @@ def copy(sample, tmp_path: Path) -> tuple[Path, SampleManifest]:
 
 def _quarantine(tables: dict[str, pd.DataFrame], check: str) -> pd.DataFrame:
     q = tables["quarantine"]
-    return q[q["check"] == check]
+    return q[q["check_name"] == check]
 
 
 def _scan(manifest: SampleManifest, scan_id: str):
@@ -251,6 +251,27 @@ def test_centroid_outside_the_volume_is_flagged(copy) -> None:
     assert not row["centroid_in_volume"] and pd.isna(row["mask_label_at_centroid"])
 
 
+def test_centroid_in_another_label_is_flagged(copy) -> None:
+    root, manifest = copy
+    truth = _scan(manifest, "verse253")
+    moved, onto = truth.labels[1], truth.labels[2]
+
+    def into_neighbour(entries: list[dict]) -> list[dict]:
+        target = next(e for e in entries if e["label"] == onto)
+        for e in entries:
+            if e["label"] == moved:
+                e.update({k: target[k] for k in ("X", "Y", "Z")})
+        return entries
+
+    rewrite_centroids(root / truth.centroids, into_neighbour)
+    tables = build(root / "verse", root / "out")
+    records = _quarantine(tables, "centroid_outside_label")
+    assert [json.loads(r)["label"] for r in records["record"]] == [moved]
+    assert records["file"].item() == truth.centroids.relative_to("verse").as_posix()
+    row = tables["vertebrae"].set_index(["scan_id", "label"]).loc[("verse253", moved)]
+    assert row["mask_label_at_centroid"] == onto
+
+
 def test_labels_outside_the_map_and_repeated_labels_leave_the_table(copy) -> None:
     root, manifest = copy
     truth = _scan(manifest, "verse201")
@@ -266,12 +287,12 @@ def test_labels_outside_the_map_and_repeated_labels_leave_the_table(copy) -> Non
     )
     tables = build(root / "verse", root / "out")
     q = tables["quarantine"]
-    label_rows = q[q["check"].str.contains("isin")]
+    label_rows = q[q["check_name"].str.contains("isin")]
     assert [json.loads(r)["label"] for r in label_rows["record"]] == [26]
     assert "(scan_id=verse201, label=26) fails" in label_rows["reason"].item()
     assert "(label): got 26" in label_rows["reason"].item()
     assert label_rows["file"].item() == truth.mask.relative_to("verse").as_posix()
-    repeated = q[q["check"].str.contains("unique") | q["reason"].str.contains("unique")]
+    repeated = q[q["check_name"].str.contains("unique") | q["reason"].str.contains("unique")]
     assert sorted(json.loads(r)["label"] for r in repeated["record"]) == [twice, twice]
     # A check of the whole row is named once, after the row's key (not once per column).
     assert all(

@@ -26,7 +26,8 @@ import numpy as np
 
 from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
-from verse_etl.errors import InputError
+from verse_etl.cases.seal import seal_case
+from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
@@ -45,7 +46,7 @@ from verse_etl.io.series_geometry import (
 )
 from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
-from verse_etl.params import MosmedParams, VolumeParams
+from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import (
     CaseResult,
@@ -82,6 +83,7 @@ def build_mosmed_study(
     volumes: VolumeParams,
     params: MosmedParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
+    limits: InputLimits | None = None,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -99,14 +101,46 @@ def build_mosmed_study(
         Geometry tolerances, Genant grading and where archives are unpacked.
     store_exists
         Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
+    limits
+        Inputs refused before they are read (``params.yaml: checks.limits``).
+
+    Returns
+    -------
+    CaseResult
+        Whatever the study's files raise stays in the study: an error no reader anticipated
+        quarantines it with one record (:func:`verse_etl.cases.seal.seal_case`).
     """
     params = params or MosmedParams()
+    limits = limits or InputLimits()
+    first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
+    return seal_case(
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits),
+        SOURCE,
+        study.folder,
+        first,
+        root,
+        out,
+        "series",
+    )
+
+
+def _build_study(
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams,
+    store_exists: Callable[[Path], bool],
+    limits: InputLimits,
+) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
         sources = [study.archive]
     try:
         hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
     except OSError as e:
+        if is_transient(e) or output_trouble(e):
+            raise
         # An unreadable file quarantines the study. The result is saved (table assembly reads
         # saved results) under an empty fingerprint, which no build matches: a fixed file is
         # picked up by the next build.
@@ -129,6 +163,7 @@ def build_mosmed_study(
         asdict(tolerances(params)),
         params.genant,
         [asdict(m) for m in study.id_mappings],
+        limits,
     )
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
@@ -139,7 +174,7 @@ def build_mosmed_study(
     ):
         return cached
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
-    annotations = _read_annotations(study, root, result)
+    annotations = _read_annotations(study, root, result, limits)
     series: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
     if not study.has_images:
         for ann in annotations:
@@ -153,7 +188,9 @@ def build_mosmed_study(
             )
     else:
         with _study_files(study, sources, root, params, result) as names:
-            series = _convert_series(study, names, root, out, volumes, params, annotations, result)
+            series = _convert_series(
+                study, names, root, out, volumes, params, annotations, result, limits
+            )
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
@@ -257,9 +294,10 @@ def _convert_series(
     params: MosmedParams,
     annotations: list[AnnotationFile],
     result: CaseResult,
+    limits: InputLimits,
 ) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
-    scan = scan_files(sorted(names))
+    scan = scan_files(sorted(names), limits)
     for skipped in scan.skipped:
         _quarantine(
             result,
@@ -291,7 +329,19 @@ def _convert_series(
                 f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
                 table="series",
             )
-        if not geometry.is_volume:
+        voxels = geometry.shape and int(np.prod(geometry.shape, dtype=np.int64))
+        if geometry.is_volume and voxels > limits.max_voxels:
+            _quarantine(
+                result,
+                where,
+                "too_large",
+                f"series {uid} has {voxels} voxels {geometry.shape} (expected at most "
+                f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
+                table="series",
+                fix="raise the limit if the series is real",
+            )
+            row["problems"] = f"too large: {voxels} voxels"
+        elif not geometry.is_volume:
             _quarantine(
                 result,
                 where,
@@ -303,11 +353,24 @@ def _convert_series(
         else:
             store = mosmed_store_path(out, study.folder, uid)
             try:
-                digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
+                with blame(root / where, f"converting series {uid}"):
+                    digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
             except InputError as e:
                 _record(result, e, root, names, table="series")
                 row["problems"] = f"pixel data: {e.problem}"
             else:
+                if lo == hi:
+                    slope = geometry.slices[0].slope
+                    _quarantine(
+                        result,
+                        where,
+                        "voxel_constant",
+                        f"series {uid}: every voxel is {lo:g} HU"
+                        + (" (RescaleSlope is 0)" if slope == 0 else "")
+                        + " (expected a CT with contrast); kept",
+                        table="series",
+                        fix="check the pixel data and the rescale tags",
+                    )
                 result.stores_written += 1
                 row.update(
                     is_volume=True,
@@ -415,14 +478,17 @@ def _write_store(
 # -- annotations ----------------------------------------------------------------------------
 
 
-def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> list[AnnotationFile]:
+def _read_annotations(
+    study: MosmedStudy, root: Path, result: CaseResult, limits: InputLimits
+) -> list[AnnotationFile]:
     """Parse every annotation file of the study; keep one per release (exact identifiers win)."""
     parsed: list[AnnotationFile] = []
     old_folders = {m.old_folder for m in study.id_mappings if m.folder == study.folder}
     for path in study.annotations:
         rel = relative(path, root)
         try:
-            ann = read_annotation(path)
+            with blame(path, "reading the annotation"):
+                ann = read_annotation(path, limits)
         except InputError as e:
             _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue
