@@ -217,6 +217,19 @@ def test_failed_checks_are_drawn_where_they_fail(tmp_path: Path) -> None:
     _assert_text_where_placed(picture, pixels)
     assert TEXT not in {label_color(v) for v in range(1, 256)}
 
+    # The table's boxes in the source's axis order (here k, i, j) and its affine: same island.
+    order = [2, 0, 1]
+    source_affine = affine[:, [*order, 3]]
+    bbox = {
+        f"bbox_{a}_{e}": int(getattr(l2[:, order[n]], e)())
+        for n, a in enumerate("ijk")
+        for e in ("min", "max")
+    }
+    rows[1].update(bbox)
+    again = verse_picture(store, pd.DataFrame(rows), tmp_path / "t.png", index_affine=source_affine)
+    (island_again,) = [p for p in again.placements if p.text == "L2: island"]
+    assert island_again.world_mm == pytest.approx(tuple(island + 0.5), abs=0.01)
+
 
 def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path) -> None:
     affine, shape = _grid(np.diag([-1.0, -1.0, 1.0]) @ np.diag([1, 1, 1]), (0.8, 0.8, 2.0))
