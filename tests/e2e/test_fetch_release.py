@@ -26,6 +26,8 @@ from verse_etl.report import write_report
 from verse_etl.sample import write_sample
 from verse_etl.source_catalog import ENTRIES
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
