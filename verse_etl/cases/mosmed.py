@@ -30,6 +30,7 @@ from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
     SERIES_TAGS,
@@ -461,18 +462,12 @@ def _write_store(
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
-    low, high = [np.inf], [-np.inf]
-
-    def hu_range(_k0: int, slab: np.ndarray) -> None:
-        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
-
+    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
     with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(
-            IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
-        )
-    return info.voxel_xxh3, float(low[0]), float(high[0])
+        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+    return info.voxel_xxh3, hu.minimum, hu.maximum
 
 
 # -- annotations ----------------------------------------------------------------------------
