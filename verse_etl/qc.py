@@ -258,11 +258,18 @@ class _Reader:
             wanted = [(s[:, 0] >= i0) & (s[:, 0] < i1) for s in samples]
             if projection is None and not any(w.any() for w in wanted):
                 continue
-            hu = np.asarray(image[i0:i1])
-            lab = np.asarray(labels[i0:i1]) if labels is not None else None
+            # Without a projection only the box around the sampled voxels is read (a thin
+            # curved plane touches few chunks); a projection needs the whole slab.
+            lo, hi = [0, 0], list(shape[1:])
+            if projection is None:
+                picked = np.concatenate([s[w, 1:] for s, w in zip(samples, wanted, strict=True)])
+                lo, hi = list(picked.min(axis=0)), list(picked.max(axis=0) + 1)
+            box = (slice(i0, i1), slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+            hu = np.asarray(image[box])
+            lab = np.asarray(labels[box]) if labels is not None else None
             for s, w, (v_hu, v_lab) in zip(samples, wanted, values, strict=True):
                 if w.any():
-                    at = (s[w, 0] - i0, s[w, 1], s[w, 2])
+                    at = (s[w, 0] - i0, s[w, 1] - lo[0], s[w, 2] - lo[1])
                     v_hu[w] = hu[at]
                     if lab is not None:
                         v_lab[w] = lab[at]
