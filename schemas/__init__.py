@@ -3,6 +3,7 @@ checks and descriptions. ``TABLES`` maps the table (file) name to its model.
 """
 
 from schemas.mosmed_consensus import MosmedConsensusTable
+from schemas.mosmed_expert_pairs import MosmedExpertPairsTable
 from schemas.mosmed_vertebrae import MosmedVertebraeTable
 from schemas.quarantine import QuarantineTable
 from schemas.scans import ScansTable
@@ -17,6 +18,7 @@ TABLES = {
     "series": SeriesTable,
     "mosmed_vertebrae": MosmedVertebraeTable,
     "mosmed_consensus": MosmedConsensusTable,
+    "mosmed_expert_pairs": MosmedExpertPairsTable,
     "quarantine": QuarantineTable,
 }
 
@@ -27,6 +29,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "series": ("folder", "series_uid"),
     "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
     "mosmed_consensus": ("folder", "release", "vertebra"),
+    "mosmed_expert_pairs": ("folder", "expert_v1", "expert_v2"),
     "quarantine": ("source", "case_id", "table", "file", "check", "reason"),
 }
 """Row order of each table: files are byte-identical from build to build."""
@@ -40,6 +43,7 @@ __all__ = [
     "SORT_KEYS",
     "TABLES",
     "MosmedConsensusTable",
+    "MosmedExpertPairsTable",
     "MosmedVertebraeTable",
     "QuarantineTable",
     "ScansTable",

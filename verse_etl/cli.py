@@ -57,9 +57,10 @@ def sample(
         str, typer.Option(help=f"Volume sizes: one of {', '.join(SAMPLE_SIZES)}.")
     ] = "small",
     annotations: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Real annotation files: write a matching synthetic study for each instead."
+            help="Folder of real annotation files, v1 or v2 (repeat for both releases): write a "
+            "matching synthetic study for each study instead."
         ),
     ] = None,
     overwrite: Annotated[
@@ -78,7 +79,7 @@ def sample(
 
     start = time.perf_counter()
     with _reported():
-        if annotations is not None:
+        if annotations:
             manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
             if size not in SAMPLE_SIZES:

@@ -8,8 +8,9 @@
    slice into its store, anything else is reported with its verdict and not converted.
 4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
    Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
-   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); v1 vertebrae take
-   their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
+   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); the v1 and v2
+   readers are paired by identical keypoints (:mod:`verse_etl.expert_matching`) and v1
+   vertebrae take their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.errors import InputError
+from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
@@ -59,7 +61,7 @@ from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
-MOSMED_FORMAT = 2
+MOSMED_FORMAT = 3
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
 
 _NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
@@ -547,6 +549,12 @@ def _add_vertebrae(
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
+    same_reader: dict[str, str] = {}
+    if v1 and v2 and _uid(v1) == _uid(v2):
+        pairs = _expert_pairs(v1, v2)
+        same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
+        for pair in pairs:
+            result.add("mosmed_expert_pairs", pair)
     # A level given twice by one v2 expert is an error of that file (quarantined by the table
     # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
     counts = Counter((r["expert"], r["level"]) for r in v2)
@@ -565,6 +573,9 @@ def _add_vertebrae(
             np.array([_centre(r) for r in labelled]),
             [r["level"] for r in labelled],
             [r["expert"] for r in labelled],
+            same_reader=same_reader,
+            points=np.array([_voxels(r) for r in v1]),
+            ref_points=np.array([_voxels(r) for r in labelled]),
         )
         for row, (level, source) in zip(v1, found, strict=True):
             row["level"], row["level_source"] = level, source
@@ -576,6 +587,32 @@ def _add_vertebrae(
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
+
+
+def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
+    by_release = []
+    for rows in (v1, v2):
+        experts: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            experts.setdefault(row["expert"], []).append(row)
+        by_release.append(experts)
+    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    return [
+        {
+            "folder": v1[0]["folder"],
+            "series_uid": v1[0]["series_uid"],
+            **asdict(pair),
+            "annotation_path_v1": v1[0]["annotation_path"],
+            "annotation_path_v2": v2[0]["annotation_path"],
+        }
+        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
+    ]
+
+
+def _voxels(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
 
 
 def _world(row: dict[str, Any]) -> np.ndarray:
