@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from verse_etl.assemble import BuildSummary, assemble
 from verse_etl.card import write_card
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.mosmed import source_results as mosmed_source_results
+from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
 from verse_etl.params import BuildParams
@@ -47,13 +50,15 @@ class BuildFailed(VerseEtlError):
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may pass next time: I/O trouble, not bad input (which is quarantined)."""
+    """Retry only what may pass next time: network-filesystem or object-store I/O
+    (:func:`verse_etl.errors.is_transient`), never a parse or decode error, nor a case that
+    ran out of its time limit."""
     try:
         state.result()
-    except VerseEtlError:
+    except TaskRunTimeoutError:
         return False
-    except Exception:
-        return True
+    except Exception as e:
+        return is_transient(e)
     return False
 
 
@@ -101,7 +106,7 @@ def mosmed_study_task(
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], Finish]:
+def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finish]:
     """Discover one source and submit a task per case.
 
     Returns the futures and what to compute once the cases are done: for VerSe the dropped
@@ -116,26 +121,81 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[Any], Finish]
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
-        futures = [run_scan.submit(scan, root, out, params) for scan in found.scans]
+        futures = [
+            _Case(run_scan.submit(scan, root, out, params), source, scan.scan_id, scan.ct, root)
+            for scan in found.scans
+        ]
         return futures, lambda scans: source_results(found, root, scans, out)
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
-    futures = [run_study.submit(s, root, out, params) for s in studies]
+    futures = [
+        _Case(
+            run_study.submit(s, root, out, params),
+            source,
+            s.folder,
+            s.dicom_dir or s.archive or (s.annotations or (root,))[0],
+            root,
+        )
+        for s in studies
+    ]
     return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
 
 
+@dataclass(frozen=True)
+class _Case:
+    """A submitted case: its future and what names it if the task itself fails."""
+
+    future: Any
+    source: str
+    case_id: str
+    file: Any  # the file a record names when the error names none
+    root: Path
+
+    def result(self, out: Path, case_timeout_s: int) -> CaseResult:
+        """The case's result; a task that failed after its retries (transient I/O that did not
+        pass, the time limit) quarantines this case only. Errors about the build itself
+        (:class:`~verse_etl.errors.VerseEtlError` other than input, e.g. a full disk) stop it."""
+        try:
+            return self.future.result()
+        except Exception as e:
+            if isinstance(e, VerseEtlError) and not isinstance(e, InputError):
+                raise
+            error = e if isinstance(e, InputError) else _task_error(self.file, e, case_timeout_s)
+        table = "scans" if self.source == "verse" else "series"
+        result = rejected_case(self.source, self.case_id, error, self.root, table)
+        save_case_result(out, result)
+        return result
+
+
+def _task_error(file: Any, error: BaseException, case_timeout_s: int) -> InputError:
+    if isinstance(error, TaskRunTimeoutError):
+        return InputError(
+            file,
+            f"the case did not finish within build.case_timeout_s ({case_timeout_s} s)",
+            "check the file (a slow or hanging mount?) or raise the limit",
+            check="case_timeout",
+        )
+    return InputError(
+        file,
+        f"I/O kept failing after the task's retries ({type(error).__name__}: "
+        f"{one_line(str(error), 200)})",
+        "check the storage (network filesystem, object store) and build again",
+        check="io_retries_exhausted",
+    )
+
+
 def _collect(
-    source_futures: dict[str, tuple[list[Any], Finish]], params: BuildParams
+    source_futures: dict[str, tuple[list[_Case], Finish]], params: BuildParams
 ) -> list[CaseResult]:
     """Wait for every case, log progress as cases finish, save and prune per source."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
     total = sum(len(f) for f, _ in source_futures.values())
     start = time.perf_counter()
-    futures = [f for fs, _ in source_futures.values() for f in fs]
-    for done, future in enumerate(as_completed(futures), start=1):
-        result: CaseResult = future.result()
+    cases = {c.future: c for cs, _ in source_futures.values() for c in cs}
+    for done, future in enumerate(as_completed(list(cases)), start=1):
+        result: CaseResult = cases[future].result(out, params.case_timeout_s)
         state = "built" if result.converted else "unchanged"
         logger.info(
             "[%d/%d] %s %s: %s, %d quarantined (%.0f s elapsed)",
@@ -148,10 +208,10 @@ def _collect(
             time.perf_counter() - start,
         )
     results: list[CaseResult] = []
-    for source, (futures, finish) in source_futures.items():
-        cases = [f.result() for f in futures]
-        derived = finish(cases)
-        mine = cases + derived
+    for source, (submitted, finish) in source_futures.items():
+        built = [c.result(out, params.case_timeout_s) for c in submitted]
+        derived = finish(built)
+        mine = built + derived
         for result in derived:
             save_case_result(out, result)
         publish_results(params.out, out, derived)

@@ -1,47 +1,51 @@
 """Table contracts: one pandera model per Parquet table, the only home of its columns, types,
 checks and descriptions. ``TABLES`` maps the table (file) name to its model.
+
+The models (and pandas with them) load on first use of ``TABLES`` or a model name: what only
+needs the layout (``schemas.layout``: names, sort keys, partition keys) stays light.
 """
 
-from schemas.mosmed_consensus import MosmedConsensusTable
-from schemas.mosmed_expert_pairs import MosmedExpertPairsTable
-from schemas.mosmed_vertebrae import MosmedVertebraeTable
-from schemas.quarantine import QuarantineTable
-from schemas.scans import ScansTable
-from schemas.series import SeriesTable
-from schemas.verse_fracture_grades import VerseFractureGradesTable
-from schemas.vertebrae import VertebraeTable
+from __future__ import annotations
 
-TABLES = {
-    "scans": ScansTable,
-    "vertebrae": VertebraeTable,
-    "verse_fracture_grades": VerseFractureGradesTable,
-    "series": SeriesTable,
-    "mosmed_vertebrae": MosmedVertebraeTable,
-    "mosmed_consensus": MosmedConsensusTable,
-    "mosmed_expert_pairs": MosmedExpertPairsTable,
-    "quarantine": QuarantineTable,
+from importlib import import_module
+from typing import Any
+
+from schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
+
+# table name -> (module, model class)
+_MODELS: dict[str, tuple[str, str]] = {
+    "scans": ("schemas.scans", "ScansTable"),
+    "vertebrae": ("schemas.vertebrae", "VertebraeTable"),
+    "verse_fracture_grades": ("schemas.verse_fracture_grades", "VerseFractureGradesTable"),
+    "series": ("schemas.series", "SeriesTable"),
+    "mosmed_vertebrae": ("schemas.mosmed_vertebrae", "MosmedVertebraeTable"),
+    "mosmed_consensus": ("schemas.mosmed_consensus", "MosmedConsensusTable"),
+    "mosmed_expert_pairs": ("schemas.mosmed_expert_pairs", "MosmedExpertPairsTable"),
+    "quarantine": ("schemas.quarantine", "QuarantineTable"),
 }
 
-SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "scans": ("scan_id",),
-    "vertebrae": ("scan_id", "label"),
-    "verse_fracture_grades": ("scan_id", "label"),
-    "series": ("folder", "series_uid"),
-    "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
-    "mosmed_consensus": ("folder", "release", "vertebra"),
-    "mosmed_expert_pairs": ("folder", "expert_v1", "expert_v2"),
-    "quarantine": ("source", "case_id", "table", "file", "check", "reason"),
-}
-"""Row order of each table: files are byte-identical from build to build."""
 
-PARTITION_BY: tuple[str, ...] = ("source", "release")
-"""Hive partition keys of every table: ``tables/<table>/source=<s>/release=<r>/part-0.parquet``.
-Each contract declares both as columns; their values live in the folder names, not in the files."""
+def __getattr__(name: str) -> Any:
+    """``TABLES`` and the model classes, imported when first asked for."""
+    if name == "TABLES":
+        tables = {
+            table: getattr(import_module(module), model)
+            for table, (module, model) in _MODELS.items()
+        }
+        assert tuple(tables) == TABLE_NAMES, "schemas.layout.TABLE_NAMES and _MODELS disagree"
+        globals()["TABLES"] = tables
+        return tables
+    for module, model in _MODELS.values():
+        if name == model:
+            return getattr(import_module(module), model)
+    raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+
 
 __all__ = [
     "PARTITION_BY",
     "SORT_KEYS",
     "TABLES",
+    "TABLE_NAMES",
     "MosmedConsensusTable",
     "MosmedExpertPairsTable",
     "MosmedVertebraeTable",

@@ -14,13 +14,13 @@ class QuarantineTable(pa.DataFrameModel):
     case_id: Series[str] = pa.Field(
         description="Scan id, or study folder (MosMed) the record belongs to."
     )
-    table: Series[str] = pa.Field(
+    table_name: Series[str] = pa.Field(
         description="Table the record was meant for ('' for a whole case)."
     )
     file: Series[str] = pa.Field(
         description="Source file at fault, relative to its source root where possible."
     )
-    check: Series[str] = pa.Field(
+    check_name: Series[str] = pa.Field(
         description="Name of the failed check (e.g. read, mask_integral, superior_above_inferior)."
     )
     reason: Series[str] = pa.Field(

@@ -42,13 +42,14 @@ class VertebraeTable(pa.DataFrameModel):
         description="The label has a centroid in the centroid file."
     )
     centroid_i: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 0 of the image (voxel index)."
+        nullable=True,
+        description="Centroid along array axis 0 (voxel index; the source NIfTI and the store share this frame, NGFF axis z).",
     )
     centroid_j: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 1 (voxel index)."
+        nullable=True, description="Centroid along array axis 1 (voxel index, NGFF axis y)."
     )
     centroid_k: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 2 (voxel index)."
+        nullable=True, description="Centroid along array axis 2 (voxel index, NGFF axis x)."
     )
     centroid_x_mm: Series[float] = pa.Field(
         nullable=True, description="Centroid in world RAS+ mm, x (toward patient's right)."

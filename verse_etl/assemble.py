@@ -187,7 +187,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     q_rows = [
         {
             **row,
-            "severity": "raise" if checks.mode(row["check"]) == "raise" else row["severity"],
+            "severity": "raise" if checks.mode(row["check_name"]) == "raise" else row["severity"],
             "release": _quarantine_release(row, scan_release),
         }
         for row in quarantine_frame(quarantine)
@@ -198,7 +198,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         write_table(df, table_dir(out, name), TABLES[name])
     failed: dict[str, int] = {}
     for row in q_rows:
-        failed[row["check"]] = failed.get(row["check"], 0) + 1
+        failed[row["check_name"]] = failed.get(row["check_name"], 0) + 1
     summary = BuildSummary(
         rows={name: len(df) for name, df in sorted(frames.items())},
         cases=len(results),

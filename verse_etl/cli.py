@@ -7,15 +7,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from verse_etl.assemble import BuildSummary
 from verse_etl.errors import VerseEtlError
-from verse_etl.params import SAMPLE_SIZES, BuildParams, Params, SourceParams, load_params
+from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
+
+if TYPE_CHECKING:
+    from verse_etl.assemble import BuildSummary
+
+# Every command imports what it needs when it runs: `--help`, `query` and `summary` must answer
+# at once, so nothing here may import pandas, the contracts, Prefect or the image readers
+# (tests/unit/test_cli_imports.py guards the import set).
+
+# Enumerated options are Literal types: typer lists the choices in --help and rejects any
+# other value with the valid list.
+Runner = Literal["threads", "dask"]
+QueryFormat = Literal["table", "csv", "json"]
 
 app = typer.Typer(
     name="verse-etl",
@@ -53,9 +64,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     verse_cases: Annotated[int, typer.Option(help="VerSe scans across both releases (>= 4).")] = 6,
     mosmed_studies: Annotated[int, typer.Option(help="MosMed studies with annotation.")] = 2,
-    size: Annotated[
-        str, typer.Option(help=f"Volume sizes: one of {', '.join(SAMPLE_SIZES)}.")
-    ] = "small",
+    size: Annotated[SampleSize, typer.Option(help="Volume sizes of the sample.")] = "small",
     annotations: Annotated[
         list[Path] | None,
         typer.Option(
@@ -82,8 +91,6 @@ def sample(
         if annotations:
             manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
-            if size not in SAMPLE_SIZES:
-                raise typer.BadParameter(f"--size is {size!r} (expected one of {SAMPLE_SIZES})")
             manifest = write_sample(
                 out,
                 seed=seed,
@@ -101,9 +108,10 @@ def sample(
 
 
 RunnerOption = Annotated[
-    str,
+    Runner,
     typer.Option(
-        "--runner", help="Task runner: threads, or dask (a LocalCluster or --dask-address)."
+        "--runner",
+        help="Task runner: threads, or dask (a LocalCluster or --dask-address).",
     ),
 ]
 DaskOption = Annotated[
@@ -312,19 +320,17 @@ def query(
     out: Annotated[
         str, typer.Option(help="Build folder, or the URL of a build published to one (s3://...).")
     ] = "data/build",
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: Annotated[QueryFormat, typer.Option("--format", help="Output format.")] = "table",
 ) -> None:
     """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
     from verse_etl.catalog import query as run_query
+    from verse_etl.query_output import render
 
     with _reported():
-        result = run_query(out, sql).to_pandas()
-    if fmt == "csv":
-        typer.echo(result.to_csv(index=False), nl=False)
-    elif fmt == "json":
-        typer.echo(result.to_json(orient="records"))
-    else:
-        typer.echo(result.to_string(index=False))
+        # Descriptions are for SQL clients browsing the catalog; a one-off query skips them
+        # (and the contracts they come from) to answer at once.
+        result = run_query(out, sql, comments=False)
+    typer.echo(render(result, fmt), nl=False)
 
 
 @app.command()
@@ -332,14 +338,18 @@ def dictionary(
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path(
         "docs/data-dictionary.md"
     ),
+    readme: Annotated[
+        Path, typer.Option(help="README whose generated table overview is refreshed.")
+    ] = Path("README.md"),
 ) -> None:
-    """Write the data dictionary generated from the table contracts."""
+    """Write the data dictionary and the README's table overview from the table contracts."""
     from schemas import TABLES
-    from verse_etl.dictionary import render_dictionary
+    from verse_etl.dictionary import render_dictionary, update_readme
     from verse_etl.records import write_text_atomic
 
     write_text_atomic(out, render_dictionary(TABLES))
-    console.print(f"data dictionary written to {out}")
+    write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
+    console.print(f"data dictionary written to {out}, table overview to {readme}")
 
 
 @app.command()

@@ -1,19 +1,37 @@
 """OME-NGFF 0.5 metadata of the volume stores: multiscale images and label images.
 
 Spec: https://ngff.openmicroscopy.org/0.5/ (``ome`` attributes of Zarr v3 groups: ``multiscales``,
-``labels``, ``image-label``). The JSON Schemas of that version (bundled with ``ngff-zarr``)
-accept every attribute written here (tests/unit/test_volumes.py).
+``labels``, ``image-label``). Every store passes ome-zarr-models (v05, warnings as errors),
+ome-zarr-py's reader and ngff-zarr's JSON-Schema validation (tests/e2e/test_ngff_readers.py).
 
-NGFF 0.5 knows only per-axis ``scale`` and ``translation``, no rotation, so the coordinate system
-written for viewers is the scanner's RAS+ millimetre space *turned onto the voxel axes*: NGFF
-axis ``z`` runs along array axis ``i`` (the direction of the first affine column), ``y`` along
-``j`` and ``x`` along ``k``. With the unit direction
-columns ``R`` and voxel sizes ``s`` of the affine ``A = [R diag(s) | o]``, a voxel ``v`` sits at
-NGFF coordinates ``diag(s) v + R^T o``, which is exactly ``R^T`` times its RAS+ position when the
-voxel axes are orthogonal (every VerSe scan and every DICOM series without gantry tilt). So
-distances and the origin are right and only the rotation ``R`` is left out; for sheared
-(tilted) grids the NGFF space is an approximation. The full 4x4 affine and the orientation codes
-stay in the ``verse_etl`` attributes of the store for exact work.
+Frames, and why
+---------------
+Arrays are stored in the axis order of their source (``[i, j, k]`` of the NIfTI, ``[row,
+column, slice]`` of the DICOM series): the writer streams them slab by slab along the source's
+last axis with bounded memory, the voxel digest is the source's, and every table's voxel
+coordinates (``vertebrae.centroid_i/j/k``, ``mosmed_vertebrae.*_row/_col/_slice``) index the
+store and the source alike, so there is one voxel frame and no second set of columns.
+
+The exact geometry is the root attribute ``verse_etl.affine``: a 4x4 matrix mapping stored
+indices to RAS+ millimetres (x toward the patient's right, y anterior, z superior), oblique and
+tilted grids included. Use it for world coordinates (``Dataset`` does).
+
+NGFF 0.5 knows only per-axis ``scale`` and ``translation``: no rotation, no axis permutation.
+The coordinate system written for viewers is therefore the RAS+ space *turned onto the voxel
+axes*: NGFF axes ``z, y, x`` (the Zarr ``dimension_names``) name array axes 0, 1, 2, not
+anatomical directions. With the unit direction columns ``R`` and voxel sizes ``s`` of the affine
+``A = [R diag(s) | o]``, a voxel ``v`` sits at NGFF coordinates ``diag(s) v + R^T o``
+(:func:`voxel_frame`), which is ``R^T`` times its RAS+ position when the voxel axes are
+orthogonal. Distances, voxel sizes and the alignment of the CT with its label image are exact;
+the anatomical orientation on screen follows the voxel axes (an ``LPS``-stored scan shows axial
+slices, a ``PIR``-stored one sagittal slices). :func:`ngff_coordinates` puts RAS+ points (the
+tables' ``*_mm`` columns) into that same NGFF space, so centroids overlay the CT and labels in
+napari (napari-ome-zarr) exactly, for oblique grids too.
+
+Not done (yet): arrays reoriented to one canonical anatomical order (e.g. ``S, P, L`` for
+radiological axial display) would need the streaming writer to permute and flip along its slab
+axis; NGFF 0.6's ``rotation``/``affine``/``mapAxis`` transformations would say it in metadata
+but the readers above do not implement 0.6 for Python 3.11.
 """
 
 from __future__ import annotations
@@ -25,13 +43,11 @@ from typing import Any
 import numpy as np
 
 NGFF_VERSION = "0.5"
-AXES: tuple[str, str, str] = ("i", "j", "k")
-"""Zarr dimension names: the array axes as stored."""
-
 NGFF_AXES: tuple[str, str, str] = ("z", "y", "x")
-"""NGFF names of the array axes ``i, j, k``: NGFF readers (ngff-zarr's validation, napari)
-expect 3-D space axes to be called ``z, y, x`` in array order. They name array axes (slowest to
-fastest in the Zarr C order), not RAS directions: NGFF ``x`` runs along array axis ``k``."""
+"""NGFF names of array axes 0, 1, 2 (``i, j, k``), also the Zarr ``dimension_names`` of every
+array, as NGFF 0.5 requires them to match. NGFF readers (ngff-zarr, napari) expect 3-D space
+axes to be called ``z, y, x`` in array order. They name array axes, not RAS directions: NGFF
+``x`` runs along array axis 2."""
 
 PYRAMID_METHOD = "nearest"
 """How levels 1, 2, ... are made: every second voxel along each axis of the level above."""
@@ -60,6 +76,29 @@ def voxel_frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     spacing = np.linalg.norm(a[:3, :3], axis=0)
     directions = a[:3, :3] / spacing
     return directions, spacing, directions.T @ a[:3, 3]
+
+
+def ngff_coordinates(
+    affine: np.ndarray, points_ras: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """NGFF (viewer) coordinates, in ``z, y, x`` order, of ``(n, 3)`` RAS+ points in mm.
+
+    The inverse affine takes each point to (fractional) stored indices ``v``; the NGFF position
+    of index ``v`` is ``diag(s) v + t`` with the scale and translation of level 0 written by
+    :func:`multiscale`. Points given this way (e.g. ``vertebrae.centroid_*_mm`` as a napari
+    Points layer) land on the same voxels as in the CT and label images, oblique grids included.
+
+    Examples
+    --------
+    >>> a = np.array([[-0.5, 0, 0, 90], [0, -0.5, 0, 120], [0, 0, 2, -40], [0, 0, 0, 1.0]])
+    >>> ngff_coordinates(a, [[90.0, 120.0, -40.0], [89.5, 119.0, -36.0]]).tolist()
+    [[-90.0, -120.0, -40.0], [-89.5, -119.0, -36.0]]
+    """
+    a = np.asarray(affine, dtype=float)
+    _, spacing, translation = voxel_frame(a)
+    pts = np.asarray(points_ras, dtype=float).reshape(-1, 3)
+    voxels = np.linalg.solve(a[:3, :3], (pts - a[:3, 3]).T).T
+    return voxels * spacing + translation
 
 
 def level_shapes(shape: Sequence[int], levels: int) -> list[tuple[int, int, int]]:

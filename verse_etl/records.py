@@ -16,8 +16,9 @@ from typing import Any
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR
 
-CASE_FORMAT = 2
-"""Bump when the rows a case produces change meaning, so that saved results are recomputed."""
+CASE_FORMAT = 3
+"""Bump when the rows or stores a case produces change meaning, so that saved results are
+recomputed (3: Zarr ``dimension_names`` are the NGFF axes ``z, y, x``)."""
 
 
 @dataclass(frozen=True)

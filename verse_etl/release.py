@@ -130,7 +130,10 @@ def _json_rows(df: pd.DataFrame) -> list[str]:
 
 
 def _checks(df: pd.DataFrame | None) -> dict[str, int]:
-    return {} if df is None or df.empty else dict(Counter(df["check"]))
+    if df is None or df.empty:
+        return {}
+    # Releases made before the column was renamed (``check`` is a reserved word in SQL) say check.
+    return dict(Counter(df["check_name" if "check_name" in df.columns else "check"]))
 
 
 def _git(repo: Path, *args: str) -> str:

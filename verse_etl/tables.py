@@ -64,9 +64,16 @@ def frame(
     return df
 
 
+QUARANTINE_COLUMNS: dict[str, str] = {"table": "table_name", "check": "check_name"}
+"""Quarantine record fields whose table column has another name: ``table`` and ``check`` are
+reserved words in SQL (``GROUP BY check`` would not parse), so the columns carry a suffix."""
+
+
 def quarantine_frame(records: Iterable[QuarantineRecord]) -> list[dict[str, Any]]:
-    """Quarantine records as rows of the quarantine table."""
-    return [record.__dict__.copy() for record in records]
+    """Quarantine records as rows of the quarantine table (columns of ``schemas/quarantine.py``)."""
+    return [
+        {QUARANTINE_COLUMNS.get(k, k): v for k, v in record.__dict__.items()} for record in records
+    ]
 
 
 def file_schema(model: type[pa.DataFrameModel]) -> pa_arrow.Schema:

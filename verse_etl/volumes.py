@@ -241,7 +241,7 @@ class StoreWriter:
                     chunks=chunks,
                     shards=shards,
                     fill_value=0,
-                    dimension_names=ngff.AXES,
+                    dimension_names=ngff.NGFF_AXES,
                     attributes=(attributes or {}) if level == 0 else {},
                     **_zarr_codecs(codec),
                 )

@@ -54,3 +54,13 @@ def s3_endpoint():
 
     with moto_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny sample (seed 5) built through the library, shared read-only by the consumer-side
+    tests of the session: ``(out, src, manifest)``. Tests must not change it."""
+    from tests.e2e.library_build import build_tiny
+
+    src, out = tmp_path_factory.mktemp("consumer-src"), tmp_path_factory.mktemp("consumer-build")
+    return out, src, build_tiny(src, out, seed=5)

@@ -50,7 +50,7 @@ from verse_etl.sources.verse import discover_verse_sources
 V20_ZIP = "dataset-verse20training.zip"
 
 CORPUS: list[tuple[str, str, str, str]] = [
-    # (case, substring of quarantine.file, quarantine.check, substring of quarantine.reason)
+    # (case, substring of quarantine.file, quarantine.check_name, substring of quarantine.reason)
     # VerSe NIfTI files on disk (dataset-verse19training/): the scan is rejected.
     ("nifti_truncated", "sub-verse008_ct.nii.gz", "read", "ended before the end-of-stream"),
     ("nifti_corrupt", "sub-verse015_ct.nii.gz", "read", "cannot decompress the voxel data"),
@@ -359,10 +359,10 @@ def test_bad_case_is_quarantined_naming_file_and_reason(
     corpus: Corpus, case: str, file: str, check: str, reason: str
 ) -> None:
     records = _records(corpus, file)
-    shown = corpus.quarantine[["file", "check", "reason"]].to_string()
+    shown = corpus.quarantine[["file", "check_name", "reason"]].to_string()
     assert not records.empty, f"{case}: no quarantine record names {file!r}\n{shown}"
-    mine = records[records["check"].str.contains(check, regex=False)]
-    assert not mine.empty, f"{case}: {records[['check', 'reason']].to_dict('records')}"
+    mine = records[records["check_name"].str.contains(check, regex=False)]
+    assert not mine.empty, f"{case}: {records[['check_name', 'reason']].to_dict('records')}"
     assert mine["reason"].str.contains(reason, regex=False).any(), mine["reason"].tolist()
     # The reason starts with the file it is about, as every message does.
     assert all(r.startswith(f"{f}:") for f, r in zip(mine["file"], mine["reason"], strict=True))
@@ -438,7 +438,7 @@ def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
     src, q = corpus.root / "src", corpus.quarantine
     found = discover_verse_sources(src / "verse")
     built = set(_table(corpus, "SELECT scan_id FROM scans")["scan_id"])
-    rejected = set(q.loc[q["table"] == "scans", "case_id"])
+    rejected = set(q.loc[q["table_name"] == "scans", "case_id"])
     assert {s.scan_id for s in found.scans} == built | rejected
     assert not built & rejected
     discovery = q[q["case_id"] == "_discovery"]
@@ -472,7 +472,7 @@ def test_every_archive_member_is_read_or_refused(corpus: Corpus) -> None:
 def test_every_dicom_file_is_in_a_series_or_quarantined(corpus: Corpus) -> None:
     dicom, q = corpus.root / "src" / "mosmed" / "dicom", corpus.quarantine
     series = _table(corpus, "SELECT folder, n_files FROM series")
-    not_images = q[q["check"].isin(["not_dicom_image", "dicom_tags"])]
+    not_images = q[q["check_name"].isin(["not_dicom_image", "dicom_tags"])]
     for folder in (p for p in dicom.iterdir() if p.is_dir()):
         files = [p for p in folder.rglob("*") if p.is_file()]
         counted = series.loc[series["folder"] == folder.name, "n_files"].sum()

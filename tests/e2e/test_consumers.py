@@ -18,19 +18,18 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas import PARTITION_BY, SORT_KEYS, TABLES
-from tests.e2e.library_build import build_tiny
+from verse_etl.catalog import connect
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
-from verse_etl.dictionary import render_dictionary
+from verse_etl.dictionary import render_dictionary, render_readme_tables
 from verse_etl.tables import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory):
-    src, out = tmp_path_factory.mktemp("consumer-src"), tmp_path_factory.mktemp("consumer-build")
-    return out, src, build_tiny(src, out, seed=5)
+def build(tiny_build):
+    return tiny_build
 
 
 def test_every_table_reads_the_same_in_duckdb_pandas_polars_and_pyarrow(build) -> None:
@@ -116,6 +115,53 @@ def test_data_dictionary_cannot_drift_from_the_contracts() -> None:
         assert f"## `{name}`" in committed
         for column in model.to_schema().columns:
             assert f"| `{column}` |" in committed
+    assert render_readme_tables(TABLES) in (ROOT / "README.md").read_text(), (
+        "run `verse-etl dictionary` and commit README.md"
+    )
+
+
+def test_no_column_is_a_reserved_word_and_sql_needs_no_quotes(build) -> None:
+    out, *_ = build
+    reserved = {
+        row[0]
+        for row in duckdb.sql(
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
+        ).fetchall()
+    }
+    con = connect(out)
+    try:
+        for name, model in TABLES.items():
+            columns = list(model.to_schema().columns)
+            assert not reserved & {name, *columns}, name
+            # Every column unquoted in SELECT, GROUP BY and ORDER BY parses and runs.
+            listed = ", ".join(columns)
+            con.execute(f"SELECT {listed} FROM {name} GROUP BY {listed} ORDER BY {listed}")
+        con.execute("SELECT check_name, count(*) FROM quarantine GROUP BY check_name")
+    finally:
+        con.close()
+
+
+def test_views_carry_the_contracts_descriptions_as_comments(build) -> None:
+    out, *_ = build
+    con = connect(out)
+    try:
+        views = dict(
+            con.execute(
+                "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        )
+        columns = {
+            (t, c): comment
+            for t, c, comment in con.execute(
+                "SELECT table_name, column_name, comment FROM duckdb_columns()"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    for name, model in TABLES.items():
+        assert views[name] == model.Config.description, name
+        for column, spec in model.to_schema().columns.items():
+            assert spec.description and columns[(name, column)] == spec.description, (name, column)
 
 
 def test_dataset_card_carries_counts_licences_and_citations(build) -> None:

@@ -112,13 +112,13 @@ def test_the_builder_reports_each_case_and_converts_only_the_clean_one(built) ->
         assert (row["verdict"], row["findings"]) == (verdict, ",".join(findings))
         assert row["is_volume"] == (verdict == "volume") == pd.notna(row["store_path"])
     q = tables["quarantine"]
-    checks = set(zip(q["case_id"], q["check"], strict=True))
+    checks = set(zip(q["case_id"], q["check_name"], strict=True))
     for case, (verdict, *_) in EXPECTED.items():
         if verdict != "volume":
             assert (case.replace("/", "_"), f"series_{verdict}") in checks
     # The Philips DIRFILE (a DICOM media directory, no image) is recorded, not converted.
     dirfile = q[q["file"].str.endswith("/DIRFILE")]
-    assert list(dirfile["check"]) == ["not_dicom_image"]
+    assert list(dirfile["check_name"]) == ["not_dicom_image"]
     assert "Media Storage Directory" in dirfile["reason"].iloc[0]
     ge = series.loc["dcm_qa_ct_In_GE"]
     assert ge["gantry_detector_tilt_deg"] == pytest.approx(18.5)

@@ -103,9 +103,9 @@ def test_good_members_of_a_hostile_release_zip_still_build(tmp_path: Path) -> No
     build_sources(BuildParams(out=str(out), sources=sources, volumes=volumes))
     scans = query(out, "SELECT scan_id FROM scans").to_pandas()
     assert sorted(scans["scan_id"]) == sorted(s.scan_id for s in manifest.verse)
-    q = query(out, 'SELECT file, "check", reason FROM quarantine').to_pandas()
+    q = query(out, "SELECT file, check_name, reason FROM quarantine").to_pandas()
     zipped = "dataset-verse20training.zip!/"
-    assert dict(zip(q["file"], q["check"], strict=True)) == {
+    assert dict(zip(q["file"], q["check_name"], strict=True)) == {
         f"{zipped}../{_ct(1)}": "archive_member",
         f"{zipped}/{_ct(2)}": "archive_member",
         f"{zipped}{_ct(3)}": "archive_member",

@@ -73,7 +73,7 @@ def test_cells_are_parsed_like_the_real_file(tmp_path: Path) -> None:
     tables = _tables(path, tmp_path)
     q = tables["quarantine"]
     # BMD 0 (a missing value in the real file) is kept and flagged on each of the 18 rows.
-    assert (q["check"] == "bmd_plausible").sum() == 18
+    assert (q["check_name"] == "bmd_plausible").sum() == 18
     assert len(tables["verse_fracture_grades"]) == 18
 
 
@@ -88,12 +88,12 @@ def test_bad_cells_and_rows_are_quarantined(tmp_path: Path) -> None:
     )
     tables = _tables(path, tmp_path)
     q = tables["quarantine"]
-    checks = set(q["check"])
+    checks = set(q["check_name"])
     assert "fracture_grades_row" in checks and "fracture_grades_cell" in checks
-    bad_grade = q[q["check"].str.contains("isin")]
+    bad_grade = q[q["check_name"].str.contains("isin")]
     assert bad_grade["case_id"].tolist() == ["verse008"] and "T10" in bad_grade["record"].item()
     # N_Fx says 3, one level is graded 1-3 (T10's 4 is rejected): flagged on verse008's rows.
-    assert set(q[q["check"] == "n_fx_matches_grades"]["case_id"]) == {"verse008"}
+    assert set(q[q["check_name"] == "n_fx_matches_grades"]["case_id"]) == {"verse008"}
     grades = tables["verse_fracture_grades"]
     assert sorted(set(grades["scan_id"])) == ["verse008", "verse009"]
     assert len(grades) == 17 + 18

@@ -212,13 +212,13 @@ def test_bad_vertebrae_are_quarantined_by_check(sample, tmp_path: Path) -> None:
     (root / "annotation_v2" / f"{study.folder}.json").write_text(json.dumps(v2))
     _, tables = _build(root, tmp_path / "out")
     q = tables["quarantine"]
-    q = q[q["table"] == "mosmed_vertebrae"]
+    q = q[q["table_name"] == "mosmed_vertebrae"]
     found = {
         (
             json.loads(r["record"])["release"],
             json.loads(r["record"])["expert"],
             json.loads(r["record"])["vertebra_index"],
-        ): r["check"]
+        ): r["check_name"]
         for _, r in q.iterrows()
     }
     assert "superior_above_inferior" in found[("v1", expert, 0)]
@@ -254,9 +254,11 @@ def edge(tmp_path_factory: pytest.TempPathFactory):
 def test_edge_cases_are_reported_as_expected(edge) -> None:
     _, _, manifest, tables, _ = edge
     q = tables["quarantine"]
-    got = sorted(set(zip(q["case_id"], q["check"], strict=True)))
+    got = sorted(set(zip(q["case_id"], q["check_name"], strict=True)))
     # instance_order and series_missing come once per release file (v1 and v2).
-    assert got == sorted(set(manifest.quarantine)), q[["case_id", "check", "reason"]].to_string()
+    assert got == sorted(set(manifest.quarantine)), q[
+        ["case_id", "check_name", "reason"]
+    ].to_string()
     assert set(q["severity"]) == {"warn"}
     series = tables["series"].set_index("series_uid")
     for uid, verdict in manifest.verdicts:
@@ -327,7 +329,7 @@ def test_old_identifiers_are_matched_through_the_mapping(edge) -> None:
     # Without the mapping the same file is an annotation without study.
     _, plain = _build(src / "mosmed", src / "no-mapping")
     q = plain["quarantine"]
-    assert ((q["case_id"] == old_file.stem) & (q["check"] == "study_missing")).any()
+    assert ((q["case_id"] == old_file.stem) & (q["check_name"] == "study_missing")).any()
 
 
 def test_geometry_tolerance_comes_from_params(edge, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ def _tables(
         "vertebrae": pd.DataFrame(vertebrae, columns=["scan_id", "label", "centroid_i"]),
         "series": pd.DataFrame({"series_uid": pd.Series([], dtype=str)}),
         "mosmed_vertebrae": pd.DataFrame({"series_uid": pd.Series([], dtype=str)}),
-        "quarantine": pd.DataFrame({"check": checks}),
+        "quarantine": pd.DataFrame({"check_name": checks}),
     }
 
 

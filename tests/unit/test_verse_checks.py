@@ -70,7 +70,7 @@ def copy(sample, tmp_path: Path) -> tuple[Path, SampleManifest]:
 
 def _quarantine(tables: dict[str, pd.DataFrame], check: str) -> pd.DataFrame:
     q = tables["quarantine"]
-    return q[q["check"] == check]
+    return q[q["check_name"] == check]
 
 
 def _scan(manifest: SampleManifest, scan_id: str):
@@ -266,12 +266,12 @@ def test_labels_outside_the_map_and_repeated_labels_leave_the_table(copy) -> Non
     )
     tables = build(root / "verse", root / "out")
     q = tables["quarantine"]
-    label_rows = q[q["check"].str.contains("isin")]
+    label_rows = q[q["check_name"].str.contains("isin")]
     assert [json.loads(r)["label"] for r in label_rows["record"]] == [26]
     assert "(scan_id=verse201, label=26) fails" in label_rows["reason"].item()
     assert "(label): got 26" in label_rows["reason"].item()
     assert label_rows["file"].item() == truth.mask.relative_to("verse").as_posix()
-    repeated = q[q["check"].str.contains("unique") | q["reason"].str.contains("unique")]
+    repeated = q[q["check_name"].str.contains("unique") | q["reason"].str.contains("unique")]
     assert sorted(json.loads(r)["label"] for r in repeated["record"]) == [twice, twice]
     # A check of the whole row is named once, after the row's key (not once per column).
     assert all(

@@ -127,7 +127,7 @@ def test_array_metadata_names_axes_codecs_and_shards(tmp_path: Path) -> None:
     with StoreWriter(tmp_path / "m.zarr", params, {}) as writer:
         writer.write_array(IMAGE_PATH, vol.shape, vol.dtype, _slabs(vol, 16))
     meta = json.loads((tmp_path / "m.zarr" / IMAGE_PATH / "zarr.json").read_text())
-    assert meta["dimension_names"] == ["i", "j", "k"]
+    assert meta["dimension_names"] == ["z", "y", "x"]  # = the NGFF axes, as NGFF 0.5 requires
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [16, 16, 16]
     sharding = meta["codecs"][0]
     assert sharding["name"] == "sharding_indexed"

@@ -27,7 +27,8 @@ import numpy as np
 
 from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
-from verse_etl.errors import InputError
+from verse_etl.cases.seal import seal_case
+from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
@@ -103,12 +104,34 @@ def build_mosmed_study(
         Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
     """
     params = params or MosmedParams()
+    first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
+    return seal_case(
+        lambda: _build_study(study, root, out, volumes, params, store_exists),
+        SOURCE,
+        study.folder,
+        first,
+        root,
+        out,
+        "series",
+    )
+
+
+def _build_study(
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams,
+    store_exists: Callable[[Path], bool],
+) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
         sources = [study.archive]
     try:
         hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
     except OSError as e:
+        if is_transient(e) or output_trouble(e):
+            raise
         # An unreadable file quarantines the study. The result is saved (table assembly reads
         # saved results) under an empty fingerprint, which no build matches: a fixed file is
         # picked up by the next build.
@@ -305,7 +328,8 @@ def _convert_series(
         else:
             store = mosmed_store_path(out, study.folder, uid)
             try:
-                digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
+                with blame(root / where, f"converting series {uid}"):
+                    digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
             except InputError as e:
                 _record(result, e, root, names, table="series")
                 row["problems"] = f"pixel data: {e.problem}"
@@ -424,7 +448,8 @@ def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> lis
     for path in study.annotations:
         rel = relative(path, root)
         try:
-            ann = read_annotation(path)
+            with blame(path, "reading the annotation"):
+                ann = read_annotation(path)
         except InputError as e:
             _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue

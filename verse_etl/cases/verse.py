@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from verse_etl import __version__
+from verse_etl.cases.seal import seal_case
 from verse_etl.centroids import Centroid, CentroidFile, read_centroids
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint
@@ -83,10 +84,31 @@ def build_verse_scan(
         other cases are unaffected.
     """
     checks = checks or CheckParams()
+    return seal_case(
+        lambda: _build_scan(scan, root, out, volumes, checks, store_exists),
+        SOURCE,
+        scan.scan_id,
+        scan.ct,
+        root,
+        out,
+        "scans",
+    )
+
+
+def _build_scan(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+    store_exists: Callable[[Path], bool],
+) -> CaseResult:
     cache = case_result_path(out, SOURCE, scan.scan_id)
     try:
         hashes = {f.relative(root): f.sha256() for f in scan.files}
     except (InputError, OSError) as e:
+        if is_transient(e) or output_trouble(e):
+            raise
         # Saved (with no fingerprint, so the next build tries again) like every other result:
         # the tables are assembled from the saved results, and the record must reach them.
         error = e if isinstance(e, InputError) else _unreadable(scan, e)
@@ -115,6 +137,8 @@ def build_verse_scan(
     try:
         result = _convert(scan, root, out, volumes, checks, hashes, key)
     except InputError as e:
+        if is_transient(e):
+            raise
         result = _rejected(scan, root, e, key)
     write_text_atomic(cache, result.to_json())
     return result
@@ -190,8 +214,10 @@ def _convert(
     key: str,
 ) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
-    ct = read_nifti_info(scan.ct)
-    mask = read_nifti_info(scan.mask) if scan.mask else None
+    with blame(scan.ct, "reading the CT header"):
+        ct = read_nifti_info(scan.ct)
+    with blame(scan.mask or scan.ct, "reading the mask header"):
+        mask = read_nifti_info(scan.mask) if scan.mask else None
     if mask is not None:
         check_same_grid(ct, mask, checks.geometry_tolerance_mm)
     centroids = _read_centroids(scan, ct, root, result)
@@ -216,17 +242,21 @@ def _convert(
     with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
-        ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats)
+        with blame(scan.ct, "converting the CT"):
+            ct_array = writer.write_array(
+                IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats
+            )
         mask_array = None
         if mask is not None:
-            mask_array = writer.write_array(
-                LABELS_PATH,
-                mask.shape,
-                np.dtype(np.uint8),
-                regroup_slabs(mask_slabs(), mask.shape, depth),
-                attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
-                label_names=VERSE_LEVELS,
-            )
+            with blame(mask.path, "converting the mask"):
+                mask_array = writer.write_array(
+                    LABELS_PATH,
+                    mask.shape,
+                    np.dtype(np.uint8),
+                    regroup_slabs(mask_slabs(), mask.shape, depth),
+                    attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
+                    label_names=VERSE_LEVELS,
+                )
     result.stores_written = 1
 
     summaries = stats.result() if mask is not None else {}
@@ -274,9 +304,10 @@ def _read_centroids(
     if scan.centroids is None:
         return None
     try:
-        parsed = read_centroids(
-            scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format
-        )
+        with blame(scan.centroids, "reading the centroid file"):
+            parsed = read_centroids(
+                scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format
+            )
     except InputError as e:
         # The CT and mask are still good: keep the scan, report the file, list no centroids.
         _flag(result, scan, root, e, "vertebrae")
@@ -487,7 +518,8 @@ def _read_sidecar(scan: VerseScan, root: Path, result: CaseResult) -> dict[str, 
     if scan.sidecar is None:
         return {}
     try:
-        data = _sidecar_fields(scan.sidecar)
+        with blame(scan.sidecar, "reading the sidecar"):
+            data = _sidecar_fields(scan.sidecar)
     except InputError as e:
         _flag(result, scan, root, e, "scans")
         return {}

@@ -28,7 +28,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, is_transient, one_line
 
 SERIES_TAGS: dict[str, str] = {
     "Modality": "modality",
@@ -156,17 +156,21 @@ def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
     # filter: MosMed UIDs end in '.', invalid for VR UI but real, and are kept verbatim.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        ds = _read_header(path)
-        if isinstance(ds, SkippedFile):
-            return ds
         try:
+            ds = _read_header(path)
+            if isinstance(ds, SkippedFile):
+                return ds
             return _header(path, ds)
         except InputError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+        except Exception as e:
+            # pydicom raises many types for a damaged header, and converts values lazily:
+            # an IS of '1e9999' is an OverflowError on access, deep sequences a RecursionError.
+            if is_transient(e):
+                raise
             raise InputError(
                 path,
-                f"DICOM header cannot be interpreted ({type(e).__name__}: {e})",
+                f"DICOM header cannot be interpreted ({type(e).__name__}: {one_line(str(e), 200)})",
                 "the file is corrupt; replace it",
                 check="dicom_header",
             ) from e
@@ -189,6 +193,8 @@ def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
             return SkippedFile(path, f"not a DICOM file ({type(e).__name__})")
     except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        if is_transient(e):
+            raise
         return SkippedFile(path, f"not a readable DICOM file ({type(e).__name__}: {e})")
 
 
