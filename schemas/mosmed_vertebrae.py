@@ -21,7 +21,7 @@ from verse_etl.annotations import LEVELS, POINT_NAMES
 from verse_etl.matching import LEVEL_RULES
 
 LEVEL_SOURCES = ["annotation", *LEVEL_RULES]
-ID_MATCHES = ["exact", "mapping"]
+ID_MATCHES = ["exact", "mapping", "folder"]
 
 
 def _columns(suffix: str) -> list[str]:
@@ -59,8 +59,9 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     )
     id_match: Series[str] = pa.Field(
         isin=ID_MATCHES,
-        description="Identifiers that matched the study and series: exact (as in the file) or "
-        "mapping (older identifiers via mosmed.id_mapping).",
+        description="Identifiers that matched the study and series: exact (as in the file), "
+        "mapping (older identifiers via mosmed.id_mapping), or folder (the study's files carry "
+        "no UIDs: the one series of the folder without UIDs that holds every annotated slice).",
     )
     annotation_path: Series[str] = pa.Field(
         description="Source annotation file, relative to the MosMed source root."

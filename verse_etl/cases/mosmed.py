@@ -62,7 +62,7 @@ from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
-MOSMED_FORMAT = 3
+MOSMED_FORMAT = 4
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
 
 _NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
@@ -284,7 +284,7 @@ def _convert_series(
     result: CaseResult,
 ) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
-    scan = scan_files(sorted(names))
+    scan = scan_files(sorted(names), study.folder)
     for skipped in scan.skipped:
         _quarantine(
             result,
@@ -297,7 +297,8 @@ def _convert_series(
     annotated = {
         target
         for ann in annotations
-        if (target := _match_series(ann, study, set(scan.series))[0]) is not None
+        if (target := _match_series(ann, study, set(scan.series), _derived(scan.series))[0])
+        is not None
     }
     source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
     converted: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
@@ -363,6 +364,7 @@ def _series_row(
 ) -> dict[str, Any]:
     first = (geometry.slices or geometry.localizers)[0]
     row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
+    row["series_uid_derived"] = first.uid_derived
     row["source_path"] = source_path
     for keyword, column in SERIES_TAGS.items():
         value = first.attributes.get(keyword)
@@ -499,16 +501,33 @@ def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> lis
 
 
 def _match_series(
-    ann: AnnotationFile, study: MosmedStudy, uids: set[str]
+    ann: AnnotationFile, study: MosmedStudy, uids: set[str], derived: dict[str, int] | None = None
 ) -> tuple[str | None, str]:
-    """The study's series an annotation refers to, and whether ids matched exactly or mapped."""
+    """The study's series an annotation refers to, and how: ``exact`` ids, ``mapping`` (older
+    ids), or ``folder``: the study's files carry no UIDs (``derived``: derived UID -> image
+    count, :mod:`verse_etl.io.series_identity`) and exactly one such series holds every slice
+    the annotation points at."""
     exact_folder = ann.folder == study.folder
     if ann.series_uid in uids:
         return ann.series_uid, "exact" if exact_folder else "mapping"
     for m in study.id_mappings:
         if m.old_series_uid == ann.series_uid and m.folder == study.folder and m.series_uid in uids:
             return m.series_uid, "mapping"
+    if derived and ann.vertebrae:
+        last_k = max(p[2] for v in ann.vertebrae for p in v.points)
+        fits = sorted(uid for uid, n in derived.items() if n > last_k)
+        if len(fits) == 1:
+            return fits[0], "folder"
     return None, "exact" if exact_folder else "mapping"
+
+
+def _derived(series: dict[str, list[Any]]) -> dict[str, int]:
+    """Derived UID -> images that are not localizers, for the series without UIDs."""
+    return {
+        uid: sum(not h.is_localizer for h in headers)
+        for uid, headers in series.items()
+        if headers and headers[0].uid_derived
+    }
 
 
 def _add_vertebrae(
@@ -533,7 +552,12 @@ def _add_vertebrae(
                     table="mosmed_vertebrae",
                 )
             continue
-        uid, id_match = _match_series(ann, study, set(series))
+        derived = {
+            uid: len(geometry.slices)
+            for uid, (geometry, row) in series.items()
+            if row["series_uid_derived"]
+        }
+        uid, id_match = _match_series(ann, study, set(series), derived)
         if uid is None:
             _quarantine(
                 result,
