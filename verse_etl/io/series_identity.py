@@ -51,7 +51,7 @@ def identity_key(header: SliceHeader, folder: str) -> tuple[object, ...]:
     ...     rows=512, columns=512, slope=1, intercept=0, image_type=("ORIGINAL", "AXIAL"),
     ...     attributes={"SeriesNumber": 2})
     >>> identity_key(h, "F")
-    ('F', '2', '', ('ORIGINAL', 'AXIAL'), 512, 512, (0.5, 0.5), (1, 0, 0, 0, 1, 0))
+    ('F', '2', '', ('ORIGINAL', 'AXIAL'), 512, 512, (0.5, 0.5), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
     """
     number = header.attributes.get("SeriesNumber")
     return (
