@@ -117,7 +117,8 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
             png = qc / f"verse-{row.scan_id}.png"
             caption = f"{row.scan_id} ({row.release}, {row.orientation})"
             rows = vertebrae[vertebrae["scan_id"] == row.scan_id]
-            verse_picture(out / row.store_path, rows, png, title=caption)
+            affine = np.asarray(row.affine, dtype=float).reshape(4, 4)
+            verse_picture(out / row.store_path, rows, png, title=caption, index_affine=affine)
             pictures.append(
                 QcPicture(row.scan_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
             )

@@ -188,23 +188,27 @@ def verse004_defects(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 def test_real_verse_centroid_on_another_label_or_background_and_a_gap(verse004_defects) -> None:
     _, records = _validate(verse004_defects, VertebraeTable, "vertebrae", CheckParams())
-    mine = ("centroid_mask_label", "level_sequence_gap")
+    mine = ("centroid_outside_label", "level_sequence_gap")
     found = {(r.check, json.loads(r.record)["level"]): r.reason for r in records if r.check in mine}
     # (moving a centroid also breaks the existing craniocaudal_order check: not counted here)
     assert set(found) == {
-        ("centroid_mask_label", "T9"),
-        ("centroid_mask_label", "L5"),
+        ("centroid_outside_label", "T9"),
+        ("centroid_outside_label", "L5"),
         ("level_sequence_gap", "T12"),
         ("level_sequence_gap", "L2"),
     }
-    assert "the centroid of T9 lies on T10 (mask label 17)" in found[("centroid_mask_label", "T9")]
-    assert "the centroid of L5 lies on background (mask 0)" in found[("centroid_mask_label", "L5")]
+    assert (
+        "the centroid of T9 lies on T10 (mask label 17)" in found[("centroid_outside_label", "T9")]
+    )
+    assert (
+        "the centroid of L5 lies on background (mask 0)" in found[("centroid_outside_label", "L5")]
+    )
     assert "L2 follows T12: L1 missing" in found[("level_sequence_gap", "L2")]
     _, ignored = _validate(
         verse004_defects,
         VertebraeTable,
         "vertebrae",
-        CheckParams(modes={"centroid_mask_label": "ignore", "level_sequence_gap": "raise"}),
+        CheckParams(modes={"centroid_outside_label": "ignore", "level_sequence_gap": "raise"}),
     )
     assert {(r.check, r.severity) for r in ignored if r.check in mine} == {
         ("level_sequence_gap", "raise")

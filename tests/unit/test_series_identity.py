@@ -71,7 +71,7 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_uidless_images_form_one_series_with_a_stable_derived_uid(
     studies: Path, tmp_path: Path
 ) -> None:
-    scan = scan_files(walk_files(studies / "dicom" / "ANON"), "ANON")
+    scan = scan_files(walk_files(studies / "dicom" / "ANON"), folder="ANON")
     assert not scan.errors and not scan.skipped
     ((uid, headers),) = scan.series.items()
     assert uid.startswith(DERIVED_UID_ROOT) and len(uid) <= 64 and len(headers) == 28
@@ -79,9 +79,9 @@ def test_uidless_images_form_one_series_with_a_stable_derived_uid(
     # Same content -> same identifier, whatever the file names, and with the tags deleted
     # rather than blanked; another study folder would get another one.
     _deidentify(tmp_path / "again", "delete", names="IMG{i:05d}.dcm")
-    same = scan_files(sorted((tmp_path / "again").iterdir()), "ANON")
+    same = scan_files(sorted((tmp_path / "again").iterdir()), folder="ANON")
     assert list(same.series) == [uid]
-    other = scan_files(sorted((tmp_path / "again").iterdir()), "OTHER")
+    other = scan_files(sorted((tmp_path / "again").iterdir()), folder="OTHER")
     assert list(other.series) != [uid]
 
 
