@@ -32,7 +32,7 @@ from pathlib import Path
 
 from verse_etl.download import Download, fetch, file_digests
 from verse_etl.dvc_imports import ImportRecord, Imports, dvc_file_of, read_import
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, ParamsError
 from verse_etl.source_catalog import ENTRIES, ID_MAPPING, SourceEntry, resolve_url
 from verse_etl.sources.mosmed import MAPPING_COLUMNS
 
@@ -62,8 +62,20 @@ class FetchOutcome:
 
 
 def entry_path(root: Path, entry: SourceEntry) -> Path:
-    """Where an entry's file goes below the fetch root."""
-    return root / entry.dest
+    """Where an entry's file goes below the fetch root.
+
+    Raises
+    ------
+    ParamsError
+        If the catalog's destination would lead outside the fetch root.
+    """
+    path = root / entry.dest
+    if not path.resolve().is_relative_to(root.resolve()) or ".." in Path(entry.dest).parts:
+        raise ParamsError(
+            f"catalog entry {entry.name}: destination {entry.dest!r} is outside the fetch root "
+            f"{root} (expected a relative path below it); fix the catalog"
+        )
+    return path
 
 
 def list_sources(root: Path, entries: Sequence[SourceEntry] = ENTRIES) -> list[SourceState]:
@@ -99,8 +111,11 @@ def fetch_sources(
                 outcomes.append(FetchOutcome(entry.name, path, "failed", str(e), e))
     finally:
         imports.close()
-    names = {e.name for e in entries}
-    if set(ID_MAPPING.inputs) & names:
+    # The mapping needs both v1 commits: derived when both were asked for, or are here already.
+    asked = {e.name for e in entries}
+    by_name = {e.name: e for e in ENTRIES}
+    inputs = [(n in asked, entry_path(root, by_name[n]).is_file()) for n in ID_MAPPING.inputs]
+    if any(a for a, _ in inputs) and all(a or here for a, here in inputs):
         outcomes.append(_derive_mapping(root))
     return outcomes
 
@@ -128,7 +143,17 @@ def _fetch_one(
             entry.name, path, "adopted", f"local file pinned to {url} (ETag {pinned.etag})"
         )
     partial = root / PARTIAL_DIR / Path(entry.dest).name
-    result = fetch(Download(url, path, sha256, md5, part=partial), timeout=timeout)
+    try:
+        result = fetch(Download(url, path, sha256, md5, part=partial), timeout=timeout)
+    except InputError as e:
+        if e.check != "download" or not entry.mirrors:
+            raise
+        raise InputError(
+            e.path,
+            e.problem,
+            f"{e.fix}; other published copies: {'; '.join(entry.mirrors)}",
+            e.check,
+        ) from e
     imports.pin(path, url, result.etag, result.sha256, result.md5, entry.name)
     verified = "verified" if (sha256 or md5) else "recorded"
     action = "resumed" if result.resumed_from else "fetched"

@@ -99,8 +99,10 @@ _OSF_VERSE20_FOLDERS = {
 }
 _VERSE20_NUMBER = {"training": 1, "validation": 2, "test": 3}
 _OSF_NOTE = (
-    "OSF folder zips are generated per request (bytes not stable) and rooted at rawdata/, "
-    "derivatives/ instead of the release folder"
+    "the s3 links are reported dead since 2024-05 (anjany/verse#17, open); the OSF copies are "
+    "folder zips generated per request (bytes not stable), rooted at rawdata/ and derivatives/: "
+    "saved under this entry's file name the build reads them (release and split from the zip "
+    "name); pin such a file with `dvc add`"
 )
 
 

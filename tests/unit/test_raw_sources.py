@@ -189,3 +189,16 @@ def test_mosmed_images_check_lists_what_is_missing(fetched: Path, catalog_sample
     shutil.copytree(studies[1], placed)
     assert check_mosmed_images(mosmed).complete
     shutil.rmtree(mosmed / "dicom")
+
+
+def test_an_unreachable_source_fails_alone_and_names_the_published_copies(
+    tmp_path: Path, mirror: Served
+) -> None:
+    project = new_dvc_project(tmp_path / "project")
+    entries = select_entries(["verse19-training", "verse20-test"])
+    del mirror.files[mirror_path(entries[0])]  # the publisher's link is dead
+    first, second = fetch_sources(project, project / "raw", entries, mirror.base_url)
+    assert first.action == "failed" and "HTTP 404" in first.detail
+    assert "other published copies: https://osf.io/nqjyw/" in first.detail
+    assert second.action == "fetched" and (project / "raw" / entries[1].dest).is_file()
+    assert not (project / "raw" / entries[0].dest).exists()
