@@ -28,6 +28,7 @@ _ROW_ORIGIN = {
     "verse_fracture_grades": ("verse", "scan_id", "source_path"),
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
+    "mosmed_expert_pairs": ("mosmed", "folder", "annotation_path_v1"),
 }
 
 # Tables derived from other validated tables rather than from case rows: (name, function, origin).
@@ -38,7 +39,11 @@ _DERIVED = (
 
 # The release partition of rows whose table has no release of its own (see schemas/checks.py).
 MOSMED_STUDY_RELEASE = "ctlungca500"
-_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": MOSMED_STUDY_RELEASE}
+_FIXED_RELEASE = {
+    "verse_fracture_grades": "verse19",
+    "series": MOSMED_STUDY_RELEASE,
+    "mosmed_expert_pairs": "v2",
+}
 
 
 def _with_partitions(
@@ -87,7 +92,11 @@ def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
 
 
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
-_PARENTS = (("vertebrae", "scan_id", "scans"), ("mosmed_vertebrae", "series_uid", "series"))
+_PARENTS = (
+    ("vertebrae", "scan_id", "scans"),
+    ("mosmed_vertebrae", "series_uid", "series"),
+    ("mosmed_expert_pairs", "series_uid", "series"),
+)
 
 
 def _drop_orphans(
