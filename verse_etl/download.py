@@ -123,10 +123,12 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
     fetched = 0
     expected: int | None = None
     etag: str | None = state.get("etag")
+    connected = False
     try:
         with urllib.request.urlopen(
             urllib.request.Request(item.url, headers=headers), timeout=timeout
         ) as response:
+            connected = True
             if start and response.status != 206:
                 start = 0  # the server ignored Range, or the file changed (If-Range): restart
             if response.status != 206:
@@ -147,6 +149,13 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
                 check="download",
             ) from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if not connected:
+            raise InputError(
+                item.url,
+                f"cannot connect ({getattr(e, 'reason', e)})",
+                "check the network, or the URL (a mirror can stand in: base URL)",
+                check="download",
+            ) from e
         raise InputError(
             item.url,
             f"download interrupted after {start + fetched} bytes ({e})",

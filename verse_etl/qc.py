@@ -47,6 +47,8 @@ PIXEL_MM = 1.0
 """Pixel size of the VerSe pictures (mm), as the release's snapshots."""
 MOSMED_PIXEL_MM = 0.5
 """Pixel size of the MosMed panels (mm): keypoints of different experts lie 1-2 mm apart."""
+MOSMED_MARGIN_MM = 50.0
+"""MosMed panels show the keypoints' extent and this much around it."""
 SLAB_BYTES = 32 * 2**20
 """Most bytes of image plus labels read from a store at a time."""
 TEXT = (250, 250, 255)
@@ -68,6 +70,8 @@ EXPERT_COLOURS: tuple[tuple[int, int, int], ...] = (
 """Okabe & Ito's colour-blind-safe palette (its black left out: it vanishes on CT)."""
 FONT_PX = 14
 TITLE_PX = 22
+ROOM_PX = 400
+"""Room under the panels for texts pushed down past the others (cropped off when unused)."""
 NOTES_PX = 220
 """Width of the column that says which checks failed, beside the panels."""
 GAP_PX = 10
@@ -177,16 +181,19 @@ class _Source:
 
 
 def _open_source(store: Path, pixel_mm: float) -> _Source:
-    """The pyramid level whose finest voxel size is closest to ``pixel_mm`` (not coarser than
-    about 1.4 pixels), with its affine; the world box from level 0."""
+    """The coarsest pyramid level that keeps every axis at most about 1.4 pixels (or as fine as
+    level 0 has it), with its affine; the world box from level 0. Levels halve every axis, so
+    a thin-slice axis decides: 0.32 x 0.32 x 1.25 mm stays at level 0 (level 1 would make the
+    slices 2.5 mm), 0.7 x 0.7 x 0.5 mm reads level 1."""
     group = zarr.open_group(store, mode="r")
     affine0 = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
     shape0 = np.array(group[IMAGE_PATH].shape)
-    finest = float(np.linalg.norm(affine0[:3, :3], axis=0).min())
+    spacing0 = np.linalg.norm(affine0[:3, :3], axis=0)
+    limit = np.maximum(spacing0, pixel_mm * math.sqrt(2))
     label_group = LABELS_PATH.rsplit("/", 1)[0]
     chosen = 0
     for level in sorted(int(k) for k in group.array_keys() if k.isdigit()):
-        if finest * 2**level <= pixel_mm * math.sqrt(2):
+        if np.all(spacing0 * 2**level <= limit):
             chosen = max(chosen, level)
     labels = None
     if label_group in group:
@@ -254,11 +261,18 @@ class _Reader:
             wanted = [(s[:, 0] >= i0) & (s[:, 0] < i1) for s in samples]
             if projection is None and not any(w.any() for w in wanted):
                 continue
-            hu = np.asarray(image[i0:i1])
-            lab = np.asarray(labels[i0:i1]) if labels is not None else None
+            # Without a projection only the box around the sampled voxels is read (a thin
+            # curved plane touches few chunks); a projection needs the whole slab.
+            lo, hi = [0, 0], list(shape[1:])
+            if projection is None:
+                picked = np.concatenate([s[w, 1:] for s, w in zip(samples, wanted, strict=True)])
+                lo, hi = list(picked.min(axis=0)), list(picked.max(axis=0) + 1)
+            box = (slice(i0, i1), slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+            hu = np.asarray(image[box])
+            lab = np.asarray(labels[box]) if labels is not None else None
             for s, w, (v_hu, v_lab) in zip(samples, wanted, values, strict=True):
                 if w.any():
-                    at = (s[w, 0] - i0, s[w, 1], s[w, 2])
+                    at = (s[w, 0] - i0, s[w, 1] - lo[0], s[w, 2] - lo[1])
                     v_hu[w] = hu[at]
                     if lab is not None:
                         v_lab[w] = lab[at]
@@ -373,11 +387,13 @@ class _Labeller:
         label: int | None = None,
         x: int | None = None,
         clear: float = 0.0,
+        typeface: object | None = None,
     ) -> Placement:
         """Draw ``lines`` (text, colour) on ``side`` of ``anchor``, ``clear`` pixels further out
         (past the vertebra), moved down past texts already placed; a grey leader line joins a
         moved text to its anchor. ``x`` fixes the left edge instead."""
-        sizes = [_text_box(self.draw, text, self.font) for text, _ in lines]
+        typeface = typeface or self.font
+        sizes = [_text_box(self.draw, text, typeface) for text, _ in lines]
         w = max(s[0] for s in sizes)
         h = sum(s[1] + 1 for s in sizes)
         ax, ay = anchor
@@ -393,17 +409,24 @@ class _Labeller:
         y0 = round(ay - h / 2)
         y0 = max(panel.top, min(y0, panel.top + panel.height - h))
         box = (x0, y0, x0 + w, y0 + h)
-        for _ in range(400):  # push down past texts already there
+        start = box
+        for _ in range(400):  # push down past texts already there ...
             if self._free(box):
                 break
             box = (x0, box[1] + 2, x0 + w, box[3] + 2)
+        if box[3] > panel.top + panel.height:  # ... or, past the bottom, up
+            up = start
+            while up[1] > panel.top and not self._free(up):
+                up = (x0, up[1] - 2, x0 + w, up[3] - 2)
+            if self._free(up) and up[1] >= panel.top:
+                box = up
         self.taken.append(box)
         if abs((box[1] + box[3]) / 2 - ay) > h or min(abs(box[0] - ax), abs(box[2] - ax)) > gap + 4:
             edge = box[2] if box[2] <= ax else box[0]
             self.draw.line([(ax, ay), (edge, (box[1] + box[3]) / 2)], fill=LEADER, width=1)
         y = box[1]
         for (text, colour), (_, th) in zip(lines, sizes, strict=True):
-            _text(self.draw, (box[0], y), text, colour, self.font)
+            _text(self.draw, (box[0], y), text, colour, typeface)
             y += th + 1
         placement = Placement(
             panel=panel.name,
@@ -450,6 +473,11 @@ def _cross(draw: ImageDraw.ImageDraw, xy: tuple[float, float], r: float = 6) -> 
     x, y = xy
     draw.line([(x - r, y - r), (x + r, y + r)], fill=FLAG, width=2)
     draw.line([(x - r, y + r), (x + r, y - r)], fill=FLAG, width=2)
+
+
+def _below(labeller: _Labeller, bottom: int) -> int:
+    """First footer row: under the panels and under any text pushed below them."""
+    return max([bottom, *(p.box[3] for p in labeller.placements)]) + 6
 
 
 def _save(canvas: Image.Image, picture: Picture) -> Picture:
@@ -526,19 +554,35 @@ def _vertebra_points(vertebrae: pd.DataFrame) -> list[dict]:
     return points
 
 
-def _islands(store: Path, point: dict) -> list[np.ndarray]:
+def _islands(store: Path, point: dict, index_affine: np.ndarray | None) -> list[np.ndarray]:
     """World centres of the ``n_islands`` smallest pieces of a label, read from level 0 inside
-    the label's bounding box only."""
+    the label's bounding box only. The table's box is in the voxel indices of ``index_affine``
+    (the scan's source affine; None: the store's own), carried to the store's indices through
+    world space, so a store kept in another axis order is read at the right place."""
     bbox = point["bbox"]
     if point["islands"] <= 0 or any(v is None or pd.isna(v) for v in bbox):
         return []
     group = zarr.open_group(store, mode="r")
     if LABELS_PATH not in group:
         return []
+    labels = group[LABELS_PATH]
     affine = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
-    lo = [int(bbox[0]), int(bbox[2]), int(bbox[4])]
-    hi = [int(bbox[1]) + 1, int(bbox[3]) + 1, int(bbox[5]) + 1]
-    region = np.asarray(group[LABELS_PATH][lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+    source = affine if index_affine is None else np.asarray(index_affine, float).reshape(4, 4)
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (bbox[0], bbox[1])
+            for j in (bbox[2], bbox[3])
+            for k in (bbox[4], bbox[5])
+        ],
+        dtype=float,
+    )
+    world = corners @ source[:3, :3].T + source[:3, 3]
+    inverse = np.linalg.inv(affine)
+    index = world @ inverse[:3, :3].T + inverse[:3, 3]
+    lo = np.clip(np.floor(index.min(axis=0) + 0.5).astype(int), 0, None)
+    hi = np.minimum(np.floor(index.max(axis=0) + 0.5).astype(int) + 1, labels.shape)
+    region = np.asarray(labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
     pieces, n = ndimage.label(region == point["label"], structure=np.ones((3, 3, 3)))
     if n < 2:
         return []
@@ -555,6 +599,7 @@ def verse_picture(
     title: str = "",
     pixel_mm: float = PIXEL_MM,
     slab_bytes: int = SLAB_BYTES,
+    index_affine: np.ndarray | None = None,
 ) -> Picture:
     """Lateral projection + curved sagittal + curved coronal QC picture of one VerSe store.
 
@@ -566,6 +611,15 @@ def verse_picture(
         The scan's rows of the ``vertebrae`` table (centroids and COM in RAS+ mm, checks).
     out_png
         Where to write the picture; its placements go to the same name with ``.json``.
+    title
+        First line under the panels (scan id, release, orientation).
+    pixel_mm
+        Pixel size; the pyramid level read is the one closest to it.
+    slab_bytes
+        Most bytes of image and labels read at a time.
+    index_affine
+        Affine of the voxel indices in ``vertebrae`` (``bbox_*``): the scan's ``affine``. None
+        when they are the store's own indices.
 
     Returns
     -------
@@ -613,7 +667,7 @@ def verse_picture(
         f"voxel {'x'.join(f'{v:.2f}' for v in voxel)} mm, read at pyramid level {source.level}; "
         f"1 px = {pixel_mm:g} mm"
     )
-    height = TITLE_PX + lateral.height + 6 + (FONT_PX + 5) * len(footer)
+    height = TITLE_PX + lateral.height + ROOM_PX + (FONT_PX + 5) * len(footer)
     width = coronal.left + coronal.width + (GAP_PX + NOTES_PX if footer_lines else 0)
     width = max(width, *(_width(line) + 8 for line in footer))
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
@@ -631,7 +685,7 @@ def verse_picture(
     for panel in panels:
         labeller.note(panel.name, titles[panel.name], (panel.left + 2, 3))
 
-    islands = {p["label"]: _islands(store, p) for p in points if p["islands"]}
+    islands = {p["label"]: _islands(store, p, index_affine) for p in points if p["islands"]}
     order = sorted((p for p in points if p["at"] is not None), key=lambda p: -float(p["at"][2]))
     notes_left = coronal.left + coronal.width + GAP_PX
     for panel in panels:  # markers first, so that no marker covers a name
@@ -676,10 +730,12 @@ def verse_picture(
                 label,
                 notes_left,
             )
-    y = TITLE_PX + lateral.height + 6
+    y = _below(labeller, TITLE_PX + lateral.height)
     for line in footer:
         labeller.note("footer", line, (4, y))
         y += FONT_PX + 5
+    height = y
+    canvas = canvas.crop((0, 0, width, height))
     picture = Picture(
         png=out_png,
         width=width,
@@ -730,7 +786,16 @@ def mosmed_picture(
     keypoints over the release's experts; between vertebrae the nearest one's plane).
     """
     source = _open_source(store, pixel_mm)
-    lo, hi = source.box_min, source.box_max
+    lo, hi = source.box_min.copy(), source.box_max.copy()
+    ends = [c for c in keypoints.columns if c.endswith(("_x_mm", "_y_mm", "_z_mm"))]
+    points = keypoints[sorted(ends)].to_numpy(dtype=float).reshape(-1, 3) if ends else []
+    points = np.asarray(points).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points):  # the spine and some context, not the whole chest
+        near_lo = np.maximum(lo, points.min(axis=0) - MOSMED_MARGIN_MM)
+        near_hi = np.minimum(hi, points.max(axis=0) + MOSMED_MARGIN_MM)
+        if np.all(near_hi > near_lo):  # else the keypoints miss the volume: show all of it
+            lo, hi = near_lo, near_hi
     releases = sorted(keypoints["release"].unique()) if "release" in keypoints else ["v1"]
     releases = releases or ["v1"]
     colours = expert_colours(keypoints["expert"]) if len(keypoints) else {}
@@ -772,7 +837,7 @@ def mosmed_picture(
         f"G0-G3: Genant grade; heights anterior/middle/posterior (mm) per expert; "
         f"1 px = {pixel_mm:g} mm"
     )
-    height = panels[0].top + panels[0].height + 6 + (FONT_PX + 5) * len(footer)
+    height = panels[0].top + panels[0].height + ROOM_PX + (FONT_PX + 5) * len(footer)
     width = max(panels[-1].left + panels[-1].width, *(_width(line) + 8 for line in footer))
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     for panel, (hu, _) in zip(panels, values, strict=True):
@@ -786,7 +851,7 @@ def mosmed_picture(
             (panel.left, panel.top),
         )
     draw = ImageDraw.Draw(canvas)
-    typeface = font()
+    typeface, small = font(), font(FONT_PX - 2)
     labeller = _Labeller(draw, typeface)
     for panel, (rows, groups) in zip(panels, per_release, strict=True):
         n_experts = rows["expert"].nunique() if len(rows) else 0
@@ -823,11 +888,15 @@ def mosmed_picture(
                 heights = "/".join(f"{_f(getattr(row, f'height_{n}_mm', None)):.0f}" for n in _ENDS)
                 lines.append((f"G{int(row.genant_grade)} {heights}", colours[row.expert]))
             if lines:
-                labeller.place(panel, "grades", lines, xy, "right", g["centre"], clear=back)
-    y = panels[0].top + panels[0].height + 6
+                labeller.place(
+                    panel, "grades", lines, xy, "right", g["centre"], clear=back, typeface=small
+                )
+    y = _below(labeller, panels[0].top + panels[0].height)
     for line in footer:
         labeller.note("footer", line, (4, y))
         y += FONT_PX + 5
+    height = y
+    canvas = canvas.crop((0, 0, width, height))
     picture = Picture(
         png=out_png, width=width, height=height, level=source.level, pixel_mm=pixel_mm,
         panels=list(panels), placements=labeller.placements,

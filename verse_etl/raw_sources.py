@@ -111,8 +111,11 @@ def fetch_sources(
                 outcomes.append(FetchOutcome(entry.name, path, "failed", str(e), e))
     finally:
         imports.close()
-    names = {e.name for e in entries}
-    if set(ID_MAPPING.inputs) & names:
+    # The mapping needs both v1 commits: derived when both were asked for, or are here already.
+    asked = {e.name for e in entries}
+    by_name = {e.name: e for e in ENTRIES}
+    inputs = [(n in asked, entry_path(root, by_name[n]).is_file()) for n in ID_MAPPING.inputs]
+    if any(a for a, _ in inputs) and all(a or here for a, here in inputs):
         outcomes.append(_derive_mapping(root))
     return outcomes
 
@@ -418,7 +421,8 @@ def render_checks(checks: Sequence[UpstreamCheck]) -> str:
         if c.status == "changed":
             line += (
                 f" (pinned ETag {c.pinned_etag}, upstream now {c.upstream_etag}); to accept the "
-                f"new bytes: dvc update {dvc_file_of(c.path)}"
+                f"new bytes: dvc update {dvc_file_of(c.path)} (or, resumable for a large file, "
+                f"delete it and its .dvc file and fetch it again)"
             )
         elif c.status == "unchanged":
             line += f" (ETag {c.pinned_etag})"

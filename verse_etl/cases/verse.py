@@ -236,9 +236,6 @@ def _convert(
     depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id)
 
-    def ct_stats(_k0: int, slab: np.ndarray) -> None:
-        hu.add(slab)
-
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
         thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
@@ -250,10 +247,9 @@ def _convert(
     with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
+        # The HU histogram is counted chunk by chunk as the encoder threads gather them.
         with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_array(
-                IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats
-            )
+            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
         mask_array = None
         if mask is not None:
             with blame(mask.path, "converting the mask"):
