@@ -19,7 +19,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
     SERIES_TAGS,
@@ -206,6 +207,75 @@ def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResul
     (:func:`verse_etl.sources.mosmed.discovery_problems`), if any. The caller saves them."""
     problems = discovery_problems(root, annotation_dirs)
     return [discovery_result(SOURCE, problems, root)] if problems else []
+
+
+def drop_duplicate_series(
+    results: Sequence[CaseResult],
+) -> tuple[list[CaseResult], list[QuarantineRecord]]:
+    """Keep one copy of a series found in more than one study folder; record the others.
+
+    A copied study (``dicom/<Folder>_copy/``, a folder beside its ``.tar.gz``, a re-export)
+    holds the same SeriesInstanceUIDs as the original: without this both copies fail the
+    ``series`` table's uniqueness check and the good study loses its series and vertebrae.
+    The rule, like VerSe's for scans found twice: the copy kept is a converted one before one
+    that was not, then the first by source path (``dicom/<Folder>``); every other copy becomes a
+    ``duplicate_series`` record naming the copy kept, and leaves its series and keypoint rows
+    out. Saved case results are not changed: the choice is made again at every assembly.
+
+    Returns
+    -------
+    list of CaseResult, list of QuarantineRecord
+        The results without the rows of the copies left out, and one record per copy.
+    """
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if result.source == SOURCE:
+            for row in result.rows.get("series", []):
+                copies.setdefault(row["series_uid"], []).append(row)
+    left_out: dict[tuple[str, str], dict[str, Any]] = {}
+    for uid, rows in copies.items():
+        ranked = sorted(rows, key=lambda r: (not r["is_volume"], r["source_path"], r["folder"]))
+        left_out.update({(row["folder"], uid): ranked[0] for row in ranked[1:]})
+    if not left_out:
+        return list(results), []
+    records: list[QuarantineRecord] = []
+    kept_results: list[CaseResult] = []
+    for result in results:
+        rows = result.rows
+        if result.source == SOURCE and any(
+            (r["folder"], r["series_uid"]) in left_out for r in rows.get("series", [])
+        ):
+            rows = {
+                table: [
+                    r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
+                ]
+                if table in ("series", "mosmed_vertebrae")
+                else table_rows
+                for table, table_rows in rows.items()
+            }
+            result = replace(result, rows=rows)
+        kept_results.append(result)
+    for (folder, uid), kept in sorted(left_out.items()):
+        row = next(r for r in copies[uid] if r["folder"] == folder)
+        points = sum(
+            (r.get("folder"), r.get("series_uid")) == (folder, uid)
+            for res in results
+            for r in res.rows.get("mosmed_vertebrae", [])
+        )
+        path = row["source_path"]
+        records.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=folder,
+                table="series",
+                file=path,
+                check="duplicate_series",
+                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
+                f"{kept['folder']}); that copy was kept, this one left out with its "
+                f"{points} keypoint row(s); remove one of the copies",
+            )
+        )
+    return kept_results, records
 
 
 def _quarantine(
@@ -504,18 +574,12 @@ def _write_store(
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
-    low, high = [np.inf], [-np.inf]
-
-    def hu_range(_k0: int, slab: np.ndarray) -> None:
-        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
-
+    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
     with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(
-            IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
-        )
-    return info.voxel_xxh3, float(low[0]), float(high[0])
+        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+    return info.voxel_xxh3, hu.minimum, hu.maximum
 
 
 _CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})
