@@ -26,7 +26,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import flows  # noqa: F401  (sets the Prefect environment defaults before Prefect loads)
+    import verse_etl.flows  # noqa: F401  (sets the Prefect environment defaults before Prefect loads)
+
     from verse_etl.assemble import assemble
     from verse_etl.cases.mosmed import build_mosmed_study
     from verse_etl.cases.verse import build_verse_scan
@@ -69,7 +70,7 @@ def main() -> None:
         assemble(results, out, params.checks)
         t_plain = time.perf_counter() - start
 
-        from flows.build import run_build
+        from verse_etl.flows.build import run_build
 
         start = time.perf_counter()
         summary = run_build(BuildParams(**{**params.__dict__, "out": str(work / "flow")}))

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 
-from schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))

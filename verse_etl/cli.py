@@ -213,7 +213,7 @@ def build(
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
     params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping)
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
     with _reported():
@@ -239,7 +239,7 @@ def ingest(
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping)
-    from flows.build import run_ingest
+    from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
     with _reported():
@@ -256,7 +256,7 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from flows.build import run_tables
+    from verse_etl.flows.build import run_tables
 
     start = time.perf_counter()
     with _reported():
@@ -301,7 +301,7 @@ def serve(
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    from flows.schedule import serve as serve_deployment
+    from verse_etl.flows.schedule import serve as serve_deployment
 
     serve_deployment(
         Path.cwd(),
@@ -342,9 +342,9 @@ def dictionary(
     ] = Path("README.md"),
 ) -> None:
     """Write the data dictionary and the README's table overview from the table contracts."""
-    from schemas import TABLES
     from verse_etl.dictionary import render_dictionary, update_readme
     from verse_etl.records import write_text_atomic
+    from verse_etl.schemas import TABLES
 
     write_text_atomic(out, render_dictionary(TABLES))
     write_text_atomic(readme, update_readme(readme.read_text(), TABLES))

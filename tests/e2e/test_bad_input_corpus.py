@@ -382,7 +382,7 @@ def test_rejected_scan_leaves_no_rows_and_no_store(corpus: Corpus, scan_id: str)
 @pytest.mark.parametrize(("scan_id", "case"), BUILT_SCANS, ids=[s for s, _ in BUILT_SCANS])
 def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: str) -> None:
     truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
-    built = Dataset(corpus.out)[scan_id]
+    built = Dataset(corpus.out).case(scan_id)
     ct = nib.load(corpus.root / "pristine" / truth.ct)
     np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
     np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
@@ -421,7 +421,7 @@ def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None
     assert sorted(series["series_uid"]) == sorted(expected)
     dataset = Dataset(corpus.out)
     for uid, volume in expected.items():
-        np.testing.assert_array_equal(dataset[uid].image[...], volume)
+        np.testing.assert_array_equal(dataset.case(uid).image[...], volume)
     if study == "mosmed_good":
         rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
         assert set(rows["release"]) == {"v1", "v2"}
