@@ -407,5 +407,43 @@ def summary(
         Console().print(f"quarantine: {n} x {check}")
 
 
+export_app = typer.Typer(
+    help="Export a build's volumes for training tools (streamed from the stores).",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+BuildOption = Annotated[
+    str, typer.Option("--build", help="Build folder (or s3:// URL) to export from.")
+]
+
+
+@export_app.command("nnunet")
+def export_nnunet_command(
+    out: Annotated[Path, typer.Option(help="Folder of nnU-Net raw datasets (nnUNet_raw).")],
+    build: BuildOption = "data/build",
+    dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999).")] = 501,
+    name: Annotated[str, typer.Option(help="nnU-Net dataset name.")] = "VerSe",
+) -> None:
+    """The labelled VerSe scans as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
+    from verse_etl.export import export_nnunet
+
+    with _reported():
+        root = export_nnunet(build, out, dataset_id, name)
+    console.print(f"nnU-Net v2 raw dataset written to {root}")
+
+
+@export_app.command("nifti")
+def export_nifti_command(
+    out: Annotated[Path, typer.Option(help="Folder to write <source>/<id>_ct.nii.gz into.")],
+    build: BuildOption = "data/build",
+) -> None:
+    """Every case as NIfTI (CT, and the VerSe label image) with its source affine."""
+    from verse_etl.export import export_nifti
+
+    with _reported():
+        written = export_nifti(build, out)
+    console.print(f"{len(written)} NIfTI files written to {out}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -168,6 +168,16 @@ def random_offset(
     )
 
 
+def _repeated(value: str, n: int) -> pa.Array:
+    """A string column of ``n`` times ``value``, built from buffers: ``pa.array`` of Python
+    objects would import pandas (pyarrow checks for pandas inputs), which a reader must not."""
+    import pyarrow as pa
+
+    data = value.encode()
+    offsets = (np.arange(n + 1, dtype=np.int32) * len(data)).tobytes()
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
+
 class Dataset:
     """A built verse-etl dataset (after ``dvc repro``, ``dvc pull`` or ``dvc get``) as training
     samples, and as cases.
@@ -251,26 +261,36 @@ class Dataset:
         return bool(self._fs.exists(self._location(relative)))
 
     def _read_table(self, name: str) -> pa.Table | None:
+        """All partitions of table ``name``, partition keys as string columns (contract order).
+
+        Each file is read with the Parquet reader alone: ``pyarrow.dataset`` would import pandas.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._exists(f"{TABLES_DIR}/{name}"):
+        pattern = f"{TABLES_DIR}/{name}/source=*/release=*/*.parquet"
+        if self.url is None:
+            assert self.path is not None
+            files = [str(f) for f in sorted(self.path.glob(pattern))]
+        else:
+            files = sorted(self._fs.glob(self._location(pattern)))
+        if not files:
             return None
-        location = self._location(f"{TABLES_DIR}/{name}")
-        filesystem = None
-        if self.url is not None:
-            location = location.split("://", 1)[1]
-            filesystem = self._fs
-        # Partition values are strings (never guessed from how they look).
-        partitioning = pa.dataset.partitioning(
-            pa.schema([("source", pa.string()), ("release", pa.string())]), flavor="hive"
-        )
-        return pq.read_table(location, filesystem=filesystem, partitioning=partitioning)
+        parts = []
+        for file in files:
+            if self.url is None:
+                table = pq.ParquetFile(file).read()
+            else:
+                with self._fs.open(file, "rb") as f:
+                    table = pq.ParquetFile(f).read()
+            for folder in file.split("/")[-3:-1]:  # source=..., release=...
+                key, _, value = folder.partition("=")
+                table = table.append_column(key, _repeated(value, table.num_rows))
+            parts.append(table)
+        return pa.concat_tables(parts)
 
     @cached_property
     def _tables(self) -> dict[str, pa.Table]:
-        import pyarrow.dataset  # noqa: F401  (pa.dataset.partitioning)
-
         found = {name: self._read_table(name) for name in _CASE_TABLES}
         return {name: table for name, table in found.items() if table is not None}
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from verse_etl.errors import VerseEtlError
 from verse_etl.records import write_text_atomic
+from verse_etl.remotes import consumer_commands, reachability_note
 from verse_etl.tables import read_frame
 
 # The tables whose rows are "the dataset" for release notes: the key of a row, and the tables
@@ -55,6 +56,8 @@ class ReleaseNotes:
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, tuple[int, int]] = field(default_factory=dict)  # check -> (before, now)
+    reachability: str = ""  # who can pull from the default remote (remotes.reachability_note)
+    commands: tuple[str, ...] = ()  # how to get it from elsewhere (remotes.consumer_commands)
 
     def to_markdown(self) -> str:
         """The notes as Markdown (deterministic)."""
@@ -85,6 +88,9 @@ class ReleaseNotes:
         lines.append(
             f"| **total** | {total_before} | {total_now} | {total_now - total_before:+d} |"
         )
+        if self.commands:
+            lines += ["", "## Get this release", "", self.reachability, "", "```bash"]
+            lines += [*self.commands, "```"]
         return "\n".join(lines) + "\n"
 
 
@@ -195,7 +201,13 @@ def release(repo: Path, tag: str, out: str) -> ReleaseNotes:
     changes, quarantine = compare_tables(before, current)
     rows = {name: len(current[name]) for name in (*RELEASE_KEYS, "quarantine")}
     notes = ReleaseNotes(
-        tag=tag, previous=previous, tables=changes, rows=rows, quarantine=quarantine
+        tag=tag,
+        previous=previous,
+        tables=changes,
+        rows=rows,
+        quarantine=quarantine,
+        reachability=reachability_note(repo),
+        commands=tuple(consumer_commands(repo, tag, out)),
     )
     notes_path = repo / NOTES_DIR / f"{tag}.md"
     write_text_atomic(notes_path, notes.to_markdown())
