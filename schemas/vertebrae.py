@@ -2,8 +2,8 @@
 
 Two kinds of checks live here. Contract checks (types, the label map, one row per scan and label)
 must hold for every published row: a failing row is left out and quarantined. Quality checks
-(``raise_warning=True``: mask and centroid labels agree both ways, centroids inside the volume,
-no tiny label islands, cranio-caudal order) describe the source data: a failing row stays in the
+(``raise_warning=True``: mask and centroid labels agree both ways, centroids inside the volume
+and inside their own label, no tiny label islands, cranio-caudal order) describe the source data: a failing row stays in the
 table and is reported in ``quarantine`` (``params.yaml: checks`` decides whether that fails the
 build).
 """
@@ -157,6 +157,15 @@ class VertebraeTable(pa.DataFrameModel):
     )
     def _centroid_inside(cls, df: pd.DataFrame) -> pd.Series:
         return ~df["in_centroids"] | df["centroid_in_volume"]
+
+    @pa.dataframe_check(
+        name="centroid_outside_label",
+        raise_warning=True,
+        error="the centroid does not lie in its own label (expected the mask value at the centroid to be the label; see mask_label_at_centroid, 0 = background); a C1 body centroid often falls outside C1, otherwise the centroid or the label is misplaced: look at the QC picture",
+    )
+    def _centroid_in_label(cls, df: pd.DataFrame) -> pd.Series:
+        at = df["mask_label_at_centroid"]
+        return at.isna() | ~df["in_mask"] | (at == df["label"]).fillna(True).astype(bool)
 
     @pa.dataframe_check(
         name="label_islands",

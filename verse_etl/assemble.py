@@ -73,7 +73,9 @@ def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) ->
 
 # Checks about a vertebra's centroid; their records name the centroid file, as do those of a
 # label only the centroid file lists. Every other vertebra record names the mask.
-_CENTROID_CHECKS = frozenset({"centroid_outside_volume", "centroid_without_mask_label"})
+_CENTROID_CHECKS = frozenset(
+    {"centroid_outside_volume", "centroid_outside_label", "centroid_without_mask_label"}
+)
 
 
 def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:

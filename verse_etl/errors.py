@@ -60,6 +60,11 @@ class WorkspaceBusyError(VerseEtlError, RuntimeError):
     label = "busy"
 
 
+class OutputPathError(VerseEtlError, ValueError):
+    """A path about to be written or deleted lies outside the build root (or escapes it through
+    a symbolic link): refused before anything is touched."""
+
+
 class OutputError(VerseEtlError, OSError):
     """The build cannot write its outputs (disk full, quota, read-only filesystem).
 

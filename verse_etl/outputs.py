@@ -10,7 +10,13 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from verse_etl.paths import CASES_DIR, VOLUMES_DIR, case_result_path
+from verse_etl.paths import (
+    CASES_DIR,
+    VOLUMES_DIR,
+    case_result_name,
+    case_result_path,
+    ensure_inside,
+)
 from verse_etl.records import CaseResult, write_text_atomic
 
 SOURCES: tuple[str, ...] = ("verse", "mosmed")
@@ -43,8 +49,19 @@ def load_case_results(out: Path, sources: Sequence[str] = SOURCES) -> list[CaseR
     return results
 
 
-def remove_path(path: Path) -> None:
-    """Delete a store folder or a file (missing is fine)."""
+def remove_path(path: Path, root: Path) -> None:
+    """Delete a store folder or a file below the build root ``root`` (missing is fine).
+
+    Raises
+    ------
+    OutputPathError
+        If ``path`` is not inside ``root`` (symbolic links followed): nothing is deleted.
+    """
+    if path.is_symlink():
+        ensure_inside(root, path, follow=False)
+        path.unlink()  # the link itself, never what it points at
+        return
+    ensure_inside(root, path)
     if path.is_dir():
         shutil.rmtree(path)
     else:
@@ -68,12 +85,12 @@ def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[
     Cases removed from the sources disappear from the build, and leftovers of an interrupted
     write (``*.tmp-*``, ``*.old-*``) are cleared. Returns what was deleted.
     """
-    keep_cases = {r.case_id for r in results if r.source == source}
+    keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}
     keep_stores = set(store_paths(results))
     deleted: list[Path] = []
     cases = out / CASES_DIR / source
     for path in sorted(cases.glob("*")) if cases.is_dir() else []:
-        if path.suffix != ".json" or path.stem not in keep_cases:
+        if path.name not in keep_cases:
             deleted.append(path)
     volumes = out / VOLUMES_DIR / source
     # Stores sit at volumes/verse/<id>.zarr and volumes/mosmed/<Folder>/<uid>.zarr: look only
@@ -89,7 +106,7 @@ def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[
         if is_store and rel not in keep_stores and not any(p in deleted for p in path.parents):
             deleted.append(path)
     for path in deleted:
-        remove_path(path)
+        remove_path(path, out)
     # Study folders of MosMed left empty by the pruning go too.
     for folder in sorted(volumes.glob("*"), reverse=True) if volumes.is_dir() else []:
         if folder.is_dir() and not folder.name.endswith(".zarr") and not any(folder.iterdir()):

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from verse_etl.outputs import remove_path, store_paths
-from verse_etl.paths import CASES_DIR, TABLES_DIR, VOLUMES_DIR, case_result_path, metrics_path
+from verse_etl.paths import (
+    CASES_DIR,
+    TABLES_DIR,
+    VOLUMES_DIR,
+    case_result_name,
+    case_result_path,
+    metrics_path,
+)
 from verse_etl.records import CaseResult
 from verse_etl.targets import Target, is_url
 
@@ -55,7 +62,7 @@ def run_case(build: CaseBuild, out: str, work: Path, source: str, case_id: str) 
     if result.converted:
         for store in store_paths([result]):
             target.put_store(work / store, store)
-            remove_path(work / store)
+            remove_path(work / store, work)
         target.put_file(cache, _rel(cache, work))
     return result
 
@@ -77,7 +84,7 @@ def prune_target(out: str, source: str, results: Sequence[CaseResult]) -> list[s
     if not is_url(out):
         return []
     target = Target(out)
-    keep_cases = {f"{r.case_id}.json" for r in results if r.source == source}
+    keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}
     keep_stores = set(store_paths(results))
     deleted = [
         rel

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import fsspec
 
+from verse_etl.errors import OutputPathError
+
 STORE_ROOT_META = "zarr.json"
 
 
@@ -62,8 +64,26 @@ class Target:
         return self._fs_root[1]
 
     def path(self, rel: str | Path) -> str:
-        """Full path in :attr:`fs` of ``rel`` (relative to the build root)."""
-        return posixpath.join(self.root, Path(rel).as_posix()) if str(rel) else self.root
+        """Full path in :attr:`fs` of ``rel`` (relative to the build root).
+
+        The object-store twin of :func:`verse_etl.paths.ensure_inside`: every read, write and
+        delete of a target goes through here, so none reaches outside the build root.
+
+        Raises
+        ------
+        OutputPathError
+            If ``rel`` is absolute or climbs out of the root (``..``), or holds NUL.
+        """
+        text = Path(rel).as_posix() if str(rel) else ""
+        if not text or text == ".":
+            return self.root
+        norm = posixpath.normpath(text)
+        if text.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in text:
+            raise OutputPathError(
+                f"{self.url}/{text}: path outside the build root (expected a path relative to "
+                f"{self.url}, got {text!r}); refusing to read, write or delete it"
+            )
+        return posixpath.join(self.root, norm)
 
     def exists(self, rel: str | Path) -> bool:
         """True if the object (or, for a store, its root metadata) exists."""
@@ -135,7 +155,11 @@ class Target:
         )
 
     def remove(self, rel: str | Path) -> None:
-        """Delete an object or everything below a prefix (missing is fine)."""
+        """Delete an object or everything below a prefix (missing is fine); never the root."""
         path = self.path(rel)
+        if path == self.root:
+            raise OutputPathError(
+                f"{self.url}: refusing to delete the build root itself (expected a path below it)"
+            )
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)

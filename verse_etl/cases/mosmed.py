@@ -46,7 +46,7 @@ from verse_etl.io.series_geometry import (
 )
 from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
-from verse_etl.params import MosmedParams, VolumeParams
+from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import (
     CaseResult,
@@ -83,6 +83,7 @@ def build_mosmed_study(
     volumes: VolumeParams,
     params: MosmedParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
+    limits: InputLimits | None = None,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -100,11 +101,20 @@ def build_mosmed_study(
         Geometry tolerances, Genant grading and where archives are unpacked.
     store_exists
         Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
+    limits
+        Inputs refused before they are read (``params.yaml: checks.limits``).
+
+    Returns
+    -------
+    CaseResult
+        Whatever the study's files raise stays in the study: an error no reader anticipated
+        quarantines it with one record (:func:`verse_etl.cases.seal.seal_case`).
     """
     params = params or MosmedParams()
+    limits = limits or InputLimits()
     first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
     return seal_case(
-        lambda: _build_study(study, root, out, volumes, params, store_exists),
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits),
         SOURCE,
         study.folder,
         first,
@@ -121,6 +131,7 @@ def _build_study(
     volumes: VolumeParams,
     params: MosmedParams,
     store_exists: Callable[[Path], bool],
+    limits: InputLimits,
 ) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
@@ -152,6 +163,7 @@ def _build_study(
         asdict(tolerances(params)),
         params.genant,
         [asdict(m) for m in study.id_mappings],
+        limits,
     )
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
@@ -162,7 +174,7 @@ def _build_study(
     ):
         return cached
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
-    annotations = _read_annotations(study, root, result)
+    annotations = _read_annotations(study, root, result, limits)
     series: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
     if not study.has_images:
         for ann in annotations:
@@ -176,7 +188,9 @@ def _build_study(
             )
     else:
         with _study_files(study, sources, root, params, result) as names:
-            series = _convert_series(study, names, root, out, volumes, params, annotations, result)
+            series = _convert_series(
+                study, names, root, out, volumes, params, annotations, result, limits
+            )
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
@@ -280,9 +294,10 @@ def _convert_series(
     params: MosmedParams,
     annotations: list[AnnotationFile],
     result: CaseResult,
+    limits: InputLimits,
 ) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
-    scan = scan_files(sorted(names))
+    scan = scan_files(sorted(names), limits)
     for skipped in scan.skipped:
         _quarantine(
             result,
@@ -314,7 +329,19 @@ def _convert_series(
                 f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
                 table="series",
             )
-        if not geometry.is_volume:
+        voxels = geometry.shape and int(np.prod(geometry.shape, dtype=np.int64))
+        if geometry.is_volume and voxels > limits.max_voxels:
+            _quarantine(
+                result,
+                where,
+                "too_large",
+                f"series {uid} has {voxels} voxels {geometry.shape} (expected at most "
+                f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
+                table="series",
+                fix="raise the limit if the series is real",
+            )
+            row["problems"] = f"too large: {voxels} voxels"
+        elif not geometry.is_volume:
             _quarantine(
                 result,
                 where,
@@ -332,6 +359,18 @@ def _convert_series(
                 _record(result, e, root, names, table="series")
                 row["problems"] = f"pixel data: {e.problem}"
             else:
+                if lo == hi:
+                    slope = geometry.slices[0].slope
+                    _quarantine(
+                        result,
+                        where,
+                        "voxel_constant",
+                        f"series {uid}: every voxel is {lo:g} HU"
+                        + (" (RescaleSlope is 0)" if slope == 0 else "")
+                        + " (expected a CT with contrast); kept",
+                        table="series",
+                        fix="check the pixel data and the rescale tags",
+                    )
                 result.stores_written += 1
                 row.update(
                     is_volume=True,
@@ -439,7 +478,9 @@ def _write_store(
 # -- annotations ----------------------------------------------------------------------------
 
 
-def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> list[AnnotationFile]:
+def _read_annotations(
+    study: MosmedStudy, root: Path, result: CaseResult, limits: InputLimits
+) -> list[AnnotationFile]:
     """Parse every annotation file of the study; keep one per release (exact identifiers win)."""
     parsed: list[AnnotationFile] = []
     old_folders = {m.old_folder for m in study.id_mappings if m.folder == study.folder}
@@ -447,7 +488,7 @@ def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> lis
         rel = relative(path, root)
         try:
             with blame(path, "reading the annotation"):
-                ann = read_annotation(path)
+                ann = read_annotation(path, limits)
         except InputError as e:
             _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue
