@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from verse_etl.atomic import atomic_file, gzip_member, write_text_atomic
 from verse_etl.dataset import Case, Dataset
 from verse_etl.errors import InputError
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
-from verse_etl.sample.output import atomic_file, gzip_member, write_text_atomic
 
 _NIFTI_TYPES: dict[str, int] = {
     "uint8": 2,

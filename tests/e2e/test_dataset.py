@@ -26,11 +26,12 @@ BUILD_STACK = ("prefect", "dvc", "dask", "distributed", "pydicom", "nibabel", "p
 NOT_FOR_A_SAMPLE = (*BUILD_STACK, "pandas", "duckdb")
 
 
-def test_reading_a_case_imports_none_of_the_build_stack(tiny_build) -> None:
+def test_reading_a_case_and_exporting_import_none_of_the_build_stack(tiny_build) -> None:
     out, *_ = tiny_build
     code = (
         "import sys\n"
         "from verse_etl.dataset import Dataset\n"
+        "import verse_etl.export\n"
         f"sample = Dataset({str(out)!r})[0]\n"
         "assert sample['image'].size > 0\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {NOT_FOR_A_SAMPLE!r}))\n"
