@@ -23,6 +23,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "series": ("verse_etl.schemas.series", "SeriesTable"),
     "mosmed_vertebrae": ("verse_etl.schemas.mosmed_vertebrae", "MosmedVertebraeTable"),
     "mosmed_consensus": ("verse_etl.schemas.mosmed_consensus", "MosmedConsensusTable"),
+    "mosmed_expert_pairs": ("verse_etl.schemas.mosmed_expert_pairs", "MosmedExpertPairsTable"),
     "quarantine": ("verse_etl.schemas.quarantine", "QuarantineTable"),
 }
 
@@ -49,6 +50,7 @@ __all__ = [
     "TABLES",
     "TABLE_NAMES",
     "MosmedConsensusTable",
+    "MosmedExpertPairsTable",
     "MosmedVertebraeTable",
     "QuarantineTable",
     "ScansTable",

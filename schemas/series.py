@@ -21,9 +21,20 @@ class SeriesTable(pa.DataFrameModel):
 
     folder: Series[str] = pa.Field(description="Study folder name (the annotation's Folder).")
     series_uid: Series[str] = pa.Field(
-        unique=True, description="SeriesInstanceUID, verbatim (MosMed's end in '.')."
+        unique=True,
+        description="SeriesInstanceUID, verbatim (MosMed's end in '.'); derived from the "
+        "content where the files carry none (series_uid_derived).",
     )
-    study_uid: Series[str] = pa.Field(description="StudyInstanceUID.")
+    study_uid: Series[str] = pa.Field(
+        description="StudyInstanceUID ('' when the files carry none: de-identified)."
+    )
+    series_uid_derived: Series[bool] = pa.Field(
+        description="True when the files carry no SeriesInstanceUID (missing or empty, as "
+        "de-identification leaves them) and series_uid was derived from their content: images "
+        "grouped by study folder, SeriesNumber, AcquisitionNumber, ImageType and geometry (as "
+        "dcm2niix does), named 2.25.<128-bit hash of that key and the slices' InstanceNumber and "
+        "ImagePositionPatient>, the same in every build."
+    )
     source_path: Series[str] = pa.Field(
         description="Where the files came from, relative to the MosMed root: dicom/<Folder> or "
         "dicom/<Folder>.tar.gz."

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from verse_etl.cases.mosmed import drop_duplicate_series
 from verse_etl.consensus import consensus_rows
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
@@ -27,6 +28,7 @@ _ROW_ORIGIN = {
     "verse_fracture_grades": ("verse", "scan_id", "source_path"),
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
+    "mosmed_expert_pairs": ("mosmed", "folder", "annotation_path_v1"),
 }
 
 # Tables derived from other validated tables rather than from case rows: (name, function, origin).
@@ -37,7 +39,11 @@ _DERIVED = (
 
 # The release partition of rows whose table has no release of its own (see schemas/checks.py).
 MOSMED_STUDY_RELEASE = "ctlungca500"
-_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": MOSMED_STUDY_RELEASE}
+_FIXED_RELEASE = {
+    "verse_fracture_grades": "verse19",
+    "series": MOSMED_STUDY_RELEASE,
+    "mosmed_expert_pairs": "v2",
+}
 
 
 def _with_partitions(
@@ -86,7 +92,11 @@ def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
 
 
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
-_PARENTS = (("vertebrae", "scan_id", "scans"), ("mosmed_vertebrae", "series_uid", "series"))
+_PARENTS = (
+    ("vertebrae", "scan_id", "scans"),
+    ("mosmed_vertebrae", "series_uid", "series"),
+    ("mosmed_expert_pairs", "series_uid", "series"),
+)
 
 
 def _drop_orphans(
@@ -138,7 +148,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
-    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
+    # A MosMed series found in two study folders is kept once (as VerSe scans are).
+    results, duplicates = drop_duplicate_series(results)
+    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine] + duplicates
     frames: dict[str, pd.DataFrame] = {}
     scans = {row["scan_id"]: row for row in collect_rows(results, "scans")}
     scan_release = {scan_id: row["release"] for scan_id, row in scans.items()}

@@ -76,9 +76,10 @@ def sample(
     mosmed_studies: Annotated[int, typer.Option(help="MosMed studies with annotation.")] = 2,
     size: Annotated[SampleSize, typer.Option(help="Volume sizes of the sample.")] = "small",
     annotations: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Real annotation files: write a matching synthetic study for each instead."
+            help="Folder of real annotation files, v1 or v2 (repeat for both releases): write a "
+            "matching synthetic study for each study instead."
         ),
     ] = None,
     overwrite: Annotated[
@@ -97,7 +98,7 @@ def sample(
 
     start = time.perf_counter()
     with _reported():
-        if annotations is not None:
+        if annotations:
             manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
             manifest = write_sample(

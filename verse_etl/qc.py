@@ -181,16 +181,19 @@ class _Source:
 
 
 def _open_source(store: Path, pixel_mm: float) -> _Source:
-    """The pyramid level whose finest voxel size is closest to ``pixel_mm`` (not coarser than
-    about 1.4 pixels), with its affine; the world box from level 0."""
+    """The coarsest pyramid level that keeps every axis at most about 1.4 pixels (or as fine as
+    level 0 has it), with its affine; the world box from level 0. Levels halve every axis, so
+    a thin-slice axis decides: 0.32 x 0.32 x 1.25 mm stays at level 0 (level 1 would make the
+    slices 2.5 mm), 0.7 x 0.7 x 0.5 mm reads level 1."""
     group = zarr.open_group(store, mode="r")
     affine0 = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
     shape0 = np.array(group[IMAGE_PATH].shape)
-    finest = float(np.linalg.norm(affine0[:3, :3], axis=0).min())
+    spacing0 = np.linalg.norm(affine0[:3, :3], axis=0)
+    limit = np.maximum(spacing0, pixel_mm * math.sqrt(2))
     label_group = LABELS_PATH.rsplit("/", 1)[0]
     chosen = 0
     for level in sorted(int(k) for k in group.array_keys() if k.isdigit()):
-        if finest * 2**level <= pixel_mm * math.sqrt(2):
+        if np.all(spacing0 * 2**level <= limit):
             chosen = max(chosen, level)
     labels = None
     if label_group in group:
@@ -258,11 +261,18 @@ class _Reader:
             wanted = [(s[:, 0] >= i0) & (s[:, 0] < i1) for s in samples]
             if projection is None and not any(w.any() for w in wanted):
                 continue
-            hu = np.asarray(image[i0:i1])
-            lab = np.asarray(labels[i0:i1]) if labels is not None else None
+            # Without a projection only the box around the sampled voxels is read (a thin
+            # curved plane touches few chunks); a projection needs the whole slab.
+            lo, hi = [0, 0], list(shape[1:])
+            if projection is None:
+                picked = np.concatenate([s[w, 1:] for s, w in zip(samples, wanted, strict=True)])
+                lo, hi = list(picked.min(axis=0)), list(picked.max(axis=0) + 1)
+            box = (slice(i0, i1), slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+            hu = np.asarray(image[box])
+            lab = np.asarray(labels[box]) if labels is not None else None
             for s, w, (v_hu, v_lab) in zip(samples, wanted, values, strict=True):
                 if w.any():
-                    at = (s[w, 0] - i0, s[w, 1], s[w, 2])
+                    at = (s[w, 0] - i0, s[w, 1] - lo[0], s[w, 2] - lo[1])
                     v_hu[w] = hu[at]
                     if lab is not None:
                         v_lab[w] = lab[at]

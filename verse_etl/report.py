@@ -8,20 +8,24 @@ no network). Deterministic for the same build.
 from __future__ import annotations
 
 import html
+import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from verse_etl.catalog import connect
+from verse_etl.paths import ensure_inside, safe_name
 from verse_etl.qc import mosmed_picture, verse_picture
 from verse_etl.records import write_text_atomic
 
 REPORT_DIR = "report"
+logger = logging.getLogger(__name__)
 
 
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
@@ -98,13 +102,25 @@ class QcPicture:
 
     case_id: str
     caption: str
-    src: str  # the PNG, relative to the report page
+    src: str  # the PNG, relative to the report page ("" when it could not be drawn)
     placements: str  # its JSON sidecar (panels, where every level name is drawn)
+    error: str = ""  # why the picture could not be drawn
 
 
 def _anchor(case_id: str) -> str:
     """The HTML id of a case's figure (ids are ASCII letters, digits and ``-_.``)."""
     return "qc-" + re.sub(r"[^A-Za-z0-9_.-]", "-", case_id)
+
+
+def _draw(case_id: str, caption: str, png: Path, draw: Callable[[], object]) -> QcPicture:
+    """Draw one case's picture; a case whose picture fails is shown with the reason instead,
+    and the other cases are drawn (one broken store must not take the report down)."""
+    try:
+        draw()
+    except Exception as error:  # shown on the page and logged, not dropped
+        logger.warning("%s: QC picture not drawn: %s", case_id, error)
+        return QcPicture(case_id, caption, "", "", f"{type(error).__name__}: {error}")
+    return QcPicture(case_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
 
 
 def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture]:
@@ -114,27 +130,27 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
     scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
     if scans is not None and vertebrae is not None:
         for row in scans.itertuples():
-            png = qc / f"verse-{row.scan_id}.png"
+            png = ensure_inside(out, qc / safe_name(f"verse-{row.scan_id}", "lower", ".png"))
             caption = f"{row.scan_id} ({row.release}, {row.orientation})"
             rows = vertebrae[vertebrae["scan_id"] == row.scan_id]
             affine = np.asarray(row.affine, dtype=float).reshape(4, 4)
-            verse_picture(out / row.store_path, rows, png, title=caption, index_affine=affine)
-            pictures.append(
-                QcPicture(row.scan_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
+            draw = partial(
+                verse_picture, out / row.store_path, rows, png, caption, index_affine=affine
             )
+            pictures.append(_draw(row.scan_id, caption, png, draw))
     series, keypoints = tables.get("series"), tables.get("mosmed_vertebrae")
     if series is not None and keypoints is not None:
         annotated = series[series["annotated"] & series["store_path"].notna()]
         for n, row in enumerate(annotated.itertuples()):
-            png = qc / f"mosmed-{n:04d}.png"
+            png = ensure_inside(out, qc / f"mosmed-{n:04d}.png")
             rows = keypoints[keypoints["series_uid"] == row.series_uid]
             lists = ", ".join(
                 f"{release}: {group['expert'].nunique()} experts"
                 for release, group in rows.groupby("release", sort=True)
             )
             caption = f"{row.folder} ({lists or 'no keypoints'})"
-            mosmed_picture(out / row.store_path, rows, png, title=row.folder)
-            pictures.append(QcPicture(row.folder, caption, f"qc/{png.name}", f"qc/{png.stem}.json"))
+            draw = partial(mosmed_picture, out / row.store_path, rows, png, title=row.folder)
+            pictures.append(_draw(row.folder, caption, png, draw))
     return pictures
 
 
@@ -159,6 +175,12 @@ def _figure_html(picture: QcPicture, records: int) -> str:
     src, caption = html.escape(picture.src), html.escape(picture.caption)
     note = f" — {records} quarantine record{'s' if records != 1 else ''}" if records else ""
     css = "qc flagged" if records else "qc"
+    if picture.error:
+        return (
+            f'<figure class="{css} failed" id="{_anchor(picture.case_id)}"><p class="error">'
+            f"QC picture not drawn: {html.escape(picture.error)}</p>"
+            f"<figcaption>{caption}{html.escape(note)}</figcaption></figure>"
+        )
     return (
         f'<figure class="{css}" id="{_anchor(picture.case_id)}">'
         f'<a href="{src}" class="full-size"><img src="{src}" alt="QC {caption}" loading="eager"></a>'
@@ -259,7 +281,7 @@ def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[QcPicture]
     style = (
         "body{font-family:sans-serif;margin:2em;color:#222}figure{display:inline-block;margin:.5em;vertical-align:top}"
         "svg text{font-size:11px}.bar{fill:#4a7ab5}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}.qc img{height:260px;background:#000}.flagged figcaption{color:#b00;font-weight:bold}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}.qc img{height:260px;background:#000}.flagged figcaption{color:#b00;font-weight:bold}.error{color:#b00;max-width:30em}"
     )
     # Marks the page as fully loaded (every picture decoded, with its size) for readers and
     # browser tests.

@@ -26,6 +26,8 @@ from verse_etl.report import write_report
 from verse_etl.sample import write_sample
 from verse_etl.source_catalog import ENTRIES
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -85,6 +87,9 @@ def test_readme_get_the_data_then_build_and_release_names_the_raw_sources(
     write_report(project / "data" / "build")
     with Repo(str(project)) as repo:
         repo.commit(force=True)
+        with repo.config.edit() as conf:  # the team remote, committed with the project
+            conf["remote"]["team"] = {"url": str(tmp_path / "remote")}
+            conf["core"]["remote"] = "team"
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "fetched"],
@@ -104,6 +109,16 @@ def test_readme_get_the_data_then_build_and_release_names_the_raw_sources(
         assert record is not None and str(dvc_file_of(Path("raw") / entry.dest)) in tagged
         row = f"| raw/{entry.dest} | {record.url} | {record.etag} | {record.size} | {record.md5} | {record.sha256} |"
         assert row in notes, entry.name
+    # A consumer of the release gets the raw bytes through the DVC remote, not the publishers.
+    with Repo(str(project)) as repo:
+        repo.push(targets=[str(project / "raw")], recursive=True)
+    clone = tmp_path / "consumer"
+    subprocess.run(["git", "clone", "-q", "--branch", "v1", str(project), str(clone)], check=True)
+    with Repo(str(clone)) as repo:
+        repo.pull(targets=[str(clone / "raw")], recursive=True)
+    for entry in ENTRIES:
+        pulled = (clone / "raw" / entry.dest).read_bytes()
+        assert pulled == (project / "raw" / entry.dest).read_bytes(), entry.name
     # dvc.lock pins the fetched bytes: other bytes under an imported name change ingest@verse
     zip_path = project / "raw" / "verse" / "dataset-verse19test.zip"
     kept = zip_path.read_bytes()

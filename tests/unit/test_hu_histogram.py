@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verse_etl.hu_histogram import HuHistogram
+from verse_etl.hu_histogram import HuHistogram, HuRange
 from verse_etl.params import VolumeParams
 from verse_etl.volumes import IMAGE_PATH, StoreWriter, open_array
 
@@ -72,3 +72,13 @@ def test_writer_statistics_equal_numpy_on_the_stored_volume(tmp_path: Path, dtyp
         writer.write_array(IMAGE_PATH, volume.shape, np.dtype(dtype), slabs, statistics=histogram)
     assert np.array_equal(open_array(tmp_path / "s.zarr")[...], volume)
     _assert_equals_numpy(histogram, volume)
+
+
+def test_hu_range_taken_chunk_by_chunk_in_the_writer_is_the_volume_range(tmp_path: Path) -> None:
+    volume = _ct_like((45, 38, 29))
+    params = VolumeParams(chunks=(16, 16, 8), shard_chunks=(2, 2, 2), threads=3)
+    hu = HuRange()
+    slabs = ((k0, volume[:, :, k0 : k0 + 7]) for k0 in range(0, 29, 7))
+    with StoreWriter(tmp_path / "s.zarr", params, {}) as writer:
+        writer.write_array(IMAGE_PATH, volume.shape, volume.dtype, slabs, statistics=hu)
+    assert (hu.minimum, hu.maximum) == (-32768.0, 32767.0) == (volume.min(), volume.max())

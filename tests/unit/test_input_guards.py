@@ -123,7 +123,7 @@ def test_a_rescale_slope_that_is_not_a_finite_number_is_refused(tmp_path: Path) 
     at = raw.index(tag) + len(tag)
     length = int.from_bytes(raw[at : at + 2], "little")
     path.write_bytes(raw[:at] + b"\x06\x001e9999" + raw[at + 2 + length :])
-    error = _refused(lambda: read_slice_header(path), "dicom_rescale")
+    error = _refused(lambda: read_slice_header(path), "dicom_header")
     assert "RescaleSlope" in str(error)
 
 

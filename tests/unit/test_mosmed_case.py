@@ -31,7 +31,13 @@ from verse_etl.tables import read_table
 from verse_etl.volumes import open_array
 
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2))
-TABLE_NAMES = ("series", "mosmed_vertebrae", "mosmed_consensus", "quarantine")
+TABLE_NAMES = (
+    "series",
+    "mosmed_vertebrae",
+    "mosmed_consensus",
+    "mosmed_expert_pairs",
+    "quarantine",
+)
 
 
 def _build(root: Path, out: Path, params: MosmedParams | None = None, mapping: Path | None = None):
@@ -65,14 +71,25 @@ def test_both_releases_come_out_and_v1_takes_levels_from_v2(sample) -> None:
         mine = rows[rows["folder"] == study.folder]
         levels = [v.level for v in study.vertebrae]
         covered = {levels[i] for _, indices in study.v2_experts for i in indices}
-        v2_experts = {key for key, _ in study.v2_experts}
+        same = dict(study.same_readers)
+        assert all(a != b for a, b in same.items())  # renumbered, as in the real releases
         for key, indices in study.experts:
             got = mine[(mine["release"] == "v1") & (mine["expert"] == key)]
             got = got.sort_values("vertebra_index")
             expected = [levels[i] if levels[i] in covered else None for i in indices]
             assert [v if isinstance(v, str) else None for v in got["level"]] == expected
-            source = "v2_same_expert" if key in v2_experts else "v2_other_expert"
-            assert set(got["level_source"].dropna()) == {source}
+            sources = set(got["level_source"].dropna())
+            if key in same:
+                # Most vertebrae carried over unchanged, a few re-read by the same reader.
+                assert sources == {"v2_identical_keypoints", "v2_same_reader"}
+            else:
+                assert sources == {"v2_other_reader"}
+        pairs = tables["mosmed_expert_pairs"]
+        pairs = pairs[pairs["folder"] == study.folder]
+        assert len(pairs) == len(study.experts) * len(study.v2_experts)
+        found = pairs[pairs["same_reader"]]
+        assert dict(zip(found["expert_v1"], found["expert_v2"], strict=True)) == same
+        assert (pairs[~pairs["same_reader"]]["n_identical"] == 0).all()
         for key, indices in study.v2_experts:
             got = mine[(mine["release"] == "v2") & (mine["expert"] == key)]
             assert list(got.sort_values("vertebra_index")["level"]) == [levels[i] for i in indices]

@@ -232,10 +232,12 @@ def test_failed_checks_are_drawn_where_they_fail(tmp_path: Path) -> None:
 
 
 def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path) -> None:
-    affine, shape = _grid(np.diag([-1.0, -1.0, 1.0]) @ np.diag([1, 1, 1]), (0.8, 0.8, 2.0))
+    affine, shape = _grid(np.diag([-1.0, -1.0, 1.0]), (0.8, 0.8, 2.0))
+    # T7 is annotated on the sagittal plane x = -8, T8 on x = +8; each body exists only there.
+    plane = {"T7": -8.0, "T8": 8.0}
     boxes = {
-        1: ((-10.0, 10.0), (-10.0, 10.0), (5.0, 25.0)),
-        2: ((-10.0, 10.0), (-10.0, 10.0), (-25.0, -5.0)),
+        1: ((-10.0, -6.0), (-10.0, 10.0), (5.0, 25.0)),
+        2: ((6.0, 10.0), (-10.0, 10.0), (-25.0, -5.0)),
     }
     hu, _ = _phantom(affine, shape, boxes)
     store = _write_store(tmp_path / "m.zarr", affine, hu, np.zeros(shape, np.uint8))
@@ -250,11 +252,16 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
                        "height_post_mm": 21.0}  # fmt: skip
                 for name, y in (("ant", 9.0), ("mid", 0.0), ("post", -9.0)):
                     for end, z in (("sup", z1), ("inf", z0)):
-                        for a, v in zip("xyz", (n * 1.0, y, z), strict=True):
+                        for a, v in zip("xyz", (plane[level] + n * 0.5, y, z), strict=True):
                             row[f"{name}_{end}_{a}_mm"] = v
                 rows.append(row)
     picture = mosmed_picture(store, pd.DataFrame(rows), tmp_path / "m.png")
     pixels = np.asarray(Image.open(picture.png).convert("RGB"))
+    # Read in 8-plane slabs, each only around the sampled voxels: the same picture.
+    sliced = mosmed_picture(
+        store, pd.DataFrame(rows), tmp_path / "n.png", slab_bytes=8 * 3 * int(np.prod(shape[1:]))
+    )
+    assert np.array_equal(np.asarray(Image.open(sliced.png).convert("RGB")), pixels)
     assert [p.name for p in picture.panels] == ["v1", "v2"]
     for panel, n_experts in zip(picture.panels, (2, 1), strict=True):
         grades = [p for p in picture.placements if p.panel == panel.name and p.kind == "grades"]
@@ -264,8 +271,13 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
             p.text: p for p in picture.placements if p.panel == panel.name and p.kind == "level"
         }
         assert set(names) == {"T7", "T8"}
-        x, y = panel.pixel((0.0, 0.0, 15.0))
+        x, y = panel.pixel((plane["T7"], 0.0, 15.0))
         assert names["T7"].anchor == pytest.approx((x, y), abs=2)
+        # Both bodies show (bone grey between the anterior and middle keypoints): each vertebra
+        # is drawn on its own plane, where one flat slice would miss one of them.
+        for level, z in (("T7", 15.0), ("T8", -15.0)):
+            x, y = panel.pixel((plane[level], 4.5, z))
+            assert pixels[round(y), round(x)].min() > 150, (panel.name, level)
     # Each expert's keypoint segments are drawn in its own palette colour.
     from verse_etl.qc import expert_colours
 
@@ -274,3 +286,18 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
     for colour in colours.values():
         assert np.all(pixels == colour, axis=2).sum() > 20
     _assert_text_where_placed(picture, pixels)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "level"), [((0.5, 0.5, 0.5), 1), ((0.32, 0.32, 1.25), 0), ((1.0, 1.0, 2.0), 0)]
+)
+def test_reads_the_pyramid_level_nearest_1_mm_without_coarsening_thin_axes(
+    spacing: tuple, level: int, tmp_path: Path
+) -> None:
+    affine, shape = _grid(np.eye(3), spacing, half=20.0)
+    box = {20: ((-5.0, 5.0), (-5.0, 5.0), (-5.0, 5.0))}
+    store = _write_store(tmp_path / "s.zarr", affine, *_phantom(affine, shape, box))
+    picture = verse_picture(
+        store, pd.DataFrame([_row(20, "L1", (0.0, 0.0, 0.0))]), tmp_path / "p.png"
+    )
+    assert picture.level == level

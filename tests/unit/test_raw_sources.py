@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tests.http_server import Served, etag_of
@@ -202,3 +203,16 @@ def test_an_unreachable_source_fails_alone_and_names_the_published_copies(
     assert "other published copies: https://osf.io/nqjyw/" in first.detail
     assert second.action == "fetched" and (project / "raw" / entries[1].dest).is_file()
     assert not (project / "raw" / entries[0].dest).exists()
+
+
+def test_a_sha256_counts_only_for_the_bytes_it_was_computed_on(fetched: Path) -> None:
+    path = fetched / "raw" / "verse" / "ryai190138_appendixe1.xlsx"
+    record = read_import(dvc_file_of(path))
+    assert record.sha256 is not None
+    # what `dvc update` leaves: a new output md5 under the old meta
+    stage = yaml.safe_load(dvc_file_of(path).read_text())
+    stage["outs"][0]["md5"] = "0" * 32
+    other = path.with_name("other.xlsx.dvc")
+    other.write_text(yaml.safe_dump(stage))
+    assert read_import(other).sha256 is None and read_import(other).md5 == "0" * 32
+    other.unlink()

@@ -8,8 +8,9 @@
    slice into its store, anything else is reported with its verdict and not converted.
 4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
    Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
-   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); v1 vertebrae take
-   their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
+   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); the v1 and v2
+   readers are paired by identical keypoints (:mod:`verse_etl.expert_matching`) and v1
+   vertebrae take their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
+from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
     SERIES_TAGS,
@@ -60,7 +63,7 @@ from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
-MOSMED_FORMAT = 2
+MOSMED_FORMAT = 4
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
 
 _NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
@@ -203,6 +206,75 @@ def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResul
     return [discovery_result(SOURCE, problems, root)] if problems else []
 
 
+def drop_duplicate_series(
+    results: Sequence[CaseResult],
+) -> tuple[list[CaseResult], list[QuarantineRecord]]:
+    """Keep one copy of a series found in more than one study folder; record the others.
+
+    A copied study (``dicom/<Folder>_copy/``, a folder beside its ``.tar.gz``, a re-export)
+    holds the same SeriesInstanceUIDs as the original: without this both copies fail the
+    ``series`` table's uniqueness check and the good study loses its series and vertebrae.
+    The rule, like VerSe's for scans found twice: the copy kept is a converted one before one
+    that was not, then the first by source path (``dicom/<Folder>``); every other copy becomes a
+    ``duplicate_series`` record naming the copy kept, and leaves its series and keypoint rows
+    out. Saved case results are not changed: the choice is made again at every assembly.
+
+    Returns
+    -------
+    list of CaseResult, list of QuarantineRecord
+        The results without the rows of the copies left out, and one record per copy.
+    """
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if result.source == SOURCE:
+            for row in result.rows.get("series", []):
+                copies.setdefault(row["series_uid"], []).append(row)
+    left_out: dict[tuple[str, str], dict[str, Any]] = {}
+    for uid, rows in copies.items():
+        ranked = sorted(rows, key=lambda r: (not r["is_volume"], r["source_path"], r["folder"]))
+        left_out.update({(row["folder"], uid): ranked[0] for row in ranked[1:]})
+    if not left_out:
+        return list(results), []
+    records: list[QuarantineRecord] = []
+    kept_results: list[CaseResult] = []
+    for result in results:
+        rows = result.rows
+        if result.source == SOURCE and any(
+            (r["folder"], r["series_uid"]) in left_out for r in rows.get("series", [])
+        ):
+            rows = {
+                table: [
+                    r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
+                ]
+                if table in ("series", "mosmed_vertebrae")
+                else table_rows
+                for table, table_rows in rows.items()
+            }
+            result = replace(result, rows=rows)
+        kept_results.append(result)
+    for (folder, uid), kept in sorted(left_out.items()):
+        row = next(r for r in copies[uid] if r["folder"] == folder)
+        points = sum(
+            (r.get("folder"), r.get("series_uid")) == (folder, uid)
+            for res in results
+            for r in res.rows.get("mosmed_vertebrae", [])
+        )
+        path = row["source_path"]
+        records.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=folder,
+                table="series",
+                file=path,
+                check="duplicate_series",
+                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
+                f"{kept['folder']}); that copy was kept, this one left out with its "
+                f"{points} keypoint row(s); remove one of the copies",
+            )
+        )
+    return kept_results, records
+
+
 def _quarantine(
     result: CaseResult, file: str, check: str, problem: str, table: str = "", fix: str = ""
 ) -> None:
@@ -297,7 +369,7 @@ def _convert_series(
     limits: InputLimits,
 ) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
-    scan = scan_files(sorted(names), limits)
+    scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
         _quarantine(
             result,
@@ -310,7 +382,8 @@ def _convert_series(
     annotated = {
         target
         for ann in annotations
-        if (target := _match_series(ann, study, set(scan.series))[0]) is not None
+        if (target := _match_series(ann, study, set(scan.series), _derived(scan.series))[0])
+        is not None
     }
     source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
     converted: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
@@ -400,6 +473,7 @@ def _series_row(
 ) -> dict[str, Any]:
     first = (geometry.slices or geometry.localizers)[0]
     row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
+    row["series_uid_derived"] = first.uid_derived
     row["source_path"] = source_path
     for keyword, column in SERIES_TAGS.items():
         value = first.attributes.get(keyword)
@@ -461,18 +535,12 @@ def _write_store(
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
-    low, high = [np.inf], [-np.inf]
-
-    def hu_range(_k0: int, slab: np.ndarray) -> None:
-        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
-
+    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
     with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(
-            IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
-        )
-    return info.voxel_xxh3, float(low[0]), float(high[0])
+        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+    return info.voxel_xxh3, hu.minimum, hu.maximum
 
 
 # -- annotations ----------------------------------------------------------------------------
@@ -538,16 +606,33 @@ def _read_annotations(
 
 
 def _match_series(
-    ann: AnnotationFile, study: MosmedStudy, uids: set[str]
+    ann: AnnotationFile, study: MosmedStudy, uids: set[str], derived: dict[str, int] | None = None
 ) -> tuple[str | None, str]:
-    """The study's series an annotation refers to, and whether ids matched exactly or mapped."""
+    """The study's series an annotation refers to, and how: ``exact`` ids, ``mapping`` (older
+    ids), or ``folder``: the study's files carry no UIDs (``derived``: derived UID -> image
+    count, :mod:`verse_etl.io.series_identity`) and exactly one such series holds every slice
+    the annotation points at."""
     exact_folder = ann.folder == study.folder
     if ann.series_uid in uids:
         return ann.series_uid, "exact" if exact_folder else "mapping"
     for m in study.id_mappings:
         if m.old_series_uid == ann.series_uid and m.folder == study.folder and m.series_uid in uids:
             return m.series_uid, "mapping"
+    if derived and ann.vertebrae:
+        last_k = max(p[2] for v in ann.vertebrae for p in v.points)
+        fits = sorted(uid for uid, n in derived.items() if n > last_k)
+        if len(fits) == 1:
+            return fits[0], "folder"
     return None, "exact" if exact_folder else "mapping"
+
+
+def _derived(series: dict[str, list[Any]]) -> dict[str, int]:
+    """Derived UID -> images that are not localizers, for the series without UIDs."""
+    return {
+        uid: sum(not h.is_localizer for h in headers)
+        for uid, headers in series.items()
+        if headers and headers[0].uid_derived
+    }
 
 
 def _add_vertebrae(
@@ -572,7 +657,12 @@ def _add_vertebrae(
                     table="mosmed_vertebrae",
                 )
             continue
-        uid, id_match = _match_series(ann, study, set(series))
+        derived = {
+            uid: len(geometry.slices)
+            for uid, (geometry, row) in series.items()
+            if row["series_uid_derived"]
+        }
+        uid, id_match = _match_series(ann, study, set(series), derived)
         if uid is None:
             _quarantine(
                 result,
@@ -613,6 +703,12 @@ def _add_vertebrae(
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
+    same_reader: dict[str, str] = {}
+    if v1 and v2 and _uid(v1) == _uid(v2):
+        pairs = _expert_pairs(v1, v2)
+        same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
+        for pair in pairs:
+            result.add("mosmed_expert_pairs", pair)
     # A level given twice by one v2 expert is an error of that file (quarantined by the table
     # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
     counts = Counter((r["expert"], r["level"]) for r in v2)
@@ -631,6 +727,9 @@ def _add_vertebrae(
             np.array([_centre(r) for r in labelled]),
             [r["level"] for r in labelled],
             [r["expert"] for r in labelled],
+            same_reader=same_reader,
+            points=np.array([_voxels(r) for r in v1]),
+            ref_points=np.array([_voxels(r) for r in labelled]),
         )
         for row, (level, source) in zip(v1, found, strict=True):
             row["level"], row["level_source"] = level, source
@@ -642,6 +741,32 @@ def _add_vertebrae(
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
+
+
+def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
+    by_release = []
+    for rows in (v1, v2):
+        experts: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            experts.setdefault(row["expert"], []).append(row)
+        by_release.append(experts)
+    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    return [
+        {
+            "folder": v1[0]["folder"],
+            "series_uid": v1[0]["series_uid"],
+            **asdict(pair),
+            "annotation_path_v1": v1[0]["annotation_path"],
+            "annotation_path_v2": v2[0]["annotation_path"],
+        }
+        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
+    ]
+
+
+def _voxels(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
 
 
 def _world(row: dict[str, Any]) -> np.ndarray:

@@ -30,6 +30,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from verse_etl.errors import InputError, is_transient, one_line
+from verse_etl.io.series_identity import group_without_uid
 from verse_etl.params import InputLimits
 from verse_etl.stopping import check_stop
 
@@ -57,6 +58,7 @@ HEADER_TAGS: tuple[str, ...] = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "InstanceNumber",
+    "AcquisitionNumber",
     "ImageType",
     "ImagePositionPatient",
     "ImageOrientationPatient",
@@ -114,6 +116,8 @@ class SliceHeader:
     image_type: tuple[str, ...]
     transfer_syntax: str = ""
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
+    acquisition_number: int | None = None
+    uid_derived: bool = False  # series_uid derived from the content (no UID in the header)
 
     @property
     def is_localizer(self) -> bool:
@@ -208,13 +212,9 @@ def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader
             sop = ds.file_meta.get("MediaStorageSOPClassUID")
         kind = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
         return SkippedFile(path, f"DICOM file without an image ({kind})")
-    if "SeriesInstanceUID" not in ds or not str(ds.SeriesInstanceUID).strip():
-        raise InputError(
-            path,
-            "DICOM image has no SeriesInstanceUID",
-            "the file cannot be grouped into a series; remove it or fix its header",
-            check="dicom_tags",
-        )
+    # A missing or empty SeriesInstanceUID (de-identified files) is grouped by content later
+    # (verse_etl.io.series_identity), as dcm2niix does.
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     frames = ds.get("NumberOfFrames")
     if frames not in (None, "") and int(frames) > 1:
         raise InputError(
@@ -246,8 +246,8 @@ def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     return SliceHeader(
         path=path,
-        series_uid=str(ds.SeriesInstanceUID),
-        study_uid=str(ds.get("StudyInstanceUID", "")),
+        series_uid=str(ds.SeriesInstanceUID) if uid else "",
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         instance_number=_integer(number),
         position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
@@ -259,6 +259,7 @@ def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader
         image_type=tuple(str(v) for v in (_values(ds.get("ImageType")))),
         transfer_syntax=syntax,
         attributes={k: _plain(ds.get(k)) for k in SERIES_TAGS if k in ds},
+        acquisition_number=_integer(ds.get("AcquisitionNumber")),
     )
 
 
@@ -297,7 +298,7 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
             path,
             f"{keyword} is {str(value)[:40]!r} (expected a finite number)",
             "the pixel values cannot be turned into HU; fix the header",
-            check="dicom_rescale",
+            check="dicom_header",
         )
     return number
 
@@ -349,8 +350,14 @@ def irregular_files(folder: Path) -> list[Path]:
     return sorted(p for p in _entries(folder) if not p.is_file())
 
 
-def scan_files(paths: Iterable[Path], limits: InputLimits | None = None) -> FileScan:
+def scan_files(
+    paths: Iterable[Path], limits: InputLimits | None = None, folder: str = ""
+) -> FileScan:
     """Read every file's header and group the images by SeriesInstanceUID (exact string).
+
+    Images without a SeriesInstanceUID (missing or empty) are grouped by their content and named
+    by a derived UID (:func:`verse_etl.io.series_identity.group_without_uid`; ``folder``, the
+    study folder, is part of that identity).
 
     Returns
     -------
@@ -371,6 +378,9 @@ def scan_files(paths: Iterable[Path], limits: InputLimits | None = None) -> File
             scan.skipped.append(header)
         else:
             series[header.series_uid].append(header)
+    anonymous = series.pop("", [])
+    if anonymous:
+        series.update(group_without_uid(anonymous, folder))
     scan.series = dict(series)
     return scan
 
