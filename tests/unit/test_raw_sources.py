@@ -190,6 +190,12 @@ def test_mosmed_images_check_lists_what_is_missing(fetched: Path, catalog_sample
     shutil.copytree(studies[1], placed)
     assert check_mosmed_images(mosmed).complete
     shutil.rmtree(mosmed / "dicom")
+    # linked instead of placed: DVC would not hash the images, so it is not complete
+    (mosmed / "dicom").symlink_to(catalog_sample / "mosmed" / "dicom")
+    linked = check_mosmed_images(mosmed)
+    assert linked.missing == () and not linked.complete
+    assert "symbolic link" in render_images_report(linked)
+    (mosmed / "dicom").unlink()
 
 
 def test_an_unreachable_source_fails_alone_and_names_the_published_copies(
