@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from verse_etl.flows.build import BuildFailed
 
-from flows.build import BuildFailed
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
 from tests.e2e.hostile_kinds import (
@@ -622,7 +622,7 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert dataset[uid].image.shape == (8, 10, 6)
+        assert dataset.case(uid).image.shape == (8, 10, 6)
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()
