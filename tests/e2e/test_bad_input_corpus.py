@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from verse_etl.flows.build import BuildFailed
 
-from flows.build import BuildFailed
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
 from tests.e2e.hostile_kinds import (
@@ -411,7 +411,7 @@ def test_rejected_scan_leaves_no_rows_and_no_store(corpus: Corpus, scan_id: str)
 @pytest.mark.parametrize(("scan_id", "case"), BUILT_SCANS, ids=[s for s, _ in BUILT_SCANS])
 def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: str) -> None:
     truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
-    built = Dataset(corpus.out)[scan_id]
+    built = Dataset(corpus.out).case(scan_id)
     ct = nib.load(corpus.root / "pristine" / truth.ct)
     np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
     np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
@@ -450,7 +450,7 @@ def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None
     assert sorted(series["series_uid"]) == sorted(expected)
     dataset = Dataset(corpus.out)
     for uid, volume in expected.items():
-        np.testing.assert_array_equal(dataset[uid].image[...], volume)
+        np.testing.assert_array_equal(dataset.case(uid).image[...], volume)
     if study == "mosmed_good":
         rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
         assert set(rows["release"]) == {"v1", "v2"}
@@ -622,7 +622,7 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert dataset[uid].image.shape == (8, 10, 6)
+        assert dataset.case(uid).image.shape == (8, 10, 6)
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()
