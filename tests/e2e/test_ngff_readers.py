@@ -97,7 +97,7 @@ def test_centroids_land_on_their_label_in_ngff_space(tiny_build) -> None:
     ds = Dataset(out)
     checked = 0
     for case_id in ds.ids:
-        case = ds[case_id]
+        case = ds.case(case_id)
         if case.source != "verse":
             continue
         rows = case.vertebrae[case.vertebrae["in_centroids"] & case.vertebrae["in_mask"]]

@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from verse_etl.schemas import MosmedVertebraeTable, VertebraeTable
 
-from schemas import MosmedVertebraeTable, VertebraeTable
 from verse_etl.annotations import POINT_NAMES, read_annotation
 from verse_etl.cases.verse import build_verse_scan
 from verse_etl.measures import deformity_ratios, heights_mm
