@@ -471,8 +471,8 @@ def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
     rejected = set(q.loc[q["table_name"] == "scans", "case_id"]) - built
     assert {s.scan_id for s in found.scans} == built | rejected
     discovery = q[q["case_id"] == "_discovery"]
-    # 4 of issue #7; a FIFO, a broken link and a socket of issue #13
-    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 7
+    # 4 of issue #7; a FIFO, a broken link, a socket and a zip with a bad name of issue #13
+    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 8
     # the zip, notes.txt, the folder; a FIFO among the annotations and one in dicom/
     assert len(discovery[discovery["source"] == "mosmed"]) == 5
     series = _table(corpus, "SELECT folder FROM series")
