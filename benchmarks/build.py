@@ -194,7 +194,8 @@ def timed_hashing(seconds: Counter) -> Iterator[None]:
 def library_build(params: object, workers: int) -> dict[str, float]:
     """The build of ``verse-etl build`` made with plain calls: discovery, the cases on
     ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
-    from flows.build import tables
+    from verse_etl.flows.build import tables
+
     from verse_etl.cases.mosmed import build_mosmed_study
     from verse_etl.cases.mosmed import source_results as mosmed_results
     from verse_etl.cases.verse import build_verse_scan, source_results

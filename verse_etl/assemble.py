@@ -11,11 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from schemas import SORT_KEYS, TABLES
+from verse_etl.cases.mosmed import drop_duplicate_series
 from verse_etl.consensus import consensus_rows
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.schemas import SORT_KEYS, TABLES
 from verse_etl.sources.verse import release_split
 from verse_etl.tables import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.validation import validate_table
@@ -147,7 +148,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
-    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
+    # A MosMed series found in two study folders is kept once (as VerSe scans are).
+    results, duplicates = drop_duplicate_series(results)
+    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine] + duplicates
     frames: dict[str, pd.DataFrame] = {}
     scans = {row["scan_id"]: row for row in collect_rows(results, "scans")}
     scan_release = {scan_id: row["release"] for scan_id, row in scans.items()}

@@ -4,8 +4,9 @@ A fetched file gets the import stage ``dvc import-url URL`` would write: ``froze
 dependency (the URL, with the server's ETag as ``checksum`` and its ``size``) and one output
 (the file, with its ``md5``). It is saved with DVC's own ``commit``, which asks the server for
 the ETag and size again, hashes the file and puts it in the DVC cache (so ``dvc push`` backs it
-up and ``dvc status``/``dvc update`` work on it as on any import). The sha256 and the catalog
-entry go to the file's ``meta`` (kept by DVC, not interpreted).
+up and ``dvc status``/``dvc update`` work on it as on any import). The sha256 (with the md5 it
+was computed with) and the catalog entry go to the file's ``meta`` (kept by DVC, not
+interpreted; after a ``dvc update`` the md5s differ and the stale sha256 is not used).
 
 Why not ``dvc import-url`` itself: it downloads without Range (no resume of a cut 7 GB zip),
 and with ``--no-download --force`` over a file already fetched it deletes that file (DVC 3.67,
@@ -68,6 +69,9 @@ def read_import(dvc_file: Path) -> ImportRecord | None:
         return None
     dep, out = deps[0], outs[0]
     meta = ((data or {}).get("meta") or {}).get(META_KEY) or {}
+    # The sha256 counts only for the bytes it was computed on: `dvc update` replaces the output
+    # and its md5 but keeps the meta as it was.
+    sha256 = meta.get("sha256") if meta.get("md5") == out.get("md5") else None
     return ImportRecord(
         dvc_file=dvc_file,
         path=(dvc_file.parent / str(out["path"])).resolve(),
@@ -75,7 +79,7 @@ def read_import(dvc_file: Path) -> ImportRecord | None:
         etag=dep.get("checksum") or dep.get("etag"),
         size=dep.get("size"),
         md5=out.get("md5"),
-        sha256=meta.get("sha256"),
+        sha256=sha256,
         entry=meta.get("entry"),
     )
 
@@ -135,7 +139,7 @@ class Imports:
             "frozen": True,
             "deps": [dep],
             "outs": [{"path": path.name}],
-            "meta": {META_KEY: {"entry": entry, "sha256": sha256}},
+            "meta": {META_KEY: {"entry": entry, "sha256": sha256, "md5": md5}},
         }
         tmp = dvc_file.with_name(dvc_file.name + ".tmp")
         tmp.write_text(yaml.safe_dump(stage, sort_keys=False), encoding="utf-8")

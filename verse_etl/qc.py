@@ -181,16 +181,19 @@ class _Source:
 
 
 def _open_source(store: Path, pixel_mm: float) -> _Source:
-    """The pyramid level whose finest voxel size is closest to ``pixel_mm`` (not coarser than
-    about 1.4 pixels), with its affine; the world box from level 0."""
+    """The coarsest pyramid level that keeps every axis at most about 1.4 pixels (or as fine as
+    level 0 has it), with its affine; the world box from level 0. Levels halve every axis, so
+    a thin-slice axis decides: 0.32 x 0.32 x 1.25 mm stays at level 0 (level 1 would make the
+    slices 2.5 mm), 0.7 x 0.7 x 0.5 mm reads level 1."""
     group = zarr.open_group(store, mode="r")
     affine0 = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
     shape0 = np.array(group[IMAGE_PATH].shape)
-    finest = float(np.linalg.norm(affine0[:3, :3], axis=0).min())
+    spacing0 = np.linalg.norm(affine0[:3, :3], axis=0)
+    limit = np.maximum(spacing0, pixel_mm * math.sqrt(2))
     label_group = LABELS_PATH.rsplit("/", 1)[0]
     chosen = 0
     for level in sorted(int(k) for k in group.array_keys() if k.isdigit()):
-        if finest * 2**level <= pixel_mm * math.sqrt(2):
+        if np.all(spacing0 * 2**level <= limit):
             chosen = max(chosen, level)
     labels = None
     if label_group in group:

@@ -421,7 +421,8 @@ def render_checks(checks: Sequence[UpstreamCheck]) -> str:
         if c.status == "changed":
             line += (
                 f" (pinned ETag {c.pinned_etag}, upstream now {c.upstream_etag}); to accept the "
-                f"new bytes: dvc update {dvc_file_of(c.path)}"
+                f"new bytes: dvc update {dvc_file_of(c.path)} (or, resumable for a large file, "
+                f"delete it and its .dvc file and fetch it again)"
             )
         elif c.status == "unchanged":
             line += f" (ETag {c.pinned_etag})"

@@ -103,7 +103,10 @@ def relative(path: Path | str, root: Path) -> str:
     """
     archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
     try:
-        base = Path(archive).resolve().relative_to(root.resolve()).as_posix()
+        # The folders are resolved, not the name itself: a link is named as the link (a broken
+        # one would otherwise be named by the missing file it points at).
+        named = Path(archive).parent.resolve() / Path(archive).name
+        base = named.relative_to(root.resolve()).as_posix()
     except ValueError:
         base = Path(archive).as_posix()
     return f"{base}{separator}{member}"

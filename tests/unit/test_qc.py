@@ -286,3 +286,18 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
     for colour in colours.values():
         assert np.all(pixels == colour, axis=2).sum() > 20
     _assert_text_where_placed(picture, pixels)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "level"), [((0.5, 0.5, 0.5), 1), ((0.32, 0.32, 1.25), 0), ((1.0, 1.0, 2.0), 0)]
+)
+def test_reads_the_pyramid_level_nearest_1_mm_without_coarsening_thin_axes(
+    spacing: tuple, level: int, tmp_path: Path
+) -> None:
+    affine, shape = _grid(np.eye(3), spacing, half=20.0)
+    box = {20: ((-5.0, 5.0), (-5.0, 5.0), (-5.0, 5.0))}
+    store = _write_store(tmp_path / "s.zarr", affine, *_phantom(affine, shape, box))
+    picture = verse_picture(
+        store, pd.DataFrame([_row(20, "L1", (0.0, 0.0, 0.0))]), tmp_path / "p.png"
+    )
+    assert picture.level == level

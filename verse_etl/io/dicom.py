@@ -298,7 +298,7 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
             path,
             f"{keyword} is {str(value)[:40]!r} (expected a finite number)",
             "the pixel values cannot be turned into HU; fix the header",
-            check="dicom_rescale",
+            check="dicom_header",
         )
     return number
 
