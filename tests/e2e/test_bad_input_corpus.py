@@ -637,4 +637,5 @@ def test_only_the_check_set_to_raise_fails_the_build(corpus: Corpus) -> None:
     assert set(failing["check_name"]) == {"voxel_constant"}
     assert sorted(failing["case_id"]) == ["h_slope_zero", "verse912"]
     assert f"{len(failing)} quarantined record(s) failed checks set to 'raise'" in corpus.failure
+    assert "({'voxel_constant': 2})" in corpus.failure  # only the check that fails the build
     assert len(q) > 70  # the other records only warn
