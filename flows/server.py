@@ -9,7 +9,7 @@ server (10-15 s each: every DVC stage, every Dask worker). :func:`prefect_api` i
   project's ``.prefect`` when unset). The first process that needs it starts it; later stages,
   builds and the Dask workers (which inherit ``PREFECT_API_URL``) reuse it.
 
-The local server is run by a small keeper process (``python -m flows.server``) in its own session:
+The local server is run by a small keeper process (``python -m verse_etl.flows.server``) in its own session:
 it stops the server once no process has used it for ``idle`` seconds. A process using it holds a
 lease (a file named for its pid); a build killed with SIGKILL leaves a lease whose pid is gone, so
 the server still stops when idle, and the server dies with its keeper (``PR_SET_PDEATHSIG``), so
@@ -157,7 +157,7 @@ def _dvc_ancestor() -> int | None:
 def _start(home: Path, idle: float) -> LocalServer:
     """Start a keeper (and through it a server) for ``home``; wait until the server answers."""
     (home / STATE_FILE).unlink(missing_ok=True)
-    args = [sys.executable, "-m", "flows.server", str(home), str(idle)]
+    args = [sys.executable, "-m", "verse_etl.flows.server", str(home), str(idle)]
     with open(home / LOG_FILE, "ab") as log:
         # Own session: Ctrl-C in the terminal of the first stage must not stop the shared server.
         keeper = subprocess.Popen(
@@ -370,5 +370,5 @@ def keep(home: Path, idle: float) -> int:
         print(f"verse-etl: Prefect server {url} stopped", flush=True)
 
 
-if __name__ == "__main__":  # the keeper: python -m flows.server HOME IDLE_SECONDS
+if __name__ == "__main__":  # the keeper: python -m verse_etl.flows.server HOME IDLE_SECONDS
     sys.exit(keep(Path(sys.argv[1]), float(sys.argv[2])))

@@ -10,7 +10,9 @@ with ``<Folder>`` the study folder name an annotation file is named after. This 
 per annotated study, that it is there, how many files it holds, that they are DICOM (the
 ``DICM`` marker at byte 128) and that there are at least as many as the annotated series needs
 (one slice per index up to the largest annotated ``k``), and lists what is missing. It reads
-132 bytes per file, never pixel data.
+132 bytes per file, never pixel data. A ``dicom`` folder or study that is a symbolic link is
+refused: DVC does not follow links when it hashes the MosMed root (checked with DVC 3.67), so
+``dvc.lock`` would pin the annotation files but not the images.
 """
 
 from __future__ import annotations
@@ -121,7 +123,22 @@ def check_mosmed_images(
             checks.append(StudyCheck(study.folder, "archive", 0, 0, needed, tuple(problems)))
         else:
             checks.append(StudyCheck(study.folder, "missing", 0, 0, needed, tuple(problems)))
-    return ImagesReport(root, tuple(checks), tuple(discovery_problems(root, annotation_dirs)))
+    layout = discovery_problems(root, annotation_dirs)
+    dicom = root / "dicom"
+    links = [dicom] if dicom.is_symlink() else []
+    links += sorted(p for p in dicom.iterdir() if p.is_symlink()) if dicom.is_dir() else []
+    for link in links:
+        layout.append(
+            InputError(
+                link,
+                "is a symbolic link (expected a real folder or file): DVC does not follow links "
+                "when it hashes the MosMed root, so dvc.lock would not pin these DICOM bytes and "
+                "a changed study would not rerun ingest@mosmed",
+                "move the studies here (mv, or cp --reflink/-al on the same file system)",
+                check="study_unplaced",
+            )
+        )
+    return ImagesReport(root, tuple(checks), tuple(layout))
 
 
 def render_images_report(report: ImagesReport) -> str:

@@ -249,7 +249,10 @@ class MosmedParams:
     tolerance from dcm2niix): ``slice_tolerance_mm`` bounds how far a slice may sit from a
     regular grid, ``in_plane_tolerance_mm`` how far ImagePositionPatient may move within the
     image plane before the series counts as sheared (gantry tilt), ``orientation_tolerance``
-    how far direction cosines may be from unit length, orthogonality and equality.
+    how far direction cosines may be from unit length, orthogonality and equality. ``tilt``:
+    ``correct`` resamples a series whose only findings are gantry tilt, uneven spacing or
+    missing slices onto a regular unsheared grid (:mod:`verse_etl.io.tilt`); ``report`` leaves
+    it unconverted.
     """
 
     annotation_dirs: tuple[str, ...] = ("annotation", "annotation_v2")
@@ -259,8 +262,16 @@ class MosmedParams:
     in_plane_tolerance_mm: float = 0.1
     orientation_tolerance: float = 0.01
     genant: GenantParams = field(default_factory=GenantParams)
+    # correct: a tilted or unevenly spaced series is resampled onto a regular grid (as
+    # dcm2niix's _Tilt_Eq); report: it is reported and not converted.
+    tilt: str = "correct"
 
     def __post_init__(self) -> None:
+        if self.tilt not in ("correct", "report"):
+            raise ParamsError(
+                f"params.yaml: mosmed.tilt is {self.tilt!r} (expected correct or report); "
+                "fix the value"
+            )
         dirs = (
             (self.annotation_dirs,)
             if isinstance(self.annotation_dirs, str)

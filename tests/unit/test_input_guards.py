@@ -20,6 +20,7 @@ from verse_etl.io.files import list_files
 from verse_etl.io.json_files import read_json
 from verse_etl.io.nifti import read_nifti_info
 from verse_etl.params import InputLimits
+from verse_etl.sources.mosmed import read_id_mapping
 
 
 def _refused(call, check: str) -> InputError:  # type: ignore[no-untyped-def]
@@ -135,3 +136,10 @@ def test_centroid_labels_are_never_coerced(tmp_path: Path, label: object) -> Non
     error = _refused(lambda: read_centroids(path, (10, 10, 10), np.eye(4), "RAS"), "centroid_label")
     assert "expected a whole number" in str(error)
     path.write_text(text.replace(json.dumps(label), "20.0") if label != 1e400 else "[]")
+
+
+def test_a_fifo_as_the_identifier_mapping_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "mapping.csv"
+    os.mkfifo(fifo)
+    error = _refused(lambda: read_id_mapping(fifo), "id_mapping")
+    assert "FIFO" in str(error)

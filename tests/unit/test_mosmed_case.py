@@ -264,7 +264,9 @@ def test_edge_cases_are_reported_as_expected(edge) -> None:
     for uid, verdict in manifest.verdicts:
         assert series.loc[uid, "verdict"] == verdict
         assert series.loc[uid, "is_volume"] == (verdict == "volume")
-        assert pd.isna(series.loc[uid, "store_path"]) == (verdict != "volume")
+        # A tilted series is resampled (mosmed.tilt = correct); others are stored only if clean.
+        converted = verdict in ("volume", "gantry_tilt")
+        assert pd.isna(series.loc[uid, "store_path"]) == (not converted)
     vertebrae = tables["mosmed_vertebrae"]
     got_matches = set(
         zip(vertebrae["folder"], vertebrae["release"], vertebrae["id_match"], strict=True)
@@ -278,7 +280,12 @@ def test_tilt_localizer_and_missing_slice_numbers(edge) -> None:
     tilted = series.loc[manifest.study("uid_not_found").decoy_series_uid]
     assert tilted["tilt_deg"] == pytest.approx(15.0, abs=1e-3)
     assert tilted["gantry_detector_tilt_deg"] == pytest.approx(15.0)
-    assert not tilted["consistent_in_plane_col"] and tilted["affine"] is None
+    assert not tilted["consistent_in_plane_col"] and not tilted["is_volume"]
+    # mosmed.tilt = correct: resampled onto an unsheared grid (no shear left in the affine).
+    assert tilted["correction"] == "tilt" and tilted["store_path"] is not None
+    m = np.reshape(tilted["affine"], (4, 4))[:3, :3]
+    m = m / np.linalg.norm(m, axis=0)
+    np.testing.assert_allclose(m.T @ m, np.eye(3), atol=1e-9)
     scouted = series.loc[manifest.study("old_identifiers").series_uid]
     assert (scouted["n_files"], scouted["n_localizers"]) == (scouted["n_slices"] + 1, 1)
     holed = series.loc[manifest.study("missing_slice").decoy_series_uid]

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from flows.progress import IngestProgress, heartbeat, source_bytes
+from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.io.files import SourceFile
 
 
@@ -30,7 +30,7 @@ def test_plain_lines_count_rate_and_eta_and_agree_with_the_total() -> None:
 
 
 def test_terminal_bar_runs_and_gives_back_the_log_consoles() -> None:
-    from flows.progress import _console_handlers
+    from verse_etl.flows.progress import _console_handlers
 
     before = [h.console for h in _console_handlers()]
     with IngestProgress(2, 10, print, terminal=True) as p:

@@ -38,6 +38,7 @@ from verse_etl.io.dicom import (
     SERIES_TAGS,
     SeriesReader,
     irregular_files,
+    read_slice_hu,
     scan_files,
     walk_files,
 )
@@ -47,6 +48,7 @@ from verse_etl.io.series_geometry import (
     check_series,
     store_slice_index,
 )
+from verse_etl.io.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
@@ -63,7 +65,7 @@ from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
-MOSMED_FORMAT = 4
+MOSMED_FORMAT = 5
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
 
 _NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
@@ -165,6 +167,7 @@ def _build_study(
         volumes,
         asdict(tolerances(params)),
         params.genant,
+        params.tilt,
         [asdict(m) for m in study.id_mappings],
         limits,
     )
@@ -178,7 +181,7 @@ def _build_study(
         return cached
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
     annotations = _read_annotations(study, root, result, limits)
-    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     if not study.has_images:
         for ann in annotations:
             _quarantine(
@@ -367,7 +370,7 @@ def _convert_series(
     annotations: list[AnnotationFile],
     result: CaseResult,
     limits: InputLimits,
-) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
+) -> dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
     scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
@@ -386,7 +389,7 @@ def _convert_series(
         is not None
     }
     source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
-    converted: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    converted: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     for uid in sorted(scan.series):
         headers = scan.series[uid]
         geometry = check_series(headers, tolerances(params))
@@ -402,28 +405,62 @@ def _convert_series(
                 f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
                 table="series",
             )
-        voxels = geometry.shape and int(np.prod(geometry.shape, dtype=np.int64))
-        if geometry.is_volume and voxels > limits.max_voxels:
+        grid = _tilt_grid(geometry, params)
+        shape = grid.shape if grid is not None else geometry.shape
+        voxels = shape and int(np.prod(shape, dtype=np.int64))
+        too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
+        if too_large:
             _quarantine(
                 result,
                 where,
                 "too_large",
-                f"series {uid} has {voxels} voxels {geometry.shape} (expected at most "
+                f"series {uid} has {voxels} voxels {shape} (expected at most "
                 f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
                 table="series",
                 fix="raise the limit if the series is real",
             )
             row["problems"] = f"too large: {voxels} voxels"
+            grid = None
         elif not geometry.is_volume:
+            done = (
+                f"resampled onto a regular unsheared grid ({', '.join(grid.corrections)}; "
+                "mosmed.tilt = correct)"
+                if grid is not None
+                else "not converted"
+            )
             _quarantine(
                 result,
                 where,
                 f"series_{geometry.verdict}",
-                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); "
-                "not converted",
+                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
                 table="series",
             )
-        else:
+        if grid is not None:
+            store = mosmed_store_path(out, study.folder, uid)
+            try:
+                with blame(root / where, f"resampling series {uid}"):
+                    digest, lo, hi = _write_corrected_store(
+                        store, geometry, grid, volumes, study.folder, uid
+                    )
+            except InputError as e:
+                _record(result, e, root, names, table="series")
+                row["problems"] += f"; pixel data: {e.problem}"
+                grid = None
+            else:
+                result.stores_written += 1
+                row.update(
+                    store_path=relative(store, out),
+                    voxel_xxh3=digest,
+                    hu_min=lo,
+                    hu_max=hi,
+                    affine=[float(v) for v in grid.affine.reshape(-1)],
+                    spacing_slice_mm=grid.slice_mm,
+                    correction=",".join(grid.corrections),
+                    acquired_positions_mm=[
+                        float(v) for v in (grid.acquired_positions() * [-1, -1, 1]).reshape(-1)
+                    ],
+                )
+        elif geometry.is_volume and not too_large:
             store = mosmed_store_path(out, study.folder, uid)
             try:
                 with blame(root / where, f"converting series {uid}"):
@@ -453,7 +490,7 @@ def _convert_series(
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
                 )
-        converted[uid] = (geometry, row)
+        converted[uid] = (geometry, row, grid)
         result.add("series", row)
     return converted
 
@@ -509,6 +546,8 @@ def _series_row(
         findings=",".join(geometry.findings),
         is_volume=False,
         problems="; ".join(geometry.problems),
+        correction=None,
+        acquired_positions_mm=None,
         annotated=False,
         store_path=None,
         voxel_xxh3=None,
@@ -541,6 +580,63 @@ def _write_store(
         reader = SeriesReader(geometry.slices)
         info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
     return info.voxel_xxh3, hu.minimum, hu.maximum
+
+
+_CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})
+"""Findings that resampling corrects: everything else about the series must be clean. Missing
+slices are lost data, not geometry: they are reported, never interpolated over."""
+
+
+def _tilt_grid(geometry: SeriesGeometry, params: MosmedParams) -> TiltGrid | None:
+    """The regular grid a sheared or irregular series is resampled to, or None (clean volume,
+    another problem, or mosmed.tilt = report)."""
+    if params.tilt != "correct" or geometry.is_volume or len(geometry.slices) < 3:
+        return None
+    if not geometry.findings or not set(geometry.findings) <= _CORRECTABLE:
+        return None
+    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm, params.slice_tolerance_mm)
+    return grid if grid.corrections else None
+
+
+def _write_corrected_store(
+    store: Path,
+    geometry: SeriesGeometry,
+    grid: TiltGrid,
+    volumes: VolumeParams,
+    folder: str,
+    uid: str,
+) -> tuple[str, float, float]:
+    """Resample the series onto ``grid`` slab by slab into its store (:mod:`verse_etl.io.tilt`);
+    return the voxel digest and the HU range."""
+    # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
+    # decoding pass for it (a slice at a time), then the resampling pass.
+    fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    attributes = {
+        "verse_etl": {
+            "source": SOURCE,
+            "folder": folder,
+            "series_uid": uid,
+            "affine": [[float(v) for v in row] for row in grid.affine],
+            "orientation": geometry.orientation,
+            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]
+            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
+            "columns along the row cosines, slices along the normal (no shear); affine maps "
+            "them to RAS+ mm",
+            "correction": list(grid.corrections),
+            "acquired_offset_px": list(grid.offset_px),
+        }
+    }
+    low, high = [np.inf], [-np.inf]
+
+    def hu_range(_k0: int, slab: np.ndarray) -> None:
+        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
+
+    slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
+    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
+        info = writer.write_array(
+            IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
+        )
+    return info.voxel_xxh3, float(low[0]), float(high[0])
 
 
 # -- annotations ----------------------------------------------------------------------------
@@ -639,7 +735,7 @@ def _add_vertebrae(
     result: CaseResult,
     study: MosmedStudy,
     annotations: list[AnnotationFile],
-    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]],
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]],
     root: Path,
     params: MosmedParams,
 ) -> None:
@@ -659,7 +755,7 @@ def _add_vertebrae(
             continue
         derived = {
             uid: len(geometry.slices)
-            for uid, (geometry, row) in series.items()
+            for uid, (geometry, row, _) in series.items()
             if row["series_uid_derived"]
         }
         uid, id_match = _match_series(ann, study, set(series), derived)
@@ -674,8 +770,8 @@ def _add_vertebrae(
                 table="mosmed_vertebrae",
             )
             continue
-        geometry, series_row = series[uid]
-        if not series_row["is_volume"]:
+        geometry, series_row, grid = series[uid]
+        if series_row["store_path"] is None:
             _quarantine(
                 result,
                 rel,
@@ -699,7 +795,8 @@ def _add_vertebrae(
             )
             continue
         rows = [
-            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row) for v in ann.vertebrae
+            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
+            for v in ann.vertebrae
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
@@ -789,10 +886,20 @@ def _vertebra_row(
     rel: str,
     geometry: SeriesGeometry,
     series_row: dict[str, Any],
+    grid: TiltGrid | None = None,
 ) -> dict[str, Any]:
     points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
-    slices = store_slice_index(points[:, 2], geometry)
-    world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+    shape = geometry.shape
+    if grid is None:
+        slices = store_slice_index(points[:, 2], geometry)
+        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+    else:
+        # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
+        # slice was acquired (IPP interpolated between slices), not on the resampled grid.
+        order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
+        world = grid.acquired_world(points, order)
+        slices = grid.store_index(world)[:, 2]
+        shape = grid.shape
     h_a, h_m, h_p = heights_mm(world)
     row: dict[str, Any] = {
         "folder": series_row["folder"],
@@ -805,9 +912,9 @@ def _vertebra_row(
         "id_match": id_match,
         "annotation_path": rel,
         "store_path": series_row["store_path"],
-        "series_rows": geometry.shape[0],
-        "series_columns": geometry.shape[1],
-        "series_slices": geometry.shape[2],
+        "series_rows": shape[0],
+        "series_columns": shape[1],
+        "series_slices": shape[2],
     }
     for i, name in enumerate(POINT_NAMES):
         row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])

@@ -71,6 +71,9 @@ def read_id_mapping(path: Path) -> tuple[IdMapping, ...]:
         If the file is missing, lacks a column of :data:`MAPPING_COLUMNS`, has an empty value,
         or maps one old folder to two current ones.
     """
+    special = special_file_error(path)
+    if special is not None:  # a FIFO would block the build before it starts
+        raise InputError(path, special.problem, special.fix, check="id_mapping")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
