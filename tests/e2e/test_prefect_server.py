@@ -101,9 +101,7 @@ def test_the_users_prefect_home_and_profile_are_respected(tmp_path: Path) -> Non
     (home / "profiles.toml").write_text(
         'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "http://team.invalid:4200/api"\n'
     )
-    probe = (
-        "from verse_etl.flows.server import configured_api, local_home; print(configured_api(), local_home())"
-    )
+    probe = "from verse_etl.flows.server import configured_api, local_home; print(configured_api(), local_home())"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
     with_home = subprocess.run(
         [sys.executable, "-c", probe],
@@ -118,7 +116,11 @@ def test_the_users_prefect_home_and_profile_are_respected(tmp_path: Path) -> Non
     project = tmp_path / "project"
     project.mkdir()
     without = subprocess.run(
-        [sys.executable, "-c", "from verse_etl.flows.server import local_home; print(local_home())"],
+        [
+            sys.executable,
+            "-c",
+            "from verse_etl.flows.server import local_home; print(local_home())",
+        ],
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=project,
         capture_output=True,

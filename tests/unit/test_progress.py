@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
+
 from verse_etl.io.files import SourceFile
 
 
