@@ -289,17 +289,17 @@ def release(
 
     Exits 1 without a tag when nothing changed since the previous release.
     """
-    from verse_etl.pipeline import lock_changed_since_release, previous_release
+    from verse_etl.pipeline import unchanged_release
     from verse_etl.release import release as make_release
 
     params = _params(params_file).build
     repo = Path.cwd()
-    if (repo / "dvc.lock").exists() and not lock_changed_since_release(repo):
+    previous = unchanged_release(repo) if (repo / "dvc.lock").exists() else None
+    if previous is not None:
         # Like `git commit` with nothing to commit: say so, make nothing, exit 1.
         console.print(
-            f"nothing to release: dvc.lock is the one released as {previous_release(repo)} "
-            f"(no output changed since); no tag made. Change sources or params, `dvc repro`, "
-            "then release."
+            f"nothing to release: dvc.lock is the one released as {previous} and nothing was "
+            "committed since; no tag made. Change sources or params, `dvc repro`, then release."
         )
         raise typer.Exit(1)
     with _reported():

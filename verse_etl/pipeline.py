@@ -41,6 +41,21 @@ def lock_changed_since_release(repo: Path) -> bool:
     return proc.returncode != 0 or proc.stdout != (repo / "dvc.lock").read_text(encoding="utf-8")
 
 
+def unchanged_release(repo: Path) -> str | None:
+    """The previous release tag if nothing changed since it: the same ``dvc.lock`` and no commit
+    after it (a commit, e.g. a new remote, is worth a release even with the same outputs)."""
+    previous = previous_release(repo)
+    if previous is None or lock_changed_since_release(repo):
+        return None
+    proc = subprocess.run(
+        ["git", "rev-list", "--count", f"{previous}..HEAD"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    return previous if proc.returncode == 0 and proc.stdout.strip() == "0" else None
+
+
 def release_tag(now: datetime | None = None) -> str:
     """A tag for a scheduled release, from the UTC time, e.g. ``v2026.11.23-0300``.
 
