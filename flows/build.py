@@ -26,13 +26,13 @@ from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
 from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
-from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
+from verse_etl.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
+from verse_etl.pruning import PruneDecision, settle_source
 from verse_etl.publish import (
     fetch_case_results,
     local_root,
-    prune_target,
     publish_results,
     publish_tables,
     run_case,
@@ -106,7 +106,17 @@ def mosmed_study_task(
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finish]:
+@dataclass(frozen=True)
+class _Submitted:
+    """One source's submitted cases, what to compute once they are done, and its folder."""
+
+    cases: list[_Case]
+    finish: Finish
+    root: str
+    found: bool  # the folder exists (else nothing was discovered, and nothing may be pruned)
+
+
+def _submit_source(source: str, params: BuildParams) -> _Submitted:
     """Discover one source and submit a task per case.
 
     Returns the futures and what to compute once the cases are done: for VerSe the dropped
@@ -115,9 +125,9 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
     """
     out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
-    if not root_text:
-        return [], lambda _: []
     root = Path(root_text)
+    if not root.is_dir():
+        return _Submitted([], lambda _: [], root_text, False)
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
@@ -125,7 +135,9 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
             _Case(run_scan.submit(scan, root, out, params), source, scan.scan_id, scan.ct, root)
             for scan in found.scans
         ]
-        return futures, lambda scans: source_results(found, root, scans, out)
+        return _Submitted(
+            futures, lambda scans: source_results(found, root, scans, out), root_text, True
+        )
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
@@ -139,7 +151,12 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
         )
         for s in studies
     ]
-    return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
+    return _Submitted(
+        futures,
+        lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs),
+        root_text,
+        True,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,15 +202,23 @@ def _task_error(file: Any, error: BaseException, case_timeout_s: int) -> InputEr
     )
 
 
-def _collect(
-    source_futures: dict[str, tuple[list[_Case], Finish]], params: BuildParams
-) -> list[CaseResult]:
-    """Wait for every case, log progress as cases finish, save and prune per source."""
+@dataclass(frozen=True)
+class Ingested:
+    """What ingestion did: the results of this build's cases (and derived results), and per
+    source what became of the cases an earlier build had and this one did not."""
+
+    results: list[CaseResult]
+    pruning: list[PruneDecision]
+
+
+def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Ingested:
+    """Wait for every case, log progress as cases finish, save and prune per source (only as
+    :func:`verse_etl.pruning.decide_pruning` allows)."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    total = sum(len(f) for f, _ in source_futures.values())
+    total = sum(len(s.cases) for s in source_futures.values())
     start = time.perf_counter()
-    cases = {c.future: c for cs, _ in source_futures.values() for c in cs}
+    cases = {c.future: c for s in source_futures.values() for c in s.cases}
     for done, future in enumerate(as_completed(list(cases)), start=1):
         result: CaseResult = cases[future].result(out, params.case_timeout_s)
         state = "built" if result.converted else "unchanged"
@@ -208,32 +233,54 @@ def _collect(
             time.perf_counter() - start,
         )
     results: list[CaseResult] = []
-    for source, (submitted, finish) in source_futures.items():
-        built = [c.result(out, params.case_timeout_s) for c in submitted]
-        derived = finish(built)
+    decisions: list[PruneDecision] = []
+    for source, submitted in source_futures.items():
+        built = [c.result(out, params.case_timeout_s) for c in submitted.cases]
+        derived = submitted.finish(built)
         mine = built + derived
         for result in derived:
             save_case_result(out, result)
         publish_results(params.out, out, derived)
-        prune_source(out, source, mine)
-        prune_target(params.out, source, mine)
+        decision, removed = settle_source(
+            params.out,
+            out,
+            source,
+            submitted.root,
+            submitted.found,
+            mine,
+            params.prune,
+            params.prune_max_loss,
+        )
+        decisions.append(decision)
+        if decision.noteworthy:
+            (logger.info if decision.prune else logger.warning)("%s", decision.reason)
+        for path in removed:
+            logger.info("%s: removed (%s)", path, "pruned" if decision.prune else "leftover")
         results += mine
-    return results
+    return Ingested(results, decisions)
 
 
 @flow(name="verse-etl-ingest", validate_parameters=False)
-def ingest(sources: tuple[str, ...], params: BuildParams) -> list[CaseResult]:
-    """Convert every case of ``sources`` to stores and saved case results."""
+def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
+    """Convert every case of the given ``sources`` to stores and saved case results.
+
+    A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
+    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.pruning`).
+    """
     logger = get_run_logger()
-    submitted = {source: _submit_source(source, params) for source in sources}
-    for source, (futures, _) in submitted.items():
-        logger.info("%s: %d cases submitted", source, len(futures))
-    results = _collect(submitted, params)
+    given = tuple(s for s in sources if getattr(params.sources, s))
+    for source in sorted(set(sources) - set(given)):
+        logger.info("%s: no source folder given; its outputs are kept as they are", source)
+    submitted = {source: _submit_source(source, params) for source in given}
+    for source, sub in submitted.items():
+        logger.info("%s: %d cases submitted", source, len(sub.cases))
+    ingested = _collect(submitted, params)
+    results = ingested.results
     built = sum(r.converted for r in results)
     logger.info(
         "ingested %d cases: %d built, %d unchanged", len(results), built, len(results) - built
     )
-    return results
+    return ingested
 
 
 def tables(params: BuildParams) -> BuildSummary:
@@ -259,7 +306,8 @@ def tables(params: BuildParams) -> BuildSummary:
 @flow(name="verse-etl-build", validate_parameters=False)
 def build_dataset(params: BuildParams) -> BuildSummary:
     """Ingest every source, then assemble the tables (what ``verse-etl build`` runs)."""
-    results = ingest.fn(SOURCES, params)
+    ingested = ingest.fn(SOURCES, params)
+    results = ingested.results
     summary = tables(params)
     built = sum(r.converted for r in results)
     return BuildSummary(
@@ -268,6 +316,7 @@ def build_dataset(params: BuildParams) -> BuildSummary:
             "converted": built,
             "reused": len(results) - built,
             "stores_written": sum(r.stores_written for r in results),
+            "pruning": {d.source: d.reason for d in ingested.pruning if d.noteworthy},
         }
     )
 
@@ -309,7 +358,7 @@ def run_ingest(
     runner: str = "threads",
     dask_address: str | None = None,
     wait: float = 0.0,
-) -> list[CaseResult]:
+) -> Ingested:
     """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
     with workspace_lock(local_root(params.out, params.work), timeout=wait):
         return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(

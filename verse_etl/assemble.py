@@ -119,6 +119,9 @@ class BuildSummary:
     quarantined: int
     failing: int  # quarantine records whose check is set to "raise"
     checks_failed: dict[str, int] = field(default_factory=dict)
+    # Per source given to the build: what became of cases an earlier build had and this one did
+    # not (pruned, or kept and why; see verse_etl.pruning).
+    pruning: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Deterministic JSON (the DVC metrics file)."""

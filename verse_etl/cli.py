@@ -121,6 +121,14 @@ WaitOption = Annotated[
     float,
     typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
 ]
+PruneOption = Annotated[
+    bool,
+    typer.Option(
+        "--prune",
+        help="Delete the outputs of cases no longer in a given source (each is logged); never "
+        "for a source left out, a missing folder, or more than build.prune_max_loss of its cases.",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -137,9 +145,12 @@ def _build_params(
     out: str | None,
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
+    prune: bool = False,
 ) -> BuildParams:
     with _reported():
         params = _params(params_file).build
+        if prune:
+            params = replace(params, prune=True)
         if verse is not None or mosmed is not None:
             params = replace(
                 params,
@@ -187,6 +198,8 @@ def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool 
         else f"tables from {summary.cases} ingested cases"
     )
     Console().print(f"{cases}; quarantined records: {summary.quarantined}")
+    for reason in summary.pruning.values():
+        Console().print(f"pruning: {reason}")
 
 
 @app.command()
@@ -210,9 +223,10 @@ def build(
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
+    prune: PruneOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping)
+    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
     from flows.build import run_build
 
     start = time.perf_counter()
@@ -230,6 +244,7 @@ def ingest(
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
+    prune: PruneOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.outputs import SOURCES
@@ -238,18 +253,22 @@ def ingest(
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
     from flows.build import run_ingest
 
     start = time.perf_counter()
     with _reported():
-        results = run_ingest(tuple(sources), params, runner, dask_address, wait)
+        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
+    results = ingested.results
     built = sum(r.converted for r in results)
     Console().print(
         f"ingested {', '.join(sources)} in {time.perf_counter() - start:.1f} s: {len(results)} cases "
         f"({built} built, {len(results) - built} unchanged), "
         f"{sum(len(r.quarantine) for r in results)} quarantined records"
     )
+    for decision in ingested.pruning:
+        if decision.noteworthy:
+            Console().print(f"pruning: {decision.reason}")
 
 
 @app.command("tables")

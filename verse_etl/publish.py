@@ -102,6 +102,33 @@ def prune_target(out: str, source: str, results: Sequence[CaseResult]) -> list[s
     return deleted
 
 
+def saved_case_names(out: str, source: str) -> list[str]:
+    """Names of the case results of ``source`` saved at ``out`` (a folder or a URL)."""
+    if is_url(out):
+        listed = Target(out).list(f"{CASES_DIR}/{source}")
+        return sorted(rel.rsplit("/", 1)[-1] for rel in listed if rel.endswith(".json"))
+    folder = Path(out) / CASES_DIR / source
+    return sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def load_saved_results(out: str, work: Path, source: str, names: Sequence[str]) -> list[CaseResult]:
+    """The saved case results ``names`` of ``source`` (fetched into ``work`` for a URL ``out``);
+    one of an older format is left out (its rows are rebuilt when the case comes back)."""
+    results = []
+    for name in names:
+        rel = f"{CASES_DIR}/{source}/{name}"
+        local = work / rel if is_url(out) else Path(out) / rel
+        if is_url(out) and not Target(out).fetch(rel, local):
+            continue
+        try:
+            result = CaseResult.from_json(local.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            result = None
+        if result is not None:
+            results.append(result)
+    return results
+
+
 def fetch_case_results(out: str, work: Path) -> Path:
     """The folder to assemble tables from: ``out`` itself, or ``work`` holding a fresh copy of
     every case result on the target."""

@@ -43,6 +43,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     # the spreadsheet and the graded scans' labels, not on the volumes, so it is reused.
     assert "5 cases (4 built, 1 unchanged)" in third and "1 cases (1 built, 0 unchanged)" in third
 
+    before = json.loads((project / "data" / "build" / "metrics.json").read_text())
     # A changed VerSe source (one scan fewer) reruns VerSe ingestion and the tables only, and
     # ingestion converts nothing: the remaining scans are unchanged.
     copy = project / "verse-copy"
@@ -52,7 +53,10 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     set_param(project, "sources", "verse", "verse-copy")
     fourth = run(["dvc", "repro"], project)
     assert stages_run(fourth) == {"ingest@verse", "tables", "report"}, fourth
+    assert "pruning 1 case(s) no longer in verse-copy: gl003" in fourth
     assert "4 cases (0 built, 4 unchanged)" in fourth  # 3 scans + the grades (gl003 is not graded)
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 3
+    # ingest@verse ran alone: every MosMed row is still there.
+    assert metrics["rows"]["series"] == before["rows"]["series"] > 0
     assert not (project / "data" / "build" / "volumes" / "verse" / "gl003.zarr").exists()

@@ -114,7 +114,8 @@ def test_rerun_reuses_what_is_on_s3_and_prunes_a_removed_case(built, s3) -> None
     assert gone.scan_id == (src / gone.ct).parent.name.removeprefix("sub-")
     shutil.rmtree((src / gone.ct).parent)
     shutil.rmtree((src / gone.mask).parent)
-    third = run_build(replace(params, workers=1))
+    third = run_build(replace(params, workers=1, prune=True))  # pruning is asked for
+    assert third.pruning["verse"].startswith(f"pruning 1 case(s) no longer in {src}")
     s3.invalidate_cache()
     assert not s3.exists(f"{PREFIX}/volumes/verse/{gone.scan_id}.zarr/zarr.json")
     assert not s3.exists(f"{PREFIX}/cases/verse/{gone.scan_id}.json")

@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry import apply_affine
-from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.hashing import case_code_identity, fingerprint, sha256_file
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
     SERIES_TAGS,
@@ -145,7 +144,7 @@ def _build_study(
         write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
         return result
     key = fingerprint(
-        __version__,
+        case_code_identity("verse_etl.cases.mosmed"),
         MOSMED_FORMAT,
         hashes,
         volumes,

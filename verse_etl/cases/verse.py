@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from verse_etl import __version__
 from verse_etl.cases.seal import seal_case
 from verse_etl.centroids import Centroid, CentroidFile, read_centroids
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
-from verse_etl.hashing import fingerprint
+from verse_etl.hashing import case_code_identity, fingerprint
 from verse_etl.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.io.files import SourceFile
 from verse_etl.io.nifti import NiftiInfo, NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
@@ -128,7 +127,9 @@ def _build_scan(
         "min_island_voxels": checks.min_island_voxels,
         "geometry_tolerance_mm": checks.geometry_tolerance_mm,
     }
-    key = fingerprint(__version__, hashes, volumes, identity, case_checks)
+    key = fingerprint(
+        case_code_identity("verse_etl.cases.verse"), hashes, volumes, identity, case_checks
+    )
     store = verse_store_path(out, scan.scan_id)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
