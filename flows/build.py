@@ -29,7 +29,7 @@ from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
-from verse_etl.pruning import PruneDecision, settle_source
+from verse_etl.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish import (
     fetch_case_results,
     local_root,
@@ -292,8 +292,12 @@ def tables(params: BuildParams) -> BuildSummary:
         After all tables are written, if any record failed a check whose mode is ``raise``.
     """
     out = fetch_case_results(params.out, local_root(params.out, params.work))
-    summary = assemble(load_case_results(out), out, params.checks)
-    write_card(out, params)
+    summary = assemble(
+        load_case_results(out),
+        out,
+        params.checks,
+        before_switch=lambda generation: write_card(generation, params),
+    )
     publish_tables(params.out, out)
     if summary.failing:
         raise BuildFailed(
@@ -309,6 +313,10 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     ingested = ingest.fn(SOURCES, params)
     results = ingested.results
     summary = tables(params)
+    # The new tables are published: stores only the old ones pointed at can go now.
+    logger = get_run_logger()
+    for path in collect_garbage_after_switch(params):
+        logger.info("%s: removed (no longer published)", path)
     built = sum(r.converted for r in results)
     return BuildSummary(
         **{

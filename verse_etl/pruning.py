@@ -22,10 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from verse_etl.outputs import prune_source
+from verse_etl.generations import collect_garbage, published_store_paths
+from verse_etl.outputs import SOURCES, load_case_results, prune_source
+from verse_etl.params import BuildParams
 from verse_etl.paths import case_result_name
 from verse_etl.publish import load_saved_results, prune_target, saved_case_names
 from verse_etl.records import CaseResult
+from verse_etl.targets import Target, is_url
 
 DERIVED_CASE_IDS: tuple[str, ...] = ("_discovery", "_duplicates")
 """Results a source computes as a whole on every build that hold only quarantine records about
@@ -169,6 +172,29 @@ def settle_source(
     keep = list(results)
     if not decision.prune:
         keep += load_saved_results(out, work, source, decision.stale)
-    removed = [str(p) for p in prune_source(work, source, keep)]
-    removed += prune_target(out, source, keep)
+    # Stores the published tables point at stay until new tables replace them.
+    published = _published(out, work)
+    removed = [str(p) for p in prune_source(work, source, keep, published)]
+    removed += prune_target(out, source, keep, published)
     return decision, removed
+
+
+def _published(out: str, work: Path) -> set[str]:
+    if not is_url(out):
+        return published_store_paths(work)
+    target = Target(out)
+    return published_store_paths(target.root, target.fs)
+
+
+def collect_garbage_after_switch(params: BuildParams) -> list[str]:
+    """Once new tables are published, delete the stores of the sources given to the build that
+    neither they nor a saved case result point at (the old generation's). Returns the paths."""
+    from verse_etl.publish import local_root
+
+    sources = [s for s in SOURCES if getattr(params.sources, s)]
+    work = local_root(params.out, params.work)
+    if not is_url(params.out):
+        return [str(p) for p in collect_garbage(work, sources, load_case_results(work, sources))]
+    results = load_case_results(work, sources)  # fetched from the target by the tables step
+    published = _published(params.out, work)
+    return [r for s in sources for r in prune_target(params.out, s, results, published)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from verse_etl.outputs import remove_path, store_paths
@@ -78,14 +78,17 @@ def publish_results(out: str, work: Path, results: Sequence[CaseResult]) -> None
         target.put_file(path, _rel(path, work))
 
 
-def prune_target(out: str, source: str, results: Sequence[CaseResult]) -> list[str]:
-    """Delete case results and stores of ``source`` on the target that this build did not produce
-    (the object-store twin of :func:`verse_etl.outputs.prune_source`). Returns what was deleted."""
+def prune_target(
+    out: str, source: str, results: Sequence[CaseResult], published: Iterable[str] = ()
+) -> list[str]:
+    """Delete case results and stores of ``source`` on the target that ``results`` do not hold
+    and the published tables (``published``) do not point at (the object-store twin of
+    :func:`verse_etl.outputs.prune_source`). Returns what was deleted."""
     if not is_url(out):
         return []
     target = Target(out)
     keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}
-    keep_stores = set(store_paths(results))
+    keep_stores = set(store_paths(results)) | set(published)
     deleted = [
         rel
         for rel in target.list(f"{CASES_DIR}/{source}")

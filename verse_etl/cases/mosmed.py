@@ -323,7 +323,7 @@ def _convert_series(
                 table="series",
             )
         else:
-            store = mosmed_store_path(out, study.folder, uid)
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
             try:
                 with blame(root / where, f"converting series {uid}"):
                     digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)

@@ -130,7 +130,7 @@ def _build_scan(
     key = fingerprint(
         case_code_identity("verse_etl.cases.verse"), hashes, volumes, identity, case_checks
     )
-    store = verse_store_path(out, scan.scan_id)
+    store = verse_store_path(out, scan.scan_id, key)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
     if cached is not None and (store_exists(store) or not cached.rows.get("scans")):
@@ -227,7 +227,7 @@ def _convert(
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
     depth = layout(ct.shape, volumes)[1][2]
-    store = verse_store_path(out, scan.scan_id)
+    store = verse_store_path(out, scan.scan_id, key)
 
     def ct_stats(_k0: int, slab: np.ndarray) -> None:
         hu.add(slab)
