@@ -1,90 +1,421 @@
-"""Orchestration overhead of a build: the library alone vs the same cases through the Prefect flow.
+"""Whole-build throughput on real-size data: the build against the converter alone, and rebuilds.
 
-Prints wall-clock seconds for (a) generating the sample, (b) building every case and the tables
-with plain function calls, (c) the same build through `flows.build.run_build` on the temporary
-local Prefect server (start-up included), and the overhead (c - b) as a share of (c).
+Generates (once, kept in ``--work``) a real-size sample with ``verse-etl sample --size real``:
+``--verse-cases`` VerSe scans (CT and vertebra mask, 512 x 512 x 200-500 and float64 or uint8
+masks as in the releases) and ``--mosmed-studies`` MosMed studies (a thin series and its 5 mm
+decoy each). Then, for each worker count of ``--workers`` (threads, as ``verse-etl build``
+runs) and on the Dask runner, it prints in one run:
 
-    python benchmarks/build.py [--size small] [--verse-cases 6] [--mosmed-studies 2]
+- MB/s of uncompressed source voxels (CT and MosMed int16, masks in their stored dtype) for the
+  whole build: ``verse-etl build`` (cases and tables) then ``verse-etl report``, each a fresh
+  process as a user runs them;
+- the ceiling: the same volumes converted by the converter alone (readers -> StoreWriter with
+  the pyramid, digest and verification, no statistics, no rows), in one process with as many
+  threads as workers (imports excluded);
+- the overhead of the build over that ceiling, split into discovery + hashing (sha256 of every
+  source file), per-case rows and checks (what the cases do beyond hashing and the conversion
+  alone: HU histogram, label statistics, centroids, DICOM headers and geometry, rows, results
+  saved), orchestration (the CLI build's wall time beyond the same build made with plain
+  library calls: process start, imports, the Prefect server and task runs), tables and
+  report. The split comes from the same build made in this process with timers (hashing and
+  the case phase), so its parts are measured in another run than the CLI total; the
+  orchestration part is their difference and carries the noise of shared cores;
+- the peak memory of the whole process tree (every process the CLI starts, Prefect server and
+  Dask workers included; see ``benchmarks/peak_memory.py``);
+- with the first worker count of ``--rebuild-workers``: the rebuild after one scan's centroid
+  file changed (its sha256, hence its case, changes) and the rerun with nothing changed, both
+  against the full build.
+
+Every figure is printed with the load average: other jobs share these cores, so wall-clock
+figures are disturbed; ``--runs`` > 1 keeps the best of several runs.
+
+    python benchmarks/build.py [--work /tmp/verse-etl-build] [--verse-cases 12]
+        [--mosmed-studies 4] [--workers 1 2] [--no-dask] [--clean]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shutil
-import tempfile
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+
+from peak_memory import TreeSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1e6
+TARGETS = {"overhead": 0.20, "rebuild": 0.05, "rerun": 0.02}
+
+
+def load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cli(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def environment(work: Path) -> dict[str, str]:
+    """The CLI's environment: Prefect's home in the work folder, no analytics (as the Makefile)."""
+    return {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+
+# -- the sample ---------------------------------------------------------------------------------
+
+
+def generate(src: Path, args: argparse.Namespace) -> None:
+    if (src / "verse").is_dir() and (src / "mosmed").is_dir():
+        return
+    start = time.perf_counter()
+    subprocess.run(
+        [cli("verse-etl"), "sample", "--out", str(src), "--size", args.size,
+         "--verse-cases", str(args.verse_cases), "--mosmed-studies", str(args.mosmed_studies),
+         "--overwrite"],
+        check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    print(f"generated the sample in {time.perf_counter() - start:.0f} s (not part of any figure)")
+
+
+# -- the converter alone ------------------------------------------------------------------------
+
+
+def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]], float]:
+    """One conversion per volume the build converts (CT, mask, each clean DICOM series), as the
+    converter alone runs it, and the MB of uncompressed source voxels."""
+    import numpy as np
+
+    from verse_etl.io.dicom import SeriesReader, scan_files
+    from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
+    from verse_etl.io.series_geometry import check_series
+    from verse_etl.sources.mosmed import discover_mosmed
+    from verse_etl.sources.verse import discover_verse_sources
+    from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
+
+    volumes = params.volumes  # type: ignore[attr-defined]
+    jobs: list[Callable[[Path], None]] = []
+    voxels = 0.0
+
+    for scan in discover_verse_sources(src / "verse").scans:
+        ct = read_nifti_info(scan.ct)
+        mask = read_nifti_info(scan.mask) if scan.mask else None
+        voxels += np.prod(ct.shape) * ct.dtype.itemsize
+        voxels += np.prod(mask.shape) * mask.dtype.itemsize if mask else 0
+
+        def verse(out: Path, ct=ct, mask=mask, name=scan.scan_id) -> None:
+            with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=ct.affine) as writer:
+                reader = NiftiVoxelReader(ct)
+                writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader)
+                if mask is not None:
+                    slabs = iter_nifti_slabs(mask, slab_depth(mask.shape, mask.dtype))
+                    labels = as_labels(slabs, mask.path)
+                    writer.write_array(LABELS_PATH, mask.shape, np.dtype(np.uint8), labels)
+
+        jobs.append(verse)
+
+    mosmed = params.mosmed  # type: ignore[attr-defined]
+    for study in discover_mosmed(src / "mosmed", mosmed.annotation_dirs):
+        files = sorted(p for p in study.dicom_dir.rglob("*") if p.is_file())
+        for uid, headers in scan_files(files).series.items():
+            geometry = check_series(headers)
+            if not geometry.is_volume:
+                continue
+            voxels += np.prod(geometry.shape) * 2
+
+            def series(out: Path, geometry=geometry, name=f"{study.folder}-{uid}") -> None:
+                with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=geometry.affine) as w:
+                    reader = SeriesReader(geometry.slices)
+                    w.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader)
+
+            jobs.append(series)
+    return jobs, voxels / MB
+
+
+def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> float:
+    """Wall seconds to run every conversion on ``workers`` threads (largest first)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda job: job(out), jobs))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
+
+
+# -- the build with plain library calls and timers ----------------------------------------------
+
+
+@contextmanager
+def timed_hashing(seconds: Counter) -> Iterator[None]:
+    """Add the wall time of every source-file sha256 (both sources) to ``seconds['hashing']``."""
+    import verse_etl.cases.mosmed as mosmed_case
+    from verse_etl.io.files import SourceFile
+
+    lock = threading.Lock()
+
+    def timer(function: Callable) -> Callable:
+        def timed(*args: object) -> object:
+            start = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                with lock:
+                    seconds["hashing"] += time.perf_counter() - start
+
+        return timed
+
+    saved = SourceFile.sha256, mosmed_case.sha256_file
+    SourceFile.sha256 = timer(saved[0])  # type: ignore[method-assign]
+    mosmed_case.sha256_file = timer(saved[1])
+    try:
+        yield
+    finally:
+        SourceFile.sha256, mosmed_case.sha256_file = saved  # type: ignore[method-assign]
+
+
+def library_build(params: object, workers: int) -> dict[str, float]:
+    """The build of ``verse-etl build`` made with plain calls: discovery, the cases on
+    ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
+    from flows.build import tables
+    from verse_etl.cases.mosmed import build_mosmed_study
+    from verse_etl.cases.mosmed import source_results as mosmed_results
+    from verse_etl.cases.verse import build_verse_scan, source_results
+    from verse_etl.outputs import save_case_result
+    from verse_etl.sources.mosmed import discover_mosmed
+    from verse_etl.sources.verse import discover_verse_sources
+
+    p = params
+    out, verse_root, mosmed_root = Path(p.out), Path(p.sources.verse), Path(p.sources.mosmed)  # type: ignore[attr-defined]
+    shutil.rmtree(out, ignore_errors=True)
+    seconds: Counter = Counter()
+    start = time.perf_counter()
+    found = discover_verse_sources(verse_root)
+    studies = discover_mosmed(mosmed_root, p.mosmed.annotation_dirs)  # type: ignore[attr-defined]
+    seconds["discovery"] = time.perf_counter() - start
+    cases: list[Callable[[], object]] = [
+        (lambda s=s: build_verse_scan(s, verse_root, out, p.volumes, p.checks))  # type: ignore[attr-defined]
+        for s in found.scans
+    ] + [
+        (lambda s=s: build_mosmed_study(s, mosmed_root, out, p.volumes, p.mosmed))  # type: ignore[attr-defined]
+        for s in studies
+    ]
+    with timed_hashing(seconds):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda case: case(), cases))
+        seconds["cases"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scans = results[: len(found.scans)]
+    derived = source_results(found, verse_root, scans, out) + mosmed_results(
+        mosmed_root,
+        p.mosmed.annotation_dirs,  # type: ignore[attr-defined]
+    )
+    for result in derived:
+        save_case_result(out, result)
+    seconds["sources"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tables(p)  # type: ignore[arg-type]
+    seconds["tables"] = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return dict(seconds)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(command: list[str], env: dict[str, str]) -> tuple[float, TreeSampler]:
+    """Run a CLI command to the end; its wall seconds and the memory of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    with TreeSampler(proc.pid) as tree:
+        _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return seconds, tree
+
+
+def cli_build(
+    src: Path, out: Path, workers: int, runner: str, env: dict[str, str]
+) -> dict[str, float]:
+    """``verse-etl build`` then ``verse-etl report`` on ``out``: seconds and tree peaks."""
+    build = [
+        cli("verse-etl"), "build", "--params", str(ROOT / "params.yaml"),
+        "--verse", str(src / "verse"), "--mosmed", str(src / "mosmed"), "--out", str(out),
+        "--workers", str(workers), "--runner", runner,
+    ]  # fmt: skip
+    t_build, tree_build = run_cli(build, env)
+    t_report, tree_report = run_cli([cli("verse-etl"), "report", "--out", str(out)], env)
+    return {
+        "build": t_build,
+        "report": t_report,
+        "pss": max(tree_build.peak_pss_mb, tree_report.peak_pss_mb),
+        "hwm_sum": max(tree_build.peak_hwm_sum_mb, tree_report.peak_hwm_sum_mb),
+        "processes": tree_build.processes,
+    }
+
+
+# -- main ---------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="small")
-    parser.add_argument("--verse-cases", type=int, default=6)
-    parser.add_argument("--mosmed-studies", type=int, default=2)
-    parser.add_argument(
-        "--workers", type=int, default=1, help="flow workers (1 compares like for like)"
-    )
+    parser.add_argument("--work", type=Path, default=Path("/tmp/verse-etl-build"))
+    parser.add_argument("--verse-cases", type=int, default=12)
+    parser.add_argument("--mosmed-studies", type=int, default=4)
+    parser.add_argument("--size", default="real")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rebuild-workers", type=int, default=2)
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask runner")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each measurement; best kept")
+    parser.add_argument("--clean", action="store_true", help="delete --work at the end")
     args = parser.parse_args()
+    src = args.work / "src"
+    args.work.mkdir(parents=True, exist_ok=True)
+    env = environment(args.work)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFECT_", "DO_NOT"))})
+    generate(src, args)
 
-    import flows  # noqa: F401  (sets the Prefect environment defaults before Prefect loads)
-    from verse_etl.assemble import assemble
-    from verse_etl.cases.mosmed import build_mosmed_study
-    from verse_etl.cases.verse import build_verse_scan
-    from verse_etl.params import BuildParams, SourceParams
-    from verse_etl.sample import write_sample
-    from verse_etl.sources.mosmed import discover_mosmed
-    from verse_etl.sources.verse import discover_verse
+    from verse_etl.params import load_params
 
-    work = Path(tempfile.mkdtemp(prefix="verse-etl-bench-"))
+    base = load_params(ROOT / "params.yaml").build
+    base = dataclasses.replace(
+        base,
+        sources=dataclasses.replace(base.sources, verse=str(src / "verse"), mosmed=str(src / "mosmed")),
+    )  # fmt: skip
+    jobs, voxel_mb = volume_jobs(src, base)
+    print(
+        f"{os.cpu_count()} cores; sample: {args.verse_cases} VerSe scans + {args.mosmed_studies} "
+        f"MosMed studies ({args.size}), {len(jobs)} conversions, {voxel_mb:.0f} MB of "
+        f"uncompressed source voxels\nwall-clock seconds, best of {args.runs}; load average "
+        f"(1, 5, 15 min) printed with each figure (other jobs share the cores)\n"
+        f"tree memory: the largest sum of Pss over the CLI's processes at one sample (every "
+        f"0.2 s), and the sum of each process's own VmHWM (an upper bound)"
+    )
+
+    def best(key: str, measure: Callable[..., dict[str, float]], *a: object) -> dict[str, float]:
+        return min((measure(*a) for _ in range(args.runs)), key=lambda r: r[key])
+
+    def fresh_build(out: Path, workers: int, runner: str) -> dict[str, float]:
+        shutil.rmtree(out, ignore_errors=True)
+        return cli_build(src, out, workers, runner, env)
+
+    configs = [("threads", w) for w in args.workers] + ([] if args.no_dask else [("dask", 2)])
+    rows: list[dict[str, object]] = []
+    misses: list[str] = []
+    ceilings: dict[int, float] = {}
+    for runner, workers in configs:
+        params = dataclasses.replace(base, workers=workers, out=str(args.work / "lib"))
+        if workers not in ceilings:
+            ceilings[workers] = min(
+                run_ceiling(jobs, args.work / "ceiling", workers) for _ in range(args.runs)
+            )
+            print(f"\nconverter alone, {workers} thread(s): {ceilings[workers]:6.1f} s "
+                  f"= {voxel_mb / ceilings[workers]:5.0f} MB/s  (load {load()})")  # fmt: skip
+        ceiling = ceilings[workers]
+        lib = best("cases", library_build, params, workers) if runner == "threads" else {}
+        out = args.work / f"out-{runner}-{workers}"
+        full = best("build", fresh_build, out, workers, runner)
+        total = full["build"] + full["report"]
+        print(
+            f"\n{runner}, {workers} worker(s): build {full['build']:.1f} s + report "
+            f"{full['report']:.1f} s = {total:.1f} s = {voxel_mb / total:.0f} MB/s of voxels "
+            f"(ceiling {voxel_mb / ceiling:.0f} MB/s)  (load {load()})"
+        )
+        print(
+            f"  peak memory of the process tree: {full['pss']:.0f} MB Pss "
+            f"(upper bound {full['hwm_sum']:.0f} MB; {full['processes']} processes)"
+        )
+        overhead = total - ceiling
+        print(f"  overhead over the ceiling: {overhead:.1f} s = {overhead / ceiling:.0%} of it")
+        if lib:
+            hashing = lib.get("hashing", 0.0) / workers  # summed over the worker threads
+            lib_total = lib["discovery"] + lib["cases"] + lib["sources"] + lib["tables"]
+            parts = {
+                "discovery + hashing": lib["discovery"] + hashing,
+                "per-case rows and checks": lib["cases"] - hashing - ceiling + lib["sources"],
+                "orchestration (CLI build - library build)": full["build"] - lib_total,
+                "tables": lib["tables"],
+                "report": full["report"],
+            }
+            for name, value in parts.items():
+                print(f"    {name:44s} {value:6.1f} s  {value / ceiling:5.0%} of the ceiling")
+            print(
+                f"    (library build: discovery {lib['discovery']:.1f} s, cases "
+                f"{lib['cases']:.1f} s of which sha256 {hashing:.1f} s per worker, tables "
+                f"{lib['tables']:.1f} s)"
+            )
+        ok = overhead <= TARGETS["overhead"] * ceiling
+        print(f"  {'PASS' if ok else 'MISS'}  overhead <= 20% of the ceiling")
+        if not ok:
+            misses.append(f"{runner} {workers}: overhead {overhead / ceiling:.0%} of the ceiling")
+        rows.append({"runner": runner, "workers": workers, "total": total, "ceiling": ceiling})
+
+        if runner == "threads" and workers == args.rebuild_workers:
+            rebuild_and_rerun(src, out, workers, env, total, misses)
+        shutil.rmtree(out, ignore_errors=True)
+
+    scaling = {r["workers"]: r for r in rows if r["runner"] == "threads"}
+    if 1 in scaling and 2 in scaling:
+        build_speedup = scaling[1]["total"] / scaling[2]["total"]  # type: ignore[operator]
+        ceiling_speedup = scaling[1]["ceiling"] / scaling[2]["ceiling"]  # type: ignore[operator]
+        print(
+            f"\nscaling 1 -> 2 workers: build x{build_speedup:.2f}, converter x{ceiling_speedup:.2f}"
+        )
+    print(f"\nload average at the end: {load()}")
+    if misses:
+        print("missed targets:\n  " + "\n  ".join(misses))
+    if args.clean:
+        shutil.rmtree(args.work, ignore_errors=True)
+
+
+def rebuild_and_rerun(
+    src: Path, out: Path, workers: int, env: dict[str, str], full: float, misses: list[str]
+) -> None:
+    """Rerun with nothing changed, then with one scan's centroid file changed; restore it."""
+    rerun = cli_build(src, out, workers, "threads", env)
+    t_rerun = rerun["build"] + rerun["report"]
+    from verse_etl.sources.verse import discover_verse_sources
+
+    scan = next(s for s in discover_verse_sources(src / "verse").scans if s.centroids)
+    path = scan.centroids.path
+    original = path.read_bytes()
     try:
-        start = time.perf_counter()
-        write_sample(
-            work / "src",
-            verse_cases=args.verse_cases,
-            mosmed_studies=args.mosmed_studies,
-            size=args.size,
-        )
-        t_sample = time.perf_counter() - start
-
-        params = BuildParams(
-            out=str(work / "plain"),
-            sources=SourceParams(
-                verse=str(work / "src" / "verse"), mosmed=str(work / "src" / "mosmed")
-            ),
-            workers=args.workers,
-        )
-        start = time.perf_counter()
-        verse_root, mosmed_root, out = (
-            Path(params.sources.verse),
-            Path(params.sources.mosmed),
-            Path(params.out),
-        )
-        results = [
-            build_verse_scan(s, verse_root, out, params.volumes) for s in discover_verse(verse_root)
-        ]
-        results += [
-            build_mosmed_study(s, mosmed_root, out, params.volumes)
-            for s in discover_mosmed(mosmed_root)
-        ]
-        assemble(results, out, params.checks)
-        t_plain = time.perf_counter() - start
-
-        from flows.build import run_build
-
-        start = time.perf_counter()
-        summary = run_build(BuildParams(**{**params.__dict__, "out": str(work / "flow")}))
-        t_flow = time.perf_counter() - start
+        path.write_bytes(original + b"\n")  # same centroids, other bytes: the case is rebuilt
+        rebuild = cli_build(src, out, workers, "threads", env)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    print(
-        f"sample ({args.size}, {args.verse_cases} VerSe + {args.mosmed_studies} MosMed): {t_sample:6.1f} s"
-    )
-    print(f"library only, serial:                    {t_plain:6.1f} s")
-    print(
-        f"Prefect flow, {args.workers} workers, server start-up: {t_flow:6.1f} s  (rows {summary.rows})"
-    )
-    print(f"orchestration overhead (flow - library):  {t_flow - t_plain:6.1f} s")
+        path.write_bytes(original)
+    t_rebuild = rebuild["build"] + rebuild["report"]
+    for name, seconds, run, target in (
+        ("no-change rerun", t_rerun, rerun, "rerun"),
+        (f"rebuild after {scan.scan_id}'s centroids changed", t_rebuild, rebuild, "rebuild"),
+    ):
+        ok = seconds <= TARGETS[target] * full
+        print(
+            f"  {name}: {seconds:.1f} s (build {run['build']:.1f} + report {run['report']:.1f}) "
+            f"= {seconds / full:.1%} of the full build  (load {load()})"
+        )
+        print(f"  {'PASS' if ok else 'MISS'}  {name} < {TARGETS[target]:.0%} of the full build")
+        if not ok:
+            misses.append(f"{name}: {seconds / full:.1%} of the full build")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import verse_etl.cases.verse as case
 from verse_etl.params import CheckParams, VolumeParams
@@ -30,11 +31,14 @@ from verse_etl.sources.verse import discover_verse_sources
 root, out, depth_mib = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 case.MASK_SLAB_BYTES = depth_mib << 20
 (scan,) = discover_verse_sources(root).scans
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's own peak RSS (KiB): see benchmarks/peak_memory.py
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+before = hwm()
 start = time.perf_counter()
 result = case.build_verse_scan(scan, root, out, VolumeParams(), CheckParams())
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({"seconds": seconds, "rss_after_imports_kib": before, "peak_rss_kib": peak,
                   "vertebrae": len(result.rows.get("vertebrae", [])),
                   "quarantine": [q.check for q in result.quarantine]}))
@@ -80,7 +84,9 @@ def main() -> None:
     )
     print(f"peak RSS: {figures['peak_rss_kib'] / 1024:.0f} MiB "
           f"(after imports {figures['rss_after_imports_kib'] / 1024:.0f} MiB; "
-          f"mask read {args.depth_mib} MiB at a time)")  # fmt: skip
+          f"mask read {args.depth_mib} MiB at a time; the child's own VmHWM, "
+          f"read by itself)")  # fmt: skip
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

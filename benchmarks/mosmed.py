@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import HOW, own_peak_mb
 
 
 def convert(root: Path, out: Path, shard_chunks: tuple[int, int, int]) -> dict[str, float]:
@@ -41,7 +43,8 @@ def convert(root: Path, out: Path, shard_chunks: tuple[int, int, int]) -> dict[s
                 voxels += row["rows"] * row["columns"] * row["n_slices"]
         assert not result.quarantine, result.quarantine
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Its own peak (VmHWM): ru_maxrss would carry the forking parent's size across exec.
+    peak_mb = own_peak_mb()
     return {"seconds": seconds, "voxel_mb": voxels * 2 / 1e6, "peak_rss_mb": peak_mb}
 
 
@@ -67,6 +70,8 @@ def main() -> None:
     from verse_etl.sample.edge_cases import pack_study
     from verse_etl.sample.mosmed import write_mosmed_sample_study
 
+    print(HOW)
+    print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     work = Path(tempfile.mkdtemp(prefix="verse-etl-mosmed-", dir=args.workdir))
     try:
         for syntax in args.transfer_syntax:

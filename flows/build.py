@@ -40,6 +40,7 @@ from verse_etl.publish import (
 from verse_etl.records import CaseResult
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
+from verse_etl.stopping import stop_on_signals
 
 
 class BuildFailed(VerseEtlError):
@@ -94,7 +95,7 @@ def mosmed_study_task(
     """Build one MosMed study (and publish it when the build goes to a URL)."""
     return run_case(
         lambda out, exists: build_mosmed_study(
-            study, root, out, params.volumes, params.mosmed, exists
+            study, root, out, params.volumes, params.mosmed, exists, params.checks.limits
         ),
         params.out,
         work,
@@ -354,7 +355,7 @@ def run_build(
     params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
     """Run :func:`build_dataset` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait):
+    with stop_on_signals(), workspace_lock(local_root(params.out, params.work), timeout=wait):
         return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
             params
         )
@@ -368,7 +369,7 @@ def run_ingest(
     wait: float = 0.0,
 ) -> Ingested:
     """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait):
+    with stop_on_signals(), workspace_lock(local_root(params.out, params.work), timeout=wait):
         return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
             sources, params
         )

@@ -20,6 +20,7 @@ _MODELS: dict[str, tuple[str, str]] = {
     "series": ("schemas.series", "SeriesTable"),
     "mosmed_vertebrae": ("schemas.mosmed_vertebrae", "MosmedVertebraeTable"),
     "mosmed_consensus": ("schemas.mosmed_consensus", "MosmedConsensusTable"),
+    "mosmed_expert_pairs": ("schemas.mosmed_expert_pairs", "MosmedExpertPairsTable"),
     "quarantine": ("schemas.quarantine", "QuarantineTable"),
 }
 
@@ -46,6 +47,7 @@ __all__ = [
     "TABLES",
     "TABLE_NAMES",
     "MosmedConsensusTable",
+    "MosmedExpertPairsTable",
     "MosmedVertebraeTable",
     "QuarantineTable",
     "ScansTable",

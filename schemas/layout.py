@@ -11,6 +11,7 @@ TABLE_NAMES: tuple[str, ...] = (
     "series",
     "mosmed_vertebrae",
     "mosmed_consensus",
+    "mosmed_expert_pairs",
     "quarantine",
 )
 """Every table, in the order builds write and print them."""
@@ -22,6 +23,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "series": ("folder", "series_uid"),
     "mosmed_vertebrae": ("folder", "release", "expert", "vertebra_index"),
     "mosmed_consensus": ("folder", "release", "vertebra"),
+    "mosmed_expert_pairs": ("folder", "expert_v1", "expert_v2"),
     "quarantine": ("source", "case_id", "table_name", "file", "check_name", "reason"),
 }
 """Row order of each table: files are byte-identical from build to build."""

@@ -4,7 +4,9 @@ Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order
 (``slice``: position order) and in world RAS+ millimetres; heights, deformity ratios and the
 Genant grade are derived from the world coordinates (``verse_etl.measures``). Row checks: six
 complete points, heights above zero, superior above inferior, anterior before posterior, every
-point inside the series' volume, one vertebra per level and expert.
+point inside the series' volume, one vertebra per level and expert. Quality checks (the row stays,
+a quarantine record names the levels, ``verse_etl.anatomy``): each expert's vertebrae in
+cranio-caudal order without overlap, and no gap in their run of levels.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas.checks import PARTITION_NOTE
+from verse_etl.anatomy import level_gap_findings, mosmed_order_findings, passes
 from verse_etl.annotations import LEVELS, POINT_NAMES
+from verse_etl.matching import LEVEL_RULES
 
-LEVEL_SOURCES = ["annotation", "v2_same_expert", "v2_other_expert"]
-ID_MATCHES = ["exact", "mapping"]
+LEVEL_SOURCES = ["annotation", *LEVEL_RULES]
+ID_MATCHES = ["exact", "mapping", "folder"]
 
 
 def _columns(suffix: str) -> list[str]:
@@ -46,13 +50,18 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     level_source: Series[str] = pa.Field(
         nullable=True,
         isin=LEVEL_SOURCES,
-        description="Where the level comes from: annotation (v2 label), v2_same_expert or "
-        "v2_other_expert (v1 vertebra matched to a v2 one); null without level.",
+        description="Where the level comes from: annotation (the v2 label itself), or for a v1 "
+        "vertebra the rule that matched it to a labelled v2 vertebra, first that applies: "
+        "v2_identical_keypoints (a v2 vertebra with the very same six keypoints), "
+        "v2_same_reader (nearest vertebra of the same reader in v2, as paired in "
+        "mosmed_expert_pairs by keypoints, not by key), v2_other_reader (nearest vertebra of "
+        "another v2 reader); null without level.",
     )
     id_match: Series[str] = pa.Field(
         isin=ID_MATCHES,
-        description="Identifiers that matched the study and series: exact (as in the file) or "
-        "mapping (older identifiers via mosmed.id_mapping).",
+        description="Identifiers that matched the study and series: exact (as in the file), "
+        "mapping (older identifiers via mosmed.id_mapping), or folder (the study's files carry "
+        "no UIDs: the one series of the folder without UIDs that holds every annotated slice).",
     )
     annotation_path: Series[str] = pa.Field(
         description="Source annotation file, relative to the MosMed source root."
@@ -280,6 +289,34 @@ class MosmedVertebraeTable(pa.DataFrameModel):
             for column in _columns(suffix):
                 inside &= (df[column] >= -0.5) & (df[column] <= df[size] - 0.5)
         return inside
+
+    @classmethod
+    def findings(cls, check: str, df: pd.DataFrame) -> pd.Series | None:
+        """What a quality check found in each row (None where nothing), naming the levels."""
+        if check == "vertebra_order":
+            return mosmed_order_findings(df)
+        if check == "level_sequence_gap":
+            return level_gap_findings(df, ["folder", "release", "expert"], who="expert")
+        return None
+
+    @pa.dataframe_check(
+        name="vertebra_order",
+        raise_warning=True,
+        error="one expert's vertebrae must run from cranial to caudal without overlapping "
+        "(expected each inferior endplate point above the next vertebra's superior one); "
+        "check the levels and points of that expert",
+    )
+    def _order(cls, df: pd.DataFrame) -> pd.Series:
+        return passes(mosmed_order_findings(df))
+
+    @pa.dataframe_check(
+        name="level_sequence_gap",
+        raise_warning=True,
+        error="one expert's levels must form an unbroken run (expected every level between "
+        "the first and the last); a vertebra was skipped or mislabelled",
+    )
+    def _gap(cls, df: pd.DataFrame) -> pd.Series:
+        return passes(level_gap_findings(df, ["folder", "release", "expert"], who="expert"))
 
     @pa.dataframe_check(name="one_vertebra_per_level")
     def _unique_level(cls, df: pd.DataFrame) -> pd.Series:

@@ -21,9 +21,20 @@ class SeriesTable(pa.DataFrameModel):
 
     folder: Series[str] = pa.Field(description="Study folder name (the annotation's Folder).")
     series_uid: Series[str] = pa.Field(
-        unique=True, description="SeriesInstanceUID, verbatim (MosMed's end in '.')."
+        unique=True,
+        description="SeriesInstanceUID, verbatim (MosMed's end in '.'); derived from the "
+        "content where the files carry none (series_uid_derived).",
     )
-    study_uid: Series[str] = pa.Field(description="StudyInstanceUID.")
+    study_uid: Series[str] = pa.Field(
+        description="StudyInstanceUID ('' when the files carry none: de-identified)."
+    )
+    series_uid_derived: Series[bool] = pa.Field(
+        description="True when the files carry no SeriesInstanceUID (missing or empty, as "
+        "de-identification leaves them) and series_uid was derived from their content: images "
+        "grouped by study folder, SeriesNumber, AcquisitionNumber, ImageType and geometry (as "
+        "dcm2niix does), named 2.25.<128-bit hash of that key and the slices' InstanceNumber and "
+        "ImagePositionPatient>, the same in every build."
+    )
     source_path: Series[str] = pa.Field(
         description="Where the files came from, relative to the MosMed root: dicom/<Folder> or "
         "dicom/<Folder>.tar.gz."
@@ -138,6 +149,22 @@ class SeriesTable(pa.DataFrameModel):
     problems: Series[str] = pa.Field(
         description="What is wrong, with numbers ('; '-separated, empty if nothing)."
     )
+    correction: Series[str] = pa.Field(
+        nullable=True,
+        isin=["tilt", "equidistant", "tilt,equidistant"],
+        description="How a tilted or unevenly spaced series was resampled into its store "
+        "(mosmed.tilt = correct; verse_etl.io.tilt, as dcm2niix's _Tilt_Eq): tilt (each slice "
+        "shifted in its plane by its drift, the plane extended), equidistant (slices "
+        "interpolated linearly onto a regular spacing), or both; null when the store holds the "
+        "slices as acquired. affine, spacing_slice_mm and the store then describe the resampled "
+        "grid; acquired_positions_mm where the slices really were.",
+    )
+    acquired_positions_mm: Series[object] = pa.Field(
+        nullable=True,
+        description="Corrected series only: RAS+ position (mm) of every acquired slice, in "
+        "position order, flattened x, y, z, x, y, z, ...; with the orientation of affine this "
+        "is the acquired geometry (annotation points map to the world through it).",
+    )
     annotated: Series[bool] = pa.Field(
         description="A fracture annotation of the study refers to this series."
     )
@@ -174,6 +201,8 @@ class SeriesTable(pa.DataFrameModel):
 
     @pa.dataframe_check(name="volume_has_store")
     def _volume_store(cls, df: pd.DataFrame) -> pd.Series:
-        # A converted series has its store and affine; any other has neither.
+        # A converted series (clean, or resampled by the tilt correction) has its store and
+        # affine; any other has neither.
         converted = df["store_path"].notna()
-        return (converted == df["is_volume"]) & (converted == df["affine"].notna())
+        corrected = df["correction"].notna()
+        return (converted == (df["is_volume"] | corrected)) & (converted == df["affine"].notna())

@@ -2,8 +2,9 @@
 
 Two kinds of checks live here. Contract checks (types, the label map, one row per scan and label)
 must hold for every published row: a failing row is left out and quarantined. Quality checks
-(``raise_warning=True``: mask and centroid labels agree both ways, centroids inside the volume,
-no tiny label islands, cranio-caudal order) describe the source data: a failing row stays in the
+(``raise_warning=True``: mask and centroid labels agree both ways, centroids inside the volume
+and inside their own label, no tiny label islands, cranio-caudal order, no gap in the levels)
+describe the source data: a failing row stays in the
 table and is reported in ``quarantine`` (``params.yaml: checks`` decides whether that fails the
 build).
 """
@@ -16,6 +17,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas.checks import PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))
@@ -126,6 +128,15 @@ class VertebraeTable(pa.DataFrameModel):
             "world coordinates, mask statistics (volume, bounding box, centre of mass, pieces)."
         )
 
+    @classmethod
+    def findings(cls, check: str, df: pd.DataFrame) -> pd.Series | None:
+        """What a quality check found in each row (None where nothing), naming the levels."""
+        if check == "centroid_outside_label":
+            return centroid_label_findings(df)
+        if check == "level_sequence_gap":
+            return level_gap_findings(df, ["scan_id"])
+        return None
+
     @pa.dataframe_check(name="level_matches_label")
     def _level(cls, df: pd.DataFrame) -> pd.Series:
         return df["label"].map(VERSE_LEVELS) == df["level"]
@@ -157,6 +168,24 @@ class VertebraeTable(pa.DataFrameModel):
     )
     def _centroid_inside(cls, df: pd.DataFrame) -> pd.Series:
         return ~df["in_centroids"] | df["centroid_in_volume"]
+
+    @pa.dataframe_check(
+        name="centroid_outside_label",
+        raise_warning=True,
+        error="the centroid does not lie in its own label (expected the mask value at the centroid to be the label; see mask_label_at_centroid, 0 = background); a C1 body centroid often falls outside C1, otherwise the centroid or the label is misplaced: look at the QC picture",
+    )
+    def _centroid_in_label(cls, df: pd.DataFrame) -> pd.Series:
+        at = df["mask_label_at_centroid"]
+        return at.isna() | ~df["in_mask"] | (at == df["label"]).fillna(True).astype(bool)
+
+    @pa.dataframe_check(
+        name="level_sequence_gap",
+        raise_warning=True,
+        error="the scan's levels must form an unbroken run (expected every level between the "
+        "first and the last; T13 and L6 optional); a vertebra is missing or mislabelled",
+    )
+    def _gap(cls, df: pd.DataFrame) -> pd.Series:
+        return passes(level_gap_findings(df, ["scan_id"]))
 
     @pa.dataframe_check(
         name="label_islands",

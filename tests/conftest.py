@@ -36,3 +36,24 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def catalog_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic sample (4 VerSe scans, 2 MosMed studies): the stand-ins' content."""
+    from verse_etl.sample import write_sample
+
+    out = tmp_path_factory.mktemp("catalog-sample")
+    write_sample(out, seed=3, verse_cases=4, mosmed_studies=2, size="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def catalog_mirror(catalog_sample: Path):
+    """A loopback HTTP server (ETags, Range, If-Range) serving a stand-in for every entry of
+    the source catalog under /<host>/<path>; tests point `fetch` at it with its base URL."""
+    from tests.http_server import Served, serve
+    from tests.source_standins import standin_files
+
+    with serve(Served(files=standin_files(catalog_sample))) as served:
+        yield served

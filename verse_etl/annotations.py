@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verse_etl.errors import InputError
+from verse_etl.io.json_files import read_json
+from verse_etl.params import InputLimits
 
 POINT_NAMES: tuple[str, ...] = ("ant_sup", "ant_inf", "mid_sup", "mid_inf", "post_sup", "post_inf")
 """Keypoint order within one vertebra, as in both annotation releases."""
@@ -87,7 +89,7 @@ class AnnotationFile:
         return tuple(dict.fromkeys(v.expert for v in self.vertebrae))
 
 
-def read_annotation(path: Path) -> AnnotationFile:
+def read_annotation(path: Path, limits: InputLimits | None = None) -> AnnotationFile:
     """Parse one annotation file of either release.
 
     Returns
@@ -101,14 +103,10 @@ def read_annotation(path: Path) -> AnnotationFile:
     Raises
     ------
     InputError
-        If the file is not JSON, lacks a key, or mixes v1 and v2 vertebrae.
+        If the file is not JSON (or larger or deeper than ``limits`` allow, or not a regular
+        file), lacks a key, or mixes v1 and v2 vertebrae.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(
-            path, f"not valid JSON ({e})", "re-download the file", check="annotation_json"
-        ) from e
+    data = read_json(path, limits or InputLimits(), "annotation_json", encoding="utf-8-sig")
     if not isinstance(data, dict):
         raise InputError(
             path, f"expected a JSON object, got {type(data).__name__}", check="annotation_json"

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from schemas import SORT_KEYS, TABLES
+from verse_etl.cases.mosmed import drop_duplicate_series
 from verse_etl.consensus import consensus_rows
 from verse_etl.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.params import CheckParams
@@ -28,6 +29,7 @@ _ROW_ORIGIN = {
     "verse_fracture_grades": ("verse", "scan_id", "source_path"),
     "series": ("mosmed", "folder", "folder"),
     "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
+    "mosmed_expert_pairs": ("mosmed", "folder", "annotation_path_v1"),
 }
 
 # Tables derived from other validated tables rather than from case rows: (name, function, origin).
@@ -38,7 +40,11 @@ _DERIVED = (
 
 # The release partition of rows whose table has no release of its own (see schemas/checks.py).
 MOSMED_STUDY_RELEASE = "ctlungca500"
-_FIXED_RELEASE = {"verse_fracture_grades": "verse19", "series": MOSMED_STUDY_RELEASE}
+_FIXED_RELEASE = {
+    "verse_fracture_grades": "verse19",
+    "series": MOSMED_STUDY_RELEASE,
+    "mosmed_expert_pairs": "v2",
+}
 
 
 def _with_partitions(
@@ -74,7 +80,9 @@ def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) ->
 
 # Checks about a vertebra's centroid; their records name the centroid file, as do those of a
 # label only the centroid file lists. Every other vertebra record names the mask.
-_CENTROID_CHECKS = frozenset({"centroid_outside_volume", "centroid_without_mask_label"})
+_CENTROID_CHECKS = frozenset(
+    {"centroid_outside_volume", "centroid_outside_label", "centroid_without_mask_label"}
+)
 
 
 def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
@@ -85,7 +93,11 @@ def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
 
 
 # Rows whose parent row was rejected are rejected too: no vertebra without its scan.
-_PARENTS = (("vertebrae", "scan_id", "scans"), ("mosmed_vertebrae", "series_uid", "series"))
+_PARENTS = (
+    ("vertebrae", "scan_id", "scans"),
+    ("mosmed_vertebrae", "series_uid", "series"),
+    ("mosmed_expert_pairs", "series_uid", "series"),
+)
 
 
 def _drop_orphans(
@@ -150,7 +162,9 @@ def assemble(
     for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
     generation = generation_dir(out)
-    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine]
+    # A MosMed series found in two study folders is kept once (as VerSe scans are).
+    results, duplicates = drop_duplicate_series(results)
+    quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine] + duplicates
     frames: dict[str, pd.DataFrame] = {}
     scans = {row["scan_id"]: row for row in collect_rows(results, "scans")}
     scan_release = {scan_id: row["release"] for scan_id, row in scans.items()}

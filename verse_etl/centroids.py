@@ -39,6 +39,8 @@ import numpy as np
 from verse_etl.errors import InputError
 from verse_etl.geometry import apply_affine, reorder_to
 from verse_etl.io.files import SourceFile
+from verse_etl.io.json_files import read_json
+from verse_etl.params import InputLimits
 
 CENTROID_FORMATS: tuple[str, ...] = ("subject", "miccai19", "miccai20")
 """``subject``: voxel indices with a direction element; ``miccai19``/``miccai20``: millimetres."""
@@ -74,6 +76,7 @@ def read_centroids(
     affine: np.ndarray,
     image_codes: str,
     fmt: str = "subject",
+    limits: InputLimits | None = None,
 ) -> CentroidFile:
     """Read a centroid file and express it on the image's grid.
 
@@ -85,6 +88,8 @@ def read_centroids(
         Shape, voxel->RAS affine and axis codes of the image (or mask) the centroids belong to.
     fmt
         One of :data:`CENTROID_FORMATS`.
+    limits
+        Size and nesting bounds of the file (:class:`~verse_etl.params.InputLimits`).
 
     Returns
     -------
@@ -99,13 +104,8 @@ def read_centroids(
     """
     if fmt not in CENTROID_FORMATS:
         raise ValueError(f"fmt must be one of {CENTROID_FORMATS}, got {fmt!r}")
-    try:
-        raw = path.read_bytes()
-        data = json.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(
-            path, f"not valid JSON ({e})", "re-download the file", check="centroid_json"
-        ) from e
+    source = path if isinstance(path, SourceFile) else SourceFile(Path(path))
+    data = read_json(source, limits or InputLimits(), "centroid_json")
     if fmt != "subject":
         return _read_miccai(path, data, shape, affine, image_codes, fmt)
     if (
@@ -209,13 +209,20 @@ def _convert_entries(
                 f"entry {n} is not {{label, X, Y, Z}} (got {json.dumps(entry)[:80]})",
                 check="centroid_json",
             )
+        label = _label(path, n, entry["label"])
         try:
-            label = int(entry["label"])
             xyz = [float(entry[k]) for k in ("X", "Y", "Z")]
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise InputError(
                 path, f"entry {n} has non-numeric values ({e})", check="centroid_json"
             ) from e
+        if any(isinstance(entry[k], bool) for k in ("X", "Y", "Z")):
+            raise InputError(
+                path,
+                f"entry {n} has a boolean coordinate (expected numbers, got "
+                f"{[entry[k] for k in ('X', 'Y', 'Z')]})",
+                check="centroid_json",
+            )
         if not all(math.isfinite(v) for v in xyz):
             skipped.append(f"entry {n} (label {label}) holds NaN")
             continue
@@ -238,3 +245,23 @@ def _convert_entries(
             Centroid(label=label, voxel=voxel, world=tuple(float(v) for v in world))  # type: ignore[arg-type]
         )
     return centroids, skipped
+
+
+def _label(path: Path | SourceFile, n: int, value: object) -> int:
+    """A vertebra label as written: a whole number (``20`` or ``20.0``), never coerced.
+
+    ``10.7`` is not truncated to 10, ``true`` is not 1, ``1e400`` (infinity) is not an error
+    nobody expected: each is refused with the entry named.
+    """
+    whole = (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    )
+    if not whole:
+        raise InputError(
+            path,
+            f"entry {n} has label {json.dumps(value)[:40]} (expected a whole number, a vertebra "
+            "label of the VerSe label map)",
+            "fix the label; it is not rounded or guessed",
+            check="centroid_label",
+        )
+    return int(value)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import VerseEtlError, output_error, output_trouble
 from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
 
 if TYPE_CHECKING:
@@ -44,13 +44,23 @@ def _reported() -> Iterator[None]:
     """Turn a verse-etl error into one line on stderr and the error's exit code, no traceback.
 
     Exit codes: 1 the build ran but records failed checks set to ``raise`` (or a release was
-    refused), 2 bad input or configuration, 3 another build holds the workspace.
+    refused), 2 bad input or configuration, 3 another build holds the workspace, 4 the outputs
+    cannot be written (disk full, quota, read-only).
     """
     try:
         yield
     except VerseEtlError as e:
         console.print(f"[red]{e.label}:[/red] {e}")
         raise typer.Exit(e.exit_code) from e
+    except OSError as e:
+        # A full disk (or quota, or read-only filesystem) wherever it strikes: one line with
+        # the path, not a traceback.
+        full = output_trouble(e)
+        if full is None:
+            raise
+        error = output_error(full, Path.cwd())
+        console.print(f"[red]{error.label}:[/red] {error}")
+        raise typer.Exit(error.exit_code) from e
 
 
 def _params(path: Path) -> Params:
@@ -66,9 +76,10 @@ def sample(
     mosmed_studies: Annotated[int, typer.Option(help="MosMed studies with annotation.")] = 2,
     size: Annotated[SampleSize, typer.Option(help="Volume sizes of the sample.")] = "small",
     annotations: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Real annotation files: write a matching synthetic study for each instead."
+            help="Folder of real annotation files, v1 or v2 (repeat for both releases): write a "
+            "matching synthetic study for each study instead."
         ),
     ] = None,
     overwrite: Annotated[
@@ -87,7 +98,7 @@ def sample(
 
     start = time.perf_counter()
     with _reported():
-        if annotations is not None:
+        if annotations:
             manifest = write_annotation_studies(annotations, out, seed=seed, overwrite=overwrite)
         else:
             manifest = write_sample(
@@ -371,34 +382,72 @@ def dictionary(
 
 
 @app.command()
-def fetch(params_file: ParamsOption = Path("params.yaml")) -> None:
-    """Download the source files listed under `downloads` in params.yaml (resume + sha256)."""
-    from verse_etl.download import Download
-    from verse_etl.download import fetch as fetch_one
+def fetch(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="verse19, verse20, mosmed-annotations or entry names; none: all."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show the catalog and what is here.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Report upstream changes of pinned sources; no download."),
+    ] = False,
+    mosmed_images: Annotated[
+        bool, typer.Option("--mosmed-images", help="Check the MosMed studies placed by hand.")
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VERSE_ETL_FETCH_BASE_URL", help="Mirror with <host>/<path> of each URL."
+        ),
+    ] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Fetch the public releases of the built-in catalog (resumable), each pinned by DVC."""
+    from verse_etl import raw_sources
+    from verse_etl.mosmed_images import check_mosmed_images, render_images_report
+    from verse_etl.source_catalog import MOSMED_IMAGES, select_entries
+    from verse_etl.sources.mosmed import read_id_mapping
 
     with _reported():
-        items = [Download(d.url, Path(d.dest), d.sha256) for d in _params(params_file).downloads]
-    failed = 0
-    for item in items:
-        try:
-            result = fetch_one(item)
-        except VerseEtlError as e:
-            failed += 1
-            console.print(f"[red]failed:[/red] {e}")
-            continue
-        state = "present" if result.skipped else f"fetched {result.bytes_fetched} bytes"
-        resumed = f" (resumed at byte {result.resumed_from})" if result.resumed_from else ""
-        Console().print(f"{item.dest}: {state}{resumed}, sha256 verified")
+        params = _params(params_file)
+        root, entries = Path(params.fetch.root), select_entries(names or [])
+        if list_:
+            text, failed = raw_sources.render_list(root, entries), False
+        elif check:
+            checks = raw_sources.check_upstream(Path.cwd(), root, entries)
+            text = raw_sources.render_checks(checks)
+            failed = any(c.status not in ("unchanged", "not fetched") for c in checks)
+        elif mosmed_images:
+            mosmed, mapping = (root / MOSMED_IMAGES.dest).parent, params.build.mosmed.id_mapping
+            report = check_mosmed_images(
+                mosmed,
+                params.build.mosmed.annotation_dirs,
+                read_id_mapping(Path(mapping)) if mapping else (),
+            )
+            text, failed = render_images_report(report), not report.complete
+        else:
+            url = params.fetch.base_url if base_url is None else base_url
+            outcomes = raw_sources.fetch_sources(Path.cwd(), root, entries, url)
+            text, failed = raw_sources.render_outcomes(outcomes), any(o.error for o in outcomes)
+    Console(width=200).print(text, markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
 
 
 @app.command()
-def report(out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build")) -> None:
+def report(
+    out: Annotated[Path, typer.Option(help="Build folder.")] = Path("data/build"),
+    wait: WaitOption = 0.0,
+) -> None:
     """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
+    from verse_etl.lock import workspace_lock
     from verse_etl.report import write_report
 
-    with _reported():
+    # The report reads tables and stores: never while a build is rewriting them.
+    with _reported(), workspace_lock(out, timeout=wait):
         path = write_report(out)
     Console().print(f"report written to {path}")
 

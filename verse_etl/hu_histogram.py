@@ -5,11 +5,16 @@ int16 value is enough to give the exact minimum, maximum, mean and any percentil
 any size, fed slab by slab. Percentiles use numpy's default ("linear") definition, so they equal
 ``np.percentile(volume, q)``. Float CTs are counted at their value rounded to a whole HU (values
 beyond the int16 range at the ends); min, max and mean always use the exact values.
+
+While a volume is written, :meth:`HuHistogram.add_chunk` counts each chunk on the encoder thread
+that has just gathered it (the voxels are in that core's cache; one counting pass, no second read
+of the volume from memory): each thread counts into its own array, summed when read.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -41,34 +46,88 @@ class HuHistogram:
         self._total = 0.0
         self.nonfinite = 0
         self.integral = True
+        # add_chunk: one count array per thread (index ``value + 32768``), summed when read.
+        self._threads: list[np.ndarray] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _exact_counts(self) -> np.ndarray:
+        """Exact int16 counts of add and of every thread's add_chunk, index ``value + 32768``."""
+        if not self._threads:
+            return self._exact
+        return self._exact + np.sum(self._threads, axis=0)
 
     @property
     def counts(self) -> np.ndarray:
         """Values counted per whole HU, index ``value + 32768`` (int64)."""
-        return self._exact + self._rounded
+        return self._exact_counts() + self._rounded
 
     @property
     def n(self) -> int:
         """Finite values counted."""
-        return int(self._exact.sum() + self._rounded.sum())
+        return int(self._exact_counts().sum() + self._rounded.sum())
 
     @property
     def minimum(self) -> float:
         """Smallest value (inf if nothing was counted)."""
-        seen = np.flatnonzero(self._exact)
+        seen = np.flatnonzero(self._exact_counts())
         return min(self._minimum, float(seen[0] - _OFFSET) if seen.size else math.inf)
 
     @property
     def maximum(self) -> float:
         """Largest value (-inf if nothing was counted)."""
-        seen = np.flatnonzero(self._exact)
+        seen = np.flatnonzero(self._exact_counts())
         return max(self._maximum, float(seen[-1] - _OFFSET) if seen.size else -math.inf)
 
     @property
     def total(self) -> float:
         """Sum of the finite values."""
-        exact = int(np.dot(self._exact, np.arange(-_OFFSET, _OFFSET, dtype=np.int64)))
+        values = np.arange(-_OFFSET, _OFFSET, dtype=np.int64)
+        exact = int(np.dot(self._exact_counts(), values))
         return self._total + float(exact)
+
+    def add_chunk(self, values: np.ndarray) -> None:
+        """Count one chunk of an integer volume, from any thread, in any order.
+
+        Thread-safe; the result does not depend on the order of the calls because integer
+        values are counted exactly (floats are not accepted here: their sum would depend on
+        the order; give them to :meth:`add` in stream order).
+
+        Raises
+        ------
+        TypeError
+            If ``values`` is not of an integer dtype.
+        """
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"add_chunk counts integer voxels only (got {values.dtype})")
+        if values.dtype != np.int16:
+            with self._lock:  # exact whatever the order: integer counts, extremes and sum
+                self.add(values)
+            return
+        local = self._local
+        counts = getattr(local, "counts", None)
+        if counts is None:
+            counts = local.counts = np.zeros(2 * _OFFSET, dtype=np.int64)
+            local.index = np.empty(0, dtype=np.intp)
+            with self._lock:
+                self._threads.append(counts)
+        flat = values.reshape(-1, order="A")
+        if flat.size == 0:
+            return
+        # Two vectorised int16 passes bound the values: a constant chunk (air, padding outside
+        # the field of view) is counted at once, where counting voxel by voxel would add 1 to
+        # the same bin in a dependent chain (the slowest case of bincount, ~2x its average).
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo == hi:
+            counts[lo + _OFFSET] += flat.size
+            return
+        if local.index.size < flat.size:
+            local.index = np.empty(flat.size, dtype=np.intp)
+        # bincount widens its input to intp anyway: do it into a reused buffer (not a new one
+        # per chunk), relative to the minimum, so that its output is only the values' range.
+        index = local.index[: flat.size]
+        np.subtract(flat, lo, out=index, dtype=np.intp)
+        counts[lo + _OFFSET : hi + _OFFSET + 1] += np.bincount(index, minlength=hi - lo + 1)
 
     def add(self, slab: np.ndarray) -> None:
         """Count every value of ``slab`` (any shape, any integer or float dtype)."""
@@ -123,3 +182,31 @@ class HuHistogram:
         a, b, t = float(lo - _OFFSET), float(hi - _OFFSET), position - lower
         # numpy's _lerp: interpolate from the nearer end, so that t = 1 gives b exactly.
         return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
+class HuRange:
+    """The smallest and largest value of a volume, fed like :class:`HuHistogram` (cheaper: two
+    vectorised passes over each chunk while it is in cache, no counting).
+
+    Examples
+    --------
+    >>> r = HuRange()
+    >>> r.add_chunk(np.array([-1000, 40], dtype=np.int16)); r.add(np.array([[3000.5]]))
+    >>> r.minimum, r.maximum
+    (-1000.0, 3000.5)
+    """
+
+    def __init__(self) -> None:
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self._lock = threading.Lock()
+
+    def add(self, values: np.ndarray) -> None:
+        """Take a slab or chunk (any dtype; NaN propagates as numpy's min and max do)."""
+        if values.size == 0:
+            return
+        lo, hi = float(values.min()), float(values.max())
+        with self._lock:  # min and max are exact and order-independent: any thread, any order
+            self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
+
+    add_chunk = add

@@ -8,12 +8,27 @@ millimetres apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 SAME_VERTEBRA_FRACTION = 0.5
 """Centres closer than this fraction of the vertebra's mean height are the same vertebra."""
+
+IDENTICAL_VOXELS = 1e-9
+"""Keypoints closer than this (voxels, per coordinate) are the same number written twice."""
+
+
+def identical_points(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two ``(6, 3)`` keypoint sets are the same numbers (within :data:`IDENTICAL_VOXELS`).
+
+    Examples
+    --------
+    >>> p = np.arange(18.0).reshape(6, 3)
+    >>> identical_points(p, p.copy()), identical_points(p, p + 0.01)
+    (True, False)
+    """
+    return bool(np.all(np.abs(np.asarray(a, float) - np.asarray(b, float)) <= IDENTICAL_VOXELS))
 
 
 def group_vertebrae(
@@ -61,6 +76,10 @@ def group_vertebrae(
     return [sorted(g) for g in groups]
 
 
+LEVEL_RULES: tuple[str, ...] = ("v2_identical_keypoints", "v2_same_reader", "v2_other_reader")
+"""How a v1 vertebra got its level from the labelled release, in the order the rules are tried."""
+
+
 def levels_from_reference(
     centres: np.ndarray,
     heights: Sequence[float],
@@ -68,39 +87,60 @@ def levels_from_reference(
     ref_centres: np.ndarray,
     ref_levels: Sequence[str | None],
     ref_experts: Sequence[str],
+    *,
+    same_reader: Mapping[str, str] | None = None,
+    points: np.ndarray | None = None,
+    ref_points: np.ndarray | None = None,
 ) -> list[tuple[str | None, str | None]]:
-    """Give each vertebra the level of the matching labelled (v2) vertebra.
+    """Give each vertebra the level of the matching labelled (v2) vertebra, and the rule used.
 
-    The same expert's vertebra is preferred; failing that, the nearest labelled vertebra of any
-    expert. A match needs centres closer than :data:`SAME_VERTEBRA_FRACTION` of the vertebra's
-    height.
+    The rules of :data:`LEVEL_RULES`, first that applies:
+
+    1. ``v2_identical_keypoints``: a labelled vertebra has the very same six keypoints
+       (``points`` / ``ref_points``, as annotated): the same reading, relabelled;
+    2. ``v2_same_reader``: the nearest labelled vertebra of the v2 reader that is this vertebra's
+       reader (``same_reader``: v1 expert -> v2 expert, from
+       :func:`verse_etl.expert_matching.pair_experts`), centres closer than
+       :data:`SAME_VERTEBRA_FRACTION` of the height;
+    3. ``v2_other_reader``: the nearest labelled vertebra of any other reader, same limit.
+
+    Expert keys are never compared across releases: the readers were renumbered.
 
     Returns
     -------
-    list of ``(level, source)``
-        ``source`` is ``"v2_same_expert"``, ``"v2_other_expert"``, or None when nothing matched
-        (level None).
+    list of ``(level, rule)``; ``(None, None)`` when no rule applies.
 
     Examples
     --------
     >>> levels_from_reference(np.array([[0, 0, 100.0], [0, 0, 50.0]]), [20, 20], ["e0", "e0"],
-    ...     np.array([[0, 0, 101.0], [0, 0, 76.0]]), ["T7", "T8"], ["e1", "e1"])
-    [('T7', 'v2_other_expert'), (None, None)]
+    ...     np.array([[0, 0, 101.0], [0, 0, 76.0]]), ["T7", "T8"], ["e0", "e0"])
+    [('T7', 'v2_other_reader'), (None, None)]
+    >>> levels_from_reference(np.array([[0, 0, 100.0]]), [20], ["e0"],
+    ...     np.array([[0, 0, 101.0]]), ["T7"], ["e5"], same_reader={"e0": "e5"})
+    [('T7', 'v2_same_reader')]
     """
     c = np.asarray(centres, dtype=float).reshape(-1, 3)
     r = np.asarray(ref_centres, dtype=float).reshape(-1, 3)
+    readers = dict(same_reader or {})
     out: list[tuple[str | None, str | None]] = []
     for i in range(len(c)):
+        labelled = [j for j in range(len(r)) if ref_levels[j] is not None]
+        if points is not None and ref_points is not None:
+            twin = next((j for j in labelled if identical_points(points[i], ref_points[j])), None)
+            if twin is not None:
+                out.append((ref_levels[twin], "v2_identical_keypoints"))
+                continue
         limit = SAME_VERTEBRA_FRACTION * float(heights[i])
-        best: tuple[float, str | None, str | None] = (np.inf, None, None)
-        for same in (True, False):
-            for j in range(len(r)):
-                if ref_levels[j] is None or (ref_experts[j] == experts[i]) != same:
-                    continue
-                d = float(np.linalg.norm(c[i] - r[j]))
-                if d < limit and d < best[0]:
-                    best = (d, ref_levels[j], "v2_same_expert" if same else "v2_other_expert")
-            if best[1] is not None:
+        reader = readers.get(experts[i])
+        found: tuple[str | None, str | None] = (None, None)
+        for rule, candidates in (
+            ("v2_same_reader", [j for j in labelled if ref_experts[j] == reader]),
+            ("v2_other_reader", [j for j in labelled if ref_experts[j] != reader]),
+        ):
+            near = [(float(np.linalg.norm(c[i] - r[j])), j) for j in candidates]
+            near = [(d, j) for d, j in near if d < limit]
+            if near:
+                found = (ref_levels[min(near)[1]], rule)
                 break
-        out.append((best[1], best[2]))
+        out.append(found)
     return out

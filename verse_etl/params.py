@@ -127,12 +127,40 @@ class VolumeParams:
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """Inputs refused before anything is allocated or parsed (``params.yaml: checks.limits``).
+
+    ``max_voxels``: most voxels of one volume (a NIfTI shape, a DICOM series' rows x columns x
+    slices); ``max_slice_pixels``: most pixels of one slice (the unit a reader allocates and a
+    store stages); a header claiming more is refused (check ``too_large``) instead of failing
+    an allocation. ``max_json_bytes`` and ``max_json_depth`` bound centroid, sidecar and
+    annotation files (checks ``too_large``, ``too_deep``); real ones are a few KiB, 4 deep.
+    """
+
+    max_voxels: int = 1 << 31
+    max_slice_pixels: int = 1 << 24
+    max_json_bytes: int = 16 << 20
+    max_json_depth: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_voxels", "max_slice_pixels", "max_json_bytes", "max_json_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParamsError(
+                    f"params.yaml: checks.limits.{name} is {value!r} (expected an integer "
+                    ">= 1); fix the value"
+                )
+
+
+@dataclass(frozen=True)
 class CheckParams:
     """What a failed data check does (``params.yaml: checks``).
 
     ``default`` applies to every check not named in ``modes``. ``warn`` and ``ignore`` keep the
     build going (``warn`` still writes a quarantine row); ``raise`` fails the build at the end,
     after every good case has been written.
+
+    ``limits``: inputs refused before they are read (:class:`InputLimits`).
 
     ``min_island_voxels``: a connected piece of a vertebra label smaller than this is a spurious
     island (check ``label_islands``). ``geometry_tolerance_mm``: how far apart (at the volume's
@@ -143,8 +171,11 @@ class CheckParams:
     modes: Mapping[str, str] = field(default_factory=dict)
     min_island_voxels: int = 10
     geometry_tolerance_mm: float = 0.01
+    limits: InputLimits = field(default_factory=InputLimits)
 
     def __post_init__(self) -> None:
+        if isinstance(self.limits, Mapping):
+            object.__setattr__(self, "limits", _section(InputLimits, self.limits, "checks.limits"))
         if int(self.min_island_voxels) < 1:
             raise ParamsError(
                 f"params.yaml: checks.min_island_voxels is {self.min_island_voxels} "
@@ -218,7 +249,10 @@ class MosmedParams:
     tolerance from dcm2niix): ``slice_tolerance_mm`` bounds how far a slice may sit from a
     regular grid, ``in_plane_tolerance_mm`` how far ImagePositionPatient may move within the
     image plane before the series counts as sheared (gantry tilt), ``orientation_tolerance``
-    how far direction cosines may be from unit length, orthogonality and equality.
+    how far direction cosines may be from unit length, orthogonality and equality. ``tilt``:
+    ``correct`` resamples a series whose only findings are gantry tilt, uneven spacing or
+    missing slices onto a regular unsheared grid (:mod:`verse_etl.io.tilt`); ``report`` leaves
+    it unconverted.
     """
 
     annotation_dirs: tuple[str, ...] = ("annotation", "annotation_v2")
@@ -228,8 +262,16 @@ class MosmedParams:
     in_plane_tolerance_mm: float = 0.1
     orientation_tolerance: float = 0.01
     genant: GenantParams = field(default_factory=GenantParams)
+    # correct: a tilted or unevenly spaced series is resampled onto a regular grid (as
+    # dcm2niix's _Tilt_Eq); report: it is reported and not converted.
+    tilt: str = "correct"
 
     def __post_init__(self) -> None:
+        if self.tilt not in ("correct", "report"):
+            raise ParamsError(
+                f"params.yaml: mosmed.tilt is {self.tilt!r} (expected correct or report); "
+                "fix the value"
+            )
         dirs = (
             (self.annotation_dirs,)
             if isinstance(self.annotation_dirs, str)
@@ -313,19 +355,11 @@ class ScheduleParams:
 
 
 @dataclass(frozen=True)
-class DownloadSpec:
-    """One source file to fetch (``params.yaml: downloads`` is a list of these)."""
+class FetchParams:
+    """``verse-etl fetch``: where the catalog's sources go, and an optional mirror."""
 
-    url: str
-    dest: str
-    sha256: str
-
-    def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
-            raise ParamsError(
-                f"params.yaml: downloads entry for {self.url!r} has sha256 {self.sha256!r} "
-                "(expected 64 hex digits); put the published checksum there"
-            )
+    root: str = "raw"  # fetch root: raw/verse, raw/mosmed (the source roots), raw/archives
+    base_url: str = ""  # a mirror keeping each publisher's host and path ('' = the publishers)
 
 
 @dataclass(frozen=True)
@@ -335,7 +369,7 @@ class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     build: BuildParams = field(default_factory=BuildParams)
     schedule: ScheduleParams = field(default_factory=ScheduleParams)
-    downloads: tuple[DownloadSpec, ...] = ()
+    fetch: FetchParams = field(default_factory=FetchParams)
 
 
 def _triple(name: str, value: Any) -> tuple[int, int, int]:
@@ -375,18 +409,13 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
         "build",
         "mosmed",
         "schedule",
-        "downloads",
+        "fetch",
     }
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ParamsError(
             f"params.yaml: unknown section(s) {unknown} (expected some of {sorted(sections)}); "
             "remove or rename them"
-        )
-    downloads = data.get("downloads") or []
-    if not isinstance(downloads, list):
-        raise ParamsError(
-            f"params.yaml: downloads must be a list of {{url, dest, sha256}} (got {type(downloads).__name__})"
         )
     build = dict(data.get("build") or {})
     out = str(build.pop("out", BuildParams.out))
@@ -403,7 +432,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
         schedule=_section(ScheduleParams, data.get("schedule"), "schedule"),
-        downloads=tuple(_section(DownloadSpec, d, "downloads") for d in downloads),
+        fetch=_section(FetchParams, data.get("fetch"), "fetch"),
         build=BuildParams(
             out=out,
             work=work,

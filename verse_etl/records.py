@@ -103,7 +103,10 @@ def relative(path: Path | str, root: Path) -> str:
     """
     archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
     try:
-        base = Path(archive).resolve().relative_to(root.resolve()).as_posix()
+        # The folders are resolved, not the name itself: a link is named as the link (a broken
+        # one would otherwise be named by the missing file it points at).
+        named = Path(archive).parent.resolve() / Path(archive).name
+        base = named.relative_to(root.resolve()).as_posix()
     except ValueError:
         base = Path(archive).as_posix()
     return f"{base}{separator}{member}"
@@ -113,7 +116,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        # A failed write() names no file (a full disk): name the one being written.
+        raise OSError(e.errno, e.strerror, str(e.filename or path)) from e
     os.replace(tmp, path)
 
 

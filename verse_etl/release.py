@@ -4,7 +4,8 @@ A release pins every output of a finished build (DVC hashes in ``dvc.lock``) to 
 consumer gets exactly that version with ``git checkout <tag> && dvc pull``. Its notes list the
 scans and series added, changed and removed since the previous release, and how the quarantine
 moved, computed from the tables of both versions (the previous ones read through DVC at the
-previous tag).
+previous tag), and the raw source files pinned as DVC URL imports (URL, ETag, md5, sha256), whose
+``.dvc`` files go into the release commit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from verse_etl.dvc_imports import ImportRecord, read_import
 from verse_etl.errors import VerseEtlError
 from verse_etl.records import write_text_atomic
 from verse_etl.tables import read_frame
@@ -47,6 +49,18 @@ class TableChanges:
 
 
 @dataclass(frozen=True)
+class RawSource:
+    """A raw source file the release was built from, as its DVC import pins it."""
+
+    path: str  # relative to the repository
+    url: str
+    etag: str | None
+    size: int | None
+    md5: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
 class ReleaseNotes:
     """What changed between two releases."""
 
@@ -55,6 +69,7 @@ class ReleaseNotes:
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, tuple[int, int]] = field(default_factory=dict)  # check -> (before, now)
+    sources: tuple[RawSource, ...] = ()  # the raw source files pinned as DVC URL imports
 
     def to_markdown(self) -> str:
         """The notes as Markdown (deterministic)."""
@@ -85,6 +100,22 @@ class ReleaseNotes:
         lines.append(
             f"| **total** | {total_before} | {total_now} | {total_now - total_before:+d} |"
         )
+        if self.sources:
+            lines += [
+                "",
+                "## raw sources",
+                "",
+                "Pinned as DVC URL imports (`<path>.dvc`); `verse-etl fetch` restores and "
+                "verifies them.",
+                "",
+                "| file | URL | ETag | bytes | md5 | sha256 |",
+                "|---|---|---|---:|---|---|",
+            ]
+            for r in self.sources:
+                lines.append(
+                    f"| {r.path} | {r.url} | {r.etag or ''} | {r.size or ''} | {r.md5 or ''} "
+                    f"| {r.sha256 or ''} |"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -146,6 +177,13 @@ def _git(repo: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
+def pinned_sources(repo: Path) -> list[ImportRecord]:
+    """The URL imports of the repository (``.dvc`` files git tracks or would track)."""
+    listed = _git(repo, "ls-files", "--cached", "--others", "--exclude-standard", "--", "*.dvc")
+    records = (read_import(repo / name) for name in sorted(set(listed.splitlines())))
+    return [r for r in records if r is not None]
+
+
 def previous_release(repo: Path) -> str | None:
     """The nearest release tag reachable from HEAD, or None before the first release."""
     proc = subprocess.run(
@@ -197,12 +235,28 @@ def release(repo: Path, tag: str, out: str) -> ReleaseNotes:
     before = read_tables_at(repo, previous, out) if previous else None
     changes, quarantine = compare_tables(before, current)
     rows = {name: len(current[name]) for name in (*RELEASE_KEYS, "quarantine")}
+    imports = pinned_sources(repo)
+    top = repo.resolve()
+    sources = tuple(
+        RawSource(r.path.relative_to(top).as_posix(), r.url, r.etag, r.size, r.md5, r.sha256)
+        for r in imports
+    )
     notes = ReleaseNotes(
-        tag=tag, previous=previous, tables=changes, rows=rows, quarantine=quarantine
+        tag=tag,
+        previous=previous,
+        tables=changes,
+        rows=rows,
+        quarantine=quarantine,
+        sources=sources,
     )
     notes_path = repo / NOTES_DIR / f"{tag}.md"
     write_text_atomic(notes_path, notes.to_markdown())
-    _git(repo, "add", "dvc.lock", "dvc.yaml", "params.yaml", str(notes_path.relative_to(repo)))
+    # The pins go into the release commit with dvc.lock: the tag names the raw bytes too.
+    pins = [str(r.dvc_file.relative_to(repo)) for r in imports]
+    pins += sorted({str(r.dvc_file.parent.relative_to(repo) / ".gitignore") for r in imports})
+    _git(
+        repo, "add", "dvc.lock", "dvc.yaml", "params.yaml", str(notes_path.relative_to(repo)), *pins
+    )
     _git(repo, "commit", "--quiet", "--allow-empty", "-m", f"Release {tag}")
     _git(repo, "tag", "-a", tag, "-m", f"verse-etl dataset release {tag}")
     return notes

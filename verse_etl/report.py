@@ -8,18 +8,24 @@ no network). Deterministic for the same build.
 from __future__ import annotations
 
 import html
+import logging
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from verse_etl.catalog import connect
+from verse_etl.paths import ensure_inside, safe_name
 from verse_etl.qc import mosmed_picture, verse_picture
 from verse_etl.records import write_text_atomic
 
 REPORT_DIR = "report"
+logger = logging.getLogger(__name__)
 
 
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
@@ -90,30 +96,100 @@ def _table_html(df: pd.DataFrame, columns: Sequence[str], css: str) -> str:
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
-    """QC pictures for every VerSe scan and annotated MosMed series; ``(caption, relative png)``."""
-    pictures: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class QcPicture:
+    """One case's QC picture in the report: the case it shows and where its files are."""
+
+    case_id: str
+    caption: str
+    src: str  # the PNG, relative to the report page ("" when it could not be drawn)
+    placements: str  # its JSON sidecar (panels, where every level name is drawn)
+    error: str = ""  # why the picture could not be drawn
+
+
+def _anchor(case_id: str) -> str:
+    """The HTML id of a case's figure (ids are ASCII letters, digits and ``-_.``)."""
+    return "qc-" + re.sub(r"[^A-Za-z0-9_.-]", "-", case_id)
+
+
+def _draw(case_id: str, caption: str, png: Path, draw: Callable[[], object]) -> QcPicture:
+    """Draw one case's picture; a case whose picture fails is shown with the reason instead,
+    and the other cases are drawn (one broken store must not take the report down)."""
+    try:
+        draw()
+    except Exception as error:  # shown on the page and logged, not dropped
+        logger.warning("%s: QC picture not drawn: %s", case_id, error)
+        return QcPicture(case_id, caption, "", "", f"{type(error).__name__}: {error}")
+    return QcPicture(case_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
+
+
+def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture]:
+    """QC pictures (PNG + JSON sidecar) for every VerSe scan and annotated MosMed series."""
+    pictures: list[QcPicture] = []
     qc = out / REPORT_DIR / "qc"
     scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
     if scans is not None and vertebrae is not None:
         for row in scans.itertuples():
-            png = qc / f"verse-{row.scan_id}.png"
-            verse_picture(out / row.store_path, vertebrae[vertebrae["scan_id"] == row.scan_id], png)
-            pictures.append((f"{row.scan_id} ({row.release}, {row.orientation})", f"qc/{png.name}"))
+            png = ensure_inside(out, qc / safe_name(f"verse-{row.scan_id}", "lower", ".png"))
+            caption = f"{row.scan_id} ({row.release}, {row.orientation})"
+            rows = vertebrae[vertebrae["scan_id"] == row.scan_id]
+            affine = np.asarray(row.affine, dtype=float).reshape(4, 4)
+            draw = partial(
+                verse_picture, out / row.store_path, rows, png, caption, index_affine=affine
+            )
+            pictures.append(_draw(row.scan_id, caption, png, draw))
     series, keypoints = tables.get("series"), tables.get("mosmed_vertebrae")
     if series is not None and keypoints is not None:
         annotated = series[series["annotated"] & series["store_path"].notna()]
         for n, row in enumerate(annotated.itertuples()):
-            png = qc / f"mosmed-{n:04d}.png"
+            png = ensure_inside(out, qc / f"mosmed-{n:04d}.png")
             rows = keypoints[keypoints["series_uid"] == row.series_uid]
-            mosmed_picture(out / row.store_path, rows, png)
-            pictures.append(
-                (f"{row.folder} ({rows['expert'].nunique()} experts)", f"qc/{png.name}")
+            lists = ", ".join(
+                f"{release}: {group['expert'].nunique()} experts"
+                for release, group in rows.groupby("release", sort=True)
             )
+            caption = f"{row.folder} ({lists or 'no keypoints'})"
+            draw = partial(mosmed_picture, out / row.store_path, rows, png, title=row.folder)
+            pictures.append(_draw(row.folder, caption, png, draw))
     return pictures
 
 
-def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[tuple[str, str]]) -> str:
+def _quarantine_html(quarantine: pd.DataFrame, shown: set[str]) -> str:
+    """The quarantine table; each record of a case that has a QC picture links to it."""
+    columns = ["source", "case_id", "file", "check_name", "reason"]
+    head = "".join(f"<th>{c}</th>" for c in [*columns, "picture"])
+    rows = []
+    for record in quarantine[columns].itertuples(index=False):
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in record)
+        case = str(record.case_id)
+        link = f'<a href="#{_anchor(case)}">picture</a>' if case in shown else ""
+        rows.append(f"<tr>{cells}<td>{link}</td></tr>")
+    return (
+        f'<table class="quarantine"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table>"
+    )
+
+
+def _figure_html(picture: QcPicture, records: int) -> str:
+    """A case's picture, linked to the PNG itself (full size on click)."""
+    src, caption = html.escape(picture.src), html.escape(picture.caption)
+    note = f" — {records} quarantine record{'s' if records != 1 else ''}" if records else ""
+    css = "qc flagged" if records else "qc"
+    if picture.error:
+        return (
+            f'<figure class="{css} failed" id="{_anchor(picture.case_id)}"><p class="error">'
+            f"QC picture not drawn: {html.escape(picture.error)}</p>"
+            f"<figcaption>{caption}{html.escape(note)}</figcaption></figure>"
+        )
+    return (
+        f'<figure class="{css}" id="{_anchor(picture.case_id)}">'
+        f'<a href="{src}" class="full-size"><img src="{src}" alt="QC {caption}" loading="eager"></a>'
+        f'<figcaption>{caption}{html.escape(note)} · <a href="{html.escape(picture.placements)}">'
+        "placements</a></figcaption></figure>"
+    )
+
+
+def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[QcPicture]) -> str:
     """The report page for ``tables``, showing ``pictures``."""
     sections = ['<section id="counts"><h2>Tables</h2>']
     sections.append(bar_chart("Rows per table", [(name, len(df)) for name, df in tables.items()]))
@@ -183,33 +259,37 @@ def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[tuple[str,
     quarantine = tables.get(
         "quarantine", pd.DataFrame(columns=["source", "case_id", "file", "check_name", "reason"])
     )
+    shown = {p.case_id for p in pictures}
     sections.append(
         f'<section id="quarantine"><h2>Quarantine ({len(quarantine)} records)</h2>'
         + (
-            _table_html(
-                quarantine, ["source", "case_id", "file", "check_name", "reason"], "quarantine"
-            )
+            _quarantine_html(quarantine, shown)
             if len(quarantine)
             else "<p>Nothing was rejected.</p>"
         )
         + "</section>"
     )
-    figures = "".join(
-        f'<figure class="qc"><img src="{html.escape(src)}" alt="QC {html.escape(caption)}" loading="eager">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for caption, src in pictures
+    flagged = quarantine["case_id"].value_counts().to_dict() if len(quarantine) else {}
+    # Cases with quarantine records first (most records first), then the rest by case id.
+    ordered = sorted(pictures, key=lambda p: (-flagged.get(p.case_id, 0), p.case_id, p.src))
+    figures = "".join(_figure_html(p, flagged.get(p.case_id, 0)) for p in ordered)
+    sections.append(
+        f'<section id="qc"><h2>QC pictures ({len(pictures)})</h2>'
+        "<p>Click a picture to see it at full size (1 px = 1 mm for VerSe).</p>"
+        f"{figures}</section>"
     )
-    sections.append(f'<section id="qc"><h2>QC pictures ({len(pictures)})</h2>{figures}</section>')
     style = (
         "body{font-family:sans-serif;margin:2em;color:#222}figure{display:inline-block;margin:.5em;vertical-align:top}"
         "svg text{font-size:11px}.bar{fill:#4a7ab5}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}.qc img{height:220px;background:#000}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}.qc img{height:260px;background:#000}.flagged figcaption{color:#b00;font-weight:bold}.error{color:#b00;max-width:30em}"
     )
-    # Marks the page as fully loaded (every picture decoded) for readers and browser tests.
+    # Marks the page as fully loaded (every picture decoded, with its size) for readers and
+    # browser tests.
     script = (
         "<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
         "document.body.dataset.imagesLoaded=String(imgs.filter(i=>i.complete&&i.naturalWidth>0).length);"
-        "document.body.dataset.imagesTotal=String(imgs.length);});</script>"
+        "document.body.dataset.imagesTotal=String(imgs.length);"
+        "imgs.forEach(i=>{i.dataset.naturalSize=i.naturalWidth+'x'+i.naturalHeight;});});</script>"
     )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>verse-etl build report</title>"

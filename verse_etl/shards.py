@@ -137,7 +137,8 @@ class ArrayStream:
     The producer (the decoding thread) fills a staging row one chunk deep and hands it on; it does
     nothing else with the voxels, so that it is never slower than the decoder. A full row is
     split into chunk-encoding tasks on ``pool``; on ``serial``, in stream order, the row is
-    hashed, shown to ``on_row`` and its every second voxel pushed to the next pyramid level.
+    hashed, shown to ``on_row`` and its every second voxel pushed to the next pyramid level;
+    each encoding task shows its chunks to ``on_chunk`` (statistics) as it gathers them.
     When the rows of a shard are encoded, ``serial`` writes the shard file (and reads it back).
     Memory is bounded whatever the volume size: ``STAGED_ROWS`` rows per level (the producer
     waits for the oldest row's tasks before reusing it) plus the encoded chunks of the shards
@@ -166,6 +167,11 @@ class ArrayStream:
         The array's fill value: chunks holding nothing else are not stored.
     on_row
         ``on_row(k0, row)`` sees every staged row once, in order, read-only, on ``serial``.
+    on_chunk
+        ``on_chunk(voxels)`` sees the voxels of every chunk once (flat, Fortran order, edge
+        chunks without their padding), read-only, on the encoder thread that has just gathered
+        them, while they are in its cache: statistics cost no second read of the volume. Calls
+        are concurrent and in no order: it must be thread-safe and order-independent.
     """
 
     def __init__(
@@ -184,6 +190,7 @@ class ArrayStream:
         child: ArrayStream | None = None,
         fill_value: int = 0,
         on_row: Callable[[int, np.ndarray], None] | None = None,
+        on_chunk: Callable[[np.ndarray], None] | None = None,
     ) -> None:
         self.directory = directory
         self.shape = shape
@@ -200,6 +207,7 @@ class ArrayStream:
         self.child = child
         self.fill_value = fill_value
         self.on_row = on_row
+        self.on_chunk = on_chunk
         self.written = 0  # slices received
         self._row = 0  # index of the chunk row being staged
         self._filled = 0  # slices of the current row staged so far
@@ -360,6 +368,9 @@ class ArrayStream:
             chunk.fill(self.fill_value)
         chunk[: block.shape[0], : block.shape[1], : block.shape[2]] = block
         flat = chunk.reshape(-1, order="F")
+        if self.on_chunk is not None:
+            b0, b1, b2 = block.shape
+            self.on_chunk(flat if block.shape == self.chunks else chunk[:b0, :b1, :b2].ravel("F"))
         frame = self._blosc.encode(flat)
         if frame == self._fill_frame:
             # Left out: readers give the fill value. Verified on the voxels, not the codec.

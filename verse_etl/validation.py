@@ -138,10 +138,15 @@ def _quality_records(
         passed = pd.Series(output, index=df.index).astype("boolean")
         if column is not None and check.ignore_na:
             passed |= df[column].isna()
+        # A model may say what the check found in each row (e.g. the levels at fault).
+        finder = getattr(model, "findings", None)
+        found = finder(name, df) if callable(finder) else None
         for index in df.index[~passed.fillna(False).astype(bool)]:
             row = df.loc[index]
             what = ", ".join(f"{k}={row[k]}" for k in keys)
             why = check.error or name
+            if found is not None and found[index] is not None:
+                why = f"{found[index]}; {why}"
             file = str(file_of(row, name))
             records.append(
                 QuarantineRecord(

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xxhash
@@ -184,6 +184,7 @@ class StoreWriter:
         *,
         label_names: Mapping[int, str] | None = None,
         on_slab: Callable[[int, np.ndarray], None] | None = None,
+        statistics: VoxelStatistics | None = None,
     ) -> ArrayInfo:
         """Stream ``(k0, slab)`` pairs into array ``name`` and its pyramid; return what was written.
 
@@ -197,6 +198,10 @@ class StoreWriter:
         array's dtype), in stream order, on the writer's in-order thread rather than the
         caller's, e.g. for statistics: the decoding thread does nothing but decode. The row is
         only valid during the call; an exception raised there aborts the write.
+        ``statistics`` (e.g. :class:`~verse_etl.hu_histogram.HuHistogram`) sees every voxel of
+        level 0 once: for an integer dtype, chunk by chunk on the encoder threads, in the same
+        pass that gathers and encodes each chunk (``add_chunk``, concurrent, in no order); for
+        a float dtype, whose sums depend on the order, row by row in stream order (``add``).
 
         The XXH3-128 digest of the voxels is taken over the rows in stream order (Fortran
         order, native byte order), so it equals the digest of the source's raw voxel block
@@ -223,6 +228,11 @@ class StoreWriter:
         codec = _codec(self.params, dtype.itemsize)
         digest = xxhash.xxh3_128()
         nice = (self.params.encoder_nice,)
+        row_hook, chunk_hook = on_slab, None
+        if statistics is not None and dtype.kind in "iu":
+            chunk_hook = statistics.add_chunk
+        elif statistics is not None:
+            row_hook = _in_order_statistics(statistics, on_slab)
         with (
             ThreadPoolExecutor(
                 self.params.threads, "zarr-encode", initializer=lower_priority, initargs=nice
@@ -257,7 +267,8 @@ class StoreWriter:
                     digest=digest if level == 0 else None,
                     verify=self.params.verify,
                     child=stream,
-                    on_row=on_slab if level == 0 else None,
+                    on_row=row_hook if level == 0 else None,
+                    on_chunk=chunk_hook if level == 0 else None,
                 )
             assert stream is not None
             try:
@@ -320,6 +331,27 @@ class StoreWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         publish(self.tmp, self.final)
+
+
+class VoxelStatistics(Protocol):
+    """Statistics fed while an array is written (:meth:`StoreWriter.write_array`)."""
+
+    def add(self, values: np.ndarray, /) -> None:
+        """Take the next slab, in stream order (float volumes)."""
+
+    def add_chunk(self, values: np.ndarray, /) -> None:
+        """Take one chunk's voxels, from any thread, in any order (integer volumes)."""
+
+
+def _in_order_statistics(
+    statistics: VoxelStatistics, on_slab: Callable[[int, np.ndarray], None] | None
+) -> Callable[[int, np.ndarray], None]:
+    def hook(k0: int, row: np.ndarray) -> None:
+        statistics.add(row)
+        if on_slab is not None:
+            on_slab(k0, row)
+
+    return hook
 
 
 def lower_priority(nice: int) -> None:

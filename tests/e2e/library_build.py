@@ -47,7 +47,9 @@ def build_sources(params: BuildParams) -> BuildSummary:
         mosmed, options = Path(params.sources.mosmed), params.mosmed
         mapping = read_id_mapping(Path(options.id_mapping)) if options.id_mapping else ()
         for study in discover_mosmed(mosmed, options.annotation_dirs, mapping):
-            build_mosmed_study(study, mosmed, out, params.volumes, options)
+            build_mosmed_study(
+                study, mosmed, out, params.volumes, options, limits=params.checks.limits
+            )
         for result in mosmed_source_results(mosmed, options.annotation_dirs):
             save_case_result(out, result)
     return tables(params)

@@ -32,10 +32,25 @@ import pytest
 
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
+from tests.e2e.hostile_kinds import (
+    HOSTILE,
+    HOSTILE_BUILT_SCANS,
+    HOSTILE_REJECTED_SCANS,
+    UID_KINDS,
+    damage_mosmed,
+    damage_verse,
+)
 from tests.e2e.library_build import build_sources
 from verse_etl.catalog import query
 from verse_etl.dataset import Dataset
-from verse_etl.params import BuildParams, MosmedParams, SourceParams, VolumeParams
+from verse_etl.params import (
+    BuildParams,
+    CheckParams,
+    InputLimits,
+    MosmedParams,
+    SourceParams,
+    VolumeParams,
+)
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.edge_cases import rewrite_dicom
 from verse_etl.sample.verse_variants import (
@@ -158,6 +173,11 @@ BUILT_STUDIES = (
 """MosMed studies whose every series must be converted."""
 
 VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2), pyramid_levels=0)
+CHECKS = CheckParams(limits=InputLimits(max_json_bytes=256 << 10))
+"""JSON files above 256 KiB are refused (real ones are a few KiB; the hostile one is 300 KiB)."""
+
+KINDS = CORPUS + HOSTILE
+"""Issue #7's corpus and issue #13's hostile inputs: one build over all of them."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +353,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     shutil.copytree(root / "pristine", root / "src")
     _damage_verse(root / "src" / "verse", root / "pristine" / "verse")
     _damage_mosmed(root / "src" / "mosmed", manifest, root / "absolute")
+    damage_verse(root / "src" / "verse", root / "pristine" / "verse")
+    damage_mosmed(root / "src" / "mosmed")
     out = root / "out"
     (root / "unpack").mkdir()
     before = _hashes(root, out)
@@ -343,6 +365,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         ),
         volumes=VOLUMES,
         mosmed=MosmedParams(unpack_dir=str(root / "unpack")),
+        checks=CHECKS,
     )
     build_sources(params)
     quarantine = query(out, "SELECT * FROM quarantine").to_pandas()
@@ -354,7 +377,7 @@ def _records(corpus: Corpus, file: str) -> pd.DataFrame:
     return q[q["file"].str.contains(file, regex=False)]
 
 
-@pytest.mark.parametrize(("case", "file", "check", "reason"), CORPUS, ids=[c[0] for c in CORPUS])
+@pytest.mark.parametrize(("case", "file", "check", "reason"), KINDS, ids=[c[0] for c in KINDS])
 def test_bad_case_is_quarantined_naming_file_and_reason(
     corpus: Corpus, case: str, file: str, check: str, reason: str
 ) -> None:
@@ -372,7 +395,7 @@ def _table(corpus: Corpus, sql: str) -> pd.DataFrame:
     return query(corpus.out, sql).to_pandas()
 
 
-@pytest.mark.parametrize("scan_id", REJECTED_SCANS)
+@pytest.mark.parametrize("scan_id", REJECTED_SCANS + HOSTILE_REJECTED_SCANS)
 def test_rejected_scan_leaves_no_rows_and_no_store(corpus: Corpus, scan_id: str) -> None:
     assert _table(corpus, f"SELECT * FROM scans WHERE scan_id = '{scan_id}'").empty
     assert _table(corpus, f"SELECT * FROM vertebrae WHERE scan_id = '{scan_id}'").empty
@@ -438,12 +461,14 @@ def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
     src, q = corpus.root / "src", corpus.quarantine
     found = discover_verse_sources(src / "verse")
     built = set(_table(corpus, "SELECT scan_id FROM scans")["scan_id"])
-    rejected = set(q.loc[q["table_name"] == "scans", "case_id"])
+    # Records of the scans table name rejected scans, and flags of built ones (sidecar, voxels).
+    rejected = set(q.loc[q["table_name"] == "scans", "case_id"]) - built
     assert {s.scan_id for s in found.scans} == built | rejected
-    assert not built & rejected
     discovery = q[q["case_id"] == "_discovery"]
-    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 4
-    assert len(discovery[discovery["source"] == "mosmed"]) == 3  # the zip, notes.txt, the folder
+    # 4 of issue #7; a FIFO, a broken link and a socket of issue #13
+    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 7
+    # the zip, notes.txt, the folder; a FIFO among the annotations and one in dicom/
+    assert len(discovery[discovery["source"] == "mosmed"]) == 5
     series = _table(corpus, "SELECT folder FROM series")
     for study in discover_mosmed(src / "mosmed"):
         assert study.folder in set(series["folder"]) | set(q["case_id"]), study.folder
@@ -472,8 +497,12 @@ def test_every_archive_member_is_read_or_refused(corpus: Corpus) -> None:
 def test_every_dicom_file_is_in_a_series_or_quarantined(corpus: Corpus) -> None:
     dicom, q = corpus.root / "src" / "mosmed" / "dicom", corpus.quarantine
     series = _table(corpus, "SELECT folder, n_files FROM series")
-    not_images = q[q["check_name"].isin(["not_dicom_image", "dicom_tags"])]
-    for folder in (p for p in dicom.iterdir() if p.is_dir()):
+    # Files whose header is refused (not an image, unusable tags, too large) are not in a series.
+    not_images = q[
+        q["check_name"].isin(["not_dicom_image", "dicom_tags", "dicom_header", "too_large"])
+    ]
+    copies = set(q.loc[q["check_name"] == "duplicate_series", "case_id"])
+    for folder in (p for p in dicom.iterdir() if p.is_dir() and p.name not in copies):
         files = [p for p in folder.rglob("*") if p.is_file()]
         counted = series.loc[series["folder"] == folder.name, "n_files"].sum()
         recorded = not_images["file"].str.startswith(f"dicom/{folder.name}/").sum()
@@ -484,3 +513,111 @@ def test_nothing_is_written_outside_the_build_folder(corpus: Corpus) -> None:
     assert _hashes(corpus.root, corpus.out) == corpus.outside_before
     assert not any((corpus.root / "unpack").iterdir())
     assert not (corpus.root / "absolute").exists() and not (corpus.root / "escaped").exists()
+
+
+# -- issue #13: the hostile kinds --------------------------------------------------------------
+
+GOOD_SCANS = ("verse201", "verse253", "gl144", "gl195")
+"""VerSe scans left undamaged in the corpus (verse401's two split scans on disk; two in the zip)."""
+GOOD_SUBJECTS = ("sub-verse401", "sub-gl144", "sub-gl195")
+
+
+@pytest.fixture(scope="module")
+def clean(corpus: Corpus) -> Path:
+    """A clean build of the corpus' good cases alone, from the pristine files."""
+    good = corpus.root / "good"
+    verse, mosmed = good / "verse", good / "mosmed"
+    shutil.copytree(corpus.root / "pristine" / "verse", verse)
+    for subject in sorted(verse.glob("*/*/sub-*")):
+        if subject.name not in GOOD_SUBJECTS:
+            shutil.rmtree(subject)
+    zip_release(verse, "dataset-01training")
+    for name in (
+        "dicom/mosmed_good",
+        "annotation/mosmed_good.json",
+        "annotation_v2/mosmed_good.json",
+    ):
+        source, target = corpus.root / "pristine" / "mosmed" / name, mosmed / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    out = corpus.root / "clean-out"
+    build_sources(
+        BuildParams(
+            out=str(out),
+            sources=SourceParams(verse=str(verse), mosmed=str(mosmed)),
+            volumes=VOLUMES,
+            checks=CHECKS,
+        )
+    )
+    return out
+
+
+def _rows(out: Path, sql: str) -> list[dict]:
+    return query(out, sql).to_pylist()
+
+
+def _store_files(out: Path, store: str) -> dict[str, str]:
+    return {
+        p.relative_to(out / store).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / store).rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_good_cases_are_byte_identical_to_a_clean_build_of_them_alone(
+    corpus: Corpus, clean: Path
+) -> None:
+    """Hostile neighbours change nothing in a good case: rows, stores, byte for byte."""
+    ids = ", ".join(f"'{s}'" for s in GOOD_SCANS)
+    for table, key in (("scans", "scan_id"), ("vertebrae", "scan_id")):
+        sql = f"SELECT * FROM {table} WHERE {key} IN ({ids}) ORDER BY ALL"
+        assert _rows(corpus.out, sql) == _rows(clean, sql), table
+    for table in ("series", "mosmed_vertebrae", "mosmed_consensus"):
+        sql = f"SELECT * FROM {table} WHERE folder = 'mosmed_good' ORDER BY ALL"
+        rows = _rows(clean, sql)
+        assert rows and _rows(corpus.out, sql) == rows, table
+    stores = [r["store_path"] for r in _rows(clean, "SELECT store_path FROM scans")]
+    stores += [r["store_path"] for r in _rows(clean, "SELECT store_path FROM series")]
+    assert len(stores) == len(GOOD_SCANS) + 2  # mosmed_good: the thin series and the decoy
+    for store in stores:
+        files = _store_files(clean, store)
+        assert files and _store_files(corpus.out, store) == files, store
+
+
+@pytest.mark.parametrize("scan_id", HOSTILE_BUILT_SCANS)
+def test_a_flagged_hostile_scan_still_builds(corpus: Corpus, scan_id: str) -> None:
+    (row,) = _rows(corpus.out, f"SELECT * FROM scans WHERE scan_id = '{scan_id}'")
+    assert (corpus.out / row["store_path"] / "zarr.json").is_file()
+
+
+def test_a_copied_study_leaves_the_original_whole(corpus: Corpus) -> None:
+    assert not _rows(corpus.out, "SELECT * FROM series WHERE folder = 'mosmed_good_copy'")
+    good = _rows(corpus.out, "SELECT * FROM mosmed_vertebrae WHERE folder = 'mosmed_good'")
+    assert {r["release"] for r in good} == {"v1", "v2"}
+    q = corpus.quarantine
+    copies = q[q["check_name"] == "duplicate_series"]
+    assert set(copies["case_id"]) == {"mosmed_good_copy"} and len(copies) == 2  # two series
+    assert not q["check_name"].str.contains("unique").any(), "a copy knocked out the original"
+
+
+def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None:
+    """UIDs like ../../x, /abs/x, 300 characters or differing only by case: each series is
+    converted into a store of its own below volumes/mosmed/<Folder>/, nothing lands elsewhere."""
+    stores = {}
+    for folder, uid in UID_KINDS.items():
+        (row,) = _rows(corpus.out, f"SELECT * FROM series WHERE folder = '{folder}'")
+        assert row["series_uid"] == uid and row["is_volume"], row
+        store = corpus.out / row["store_path"]
+        assert ".." not in Path(row["store_path"]).parts, row["store_path"]
+        assert store.parent.parent == corpus.out / "volumes" / "mosmed", row["store_path"]
+        assert store.resolve().is_relative_to(corpus.out.resolve())
+        assert store.is_dir() and len(store.name) < 255
+        stores[uid] = store
+        assert Dataset(corpus.out)[uid].image.shape == (8, 10, 6)
+    assert len(set(stores.values())) == len(UID_KINDS)
+    assert not Path(UID_KINDS["h_uid_absolute"]).exists()
+    assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()
+    assert not [p for p in corpus.root.parent.rglob("outside-the-build*")]

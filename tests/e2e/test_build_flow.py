@@ -155,12 +155,14 @@ def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
 
 @pytest.fixture(scope="module")
 def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    """All 20 real annotation files against the synthetic studies `sample --annotations` makes."""
+    """All 20 real v1 and 20 real v2 annotation files against the synthetic studies
+    `sample --annotations` makes (one study per Folder for both releases)."""
     from flows.build import run_build
     from verse_etl.sample import write_annotation_studies
 
     src = tmp_path_factory.mktemp("real-ann")
-    write_annotation_studies(shared / "fixtures" / "mosmed" / "annotation", src)
+    real = shared / "fixtures" / "mosmed"
+    write_annotation_studies([real / "annotation", real / "annotation_v2"], src)
     out = tmp_path_factory.mktemp("real-ann-build")
     params = BuildParams(
         out=str(out), sources=SourceParams(verse="", mosmed=str(src / "mosmed")), workers=2
@@ -173,29 +175,50 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
     shared: Path, real_annotations_built
 ) -> None:
     _, tables = real_annotations_built
-    assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
-    files = sorted((shared / "fixtures" / "mosmed" / "annotation").glob("*.json"))
-    rows = tables["mosmed_vertebrae"]
-    assert rows["folder"].nunique() == len(files) == 20
-    for path in files:
-        raw = json.loads(path.read_text())
-        mine = rows[rows["folder"] == path.stem].sort_values(["expert", "vertebra_index"])
-        assert mine.groupby("expert").size().to_dict() == {
-            e: len(v) for e, v in raw["Annotation"].items()
-        }
-        assert set(mine["series_uid"]) == {raw["SeriesInstanceUID"]}
-        for expert, vertebrae in raw["Annotation"].items():
-            got = mine[mine["expert"] == expert]
-            points = got[
-                [
-                    f"{p}_{a}"
-                    for p in ("ant_sup", "ant_inf", "mid_sup", "mid_inf", "post_sup", "post_inf")
-                    for a in ("row", "col", "k")
+    # Only the readers' own overlaps are flagged (vertebra_order; the rows stay): in the v2 file
+    # of RLADD02000049805 every expert overlaps T2/T3 and T3/T4.
+    q = tables["quarantine"]
+    assert set(q["check_name"]) == {"vertebra_order"}, q[["check_name", "reason"]].to_dict(
+        "records"
+    )
+    flagged = q[q["file"] == "annotation_v2/RLADD02000049805_RLSDD02000049736.json"]
+    assert {json.loads(r)["expert"] for r in flagged["record"]} == {"expert1", "expert2", "expert3"}
+    for release, folder in (("v1", "annotation"), ("v2", "annotation_v2")):
+        files = sorted((shared / "fixtures" / "mosmed" / folder).glob("*.json"))
+        rows = tables["mosmed_vertebrae"]
+        rows = rows[rows["release"] == release]
+        assert rows["folder"].nunique() == len(files) == 20
+        for path in files:
+            raw = json.loads(path.read_text())
+            mine = rows[rows["folder"] == path.stem].sort_values(["expert", "vertebra_index"])
+            assert mine.groupby("expert").size().to_dict() == {
+                e: len(v) for e, v in raw["Annotation"].items()
+            }
+            assert set(mine["series_uid"]) == {raw["SeriesInstanceUID"]}
+            for expert, vertebrae in raw["Annotation"].items():
+                got = mine[mine["expert"] == expert]
+                points = got[
+                    [
+                        f"{p}_{a}"
+                        for p in (
+                            "ant_sup",
+                            "ant_inf",
+                            "mid_sup",
+                            "mid_inf",
+                            "post_sup",
+                            "post_inf",
+                        )
+                        for a in ("row", "col", "k")
+                    ]
                 ]
-            ]
-            np.testing.assert_array_equal(
-                points.to_numpy(), np.asarray(vertebrae).reshape(len(vertebrae), 18)
-            )
+                if release == "v2":
+                    assert got["level"].tolist() == [
+                        v["type"].replace("Th", "T") for v in vertebrae
+                    ]
+                    vertebrae = [v["segments"] for v in vertebrae]
+                np.testing.assert_array_equal(
+                    points.to_numpy(), np.asarray(vertebrae).reshape(len(vertebrae), 18)
+                )
     annotated = tables["series"][tables["series"]["annotated"]]
     assert len(annotated) == len(files) and annotated["is_volume"].all()
 
@@ -223,7 +246,8 @@ def test_real_annotations_heights_are_keypoint_distances_times_spacing(
     series = tables["series"].set_index("series_uid")
     assert len(rows) == sum(
         len(v)
-        for p in (shared / "fixtures" / "mosmed" / "annotation").glob("*.json")
+        for folder in ("annotation", "annotation_v2")
+        for p in (shared / "fixtures" / "mosmed" / folder).glob("*.json")
         for v in json.loads(p.read_text())["Annotation"].values()
     )
     pairs = {
@@ -255,3 +279,39 @@ def test_real_annotations_heights_are_keypoint_distances_times_spacing(
     consensus = tables["mosmed_consensus"]
     assert set(consensus["folder"]) == set(rows["folder"])
     assert consensus["mean_keypoint_distance_mm"].dropna().between(0, 20).all()
+
+
+def test_real_annotations_pair_readers_across_releases_by_keypoints(real_annotations_built) -> None:
+    """The renumbered readers of the real releases (v1 expert2 = v2 expert3 in
+    RLADD02000001667...) are paired in mosmed_expert_pairs, and every v1 vertebra names the rule
+    that gave it its level; a vertebra repeated exactly in v2 takes that copy's label."""
+    _, tables = real_annotations_built
+    pairs, rows = tables["mosmed_expert_pairs"], tables["mosmed_vertebrae"]
+    assert pairs["folder"].nunique() == 20
+    same = pairs[pairs["same_reader"]]
+    assert ("RLADD02000001667_RLSDD02000001631", "expert2", "expert3") in set(
+        zip(same["folder"], same["expert_v1"], same["expert_v2"], strict=True)
+    )
+    assert (same["n_identical"] > 0).all()
+    assert (pairs[~pairs["same_reader"]]["n_identical"] == 0).all()
+    v1 = rows[rows["release"] == "v1"]
+    assert set(v1["level_source"].dropna()) == {
+        "v2_identical_keypoints",
+        "v2_same_reader",
+        "v2_other_reader",
+    }
+    v2 = rows[rows["release"] == "v2"]
+    point_cols = [c for c in rows.columns if c.endswith(("_row", "_col", "_k"))]
+    labels = {
+        (f, *np.round(p, 9)): level
+        for f, level, p in zip(v2["folder"], v2["level"], v2[point_cols].to_numpy(), strict=True)
+    }
+    twins = v1[v1["level_source"] == "v2_identical_keypoints"]
+    assert len(twins) == sum(
+        (f, *np.round(p, 9)) in labels
+        for f, p in zip(v1["folder"], v1[point_cols].to_numpy(), strict=True)
+    )
+    for f, level, p in zip(
+        twins["folder"], twins["level"], twins[point_cols].to_numpy(), strict=True
+    ):
+        assert labels[(f, *np.round(p, 9))] == level

@@ -104,13 +104,21 @@ def built(corpora: Path, tmp_path_factory: pytest.TempPathFactory):
     return root, out, {n: read_table(out, n).to_pandas() for n in names}
 
 
+CORRECTABLE = {"gantry_tilt", "uneven_spacing"}  # missing slices are never interpolated over
+
+
 def test_the_builder_reports_each_case_and_converts_only_the_clean_one(built) -> None:
     _, _, tables = built
     series = tables["series"].set_index("folder")
     for case, (verdict, findings, _, _) in EXPECTED.items():
         row = series.loc[case.replace("/", "_")]
         assert (row["verdict"], row["findings"]) == (verdict, ",".join(findings))
-        assert row["is_volume"] == (verdict == "volume") == pd.notna(row["store_path"])
+        assert row["is_volume"] == (verdict == "volume")
+        # mosmed.tilt = correct (default): a series whose only findings are tilt, uneven
+        # spacing is resampled into a store (tests/realdata/test_tilt_correction.py).
+        resampled = verdict != "volume" and set(findings) <= CORRECTABLE
+        assert pd.notna(row["store_path"]) == (verdict == "volume" or resampled)
+        assert pd.notna(row["correction"]) == resampled
     q = tables["quarantine"]
     checks = set(zip(q["case_id"], q["check_name"], strict=True))
     for case, (verdict, *_) in EXPECTED.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from schemas import ScansTable, VertebraeTable
 from verse_etl.annotations import read_annotation
 from verse_etl.cases.verse import build_verse_scan
 from verse_etl.geometry import apply_affine
 from verse_etl.params import VolumeParams
+from verse_etl.qc import TEXT, label_color, verse_picture
 from verse_etl.sources.verse import discover_verse
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, open_array
 
@@ -156,3 +159,101 @@ def test_real_annotations_parse_with_right_counts_and_as_v2(shared: Path, tmp_pa
         again = read_annotation(tmp_path / path.name)
         assert again.release == "v2" and not again.problems
         assert [v.points for v in again.vertebrae] == [v.points for v in parsed.vertebrae]
+
+
+def test_real_verse_qc_picture_shows_every_level_with_true_proportions(
+    verse004: Path, tmp_path: Path
+) -> None:
+    """The QC picture of the real (PIR, oblique, 1 x 1 x 2 mm) mask: all nine levels named beside
+    their centroids in every panel, each centroid's dot on its own vertebra, and a vertebral
+    body as tall and as deep in the sagittal panel (pixels) as in the mask (world mm)."""
+    (scan,) = discover_verse(verse004)
+    result = build_verse_scan(
+        scan, verse004, tmp_path, VolumeParams(chunks=(32, 32, 32), shard_chunks=(4, 4, 2))
+    )
+    vertebrae = pd.DataFrame(result.rows["vertebrae"])
+    store = tmp_path / result.rows["scans"][0]["store_path"]
+    picture = verse_picture(store, vertebrae, tmp_path / "verse004.png", title="verse004")
+    pixels = np.asarray(Image.open(picture.png).convert("RGB"))
+    assert pixels.shape[:2] == (picture.height, picture.width)
+
+    mask = nib.load(str(scan.mask.path))
+    labels = np.asanyarray(mask.dataobj).astype(np.uint8)
+    inverse = np.linalg.inv(mask.affine)
+
+    def label_at(world: np.ndarray) -> np.ndarray:
+        index = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+        inside = np.all((index >= 0) & (index < labels.shape), axis=1)
+        out = np.zeros(len(world), np.uint8)
+        out[inside] = labels[tuple(index[inside].T)]
+        return out
+
+    # Panels span the field of view at 1 mm per pixel: 338 mm tall (the mask's I axis).
+    corners = np.array(
+        [[a, b, c] for a in (-0.5, 160.5) for b in (-0.5, 337.5) for c in (-0.5, 60.5)]
+    )
+    world = apply_affine(mask.affine, corners)
+    lateral, sagittal, coronal = picture.panels
+    assert picture.pixel_mm == 1.0 and lateral.height == math.ceil(np.ptp(world[:, 2]))
+    assert (lateral.width, coronal.width) == (
+        math.ceil(np.ptp(world[:, 1])),
+        math.ceil(np.ptp(world[:, 0])),
+    )
+
+    levels = ["T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    text = np.all(pixels == TEXT, axis=2)
+    for panel in picture.panels:
+        placed = {
+            p.text: p for p in picture.placements if p.panel == panel.name and p.kind == "level"
+        }
+        assert sorted(placed, key=levels.index) == levels
+        for row in vertebrae.itertuples():
+            p = placed[row.level]
+            centroid = np.array([row.centroid_x_mm, row.centroid_y_mm, row.centroid_z_mm])
+            x, y = panel.pixel(centroid)
+            assert p.anchor == pytest.approx((x, y)) and p.world_mm == pytest.approx(
+                tuple(centroid)
+            )
+            x0, y0, x1, y1 = p.box
+            assert x1 <= x + 1 and abs((y0 + y1) / 2 - y) < 12  # beside it, level with it
+            assert text[y0:y1, x0:x1].sum() >= 10  # and really drawn there
+            if panel.name != "lateral":
+                # Just outside the dot (radius 3) the picture shows the vertebra's own label.
+                ring = [
+                    pixels[round(y) + dy, round(x) + dx] for dx, dy in ((5, 0), (0, 5), (0, -5))
+                ]
+                blended = 0.55 * np.clip((700 + 450) / 1800, 0, 1) * 255 + 0.45 * np.array(
+                    label_color(row.label)
+                )
+                assert any(np.abs(c.astype(float) - blended).max() <= 2 for c in ring), row.level
+
+    # True proportions: L1's body measured in the sagittal panel through its centroid equals the
+    # mask measured along the same world lines (tall: along z on the spine curve; deep: along y).
+    l1 = vertebrae.set_index("level").loc["L1"]
+    c = np.array([l1.centroid_x_mm, l1.centroid_y_mm, l1.centroid_z_mm])
+    x, y = (round(v) for v in sagittal.pixel(c))
+    grey = np.clip((700 + 450) / 1800, 0, 1) * 255
+    colour = 0.55 * grey + 0.45 * np.array(label_color(20))
+    ctd = vertebrae.sort_values("centroid_z_mm")
+
+    def curve_x(z: np.ndarray) -> np.ndarray:
+        return np.interp(z, ctd.centroid_z_mm, ctd.centroid_x_mm)
+
+    def measured(line: np.ndarray) -> int:
+        hits = np.flatnonzero(np.all(np.abs(line.astype(float) - colour) <= 2, axis=1))
+        return int(hits[-1] - hits[0] + 1)
+
+    # Tall: the column 5 px posterior of the dot (which covers the centroid's own column).
+    column = pixels[sagittal.top : sagittal.top + sagittal.height, x + 5]
+    zs = np.linspace(c[2] - 40, c[2] + 40, 1601)
+    line = np.stack([curve_x(zs), np.full_like(zs, c[1] - 5 * sagittal.pixel_mm), zs], axis=1)
+    tall_mm = np.ptp(zs[label_at(line) == 20])
+    assert abs(measured(column) * sagittal.pixel_mm - tall_mm) <= 2.5, (measured(column), tall_mm)
+    # Deep: the row 3 px above the centroid (the name beside it is on the anterior side only).
+    row = pixels[y - 3, x + 4 : sagittal.left + sagittal.width]
+    ys = np.linspace(c[1] - 4 - 80, c[1] - 4, 1601)
+    z_up = c[2] + 3 * sagittal.pixel_mm
+    line = np.stack([np.full_like(ys, curve_x(z_up)), ys, np.full_like(ys, z_up)], axis=1)
+    inside = ys[label_at(line) == 20]
+    deep_mm = c[1] - 4 - inside.min()  # from the dot's edge back to the body's posterior wall
+    assert abs(measured(row) * sagittal.pixel_mm - deep_mm) <= 2.5, (measured(row), deep_mm)

@@ -92,3 +92,14 @@ def test_wrong_checksum_is_refused_and_nothing_published(server: str, tmp_path: 
     with pytest.raises(InputError, match=r"verse19\.zip: sha256 mismatch \(expected 0{64}, got"):
         fetch(Download(server, dest, "0" * 64))
     assert not dest.exists() and not dest.with_name("verse19.zip.part").exists()
+
+
+def test_unreachable_host_says_it_cannot_connect(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/dataset-verse19training.zip"
+    with pytest.raises(InputError, match=r"cannot connect \(.*refused"):
+        fetch(Download(url, tmp_path / "verse19.zip", SHA))
+    assert not (tmp_path / "verse19.zip").exists()

@@ -63,3 +63,20 @@ def test_sigkilled_holder_releases_the_lock(tmp_path: Path) -> None:
     assert (tmp_path / LOCK_NAME).exists()  # the file stays, the lock does not
     with workspace_lock(tmp_path):
         pass
+
+
+def test_report_waits_for_the_build_holding_the_workspace(tmp_path: Path) -> None:
+    """`verse-etl report` reads tables and stores: it runs only holding the lock."""
+    from typer.testing import CliRunner
+
+    from verse_etl.cli import app
+
+    holder = _holder(tmp_path, 30)
+    try:
+        result = CliRunner().invoke(app, ["report", "--out", str(tmp_path)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 3, result.output
+    assert "another build is running" in " ".join(result.output.split())
+    assert not (tmp_path / "report").exists()

@@ -88,15 +88,35 @@ def test_group_and_level_matching() -> None:
         experts,
         np.array([[0, 0, 49.0], [0, 0, 26.0], [0, 0, 24.0]]),
         ["T7", "T8", "T8"],
-        ["a", "a", "c"],
+        ["x", "x", "c"],
+        same_reader={"a": "x"},
     )
     assert found == [
-        ("T7", "v2_same_expert"),
-        ("T8", "v2_same_expert"),
+        ("T7", "v2_same_reader"),
+        ("T8", "v2_same_reader"),
         (None, None),
-        ("T7", "v2_other_expert"),
-        ("T8", "v2_other_expert"),
+        ("T7", "v2_other_reader"),
+        ("T8", "v2_other_reader"),
     ]
+    # Keys are not compared across releases: without the pairing every match is another reader's.
+    unpaired = levels_from_reference(
+        centres, [20.0] * 5, experts, np.array([[0, 0, 49.0]]), ["T7"], ["a"]
+    )
+    assert unpaired[0] == ("T7", "v2_other_reader")
+    # An identical reading wins over a nearer vertebra of the paired reader.
+    points = np.arange(18.0).reshape(1, 6, 3)
+    twin = levels_from_reference(
+        np.array([[0, 0, 50.0]]),
+        [20.0],
+        ["a"],
+        np.array([[0, 0, 50.0], [0, 0, 57.0]]),
+        ["T7", "T6"],
+        ["x", "y"],
+        same_reader={"a": "x"},
+        points=points,
+        ref_points=np.concatenate([points + 0.5, points]),
+    )
+    assert twin == [("T6", "v2_identical_keypoints")]
 
 
 def _rows(readings: dict[str, list[np.ndarray]], grades: dict[str, list[int]], levels=None):

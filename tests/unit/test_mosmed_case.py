@@ -31,7 +31,13 @@ from verse_etl.tables import read_table
 from verse_etl.volumes import open_array
 
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2))
-TABLE_NAMES = ("series", "mosmed_vertebrae", "mosmed_consensus", "quarantine")
+TABLE_NAMES = (
+    "series",
+    "mosmed_vertebrae",
+    "mosmed_consensus",
+    "mosmed_expert_pairs",
+    "quarantine",
+)
 
 
 def _build(root: Path, out: Path, params: MosmedParams | None = None, mapping: Path | None = None):
@@ -65,14 +71,25 @@ def test_both_releases_come_out_and_v1_takes_levels_from_v2(sample) -> None:
         mine = rows[rows["folder"] == study.folder]
         levels = [v.level for v in study.vertebrae]
         covered = {levels[i] for _, indices in study.v2_experts for i in indices}
-        v2_experts = {key for key, _ in study.v2_experts}
+        same = dict(study.same_readers)
+        assert all(a != b for a, b in same.items())  # renumbered, as in the real releases
         for key, indices in study.experts:
             got = mine[(mine["release"] == "v1") & (mine["expert"] == key)]
             got = got.sort_values("vertebra_index")
             expected = [levels[i] if levels[i] in covered else None for i in indices]
             assert [v if isinstance(v, str) else None for v in got["level"]] == expected
-            source = "v2_same_expert" if key in v2_experts else "v2_other_expert"
-            assert set(got["level_source"].dropna()) == {source}
+            sources = set(got["level_source"].dropna())
+            if key in same:
+                # Most vertebrae carried over unchanged, a few re-read by the same reader.
+                assert sources == {"v2_identical_keypoints", "v2_same_reader"}
+            else:
+                assert sources == {"v2_other_reader"}
+        pairs = tables["mosmed_expert_pairs"]
+        pairs = pairs[pairs["folder"] == study.folder]
+        assert len(pairs) == len(study.experts) * len(study.v2_experts)
+        found = pairs[pairs["same_reader"]]
+        assert dict(zip(found["expert_v1"], found["expert_v2"], strict=True)) == same
+        assert (pairs[~pairs["same_reader"]]["n_identical"] == 0).all()
         for key, indices in study.v2_experts:
             got = mine[(mine["release"] == "v2") & (mine["expert"] == key)]
             assert list(got.sort_values("vertebra_index")["level"]) == [levels[i] for i in indices]
@@ -247,7 +264,9 @@ def test_edge_cases_are_reported_as_expected(edge) -> None:
     for uid, verdict in manifest.verdicts:
         assert series.loc[uid, "verdict"] == verdict
         assert series.loc[uid, "is_volume"] == (verdict == "volume")
-        assert pd.isna(series.loc[uid, "store_path"]) == (verdict != "volume")
+        # A tilted series is resampled (mosmed.tilt = correct); others are stored only if clean.
+        converted = verdict in ("volume", "gantry_tilt")
+        assert pd.isna(series.loc[uid, "store_path"]) == (not converted)
     vertebrae = tables["mosmed_vertebrae"]
     got_matches = set(
         zip(vertebrae["folder"], vertebrae["release"], vertebrae["id_match"], strict=True)
@@ -261,7 +280,12 @@ def test_tilt_localizer_and_missing_slice_numbers(edge) -> None:
     tilted = series.loc[manifest.study("uid_not_found").decoy_series_uid]
     assert tilted["tilt_deg"] == pytest.approx(15.0, abs=1e-3)
     assert tilted["gantry_detector_tilt_deg"] == pytest.approx(15.0)
-    assert not tilted["consistent_in_plane_col"] and tilted["affine"] is None
+    assert not tilted["consistent_in_plane_col"] and not tilted["is_volume"]
+    # mosmed.tilt = correct: resampled onto an unsheared grid (no shear left in the affine).
+    assert tilted["correction"] == "tilt" and tilted["store_path"] is not None
+    m = np.reshape(tilted["affine"], (4, 4))[:3, :3]
+    m = m / np.linalg.norm(m, axis=0)
+    np.testing.assert_allclose(m.T @ m, np.eye(3), atol=1e-9)
     scouted = series.loc[manifest.study("old_identifiers").series_uid]
     assert (scouted["n_files"], scouted["n_localizers"]) == (scouted["n_slices"] + 1, 1)
     holed = series.loc[manifest.study("missing_slice").decoy_series_uid]

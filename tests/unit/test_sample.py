@@ -51,6 +51,7 @@ REAL_VERSE = SHARED / "fixtures" / "verse" / "sub-verse004"
 REAL_MASK = REAL_VERSE / "sub-verse004_seg-vert_msk.nii.gz"
 REAL_CTD = REAL_VERSE / "sub-verse004_seg-subreg_ctd.json"
 REAL_ANNOTATIONS = SHARED / "fixtures" / "mosmed" / "annotation"
+REAL_ANNOTATIONS_V2 = SHARED / "fixtures" / "mosmed" / "annotation_v2"
 BONE_HU = 150.0
 
 
@@ -78,12 +79,17 @@ def tiny_again(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleMa
 def replayed(
     real: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path, SampleManifest]:
-    """Annotation studies for two real files (the first two by name)."""
+    """Annotation studies for two real studies (the first two by name): the first with its v1
+    and v2 files, the second with its v2 file only."""
     src = tmp_path_factory.mktemp("annotations")
-    for path in sorted(REAL_ANNOTATIONS.glob("*.json"))[:2]:
-        shutil.copy(path, src / path.name)
+    (src / "v1").mkdir()
+    (src / "v2").mkdir()
+    first, second = sorted(REAL_ANNOTATIONS.glob("*.json"))[:2]
+    shutil.copy(first, src / "v1" / first.name)
+    for path in (first, second):
+        shutil.copy(REAL_ANNOTATIONS_V2 / path.name, src / "v2" / path.name)
     out = tmp_path_factory.mktemp("replayed")
-    return src, out, write_annotation_studies(src, out, seed=0)
+    return src, out, write_annotation_studies([src / "v1", src / "v2"], out, seed=0)
 
 
 def _raw_header(path: Path) -> nib.Nifti1Header:
@@ -422,28 +428,80 @@ def test_sample_is_byte_identical_across_runs(
 def test_annotation_studies_match_real_files(
     real: Path, replayed: tuple[Path, Path, SampleManifest]
 ) -> None:
+    """v1 and v2 files of one study make one study; a v2 file alone makes one too; the copies
+    are byte-identical in their release's folder and every reader's points lie on bone."""
     src, out, manifest = replayed
     assert len(manifest.mosmed) == 2
+    both, v2_only = manifest.mosmed
+    assert both.annotation == Path("mosmed/annotation") / f"{both.folder}.json"
+    assert both.annotation_v2 == Path("mosmed/annotation_v2") / f"{both.folder}.json"
+    assert both.experts and both.v2_experts
+    assert v2_only.annotation == v2_only.annotation_v2 and not v2_only.experts
     for study in manifest.mosmed:
-        original = src / f"{study.folder}.json"
-        assert (out / study.annotation).read_bytes() == original.read_bytes()
-        data = json.loads(original.read_text())
-        assert study.series_uid == data["SeriesInstanceUID"]
+        copies = [
+            (
+                p,
+                src
+                / p.parent.name.replace("annotation_v2", "v2").replace("annotation", "v1")
+                / p.name,
+            )
+            for p in {study.annotation, study.annotation_v2}
+            if p
+        ]
         series = _read_series(out, study.folder)
         assert set(series) == {study.series_uid, study.decoy_series_uid}
         thin = [d for _, d in series[study.series_uid]]
-        assert str(thin[0].SeriesInstanceUID) == data["SeriesInstanceUID"]  # trailing '.' kept
+        volume = _Image(series[study.series_uid])
+        for copy_path, original in copies:
+            assert (out / copy_path).read_bytes() == original.read_bytes()
+            data = json.loads(original.read_text())
+            assert study.series_uid == data["SeriesInstanceUID"]
+            assert str(thin[0].SeriesInstanceUID) == data["SeriesInstanceUID"]  # trailing '.'
+            for vertebrae in data["Annotation"].values():
+                for v in vertebrae:
+                    v = np.reshape(v["segments"], (6, 3)) if isinstance(v, dict) else v
+                    assert len(thin) > np.max(np.asarray(v)[:, 2])
+                    assert _at(volume, np.asarray(v).mean(axis=0)) > BONE_HU
+                    assert all(_at(volume, m) > BONE_HU for m in _midpoints(v))
         assert thin[0].Rows == thin[0].Columns == 512
         assert thin[0].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"  # RLE Lossless
-        points = np.concatenate([np.asarray(v) for e in data["Annotation"].values() for v in e])
-        assert len(thin) > points[:, 2].max()
-        volume = _Image(series[study.series_uid])
-        for vertebrae in data["Annotation"].values():
-            for v in vertebrae:
-                assert _at(volume, np.asarray(v).mean(axis=0)) > BONE_HU
-                assert all(_at(volume, m) > BONE_HU for m in _midpoints(v))
         middle = volume.slice(len(thin) // 2)
         assert middle.min() == -1000 and middle.max() == 1000  # air and cortical bone
+        # The phantom's vertebrae carry the v2 labels (Th7 -> T7).
+        raw_v2 = json.loads((out / study.annotation_v2).read_text())["Annotation"]
+        for key, indices in study.v2_experts:
+            labels = [v["type"].replace("Th", "T") for v in raw_v2[key]]
+            assert [study.vertebrae[i].level for i in indices] == labels
+    # A v1 reading that v2 repeats exactly is the same phantom vertebra.
+    raw_v1 = json.loads((out / both.annotation).read_text())["Annotation"]
+    raw_v2 = json.loads((out / both.annotation_v2).read_text())["Annotation"]
+    v1_index = {k: dict(both.experts)[k] for k in raw_v1}
+    v2_index = {k: dict(both.v2_experts)[k] for k in raw_v2}
+    shared = 0
+    for k1, verts1 in raw_v1.items():
+        for i, a in enumerate(verts1):
+            for k2, verts2 in raw_v2.items():
+                for j, b in enumerate(verts2):
+                    if np.array_equal(np.reshape(b["segments"], (6, 3)), a):
+                        assert v1_index[k1][i] == v2_index[k2][j]
+                        shared += 1
+    assert shared > 10
+
+
+def test_annotation_files_of_one_study_must_agree(tmp_path: Path) -> None:
+    first = sorted(REAL_ANNOTATIONS.glob("*.json"))[0]
+    for release, folder in (("v1", REAL_ANNOTATIONS), ("v2", REAL_ANNOTATIONS_V2)):
+        (tmp_path / release).mkdir()
+        data = json.loads((folder / first.name).read_text())
+        if release == "v2":
+            data["SeriesInstanceUID"] = "1.2.3."
+        (tmp_path / release / first.name).write_text(json.dumps(data))
+    with pytest.raises(InputError, match="differs from") as info:
+        write_annotation_studies([tmp_path / "v1", tmp_path / "v2"], tmp_path / "out")
+    assert str(info.value).startswith(str(tmp_path / "v2" / first.name))
+    with pytest.raises(InputError, match="also used by"):
+        write_annotation_studies([tmp_path / "v1", tmp_path / "v1"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -463,6 +521,16 @@ def test_annotation_studies_match_real_files(
             '{"Folder": "A", "SeriesInstanceUID": "1.2.", "Annotation": {"expert1": '
             "[[[1,600,3],[1,600,4],[2,600,3],[2,600,4],[3,600,3],[3,600,4]]]}}",
             "outside the image",
+        ),
+        (
+            '{"Folder": "A", "SeriesInstanceUID": "1.2.", "Annotation": {"expert1": [{"segments":'
+            ' [[[1,2,3],[1,2,4]],[[2,2,3],[2,2,4]],[[3,2,3],[3,2,4]]], "type": "S1"}]}}',
+            "type 'S1'",
+        ),
+        (
+            '{"Folder": "A", "SeriesInstanceUID": "1.2.", "Annotation": {"expert1": [{"segments":'
+            ' [], "type": "L1"}], "expert2": [[[1,2,3]]]}}',
+            "mixes v1",
         ),
     ],
 )

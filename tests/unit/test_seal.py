@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, OutputError, is_transient
 from verse_etl.outputs import load_case_results
 from verse_etl.params import VolumeParams
+from verse_etl.paths import case_result_path
 from verse_etl.records import CaseResult
 from verse_etl.sources.mosmed import discover_mosmed
 
@@ -158,3 +160,17 @@ def test_deeply_nested_annotation_json_is_quarantined_by_file(tmp_path: Path) ->
     assert records and records[0].check in {"too_deep", "annotation_json"}, records
     assert result.rows["series"][0]["is_volume"]
     json.loads(result.to_json())
+
+
+def test_disk_full_while_saving_a_case_names_the_file(tmp_path: Path) -> None:
+    """A real ENOSPC from the kernel (/dev/full), where the case result is being written."""
+    root, out = tmp_path / "src", tmp_path / "out"
+    _study(root, "good")
+    (study,) = discover_mosmed(root)
+    cache = case_result_path(out, "mosmed", "good")
+    cache.parent.mkdir(parents=True)
+    cache.with_name(f"{cache.name}.tmp-{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(OutputError) as caught:
+        build_mosmed_study(study, root, out, VOLUMES)
+    assert str(caught.value).startswith(f"{cache}: cannot write (No space left on device)")
+    assert "\n" not in str(caught.value)

@@ -251,6 +251,27 @@ def test_centroid_outside_the_volume_is_flagged(copy) -> None:
     assert not row["centroid_in_volume"] and pd.isna(row["mask_label_at_centroid"])
 
 
+def test_centroid_in_another_label_is_flagged(copy) -> None:
+    root, manifest = copy
+    truth = _scan(manifest, "verse253")
+    moved, onto = truth.labels[1], truth.labels[2]
+
+    def into_neighbour(entries: list[dict]) -> list[dict]:
+        target = next(e for e in entries if e["label"] == onto)
+        for e in entries:
+            if e["label"] == moved:
+                e.update({k: target[k] for k in ("X", "Y", "Z")})
+        return entries
+
+    rewrite_centroids(root / truth.centroids, into_neighbour)
+    tables = build(root / "verse", root / "out")
+    records = _quarantine(tables, "centroid_outside_label")
+    assert [json.loads(r)["label"] for r in records["record"]] == [moved]
+    assert records["file"].item() == truth.centroids.relative_to("verse").as_posix()
+    row = tables["vertebrae"].set_index(["scan_id", "label"]).loc[("verse253", moved)]
+    assert row["mask_label_at_centroid"] == onto
+
+
 def test_labels_outside_the_map_and_repeated_labels_leave_the_table(copy) -> None:
     root, manifest = copy
     truth = _scan(manifest, "verse201")

@@ -8,8 +8,9 @@
    slice into its store, anything else is reported with its verdict and not converted.
 4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
    Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
-   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); v1 vertebrae take
-   their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
+   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.measures`); the v1 and v2
+   readers are paired by identical keypoints (:mod:`verse_etl.expert_matching`) and v1
+   vertebrae take their level from the matching v2 vertebra (:mod:`verse_etl.matching`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,16 @@ import numpy as np
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
+from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
 from verse_etl.hashing import case_code_identity, fingerprint, sha256_file
+from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
     SERIES_TAGS,
     SeriesReader,
     irregular_files,
+    read_slice_hu,
     scan_files,
     walk_files,
 )
@@ -43,9 +47,10 @@ from verse_etl.io.series_geometry import (
     check_series,
     store_slice_index,
 )
+from verse_etl.io.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
-from verse_etl.params import MosmedParams, VolumeParams
+from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, mosmed_store_path
 from verse_etl.records import (
     CaseResult,
@@ -59,7 +64,7 @@ from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
-MOSMED_FORMAT = 2
+MOSMED_FORMAT = 5
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
 
 _NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
@@ -82,6 +87,7 @@ def build_mosmed_study(
     volumes: VolumeParams,
     params: MosmedParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
+    limits: InputLimits | None = None,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -99,11 +105,20 @@ def build_mosmed_study(
         Geometry tolerances, Genant grading and where archives are unpacked.
     store_exists
         Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
+    limits
+        Inputs refused before they are read (``params.yaml: checks.limits``).
+
+    Returns
+    -------
+    CaseResult
+        Whatever the study's files raise stays in the study: an error no reader anticipated
+        quarantines it with one record (:func:`verse_etl.cases.seal.seal_case`).
     """
     params = params or MosmedParams()
+    limits = limits or InputLimits()
     first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
     return seal_case(
-        lambda: _build_study(study, root, out, volumes, params, store_exists),
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits),
         SOURCE,
         study.folder,
         first,
@@ -120,6 +135,7 @@ def _build_study(
     volumes: VolumeParams,
     params: MosmedParams,
     store_exists: Callable[[Path], bool],
+    limits: InputLimits,
 ) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
@@ -150,7 +166,9 @@ def _build_study(
         volumes,
         asdict(tolerances(params)),
         params.genant,
+        params.tilt,
         [asdict(m) for m in study.id_mappings],
+        limits,
     )
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
@@ -161,8 +179,8 @@ def _build_study(
     ):
         return cached
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
-    annotations = _read_annotations(study, root, result)
-    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    annotations = _read_annotations(study, root, result, limits)
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     if not study.has_images:
         for ann in annotations:
             _quarantine(
@@ -175,7 +193,9 @@ def _build_study(
             )
     else:
         with _study_files(study, sources, root, params, result) as names:
-            series = _convert_series(study, names, root, out, volumes, params, annotations, result)
+            series = _convert_series(
+                study, names, root, out, volumes, params, annotations, result, limits
+            )
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
@@ -186,6 +206,75 @@ def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResul
     (:func:`verse_etl.sources.mosmed.discovery_problems`), if any. The caller saves them."""
     problems = discovery_problems(root, annotation_dirs)
     return [discovery_result(SOURCE, problems, root)] if problems else []
+
+
+def drop_duplicate_series(
+    results: Sequence[CaseResult],
+) -> tuple[list[CaseResult], list[QuarantineRecord]]:
+    """Keep one copy of a series found in more than one study folder; record the others.
+
+    A copied study (``dicom/<Folder>_copy/``, a folder beside its ``.tar.gz``, a re-export)
+    holds the same SeriesInstanceUIDs as the original: without this both copies fail the
+    ``series`` table's uniqueness check and the good study loses its series and vertebrae.
+    The rule, like VerSe's for scans found twice: the copy kept is a converted one before one
+    that was not, then the first by source path (``dicom/<Folder>``); every other copy becomes a
+    ``duplicate_series`` record naming the copy kept, and leaves its series and keypoint rows
+    out. Saved case results are not changed: the choice is made again at every assembly.
+
+    Returns
+    -------
+    list of CaseResult, list of QuarantineRecord
+        The results without the rows of the copies left out, and one record per copy.
+    """
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if result.source == SOURCE:
+            for row in result.rows.get("series", []):
+                copies.setdefault(row["series_uid"], []).append(row)
+    left_out: dict[tuple[str, str], dict[str, Any]] = {}
+    for uid, rows in copies.items():
+        ranked = sorted(rows, key=lambda r: (not r["is_volume"], r["source_path"], r["folder"]))
+        left_out.update({(row["folder"], uid): ranked[0] for row in ranked[1:]})
+    if not left_out:
+        return list(results), []
+    records: list[QuarantineRecord] = []
+    kept_results: list[CaseResult] = []
+    for result in results:
+        rows = result.rows
+        if result.source == SOURCE and any(
+            (r["folder"], r["series_uid"]) in left_out for r in rows.get("series", [])
+        ):
+            rows = {
+                table: [
+                    r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
+                ]
+                if table in ("series", "mosmed_vertebrae")
+                else table_rows
+                for table, table_rows in rows.items()
+            }
+            result = replace(result, rows=rows)
+        kept_results.append(result)
+    for (folder, uid), kept in sorted(left_out.items()):
+        row = next(r for r in copies[uid] if r["folder"] == folder)
+        points = sum(
+            (r.get("folder"), r.get("series_uid")) == (folder, uid)
+            for res in results
+            for r in res.rows.get("mosmed_vertebrae", [])
+        )
+        path = row["source_path"]
+        records.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=folder,
+                table="series",
+                file=path,
+                check="duplicate_series",
+                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
+                f"{kept['folder']}); that copy was kept, this one left out with its "
+                f"{points} keypoint row(s); remove one of the copies",
+            )
+        )
+    return kept_results, records
 
 
 def _quarantine(
@@ -279,9 +368,10 @@ def _convert_series(
     params: MosmedParams,
     annotations: list[AnnotationFile],
     result: CaseResult,
-) -> dict[str, tuple[SeriesGeometry, dict[str, Any]]]:
+    limits: InputLimits,
+) -> dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]]:
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
-    scan = scan_files(sorted(names))
+    scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
         _quarantine(
             result,
@@ -294,10 +384,11 @@ def _convert_series(
     annotated = {
         target
         for ann in annotations
-        if (target := _match_series(ann, study, set(scan.series))[0]) is not None
+        if (target := _match_series(ann, study, set(scan.series), _derived(scan.series))[0])
+        is not None
     }
     source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
-    converted: dict[str, tuple[SeriesGeometry, dict[str, Any]]] = {}
+    converted: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     for uid in sorted(scan.series):
         headers = scan.series[uid]
         geometry = check_series(headers, tolerances(params))
@@ -313,16 +404,62 @@ def _convert_series(
                 f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
                 table="series",
             )
-        if not geometry.is_volume:
+        grid = _tilt_grid(geometry, params)
+        shape = grid.shape if grid is not None else geometry.shape
+        voxels = shape and int(np.prod(shape, dtype=np.int64))
+        too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
+        if too_large:
+            _quarantine(
+                result,
+                where,
+                "too_large",
+                f"series {uid} has {voxels} voxels {shape} (expected at most "
+                f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
+                table="series",
+                fix="raise the limit if the series is real",
+            )
+            row["problems"] = f"too large: {voxels} voxels"
+            grid = None
+        elif not geometry.is_volume:
+            done = (
+                f"resampled onto a regular unsheared grid ({', '.join(grid.corrections)}; "
+                "mosmed.tilt = correct)"
+                if grid is not None
+                else "not converted"
+            )
             _quarantine(
                 result,
                 where,
                 f"series_{geometry.verdict}",
-                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); "
-                "not converted",
+                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
                 table="series",
             )
-        else:
+        if grid is not None:
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
+            try:
+                with blame(root / where, f"resampling series {uid}"):
+                    digest, lo, hi = _write_corrected_store(
+                        store, geometry, grid, volumes, study.folder, uid
+                    )
+            except InputError as e:
+                _record(result, e, root, names, table="series")
+                row["problems"] += f"; pixel data: {e.problem}"
+                grid = None
+            else:
+                result.stores_written += 1
+                row.update(
+                    store_path=relative(store, out),
+                    voxel_xxh3=digest,
+                    hu_min=lo,
+                    hu_max=hi,
+                    affine=[float(v) for v in grid.affine.reshape(-1)],
+                    spacing_slice_mm=grid.slice_mm,
+                    correction=",".join(grid.corrections),
+                    acquired_positions_mm=[
+                        float(v) for v in (grid.acquired_positions() * [-1, -1, 1]).reshape(-1)
+                    ],
+                )
+        elif geometry.is_volume and not too_large:
             store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
             try:
                 with blame(root / where, f"converting series {uid}"):
@@ -331,6 +468,18 @@ def _convert_series(
                 _record(result, e, root, names, table="series")
                 row["problems"] = f"pixel data: {e.problem}"
             else:
+                if lo == hi:
+                    slope = geometry.slices[0].slope
+                    _quarantine(
+                        result,
+                        where,
+                        "voxel_constant",
+                        f"series {uid}: every voxel is {lo:g} HU"
+                        + (" (RescaleSlope is 0)" if slope == 0 else "")
+                        + " (expected a CT with contrast); kept",
+                        table="series",
+                        fix="check the pixel data and the rescale tags",
+                    )
                 result.stores_written += 1
                 row.update(
                     is_volume=True,
@@ -340,7 +489,7 @@ def _convert_series(
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
                 )
-        converted[uid] = (geometry, row)
+        converted[uid] = (geometry, row, grid)
         result.add("series", row)
     return converted
 
@@ -360,6 +509,7 @@ def _series_row(
 ) -> dict[str, Any]:
     first = (geometry.slices or geometry.localizers)[0]
     row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
+    row["series_uid_derived"] = first.uid_derived
     row["source_path"] = source_path
     for keyword, column in SERIES_TAGS.items():
         value = first.attributes.get(keyword)
@@ -395,6 +545,8 @@ def _series_row(
         findings=",".join(geometry.findings),
         is_volume=False,
         problems="; ".join(geometry.problems),
+        correction=None,
+        acquired_positions_mm=None,
         annotated=False,
         store_path=None,
         voxel_xxh3=None,
@@ -421,16 +573,67 @@ def _write_store(
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
+    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = SeriesReader(geometry.slices)
+        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+    return info.voxel_xxh3, hu.minimum, hu.maximum
+
+
+_CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})
+"""Findings that resampling corrects: everything else about the series must be clean. Missing
+slices are lost data, not geometry: they are reported, never interpolated over."""
+
+
+def _tilt_grid(geometry: SeriesGeometry, params: MosmedParams) -> TiltGrid | None:
+    """The regular grid a sheared or irregular series is resampled to, or None (clean volume,
+    another problem, or mosmed.tilt = report)."""
+    if params.tilt != "correct" or geometry.is_volume or len(geometry.slices) < 3:
+        return None
+    if not geometry.findings or not set(geometry.findings) <= _CORRECTABLE:
+        return None
+    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm)
+    return grid if grid.corrections else None
+
+
+def _write_corrected_store(
+    store: Path,
+    geometry: SeriesGeometry,
+    grid: TiltGrid,
+    volumes: VolumeParams,
+    folder: str,
+    uid: str,
+) -> tuple[str, float, float]:
+    """Resample the series onto ``grid`` slab by slab into its store (:mod:`verse_etl.io.tilt`);
+    return the voxel digest and the HU range."""
+    # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
+    # decoding pass for it (a slice at a time), then the resampling pass.
+    fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    attributes = {
+        "verse_etl": {
+            "source": SOURCE,
+            "folder": folder,
+            "series_uid": uid,
+            "affine": [[float(v) for v in row] for row in grid.affine],
+            "orientation": geometry.orientation,
+            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]
+            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
+            "columns along the row cosines, slices along the normal (no shear); affine maps "
+            "them to RAS+ mm",
+            "correction": list(grid.corrections),
+            "acquired_offset_px": list(grid.offset_px),
+        }
+    }
     low, high = [np.inf], [-np.inf]
 
     def hu_range(_k0: int, slab: np.ndarray) -> None:
         low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
 
-    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
-        # The reader decodes straight into the writer's staging rows (no copy on this thread).
-        reader = SeriesReader(geometry.slices)
+    slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
+    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
         info = writer.write_array(
-            IMAGE_PATH, geometry.shape, reader.dtype, reader, on_slab=hu_range
+            IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
         )
     return info.voxel_xxh3, float(low[0]), float(high[0])
 
@@ -438,7 +641,9 @@ def _write_store(
 # -- annotations ----------------------------------------------------------------------------
 
 
-def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> list[AnnotationFile]:
+def _read_annotations(
+    study: MosmedStudy, root: Path, result: CaseResult, limits: InputLimits
+) -> list[AnnotationFile]:
     """Parse every annotation file of the study; keep one per release (exact identifiers win)."""
     parsed: list[AnnotationFile] = []
     old_folders = {m.old_folder for m in study.id_mappings if m.folder == study.folder}
@@ -446,7 +651,7 @@ def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> lis
         rel = relative(path, root)
         try:
             with blame(path, "reading the annotation"):
-                ann = read_annotation(path)
+                ann = read_annotation(path, limits)
         except InputError as e:
             _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue
@@ -496,23 +701,40 @@ def _read_annotations(study: MosmedStudy, root: Path, result: CaseResult) -> lis
 
 
 def _match_series(
-    ann: AnnotationFile, study: MosmedStudy, uids: set[str]
+    ann: AnnotationFile, study: MosmedStudy, uids: set[str], derived: dict[str, int] | None = None
 ) -> tuple[str | None, str]:
-    """The study's series an annotation refers to, and whether ids matched exactly or mapped."""
+    """The study's series an annotation refers to, and how: ``exact`` ids, ``mapping`` (older
+    ids), or ``folder``: the study's files carry no UIDs (``derived``: derived UID -> image
+    count, :mod:`verse_etl.io.series_identity`) and exactly one such series holds every slice
+    the annotation points at."""
     exact_folder = ann.folder == study.folder
     if ann.series_uid in uids:
         return ann.series_uid, "exact" if exact_folder else "mapping"
     for m in study.id_mappings:
         if m.old_series_uid == ann.series_uid and m.folder == study.folder and m.series_uid in uids:
             return m.series_uid, "mapping"
+    if derived and ann.vertebrae:
+        last_k = max(p[2] for v in ann.vertebrae for p in v.points)
+        fits = sorted(uid for uid, n in derived.items() if n > last_k)
+        if len(fits) == 1:
+            return fits[0], "folder"
     return None, "exact" if exact_folder else "mapping"
+
+
+def _derived(series: dict[str, list[Any]]) -> dict[str, int]:
+    """Derived UID -> images that are not localizers, for the series without UIDs."""
+    return {
+        uid: sum(not h.is_localizer for h in headers)
+        for uid, headers in series.items()
+        if headers and headers[0].uid_derived
+    }
 
 
 def _add_vertebrae(
     result: CaseResult,
     study: MosmedStudy,
     annotations: list[AnnotationFile],
-    series: dict[str, tuple[SeriesGeometry, dict[str, Any]]],
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]],
     root: Path,
     params: MosmedParams,
 ) -> None:
@@ -530,7 +752,12 @@ def _add_vertebrae(
                     table="mosmed_vertebrae",
                 )
             continue
-        uid, id_match = _match_series(ann, study, set(series))
+        derived = {
+            uid: len(geometry.slices)
+            for uid, (geometry, row, _) in series.items()
+            if row["series_uid_derived"]
+        }
+        uid, id_match = _match_series(ann, study, set(series), derived)
         if uid is None:
             _quarantine(
                 result,
@@ -542,8 +769,8 @@ def _add_vertebrae(
                 table="mosmed_vertebrae",
             )
             continue
-        geometry, series_row = series[uid]
-        if not series_row["is_volume"]:
+        geometry, series_row, grid = series[uid]
+        if series_row["store_path"] is None:
             _quarantine(
                 result,
                 rel,
@@ -567,10 +794,17 @@ def _add_vertebrae(
             )
             continue
         rows = [
-            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row) for v in ann.vertebrae
+            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
+            for v in ann.vertebrae
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
+    same_reader: dict[str, str] = {}
+    if v1 and v2 and _uid(v1) == _uid(v2):
+        pairs = _expert_pairs(v1, v2)
+        same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
+        for pair in pairs:
+            result.add("mosmed_expert_pairs", pair)
     # A level given twice by one v2 expert is an error of that file (quarantined by the table
     # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
     counts = Counter((r["expert"], r["level"]) for r in v2)
@@ -589,6 +823,9 @@ def _add_vertebrae(
             np.array([_centre(r) for r in labelled]),
             [r["level"] for r in labelled],
             [r["expert"] for r in labelled],
+            same_reader=same_reader,
+            points=np.array([_voxels(r) for r in v1]),
+            ref_points=np.array([_voxels(r) for r in labelled]),
         )
         for row, (level, source) in zip(v1, found, strict=True):
             row["level"], row["level_source"] = level, source
@@ -600,6 +837,32 @@ def _add_vertebrae(
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
+
+
+def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
+    by_release = []
+    for rows in (v1, v2):
+        experts: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            experts.setdefault(row["expert"], []).append(row)
+        by_release.append(experts)
+    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    return [
+        {
+            "folder": v1[0]["folder"],
+            "series_uid": v1[0]["series_uid"],
+            **asdict(pair),
+            "annotation_path_v1": v1[0]["annotation_path"],
+            "annotation_path_v2": v2[0]["annotation_path"],
+        }
+        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
+    ]
+
+
+def _voxels(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
 
 
 def _world(row: dict[str, Any]) -> np.ndarray:
@@ -622,10 +885,20 @@ def _vertebra_row(
     rel: str,
     geometry: SeriesGeometry,
     series_row: dict[str, Any],
+    grid: TiltGrid | None = None,
 ) -> dict[str, Any]:
     points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
-    slices = store_slice_index(points[:, 2], geometry)
-    world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+    shape = geometry.shape
+    if grid is None:
+        slices = store_slice_index(points[:, 2], geometry)
+        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+    else:
+        # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
+        # slice was acquired (IPP interpolated between slices), not on the resampled grid.
+        order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
+        world = grid.acquired_world(points, order)
+        slices = grid.store_index(world)[:, 2]
+        shape = grid.shape
     h_a, h_m, h_p = heights_mm(world)
     row: dict[str, Any] = {
         "folder": series_row["folder"],
@@ -638,9 +911,9 @@ def _vertebra_row(
         "id_match": id_match,
         "annotation_path": rel,
         "store_path": series_row["store_path"],
-        "series_rows": geometry.shape[0],
-        "series_columns": geometry.shape[1],
-        "series_slices": geometry.shape[2],
+        "series_rows": shape[0],
+        "series_columns": shape[1],
+        "series_slices": shape[2],
     }
     for i, name in enumerate(POINT_NAMES):
         row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])

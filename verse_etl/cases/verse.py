@@ -14,7 +14,7 @@ non-integer values) rejects the scan here with one quarantine record.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,17 @@ from verse_etl.geometry import apply_affine
 from verse_etl.hashing import case_code_identity, fingerprint
 from verse_etl.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.io.files import SourceFile
-from verse_etl.io.nifti import NiftiInfo, NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
+from verse_etl.io.json_files import read_json
+from verse_etl.io.nifti import (
+    NiftiInfo,
+    NiftiVoxelReader,
+    header_matches_data,
+    iter_nifti_slabs,
+    read_nifti_info,
+)
 from verse_etl.label_stats import LabelStatistics, LabelSummary
 from verse_etl.levels import VERSE_LEVELS
-from verse_etl.params import CheckParams, VolumeParams
+from verse_etl.params import CheckParams, InputLimits, VolumeParams
 from verse_etl.paths import case_result_path, verse_store_path
 from verse_etl.records import (
     CaseResult,
@@ -126,6 +133,7 @@ def _build_scan(
     case_checks = {
         "min_island_voxels": checks.min_island_voxels,
         "geometry_tolerance_mm": checks.geometry_tolerance_mm,
+        "limits": checks.limits,
     }
     key = fingerprint(
         case_code_identity("verse_etl.cases.verse"), hashes, volumes, identity, case_checks
@@ -216,21 +224,18 @@ def _convert(
 ) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
     with blame(scan.ct, "reading the CT header"):
-        ct = read_nifti_info(scan.ct)
+        ct = read_nifti_info(scan.ct, checks.limits)
     with blame(scan.mask or scan.ct, "reading the mask header"):
-        mask = read_nifti_info(scan.mask) if scan.mask else None
+        mask = read_nifti_info(scan.mask, checks.limits) if scan.mask else None
     if mask is not None:
         check_same_grid(ct, mask, checks.geometry_tolerance_mm)
-    centroids = _read_centroids(scan, ct, root, result)
-    sidecar = _read_sidecar(scan, root, result)
+    centroids = _read_centroids(scan, ct, root, result, checks.limits)
+    sidecar = _read_sidecar(scan, root, result, checks.limits)
     points = [c.voxel for c in centroids.centroids] if centroids else []
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
     depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id, key)
-
-    def ct_stats(_k0: int, slab: np.ndarray) -> None:
-        hu.add(slab)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
@@ -243,10 +248,9 @@ def _convert(
     with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
+        # The HU histogram is counted chunk by chunk as the encoder threads gather them.
         with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_array(
-                IMAGE_PATH, ct.shape, reader.dtype, reader, on_slab=ct_stats
-            )
+            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
         mask_array = None
         if mask is not None:
             with blame(mask.path, "converting the mask"):
@@ -259,6 +263,8 @@ def _convert(
                     label_names=VERSE_LEVELS,
                 )
     result.stores_written = 1
+    for check, problem in voxel_findings(ct, hu):
+        _flag(result, scan, root, InputError(scan.ct, problem, check=check), "scans")
 
     summaries = stats.result() if mask is not None else {}
     probed = stats.probe_labels() if mask is not None else [None] * len(points)
@@ -269,6 +275,40 @@ def _convert(
         ct_array.verified and (mask_array is None or mask_array.verified),
     )  # fmt: skip
     return result
+
+
+def voxel_findings(ct: NiftiInfo, hu: HuHistogram) -> list[tuple[str, str]]:
+    """Voxel sanity of a converted CT, from the statistics gathered while it streamed.
+
+    Returns ``(check, problem)`` pairs: ``voxel_nonfinite`` (NaN or infinite voxels: a float CT
+    holding them, or an ``scl_slope``/``scl_inter`` that overflows float32) and
+    ``voxel_constant`` (every voxel the same value). The scan is kept; the check's mode decides
+    whether the build fails.
+    """
+    findings = []
+    scaling = (
+        f"; scl_slope {ct.scl_slope:g} and scl_inter {ct.scl_inter:g} scale the stored "
+        f"{ct.dtype.newbyteorder('=').name} values to float32"
+        if ct.scaled
+        else ""
+    )
+    if hu.nonfinite:
+        findings.append(
+            (
+                "voxel_nonfinite",
+                f"{hu.nonfinite} of {hu.nonfinite + hu.n} voxels are NaN or infinite{scaling} "
+                "(expected finite CT values); kept, HU statistics use the finite ones",
+            )
+        )
+    if hu.n and hu.minimum == hu.maximum:
+        findings.append(
+            (
+                "voxel_constant",
+                f"every finite voxel is {hu.minimum:g}{scaling} (expected a CT with contrast); "
+                "kept",
+            )
+        )
+    return findings
 
 
 def regroup_slabs(
@@ -300,14 +340,14 @@ def regroup_slabs(
 
 
 def _read_centroids(
-    scan: VerseScan, ct: NiftiInfo, root: Path, result: CaseResult
+    scan: VerseScan, ct: NiftiInfo, root: Path, result: CaseResult, limits: InputLimits
 ) -> CentroidFile | None:
     if scan.centroids is None:
         return None
     try:
         with blame(scan.centroids, "reading the centroid file"):
             parsed = read_centroids(
-                scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format
+                scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format, limits
             )
     except InputError as e:
         # The CT and mask are still good: keep the scan, report the file, list no centroids.
@@ -469,9 +509,23 @@ def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None
     Raises
     ------
     InputError
-        ``image_mask_geometry``: different shape, or a corner further than ``tolerance_mm``.
+        ``image_mask_geometry``: different shape, or a corner further than ``tolerance_mm``;
+        ``shape`` naming the CT (or mask) whose header shape does not fit its own voxel data,
+        when that is why the shapes differ.
     """
     if ct.shape != mask.shape:
+        for liar, other in ((ct, mask), (mask, ct)):
+            if header_matches_data(liar) is False and header_matches_data(other) is not False:
+                # The header that does not fit its own voxel data is the one at fault.
+                raise InputError(
+                    liar.path,
+                    f"header shape {liar.shape} of {liar.dtype} does not fit the file's voxel "
+                    f"data (expected {math.prod(liar.shape) * liar.dtype.itemsize} bytes; the "
+                    f"{'mask' if liar is mask else 'CT'} on the other side has shape "
+                    f"{other.shape})",
+                    "the header was edited or the file is damaged; re-download it",
+                    check="shape",
+                )
         raise InputError(
             mask.path,
             f"mask shape {mask.shape} differs from the CT's (expected {ct.shape})",
@@ -514,26 +568,23 @@ def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
     }
 
 
-def _read_sidecar(scan: VerseScan, root: Path, result: CaseResult) -> dict[str, Any]:
+def _read_sidecar(
+    scan: VerseScan, root: Path, result: CaseResult, limits: InputLimits
+) -> dict[str, Any]:
     """Scanner fields of the ``_ct.json`` sidecar; a broken sidecar is reported, not fatal."""
     if scan.sidecar is None:
         return {}
     try:
         with blame(scan.sidecar, "reading the sidecar"):
-            data = _sidecar_fields(scan.sidecar)
+            data = _sidecar_fields(scan.sidecar, limits)
     except InputError as e:
         _flag(result, scan, root, e, "scans")
         return {}
     return data
 
 
-def _sidecar_fields(path: SourceFile) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(
-            path, f"sidecar is not valid JSON ({e})", "re-download the file", check="sidecar"
-        ) from e
+def _sidecar_fields(path: SourceFile, limits: InputLimits) -> dict[str, Any]:
+    data = read_json(path, limits, "sidecar", what="sidecar ")
     if not isinstance(data, dict):
         raise InputError(
             path, f"sidecar must be a JSON object, got {type(data).__name__}", check="sidecar"

@@ -17,6 +17,7 @@ addresses are never even decoded.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -29,6 +30,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from verse_etl.errors import InputError, is_transient, one_line
+from verse_etl.io.series_identity import group_without_uid
+from verse_etl.params import InputLimits
+from verse_etl.stopping import check_stop
 
 SERIES_TAGS: dict[str, str] = {
     "Modality": "modality",
@@ -54,6 +58,7 @@ HEADER_TAGS: tuple[str, ...] = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "InstanceNumber",
+    "AcquisitionNumber",
     "ImageType",
     "ImagePositionPatient",
     "ImageOrientationPatient",
@@ -111,6 +116,8 @@ class SliceHeader:
     image_type: tuple[str, ...]
     transfer_syntax: str = ""
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
+    acquisition_number: int | None = None
+    uid_derived: bool = False  # series_uid derived from the content (no UID in the header)
 
     @property
     def is_localizer(self) -> bool:
@@ -135,7 +142,7 @@ class FileScan:
     errors: list[InputError] = field(default_factory=list)
 
 
-def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
+def read_slice_header(path: Path, limits: InputLimits | None = None) -> SliceHeader | SkippedFile:
     """Read one file's header and say whether it is a single-frame image.
 
     Returns
@@ -160,7 +167,7 @@ def read_slice_header(path: Path) -> SliceHeader | SkippedFile:
             ds = _read_header(path)
             if isinstance(ds, SkippedFile):
                 return ds
-            return _header(path, ds)
+            return _header(path, ds, limits or InputLimits())
         except InputError:
             raise
         except Exception as e:
@@ -198,20 +205,16 @@ def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
         return SkippedFile(path, f"not a readable DICOM file ({type(e).__name__}: {e})")
 
 
-def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | SkippedFile:
+def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader | SkippedFile:
     if "Rows" not in ds or "Columns" not in ds:
         sop = ds.get("SOPClassUID")
         if sop is None and hasattr(ds, "file_meta"):
             sop = ds.file_meta.get("MediaStorageSOPClassUID")
         kind = getattr(sop, "name", None) or (str(sop) if sop else "unknown SOP class")
         return SkippedFile(path, f"DICOM file without an image ({kind})")
-    if "SeriesInstanceUID" not in ds or not str(ds.SeriesInstanceUID).strip():
-        raise InputError(
-            path,
-            "DICOM image has no SeriesInstanceUID",
-            "the file cannot be grouped into a series; remove it or fix its header",
-            check="dicom_tags",
-        )
+    # A missing or empty SeriesInstanceUID (de-identified files) is grouped by content later
+    # (verse_etl.io.series_identity), as dcm2niix does.
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
     frames = ds.get("NumberOfFrames")
     if frames not in (None, "") and int(frames) > 1:
         raise InputError(
@@ -228,24 +231,35 @@ def _header(path: Path, ds: pydicom.Dataset) -> SliceHeader | SkippedFile:
             "colour or secondary-capture images are not CT volumes; remove the file",
             check="dicom_pixels",
         )
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if rows * columns > limits.max_slice_pixels:
+        # Refused before any pixel buffer is sized from it (a claimed 30000 x 30000 slice).
+        raise InputError(
+            path,
+            f"Rows x Columns is {rows} x {columns} = {rows * columns} pixels (expected at "
+            f"most checks.limits.max_slice_pixels = {limits.max_slice_pixels}); not read",
+            "check the header; raise the limit if the image is real",
+            check="too_large",
+        )
     number = ds.get("InstanceNumber")
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     return SliceHeader(
         path=path,
-        series_uid=str(ds.SeriesInstanceUID),
-        study_uid=str(ds.get("StudyInstanceUID", "")),
+        series_uid=str(ds.SeriesInstanceUID) if uid else "",
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         instance_number=_integer(number),
         position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        slope=_number(ds.get("RescaleSlope"), 1.0),
-        intercept=_number(ds.get("RescaleIntercept"), 0.0),
+        pixel_spacing=_spacing(ds.get("PixelSpacing")),
+        rows=rows,
+        columns=columns,
+        slope=_rescale(path, ds, "RescaleSlope", 1.0),
+        intercept=_rescale(path, ds, "RescaleIntercept", 0.0),
         image_type=tuple(str(v) for v in (_values(ds.get("ImageType")))),
         transfer_syntax=syntax,
         attributes={k: _plain(ds.get(k)) for k in SERIES_TAGS if k in ds},
+        acquisition_number=_integer(ds.get("AcquisitionNumber")),
     )
 
 
@@ -269,14 +283,30 @@ def _integer(value: object) -> int | None:
         return None
 
 
-def _number(value: object, default: float) -> float:
+def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> float:
+    """RescaleSlope or RescaleIntercept: the default if absent, refused if not a finite number
+    (a slope of ``1e9999`` or ``abc`` was silently taken as 1 before)."""
+    value = ds.get(keyword)
     if value in (None, ""):
         return default
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return number if np.isfinite(number) else default
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InputError(
+            path,
+            f"{keyword} is {str(value)[:40]!r} (expected a finite number)",
+            "the pixel values cannot be turned into HU; fix the header",
+            check="dicom_header",
+        )
+    return number
+
+
+def _spacing(value: object) -> tuple[float, float] | None:
+    """PixelSpacing as two positive numbers, else None (``0\\0`` made a singular affine)."""
+    spacing = _floats(value, 2)
+    return spacing if spacing is not None and min(spacing) > 0 else None  # type: ignore[return-value]
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
@@ -320,8 +350,14 @@ def irregular_files(folder: Path) -> list[Path]:
     return sorted(p for p in _entries(folder) if not p.is_file())
 
 
-def scan_files(paths: Iterable[Path]) -> FileScan:
+def scan_files(
+    paths: Iterable[Path], limits: InputLimits | None = None, folder: str = ""
+) -> FileScan:
     """Read every file's header and group the images by SeriesInstanceUID (exact string).
+
+    Images without a SeriesInstanceUID (missing or empty) are grouped by their content and named
+    by a derived UID (:func:`verse_etl.io.series_identity.group_without_uid`; ``folder``, the
+    study folder, is part of that identity).
 
     Returns
     -------
@@ -332,8 +368,9 @@ def scan_files(paths: Iterable[Path]) -> FileScan:
     series: dict[str, list[SliceHeader]] = defaultdict(list)
     scan = FileScan()
     for path in paths:
+        check_stop()
         try:
-            header = read_slice_header(path)
+            header = read_slice_header(path, limits)
         except InputError as e:
             scan.errors.append(e)
             continue
@@ -341,6 +378,9 @@ def scan_files(paths: Iterable[Path]) -> FileScan:
             scan.skipped.append(header)
         else:
             series[header.series_uid].append(header)
+    anonymous = series.pop("", [])
+    if anonymous:
+        series.update(group_without_uid(anonymous, folder))
     scan.series = dict(series)
     return scan
 
@@ -445,6 +485,7 @@ class SeriesReader:
         ):
             raise ValueError(f"cannot read {out.shape} {out.dtype} at slice {self.position}")
         for m, header in enumerate(self.slices[self.position : self.position + k]):
+            check_stop()  # Ctrl-C / SIGTERM end a case between slices
             out[:, :, m] = read_slice_hu(header)
         self.position += k
 

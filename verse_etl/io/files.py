@@ -20,6 +20,7 @@ member that lies about it is a read error, never a larger stream.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 import zipfile
 import zlib
@@ -31,6 +32,7 @@ from typing import BinaryIO
 
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MAX_RATIO, MEMBER_SEPARATOR, bomb_error, safe_member_path
+from verse_etl.stopping import check_stop
 
 _BLOCK = 1 << 20
 _SMALL_MEMBER = 1 << 20
@@ -72,8 +74,11 @@ class SourceFile:
         Raises
         ------
         InputError
-            If the file or the archive cannot be opened.
+            If the file or the archive cannot be opened, or (check ``not_regular_file``) the
+            path is a FIFO, socket, device or broken link: refused without being opened (opening
+            a FIFO blocks until someone writes to it).
         """
+        require_regular(self.path)
         if self.member is None:
             try:
                 f = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
@@ -100,16 +105,23 @@ class SourceFile:
                     check="read",
                 ) from e
 
-    def read_bytes(self) -> bytes:
-        """The whole file (small files only: JSON, sidecars, spreadsheets)."""
-        with self.open() as f:
-            return f.read()
+    def read_bytes(self, limit: int | None = None) -> bytes:
+        """The whole file (small files only: JSON, sidecars, spreadsheets).
+
+        Raises
+        ------
+        InputError
+            With check ``too_large`` if the file holds more than ``limit`` bytes (never read
+            past ``limit + 1``).
+        """
+        return read_bounded(self, limit)
 
     def sha256(self) -> str:
         """sha256 of the file's (uncompressed) bytes, read in 1 MiB blocks."""
         digest = hashlib.sha256()
         with self.open() as f:
             while block := f.read(_BLOCK):
+                check_stop()
                 digest.update(block)
         return digest.hexdigest()
 
@@ -125,17 +137,82 @@ class SourceFile:
         return True
 
 
+def read_bounded(path: Path | SourceFile, limit: int | None = None) -> bytes:
+    """The bytes of a small file, refused (check ``too_large``) beyond ``limit`` bytes.
+
+    At most ``limit + 1`` bytes are read, so a huge or endless file costs no more than that.
+    """
+    source = path if isinstance(path, SourceFile) else SourceFile(Path(path))
+    with source.open() as f:
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise InputError(
+            source,
+            f"file is larger than checks.limits.max_json_bytes (expected at most {limit} "
+            "bytes); not read",
+            "check that it is the file its name says, or raise the limit",
+            check="too_large",
+        )
+    return data
+
+
+def special_file_error(path: Path) -> InputError | None:
+    """Why ``path`` must not be opened, or None for a regular file (or a link to one).
+
+    Only ``stat`` is used (it never opens the file): a FIFO would block the reader for ever, a
+    device may be endless, a socket cannot be read, a broken link has nothing behind it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not os.path.lexists(path):
+            return None  # missing: the caller's own "not found" is clearer
+        kind = "a broken link"
+    except OSError:
+        return None  # unreadable: the caller's read reports it
+    else:
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return None
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else f"a special file (mode {oct(mode)})"
+        )
+    return InputError(
+        path,
+        f"is {kind}, not a regular file; not opened",
+        "replace it with the file it stands for, or remove it",
+        check="not_regular_file",
+    )
+
+
+def require_regular(path: Path) -> None:
+    """Raise :func:`special_file_error`'s error, if any."""
+    error = special_file_error(path)
+    if error is not None:
+        raise error
+
+
 def list_files(root: Path) -> tuple[list[SourceFile], list[InputError]]:
     """Every file below ``root``, zip archives opened and their members listed, in stable order.
 
-    Folders and archives are walked in sorted order so that discovery is deterministic. Hidden
+    Entries that are not regular files (FIFOs, sockets, devices, broken links) are returned as
+    problems (check ``not_regular_file``) without being opened. Folders and archives are walked in sorted order so that discovery is deterministic. Hidden
     files (``.DS_Store``, ``._*`` resource forks) and macOS ``__MACOSX`` folders are skipped. An
     archive that cannot be read is returned as a problem; the other files are still listed.
     """
     files: list[SourceFile] = []
     problems: list[InputError] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if _hidden(path.relative_to(root).parts):
+    for path in sorted(root.rglob("*")):
+        if _hidden(path.relative_to(root).parts) or path.is_dir():
+            continue
+        special = special_file_error(path)
+        if special is not None:
+            problems.append(special)  # a FIFO, socket, device or broken link: named, not opened
             continue
         if path.suffix.lower() != ".zip":
             files.append(SourceFile(path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import math
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from isal import isal_zlib
 
 from verse_etl.errors import InputError
 from verse_etl.geometry import axcodes, is_valid_affine, spacing
-from verse_etl.io.files import SourceFile
+from verse_etl.io.files import SourceFile, require_regular
+from verse_etl.params import InputLimits
+from verse_etl.stopping import check_stop
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,9 @@ def _load(
     stream (nibabel cannot open a member), with the affine nibabel would give (best affine).
     """
     if not (isinstance(path, SourceFile) and path.member is not None):
-        img = nib.load(str(path.path if isinstance(path, SourceFile) else path))
+        disk = path.path if isinstance(path, SourceFile) else path
+        require_regular(disk)  # nib.load would block for ever on a FIFO
+        img = nib.load(str(disk))
         if not isinstance(img, nib.Nifti1Image):
             raise InputError(
                 path,
@@ -161,14 +166,17 @@ def _load(
     return header, header.get_best_affine(), int(header["vox_offset"]), slope, inter
 
 
-def read_nifti_info(path: Path | SourceFile) -> NiftiInfo:
+def read_nifti_info(path: Path | SourceFile, limits: InputLimits | None = None) -> NiftiInfo:
     """Read the header of a NIfTI-1 file (on disk or in a zip) without touching the voxels.
 
     Raises
     ------
     InputError
-        If the file is not a readable NIfTI-1 image, is not 3-D, or has an unusable affine.
+        If the file is not a readable NIfTI-1 image, is not 3-D, has an unusable affine, holds
+        voxels that are not real numbers (``voxel_type``: complex, RGB) or claims more voxels
+        than ``limits`` allow (``too_large``, refused before anything is allocated).
     """
+    limits = limits or InputLimits()
     try:
         hdr, affine, vox_offset, slope, inter = _load(path)
     except FileNotFoundError as e:
@@ -192,6 +200,25 @@ def read_nifti_info(path: Path | SourceFile) -> NiftiInfo:
             "split 4-D series first",
             check="shape",
         )
+    voxels = math.prod(shape)
+    if voxels > limits.max_voxels or shape[0] * shape[1] > limits.max_slice_pixels:
+        raise InputError(
+            path,
+            f"header claims shape {shape} ({voxels} voxels, {shape[0] * shape[1]} per slice; "
+            f"expected at most checks.limits.max_voxels = {limits.max_voxels} and "
+            f"max_slice_pixels = {limits.max_slice_pixels}); not read",
+            "check the header; raise the limits if the volume is real",
+            check="too_large",
+        )
+    dtype = hdr.get_data_dtype()
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise InputError(
+            path,
+            f"voxels of type {dtype} (expected real numbers: an integer or float CT or mask; "
+            "got complex or multi-channel data such as RGB)",
+            "convert the image to a single-channel real type",
+            check="voxel_type",
+        )
     affine = np.asarray(affine, dtype=float)
     if not is_valid_affine(affine):
         raise InputError(
@@ -203,7 +230,7 @@ def read_nifti_info(path: Path | SourceFile) -> NiftiInfo:
     return NiftiInfo(
         path=path,
         shape=shape,  # type: ignore[arg-type]
-        dtype=hdr.get_data_dtype(),
+        dtype=dtype,
         affine=affine,
         qform_code=int(hdr["qform_code"]),
         sform_code=int(hdr["sform_code"]),
@@ -254,6 +281,7 @@ class NiftiVoxelReader:
             If the file ends early (truncated download) or the gzip stream is corrupt.
         """
         assert self._stream is not None, "use NiftiVoxelReader as a context manager"
+        check_stop()  # Ctrl-C / SIGTERM end a case between slabs
         nx, ny, nz = self.info.shape
         k = out.shape[2]
         if out.shape[:2] != (nx, ny) or self.position + k > nz or out.dtype != self.dtype:
@@ -314,6 +342,7 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
         with _open(info.path) as stream:
             _skip(stream, info.vox_offset, info.path)
             for k0 in range(0, nz, depth):
+                check_stop()
                 k = min(depth, nz - k0)
                 view = memoryview(buffer)[: k * slice_bytes]
                 _read_exact(stream, view, info.path, k0)
@@ -369,3 +398,41 @@ def _read_exact(stream: io.BufferedIOBase, view: memoryview, path: Path, k0: int
                 check="read",
             )
         filled += n
+
+
+def stored_voxel_bytes(info: NiftiInfo) -> int | None:
+    """How many voxel bytes the file holds, where that is cheap to know, else None.
+
+    An uncompressed file on disk: its size past ``vox_offset``; a gzip file on disk: the
+    uncompressed size from its trailer (ISIZE, modulo 2**32; exact for the one-member files
+    NIfTI writers make), minus ``vox_offset``. Zip members and multi-member streams: None.
+    """
+    if isinstance(info.path, SourceFile) and info.path.member is not None:
+        return None
+    disk = info.path.path if isinstance(info.path, SourceFile) else Path(info.path)
+    try:
+        size = disk.stat().st_size
+        if not disk.name.endswith(".gz"):
+            return size - info.vox_offset
+        with open(disk, "rb") as f:
+            f.seek(-4, io.SEEK_END)
+            isize = int.from_bytes(f.read(4), "little")
+    except OSError:
+        return None
+    return isize - info.vox_offset
+
+
+def header_matches_data(info: NiftiInfo) -> bool | None:
+    """False if the file's voxel data cannot be the size its header's shape and dtype say.
+
+    None where the size is not cheap to know (:func:`stored_voxel_bytes`). Used to blame the
+    right file when a CT and its mask disagree on their shape.
+    """
+    stored = stored_voxel_bytes(info)
+    if stored is None:
+        return None
+    expected = math.prod(info.shape) * info.dtype.itemsize
+    gz = not isinstance(info.path, SourceFile) and str(info.path).endswith(".gz")
+    if gz or (isinstance(info.path, SourceFile) and info.path.name.endswith(".gz")):
+        return (expected + info.vox_offset) % (1 << 32) == (stored + info.vox_offset) % (1 << 32)
+    return stored >= expected

@@ -3,7 +3,7 @@
 Two entry points, both plain functions (no orchestration):
 
 * :func:`write_sample` writes a small VerSe'19 + VerSe'20 + MosMed tree from a spine phantom;
-* :func:`write_annotation_studies` writes DICOM studies that match real MosMed v1 annotation
+* :func:`write_annotation_studies` writes DICOM studies that match real MosMed (v1, v2) annotation
   files, so the real keypoints can be run through the pipeline without the real images.
 
 Layout of ``out`` (specs: ``shared/specs/VERSE.md``, ``shared/specs/MOSMED.md``)::
@@ -22,12 +22,17 @@ but a fixed fake study date, and files are written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from verse_etl.errors import ParamsError
-from verse_etl.sample.annotation_studies import read_annotation_dir, write_annotation_study
+from verse_etl.sample.annotation_studies import (
+    ANNOTATION_FOLDERS,
+    read_annotation_dir,
+    write_annotation_study,
+)
 from verse_etl.sample.edge_cases import MAPPING_NAME, EdgeCaseManifest, write_edge_cases
 from verse_etl.sample.fracture_grades import FILE_NAME as GRADES_FILE
 from verse_etl.sample.fracture_grades import write_fracture_grades
@@ -184,23 +189,26 @@ def write_sample(
 
 
 def write_annotation_studies(
-    annotations_dir: Path,
+    annotations_dir: Path | Sequence[Path],
     out: Path,
     *,
     seed: int = 0,
     transfer_syntax: str = "rle",
     overwrite: bool = False,
 ) -> SampleManifest:
-    """Write one synthetic DICOM study per real MosMed v1 annotation file.
+    """Write one synthetic DICOM study per study of real MosMed annotation files (v1, v2, both).
 
     Parameters
     ----------
     annotations_dir
-        Folder of ``<Folder>.json`` v1 files (e.g. the 100 published ones).
+        One or more folders of ``<Folder>.json`` files of either release (e.g. the published
+        ``annotation`` and ``annotation_v2``); each file's release is read from its content,
+        and a v1 and a v2 file of the same Folder make one study.
     out
-        Output root: ``out/mosmed/dicom/<Folder>/...`` and ``out/mosmed/annotation/<Folder>.json``
-        (a byte-for-byte copy) per file. Other folders below ``out`` are left alone, so this can
-        share ``out`` with :func:`write_sample`.
+        Output root: ``out/mosmed/dicom/<Folder>/...`` per study and a byte-for-byte copy of each
+        file in ``out/mosmed/annotation/`` (v1) or ``out/mosmed/annotation_v2/`` (v2). Other
+        folders below ``out`` are left alone, so this can share ``out`` with
+        :func:`write_sample`.
     seed
         Base seed; each study's stream also depends on its Folder name.
     transfer_syntax
@@ -212,13 +220,13 @@ def write_annotation_studies(
     Returns
     -------
     SampleManifest
-        ``verse`` empty; one ``mosmed`` entry per file, in file-name order; vertebra labels are
-        a guess (T1 downwards) and fractures ``"unknown"``.
+        ``verse`` empty; one ``mosmed`` entry per study, in Folder order; vertebra labels come
+        from the v2 files where given (else a guess, T1 downwards) and fractures ``"unknown"``.
 
     Raises
     ------
     InputError
-        If the folder is missing or empty, or a file is malformed (message names the file).
+        If a folder is missing or empty, or a file is malformed (message names the file).
     ParamsError
         For an unknown ``transfer_syntax`` or existing output without ``overwrite``.
     """
@@ -230,15 +238,19 @@ def write_annotation_studies(
     )
     _check("seed", seed, isinstance(seed, int) and seed >= 0, "an integer >= 0")
     out = Path(out)
-    inputs = read_annotation_dir(Path(annotations_dir))
-    owned = [out / "mosmed" / "dicom" / a.folder for a in inputs]
-    owned += [out / "mosmed" / "annotation" / f"{a.folder}.json" for a in inputs]
+    studies_in = read_annotation_dir(annotations_dir)
+    owned = [out / "mosmed" / "dicom" / anns[0].folder for anns in studies_in]
+    owned += [
+        out / "mosmed" / ANNOTATION_FOLDERS[a.release] / f"{a.folder}.json"
+        for anns in studies_in
+        for a in anns
+    ]
     claim_outputs(owned, overwrite=overwrite)
     studies: list[MosmedStudyManifest] = []
     files: list[Path] = []
-    for ann in inputs:
+    for anns in studies_in:
         study, written = write_annotation_study(
-            out, ann, seed=seed, transfer_syntax=transfer_syntax
+            out, anns, seed=seed, transfer_syntax=transfer_syntax
         )
         studies.append(study)
         files.extend(written)

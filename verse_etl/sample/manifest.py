@@ -134,6 +134,9 @@ class MosmedStudyManifest:
         or None.
     v2_experts
         ``(expert key, indices into vertebrae)`` of the v2 file, in file order.
+    same_readers
+        ``(v1 key, v2 key)`` of the readers who annotated both releases (renumbered: the keys
+        differ).
     """
 
     folder: str
@@ -154,6 +157,7 @@ class MosmedStudyManifest:
     experts: tuple[tuple[str, tuple[int, ...]], ...]
     annotation_v2: Path | None = None
     v2_experts: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    same_readers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

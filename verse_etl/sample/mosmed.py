@@ -563,10 +563,20 @@ def _v2_experts(
 ) -> dict[str, list[tuple[np.ndarray, str]]]:
     """The labelled re-annotation: the first v1 reader again (most vertebrae copied unchanged,
     a few re-read) and one new reader; both stop one vertebra before the v1 readers, so that the
-    most caudal v1 vertebra has no labelled counterpart."""
+    most caudal v1 vertebra has no labelled counterpart.
+
+    As in the real releases the readers are renumbered: the first v1 reader comes back under a
+    key no v1 reader has, and the new reader takes the first reader's old key when v2 allows it
+    (expert1..expert4), so that pairing readers by key gets them wrong. The re-reader is the
+    first key of the result."""
     first = next(iter(v1))
     known = {int(k.removeprefix("expert")) for k in v1}
-    new = next(f"expert{e}" for e in range(1, 5) if e not in known | {int(first[6:])})
+    again_key = next(f"expert{e}" for e in range(1, 5) if e not in known)
+    new = (
+        first
+        if int(first[6:]) in range(1, 5)
+        else next(f"expert{e}" for e in range(1, 5) if e not in known | {int(again_key[6:])})
+    )
     out: dict[str, list[tuple[np.ndarray, str]]] = {}
     n = len(vertebrae) - 1
     reread = set(rng.choice(n, size=max(1, n // 3), replace=False).tolist())
@@ -582,7 +592,7 @@ def _v2_experts(
                 slice_spacing=slice_spacing,
             )[0]
         again.append((points, v2_label(levels[i])))
-    out[first] = again
+    out[again_key] = again
     fresh = _expert_points(
         vertebrae[:n], affine, rng, pixel_spacing=pixel_spacing, slice_spacing=slice_spacing
     )
@@ -820,6 +830,7 @@ def write_mosmed_sample_study(
         experts=tuple(expert_indices),
         annotation_v2=annotation_v2_path.relative_to(out),
         v2_experts=tuple((key, tuple(range(len(verts)))) for key, verts in v2_experts.items()),
+        same_readers=((expert_indices[0][0], next(iter(v2_experts))),),
     )
     files = [p for paths in written.values() for p in paths] + [annotation_path, annotation_v2_path]
     return manifest, files

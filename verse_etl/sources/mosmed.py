@@ -26,6 +26,7 @@ from pathlib import Path
 
 from verse_etl.errors import InputError
 from verse_etl.io.archives import archive_stem
+from verse_etl.io.files import special_file_error
 
 MAPPING_COLUMNS: tuple[str, ...] = ("old_folder", "old_series_uid", "folder", "series_uid")
 """Header of the identifier mapping CSV: older Folder and SeriesInstanceUID -> current ones."""
@@ -70,6 +71,9 @@ def read_id_mapping(path: Path) -> tuple[IdMapping, ...]:
         If the file is missing, lacks a column of :data:`MAPPING_COLUMNS`, has an empty value,
         or maps one old folder to two current ones.
     """
+    special = special_file_error(path)
+    if special is not None:  # a FIFO would block the build before it starts
+        raise InputError(path, special.problem, special.fix, check="id_mapping")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
@@ -134,7 +138,11 @@ def discover_mosmed(
         for path in sorted(dicom.iterdir()):
             if path.is_dir():
                 folders[path.name] = path
-            elif path.is_file() and (stem := archive_stem(path)) is not None:
+            elif (
+                path.is_file()
+                and special_file_error(path) is None
+                and (stem := archive_stem(path)) is not None
+            ):
                 archives[stem] = path
     to_current = {m.old_folder: m.folder for m in id_mappings}
     annotations: dict[str, list[Path]] = {}
@@ -143,6 +151,8 @@ def discover_mosmed(
         if not directory.is_dir():
             continue
         for path in sorted(directory.glob("*.json")):
+            if special_file_error(path) is not None:
+                continue  # named by discovery_problems, never opened
             stem = path.stem
             if stem not in folders and stem not in archives and stem in to_current:
                 stem = to_current[stem]
@@ -170,12 +180,15 @@ def discovery_problems(
     """Files below the MosMed root that :func:`discover_mosmed` cannot place, one error each.
 
     Nothing is dropped silently: a study packed in another format (``.zip``), a stray file in
-    ``dicom/`` or a non-JSON file among the annotations is reported instead of ignored.
+    ``dicom/``, a non-JSON file among the annotations, or a FIFO, socket, device or broken link
+    in either place (``not_regular_file``, never opened) is reported instead of ignored.
     """
     problems = []
     dicom = root / "dicom"
     for path in sorted(dicom.iterdir()) if dicom.is_dir() else []:
-        if not path.is_dir() and archive_stem(path) is None:
+        if (special := special_file_error(path)) is not None:
+            problems.append(special)
+        elif not path.is_dir() and archive_stem(path) is None:
             problems.append(
                 InputError(
                     path,
@@ -188,7 +201,9 @@ def discovery_problems(
     for name in annotation_dirs:
         directory = root / name
         for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-            if path.suffix != ".json" or not path.is_file():
+            if (special := special_file_error(path)) is not None:
+                problems.append(special)
+            elif path.suffix != ".json" or not path.is_file():
                 problems.append(
                     InputError(
                         path,

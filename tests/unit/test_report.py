@@ -1,0 +1,30 @@
+"""The report's picture list: one broken store is shown with its reason, the others are drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tests.unit.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
+from verse_etl.report import render_report, write_pictures
+
+
+def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path) -> None:
+    affine, shape = _grid(*FAMILIES["RAS"])
+    _write_store(tmp_path / "volumes" / "good.zarr", affine, *_phantom(affine, shape, BOX))
+    scans = pd.DataFrame(
+        {
+            "scan_id": ["good", "lost"],
+            "release": ["verse19", "verse20"],
+            "orientation": ["RAS", "RAS"],
+            "store_path": ["volumes/good.zarr", "volumes/lost.zarr"],
+            "affine": [affine.ravel().tolist()] * 2,
+        }
+    )
+    vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "good"}])
+    good, lost = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+    assert good.src == "qc/verse-good.png" and (tmp_path / "report" / good.src).is_file()
+    assert not good.error and lost.src == "" and "lost.zarr" in lost.error
+    page = render_report({}, [good, lost])
+    assert 'id="qc-lost"' in page and "QC picture not drawn: " in page
