@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,7 +117,14 @@ def _killed_build(verse: Path, mosmed: Path, out: Path, step: str) -> None:
             _build(verse, mosmed, out)
         finally:
             os._exit(0)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 300  # a child stuck on a lock inherited from a thread
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"{step}: the forked build did not reach its kill point in 300 s")
+        time.sleep(0.05)
+    status = done[1]
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (step, status)
 
 
