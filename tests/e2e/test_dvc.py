@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.dvc_project import make_project, run, set_param, stages_run
+from verse_etl.tables import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -59,4 +60,11 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     assert metrics["rows"]["scans"] == 3
     # ingest@verse ran alone: every MosMed row is still there.
     assert metrics["rows"]["series"] == before["rows"]["series"] > 0
-    assert not list((project / "data" / "build" / "volumes" / "verse").glob("gl003.*zarr"))
+    # gl003's store stays until the next ingestion of VerSe: when ingest@verse ran, the published
+    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.generations).
+    stores = (project / "data" / "build" / "volumes" / "verse").glob("*.zarr")
+    published = read_table(project / "data" / "build", "scans").column("store_path").to_pylist()
+    assert not [p for p in published if "gl003" in p]
+    assert len(published) == 3 and all((project / "data" / "build" / p).is_dir() for p in published)
+    assert [p.name for p in stores if p.name.startswith("gl003.")]
+    assert "up to date" in run(["dvc", "status"], project)
