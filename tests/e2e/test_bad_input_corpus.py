@@ -393,8 +393,9 @@ def test_bad_case_is_quarantined_naming_file_and_reason(
     mine = records[records["check_name"].str.contains(check, regex=False)]
     assert not mine.empty, f"{case}: {records[['check_name', 'reason']].to_dict('records')}"
     assert mine["reason"].str.contains(reason, regex=False).any(), mine["reason"].tolist()
-    # The reason starts with the file it is about, as every message does.
+    # The reason starts with the file it is about, as every message does, on one line.
     assert all(r.startswith(f"{f}:") for f, r in zip(mine["file"], mine["reason"], strict=True))
+    assert not mine["reason"].str.contains("\n").any(), mine["reason"].tolist()
 
 
 def _table(corpus: Corpus, sql: str) -> pd.DataFrame:
@@ -636,4 +637,5 @@ def test_only_the_check_set_to_raise_fails_the_build(corpus: Corpus) -> None:
     assert set(failing["check_name"]) == {"voxel_constant"}
     assert sorted(failing["case_id"]) == ["h_slope_zero", "verse912"]
     assert f"{len(failing)} quarantined record(s) failed checks set to 'raise'" in corpus.failure
+    assert "({'voxel_constant': 2})" in corpus.failure  # only the check that fails the build
     assert len(q) > 70  # the other records only warn
