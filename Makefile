@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run setup test browser lint lock bench clean
+.PHONY: run setup test browser torch lint lock bench clean
 
 run: setup ## Build the built-in sample end to end (dvc repro), push it to the local remote, summarise.
 	dvc repro
@@ -30,13 +30,22 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-test: setup browser ## Lint and run the whole test suite.
+test: setup browser torch ## Lint and run the whole test suite.
 	ruff check .
 	pytest
 
 browser: ## Debian's Chromium, for the report's browser test (needs root or sudo-less apt).
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# PyTorch is optional for users (verse_etl.dataset.collate uses it when present); the DataLoader
+# test needs it. This machine kind keeps a CPU wheel on disk: installed from there, never from an
+# index (which would bring a multi-GB CUDA build); elsewhere the test says it was skipped.
+TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl)
+torch: setup
+	@if [ -n "$(TORCH_WHEEL)" ]; then $(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(TORCH_WHEEL); \
+	else echo "no local torch wheel: the DataLoader test will be skipped"; fi
 
 lint: setup
 	ruff check .

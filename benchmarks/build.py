@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -146,16 +147,17 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
     return jobs, voxels / MB
 
 
-def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> float:
-    """Wall seconds to run every conversion on ``workers`` threads (largest first)."""
+def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) to run every conversion on ``workers``
+    threads."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda job: job(out), jobs))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     shutil.rmtree(out, ignore_errors=True)
-    return seconds
+    return seconds, cpu
 
 
 # -- the build with plain library calls and timers ----------------------------------------------
@@ -192,7 +194,8 @@ def timed_hashing(seconds: Counter) -> Iterator[None]:
 def library_build(params: object, workers: int) -> dict[str, float]:
     """The build of ``verse-etl build`` made with plain calls: discovery, the cases on
     ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
-    from flows.build import tables
+    from verse_etl.flows.build import tables
+
     from verse_etl.cases.mosmed import build_mosmed_study
     from verse_etl.cases.mosmed import source_results as mosmed_results
     from verse_etl.cases.verse import build_verse_scan, source_results
@@ -239,8 +242,11 @@ def library_build(params: object, workers: int) -> dict[str, float]:
 # -- the CLI ------------------------------------------------------------------------------------
 
 
-def run_cli(command: list[str], env: dict[str, str]) -> tuple[float, TreeSampler]:
-    """Run a CLI command to the end; its wall seconds and the memory of its process tree."""
+def run_cli(command: list[str], env: dict[str, str]) -> tuple[float, float, TreeSampler]:
+    """Run a CLI command to the end; its wall seconds, the CPU seconds of its whole process tree
+    (every descendant is waited for by its parent, so the children's usage holds them all) and
+    the memory of the tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -248,9 +254,11 @@ def run_cli(command: list[str], env: dict[str, str]) -> tuple[float, TreeSampler
     with TreeSampler(proc.pid) as tree:
         _, err = proc.communicate()
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return seconds, tree
+    return seconds, cpu, tree
 
 
 def cli_build(
@@ -262,11 +270,14 @@ def cli_build(
         "--verse", str(src / "verse"), "--mosmed", str(src / "mosmed"), "--out", str(out),
         "--workers", str(workers), "--runner", runner,
     ]  # fmt: skip
-    t_build, tree_build = run_cli(build, env)
-    t_report, tree_report = run_cli([cli("verse-etl"), "report", "--out", str(out)], env)
+    t_build, cpu_build, tree_build = run_cli(build, env)
+    t_report, cpu_report, tree_report = run_cli(
+        [cli("verse-etl"), "report", "--out", str(out)], env
+    )
     return {
         "build": t_build,
         "report": t_report,
+        "cpu": cpu_build + cpu_report,
         "pss": max(tree_build.peak_pss_mb, tree_report.peak_pss_mb),
         "hwm_sum": max(tree_build.peak_hwm_sum_mb, tree_report.peak_hwm_sum_mb),
         "processes": tree_build.processes,
@@ -325,11 +336,12 @@ def main() -> None:
     for runner, workers in configs:
         params = dataclasses.replace(base, workers=workers, out=str(args.work / "lib"))
         if workers not in ceilings:
-            ceilings[workers] = min(
+            ceilings[workers], cpu = min(
                 run_ceiling(jobs, args.work / "ceiling", workers) for _ in range(args.runs)
             )
             print(f"\nconverter alone, {workers} thread(s): {ceilings[workers]:6.1f} s "
-                  f"= {voxel_mb / ceilings[workers]:5.0f} MB/s  (load {load()})")  # fmt: skip
+                  f"= {voxel_mb / ceilings[workers]:5.0f} MB/s, "
+                  f"{cpu / voxel_mb * 1000:.2f} CPU ms/MB  (load {load()})")  # fmt: skip
         ceiling = ceilings[workers]
         lib = best("cases", library_build, params, workers) if runner == "threads" else {}
         out = args.work / f"out-{runner}-{workers}"
@@ -338,7 +350,8 @@ def main() -> None:
         print(
             f"\n{runner}, {workers} worker(s): build {full['build']:.1f} s + report "
             f"{full['report']:.1f} s = {total:.1f} s = {voxel_mb / total:.0f} MB/s of voxels "
-            f"(ceiling {voxel_mb / ceiling:.0f} MB/s)  (load {load()})"
+            f"(ceiling {voxel_mb / ceiling:.0f} MB/s), {full['cpu'] / voxel_mb * 1000:.2f} CPU "
+            f"ms/MB (whole process tree)  (load {load()})"
         )
         print(
             f"  peak memory of the process tree: {full['pss']:.0f} MB Pss "

@@ -10,18 +10,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
+from verse_etl.schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 
 # table name -> (module, model class)
 _MODELS: dict[str, tuple[str, str]] = {
-    "scans": ("schemas.scans", "ScansTable"),
-    "vertebrae": ("schemas.vertebrae", "VertebraeTable"),
-    "verse_fracture_grades": ("schemas.verse_fracture_grades", "VerseFractureGradesTable"),
-    "series": ("schemas.series", "SeriesTable"),
-    "mosmed_vertebrae": ("schemas.mosmed_vertebrae", "MosmedVertebraeTable"),
-    "mosmed_consensus": ("schemas.mosmed_consensus", "MosmedConsensusTable"),
-    "mosmed_expert_pairs": ("schemas.mosmed_expert_pairs", "MosmedExpertPairsTable"),
-    "quarantine": ("schemas.quarantine", "QuarantineTable"),
+    "scans": ("verse_etl.schemas.scans", "ScansTable"),
+    "vertebrae": ("verse_etl.schemas.vertebrae", "VertebraeTable"),
+    "verse_fracture_grades": (
+        "verse_etl.schemas.verse_fracture_grades",
+        "VerseFractureGradesTable",
+    ),
+    "series": ("verse_etl.schemas.series", "SeriesTable"),
+    "mosmed_vertebrae": ("verse_etl.schemas.mosmed_vertebrae", "MosmedVertebraeTable"),
+    "mosmed_consensus": ("verse_etl.schemas.mosmed_consensus", "MosmedConsensusTable"),
+    "mosmed_expert_pairs": ("verse_etl.schemas.mosmed_expert_pairs", "MosmedExpertPairsTable"),
+    "quarantine": ("verse_etl.schemas.quarantine", "QuarantineTable"),
 }
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
-
-from schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.checks import PARTITION_NOTE
 
 
 class MosmedExpertPairsTable(pa.DataFrameModel):

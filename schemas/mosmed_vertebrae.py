@@ -14,8 +14,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.checks import PARTITION_NOTE
 
-from schemas.checks import PARTITION_NOTE
 from verse_etl.anatomy import level_gap_findings, mosmed_order_findings, passes
 from verse_etl.annotations import LEVELS, POINT_NAMES
 from verse_etl.matching import LEVEL_RULES

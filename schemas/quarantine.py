@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandera.pandas as pa
 from pandera.typing import Series
-
-from schemas.checks import MOSMED_RELEASES, PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.schemas.checks import MOSMED_RELEASES, PARTITION_NOTE, VERSE_RELEASES
 
 
 class QuarantineTable(pa.DataFrameModel):

@@ -7,8 +7,12 @@ import itertools
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
-
-from schemas.checks import PARTITION_NOTE, VERSE_RELEASES, affine_column, orientation_column
+from verse_etl.schemas.checks import (
+    PARTITION_NOTE,
+    VERSE_RELEASES,
+    affine_column,
+    orientation_column,
+)
 
 
 class ScansTable(pa.DataFrameModel):

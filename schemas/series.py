@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.checks import PARTITION_NOTE, is_affine, orientation_column
 
-from schemas.checks import PARTITION_NOTE, is_affine, orientation_column
 from verse_etl.io.series_geometry import ORDERS, VERDICTS
 
 

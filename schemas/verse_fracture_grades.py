@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.checks import PARTITION_NOTE
 
-from schemas.checks import PARTITION_NOTE
 from verse_etl.fracture_grades import GRADED_LABELS
 from verse_etl.levels import VERSE_LEVELS
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 
-from schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 from verse_etl.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 

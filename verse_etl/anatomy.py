@@ -75,24 +75,36 @@ def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
     found = _empty(df)
     if df.empty:
         return found
-    z = {(c, e): df[f"{c}_{e}_z_mm"].astype(float) for c, _ in _COLUMNS for e in ("sup", "inf")}
+    # Plain arrays: scalar .loc access per pair is what made this slow on whole tables.
+    z = {
+        (c, e): df[f"{c}_{e}_z_mm"].to_numpy(dtype=float)
+        for c, _ in _COLUMNS
+        for e in ("sup", "inf")
+    }
     centre = sum(z.values()) / len(z)
-    for (_, _, expert), rows in df.groupby(["folder", "release", "expert"], sort=False):
-        levels = rows["level"]
-        if levels.notna().all():
-            order = sorted(rows.index, key=lambda i: LEVELS.index(str(levels[i])))
+    levels = df["level"].to_numpy(dtype=object)
+    numbers = df["vertebra_index"].to_numpy()
+    texts: list[str | None] = [None] * len(df)
+
+    def add(i: int, text: str) -> None:
+        texts[i] = text if texts[i] is None else f"{texts[i]}; {text}"
+
+    groups = df.groupby(["folder", "release", "expert"], sort=False).indices
+    for (_, _, expert), positions in groups.items():
+        members = [int(i) for i in positions]
+        if all(isinstance(levels[i], str) for i in members):
+            order = sorted(members, key=lambda i: LEVELS.index(str(levels[i])))
         else:
-            order = sorted(rows.index, key=lambda i: int(rows.loc[i, "vertebra_index"]))
+            order = sorted(members, key=lambda i: int(numbers[i]))
         for a, b in itertools.pairwise(order):
-            upper = _name(df.loc[a, "level"], df.loc[a, "vertebra_index"])
-            lower = _name(df.loc[b, "level"], df.loc[b, "vertebra_index"])
+            upper, lower = _name(levels[a], numbers[a]), _name(levels[b], numbers[b])
             if not centre[b] < centre[a]:
                 text = (
                     f"{expert}: {lower} (centre z {centre[b]:.1f} mm) is not below {upper} "
                     f"({centre[a]:.1f} mm)"
                 )
-                _add(found, a, text)
-                _add(found, b, text)
+                add(a, text)
+                add(b, text)
                 continue
             overlaps = [
                 f"{word} by {z[(c, 'sup')][b] - z[(c, 'inf')][a]:.1f} mm"
@@ -104,9 +116,9 @@ def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
                     f"{expert}: {lower} overlaps {upper} (superior endplate point above {upper} "
                     f"inferior one: {', '.join(overlaps)})"
                 )
-                _add(found, a, text)
-                _add(found, b, text)
-    return found
+                add(a, text)
+                add(b, text)
+    return pd.Series(texts, index=df.index, dtype=object)
 
 
 def _gaps(levels: Sequence[str]) -> list[tuple[str, str, list[str]]]:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pandas as pd
 
-from schemas import SORT_KEYS, TABLES
 from verse_etl.cases.mosmed import drop_duplicate_series
 from verse_etl.consensus import consensus_rows
 from verse_etl.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.schemas import SORT_KEYS, TABLES
 from verse_etl.sources.verse import release_split
 from verse_etl.tables import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.validation import validate_table

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from schemas import TABLES
 from verse_etl import __version__
 from verse_etl.params import BuildParams
 from verse_etl.paths import TABLES_DIR, table_dir
 from verse_etl.records import write_text_atomic
+from verse_etl.schemas import TABLES
 from verse_etl.tables import read_table
 
 CARD_NAME = "DATASET_CARD.md"

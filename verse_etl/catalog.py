@@ -12,9 +12,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 from verse_etl.errors import InputError
 from verse_etl.paths import TABLES_DIR, table_dir
+from verse_etl.schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 from verse_etl.targets import Target, is_url
 
 
@@ -85,7 +85,7 @@ def comment_sql(name: str) -> str:
     >>> comment_sql("quarantine").splitlines()[0]
     "COMMENT ON VIEW quarantine IS 'Rejected and flagged records with file, check and reason.';"
     """
-    from schemas import TABLES
+    from verse_etl.schemas import TABLES
 
     model = TABLES[name]
     statements = [

@@ -238,7 +238,7 @@ def build(
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
     params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
     with _reported():
@@ -265,7 +265,7 @@ def ingest(
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
-    from flows.build import run_ingest
+    from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
     with _reported():
@@ -286,7 +286,7 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from flows.build import run_tables
+    from verse_etl.flows.build import run_tables
 
     start = time.perf_counter()
     with _reported():
@@ -331,7 +331,7 @@ def serve(
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    from flows.schedule import serve as serve_deployment
+    from verse_etl.flows.schedule import serve as serve_deployment
 
     serve_deployment(
         Path.cwd(),
@@ -372,9 +372,9 @@ def dictionary(
     ] = Path("README.md"),
 ) -> None:
     """Write the data dictionary and the README's table overview from the table contracts."""
-    from schemas import TABLES
     from verse_etl.dictionary import render_dictionary, update_readme
     from verse_etl.records import write_text_atomic
+    from verse_etl.schemas import TABLES
 
     write_text_atomic(out, render_dictionary(TABLES))
     write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
@@ -473,6 +473,44 @@ def summary(
     )
     for check, n in inventory.quarantine_by_check.items():
         Console().print(f"quarantine: {n} x {check}")
+
+
+export_app = typer.Typer(
+    help="Export a build's volumes for training tools (streamed from the stores).",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+BuildOption = Annotated[
+    str, typer.Option("--build", help="Build folder (or s3:// URL) to export from.")
+]
+
+
+@export_app.command("nnunet")
+def export_nnunet_command(
+    out: Annotated[Path, typer.Option(help="Folder of nnU-Net raw datasets (nnUNet_raw).")],
+    build: BuildOption = "data/build",
+    dataset_id: Annotated[int, typer.Option(help="nnU-Net dataset id (1..999).")] = 501,
+    name: Annotated[str, typer.Option(help="nnU-Net dataset name.")] = "VerSe",
+) -> None:
+    """The labelled VerSe scans as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
+    from verse_etl.export import export_nnunet
+
+    with _reported():
+        root = export_nnunet(build, out, dataset_id, name)
+    console.print(f"nnU-Net v2 raw dataset written to {root}")
+
+
+@export_app.command("nifti")
+def export_nifti_command(
+    out: Annotated[Path, typer.Option(help="Folder to write <source>/<id>_ct.nii.gz into.")],
+    build: BuildOption = "data/build",
+) -> None:
+    """Every case as NIfTI (CT, and the VerSe label image) with its source affine."""
+    from verse_etl.export import export_nifti
+
+    with _reported():
+        written = export_nifti(build, out)
+    console.print(f"{len(written)} NIfTI files written to {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

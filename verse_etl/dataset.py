@@ -1,137 +1,438 @@
-"""Read a built dataset from Python without knowing its file layout.
+"""Read a built or pulled dataset from Python without knowing its file layout: cases, and training
+samples for PyTorch or MONAI.
 
 ::
 
-    ds = Dataset("data/build")
-    case = ds["verse004"]
-    case.image.shape, case.affine.shape        # ((161, 338, 61), (4, 4))
-    case.vertebrae[["level", "centroid_x_mm"]]
+    ds = Dataset("data/build")                      # or "s3://bucket/prefix" (extra `s3`)
+    case = ds.case("verse004")                      # lazy volumes, tables rows
+    case.image.shape, case.affine.shape             # ((161, 338, 61), (4, 4))
+    sample = ds[0]                                  # dict: image, label, affine, spacing, id, ...
 
-Volumes are opened lazily as Zarr arrays (``numpy.asarray(case.image)`` or slicing reads only the
-chunks needed), so a PyTorch-style ``Dataset`` can index this one without copying volumes.
+    train = Dataset("data/build", sources=("verse",), patch_size=(96, 96, 96), transform=aug)
+    loader = torch.utils.data.DataLoader(train, batch_size=2, collate_fn=collate, num_workers=2)
+
+Only numpy, zarr and pyarrow are imported to read cases and samples (pandas on first use of a
+``Case`` table attribute): none of the build stack (Prefect, DVC, Dask, pydicom, nibabel,
+pandera). Volumes are Zarr arrays read lazily: a patch reads only the chunks it overlaps.
+
+Arrays are in the stores' frame, the axis order of the source (see :mod:`verse_etl.ngff`);
+``affine`` maps the indices of the returned array (a patch's own indices for a patch) to RAS+ mm.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import posixpath
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import zarr
 
-from verse_etl.catalog import connect
 from verse_etl.errors import InputError
-from verse_etl.paths import table_dir
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH
+from verse_etl.paths import IMAGE_PATH, LABELS_PATH, TABLES_DIR, VOLUMES_DIR
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import zarr
+
+SOURCES = ("verse", "mosmed")
+_CASE_TABLES = ("scans", "series", "vertebrae", "mosmed_vertebrae", "verse_fracture_grades")
 
 
-@dataclass(frozen=True)
+class VolumesNotPulledError(InputError):
+    """The tables of a release are there but a case's volume store is not (pulled tables only)."""
+
+
+def _is_url(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+@dataclass
 class Case:
     """One scan (VerSe) or series (MosMed) of a built dataset. Volumes load on access."""
 
     id: str
     source: str
-    store: Path
-    affine: np.ndarray  # voxel (i, j, k) -> RAS+ mm
-    metadata: pd.Series  # its row of scans or series
-    vertebrae: pd.DataFrame  # VerSe: vertebrae rows; MosMed: keypoint rows (mosmed_vertebrae)
-    fracture_grades: pd.DataFrame  # VerSe'19 grades where the table exists, else empty
+    store: Path | str  # the Zarr store: a folder, or a URL (str) for a release on object storage
+    affine: np.ndarray  # stored voxel indices -> RAS+ mm (4x4)
+    rows: dict[str, Any]  # its row of scans (VerSe) or series (MosMed)
+    vertebra_rows: list[dict[str, Any]] = field(default_factory=list)  # vertebrae / keypoints
+    grade_rows: list[dict[str, Any]] = field(default_factory=list)  # VerSe'19 grades
+    storage_options: dict[str, Any] | None = None
 
     @property
     def image(self) -> zarr.Array:
         """The CT in HU, native dtype (int16), axes as in ``affine``."""
-        return zarr.open_array(self.store / IMAGE_PATH, mode="r")
+        return _open_array(self.store, IMAGE_PATH, self.storage_options)
 
     @property
     def mask(self) -> zarr.Array | None:
         """The vertebra label image (uint8, VerSe label map), or None if the case has none."""
-        path = self.store / LABELS_PATH
-        return zarr.open_array(path, mode="r") if path.exists() else None
+        if self.source != "verse":
+            return None
+        return _open_array(self.store, LABELS_PATH, self.storage_options)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size along each array axis."""
         return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
 
+    @cached_property
+    def metadata(self) -> pd.Series:
+        """Its row of ``scans`` or ``series`` (pandas)."""
+        import pandas as pd
+
+        return pd.Series(self.rows, name=self.id)
+
+    @cached_property
+    def vertebrae(self) -> pd.DataFrame:
+        """VerSe: its ``vertebrae`` rows; MosMed: its ``mosmed_vertebrae`` keypoint rows."""
+        import pandas as pd
+
+        return pd.DataFrame(self.vertebra_rows)
+
+    @cached_property
+    def fracture_grades(self) -> pd.DataFrame:
+        """VerSe'19 fracture grades where the table has the scan, else empty."""
+        import pandas as pd
+
+        return pd.DataFrame(self.grade_rows)
+
+
+def _open_array(store: Path | str, path: str, storage_options: dict[str, Any] | None) -> zarr.Array:
+    import zarr
+
+    if _is_url(store):
+        return zarr.open_array(
+            f"{str(store).rstrip('/')}/{path}", mode="r", storage_options=storage_options or {}
+        )
+    return zarr.open_array(Path(store) / path, mode="r")
+
+
+def patch_affine(affine: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """Affine of a patch whose index 0 is voxel ``offset`` of the array ``affine`` describes.
+
+    Examples
+    --------
+    >>> patch_affine(np.diag([2.0, 2.0, 2.0, 1.0]), (1, 0, -2))[:3, 3].tolist()
+    [2.0, 0.0, -4.0]
+    """
+    shift = np.eye(4)
+    shift[:3, 3] = np.asarray(offset, dtype=float)
+    return np.asarray(affine, dtype=float) @ shift
+
+
+def read_patch(
+    array: Any, offset: Sequence[int], size: Sequence[int], fill: int | float = 0
+) -> np.ndarray:
+    """The ``size`` block of ``array`` starting at ``offset`` (may lie partly outside: filled
+    with ``fill``). Only the part inside is read, so a Zarr array reads only the chunks it
+    overlaps.
+
+    Examples
+    --------
+    >>> read_patch(np.arange(5), (3,), (4,), fill=-1).tolist()
+    [3, 4, -1, -1]
+    """
+    out = np.full(tuple(size), fill, dtype=array.dtype)
+    src, dst = [], []
+    for start, n, dim in zip(offset, size, array.shape, strict=True):
+        lo, hi = max(start, 0), min(start + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def random_offset(
+    shape: Sequence[int], size: Sequence[int], rng: np.random.Generator
+) -> tuple[int, ...]:
+    """A uniformly random patch origin: inside the volume where the patch fits, else centred
+    at random so that the volume lies inside the patch.
+
+    Examples
+    --------
+    >>> random_offset((100, 50, 10), (96, 50, 16), np.random.default_rng(0))
+    (4, 0, -2)
+    """
+    return tuple(
+        int(rng.integers(min(0, d - n), max(0, d - n) + 1))
+        for d, n in zip(shape, size, strict=True)
+    )
+
+
+def _repeated(value: str, n: int) -> pa.Array:
+    """A string column of ``n`` times ``value``, built from buffers: ``pa.array`` of Python
+    objects would import pandas (pyarrow checks for pandas inputs), which a reader must not."""
+    import pyarrow as pa
+
+    data = value.encode()
+    offsets = (np.arange(n + 1, dtype=np.int32) * len(data)).tobytes()
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
 
 class Dataset:
-    """A built verse-etl dataset (after ``dvc repro`` or ``dvc pull``) as a mapping of cases.
+    """A built verse-etl dataset (after ``dvc repro``, ``dvc pull`` or ``dvc get``) as training
+    samples, and as cases.
 
-    ``ids`` lists VerSe scan ids, then MosMed SeriesInstanceUIDs of converted series; index with
-    an id or an integer position (``len(ds)``, ``ds[0]``), as a PyTorch ``Dataset`` does.
+    ``ds[i]`` (or ``ds["verse004"]``) is a sample dict, as MONAI-style dictionary transforms
+    expect: ``image`` (channel first, ``(1, X, Y, Z)``, int16 HU), ``label`` (``(1, X, Y, Z)``
+    uint8, or None without a label image), ``affine`` (4x4, indices of ``image`` -> RAS+ mm),
+    ``spacing`` (mm per axis), ``id``, ``source``, ``offset`` (the patch origin in the stored
+    volume) and ``vertebrae`` (its table rows as dicts). ``transform`` is applied to each sample.
+    ``ds.case(id)`` gives the lazy :class:`Case`. Picklable and small, so a PyTorch DataLoader
+    can use it with worker processes; use :func:`collate` to batch samples.
+
+    Parameters
+    ----------
+    path
+        Build folder, or an fsspec URL (``s3://bucket/prefix``; needs the ``s3`` extra).
+    sources
+        Which sources' cases to include (``("verse",)``: the labelled VerSe scans only).
+    patch_size
+        Read a random patch of this size per sample instead of the whole volume (patches
+        overhanging the volume are filled with ``fill_hu`` and label 0).
+    seed
+        Seed of the patch positions: sample ``i`` of epoch ``e`` is the same in every process.
+    transform
+        Called with each sample dict; its result is what ``ds[i]`` returns.
+    storage_options
+        fsspec options for a URL (e.g. ``{"endpoint_url": ...}``).
+
+    Raises
+    ------
+    InputError
+        If ``path`` holds no tables (``dvc pull`` first).
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if (
-            not table_dir(self.path, "scans").is_dir()
-            and not table_dir(self.path, "series").is_dir()
-        ):
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        sources: Sequence[str] = SOURCES,
+        patch_size: Sequence[int] | None = None,
+        seed: int = 0,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        fill_hu: int = -1024,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = str(path).rstrip("/") if _is_url(path) else None
+        self.path = Path(path) if self.url is None else None
+        self.sources = tuple(sources)
+        self.patch_size = tuple(int(n) for n in patch_size) if patch_size is not None else None
+        self.seed = seed
+        self.epoch = 0
+        self.transform = transform
+        self.fill_hu = fill_hu
+        self.storage_options = storage_options
+        if not any(self._exists(f"{TABLES_DIR}/{t}") for t in ("scans", "series")):
             raise InputError(
-                self.path,
+                str(path),
                 "not a built dataset (expected tables/scans/ or tables/series/)",
-                "run `dvc pull` or `dvc repro` first",
+                "run `dvc pull` (or `dvc repro`) in the project, or pass the build folder",
                 check="dataset",
             )
 
+    # -- files -------------------------------------------------------------------------------
+
     @cached_property
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """Every table of the build, read once."""
-        con = connect(self.path)
-        try:
-            names = [
-                row[0]
-                for row in con.execute(
-                    "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-                ).fetchall()
-            ]
-            return {name: con.execute(f"SELECT * FROM {name}").df() for name in sorted(names)}
-        finally:
-            con.close()
+    def _fs(self) -> Any:
+        import fsspec
+
+        protocol = self.url.split("://", 1)[0] if self.url else "file"
+        return fsspec.filesystem(protocol, **(self.storage_options or {}))
+
+    def _location(self, relative: str) -> str:
+        if self.url is not None:
+            return posixpath.join(self.url, relative)
+        assert self.path is not None
+        return str(self.path / relative)
+
+    def _exists(self, relative: str) -> bool:
+        if self.url is None:
+            return os.path.exists(self._location(relative))
+        return bool(self._fs.exists(self._location(relative)))
+
+    def _read_table(self, name: str) -> pa.Table | None:
+        """All partitions of table ``name``, partition keys as string columns (contract order).
+
+        Each file is read with the Parquet reader alone: ``pyarrow.dataset`` would import pandas.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pattern = f"{TABLES_DIR}/{name}/source=*/release=*/*.parquet"
+        if self.url is None:
+            assert self.path is not None
+            files = [str(f) for f in sorted(self.path.glob(pattern))]
+        else:
+            files = sorted(self._fs.glob(self._location(pattern)))
+        if not files:
+            return None
+        parts = []
+        for file in files:
+            if self.url is None:
+                table = pq.ParquetFile(file).read()
+            else:
+                with self._fs.open(file, "rb") as f:
+                    table = pq.ParquetFile(f).read()
+            for folder in file.split("/")[-3:-1]:  # source=..., release=...
+                key, _, value = folder.partition("=")
+                table = table.append_column(key, _repeated(value, table.num_rows))
+            parts.append(table)
+        return pa.concat_tables(parts)
+
+    @cached_property
+    def _tables(self) -> dict[str, pa.Table]:
+        found = {name: self._read_table(name) for name in _CASE_TABLES}
+        return {name: table for name, table in found.items() if table is not None}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers re-read the tables (small) rather than receive them through a pipe.
+        state = self.__dict__.copy()
+        for key in ("_tables", "_fs", "ids", "_index", "_rows_by_case"):
+            state.pop(key, None)
+        return state
+
+    # -- cases -------------------------------------------------------------------------------
+
+    @cached_property
+    def _index(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Case id -> (source, its scans/series row), in the order of ``ids``."""
+        index: dict[str, tuple[str, dict[str, Any]]] = {}
+        scans, series = self._tables.get("scans"), self._tables.get("series")
+        if "verse" in self.sources and scans is not None:
+            for row in scans.sort_by("scan_id").to_pylist():
+                index[row["scan_id"]] = ("verse", row)
+        if "mosmed" in self.sources and series is not None:
+            for row in series.sort_by(
+                [("folder", "ascending"), ("series_uid", "ascending")]
+            ).to_pylist():
+                if row["store_path"]:
+                    index[row["series_uid"]] = ("mosmed", row)
+        return index
 
     @cached_property
     def ids(self) -> list[str]:
-        """Case ids: VerSe scans, then converted MosMed series."""
-        scans = self.tables.get("scans", pd.DataFrame(columns=["scan_id"]))
-        series = self.tables.get("series", pd.DataFrame(columns=["series_uid", "store_path"]))
-        return list(scans["scan_id"]) + list(series.loc[series["store_path"].notna(), "series_uid"])
+        """Case ids: VerSe scans, then converted MosMed series (each sorted)."""
+        return list(self._index)
+
+    @cached_property
+    def _rows_by_case(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for table, key in (
+            ("vertebrae", "scan_id"),
+            ("mosmed_vertebrae", "series_uid"),
+            ("verse_fracture_grades", "scan_id"),
+        ):
+            if table in self._tables:
+                for row in self._tables[table].to_pylist():
+                    grouped.setdefault((table, row[key]), []).append(row)
+        return grouped
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __iter__(self):
-        return (self[i] for i in self.ids)
+    def case(self, key: str | int) -> Case:
+        """The case with id ``key`` (or at position ``key``); volumes stay on disk.
 
-    def __getitem__(self, key: str | int) -> Case:
+        Raises
+        ------
+        KeyError
+            If there is no such case (unknown id, or a MosMed series that was not converted).
+        VolumesNotPulledError
+            If its store is missing: the tables were pulled without the volumes.
+        """
         case_id = self.ids[key] if isinstance(key, int) else key
-        scans, series = self.tables.get("scans"), self.tables.get("series")
-        if scans is not None and case_id in set(scans["scan_id"]):
-            row = scans.set_index("scan_id").loc[case_id]
-            vertebrae = self.tables["vertebrae"]
-            grades = self.tables.get("verse_fracture_grades", pd.DataFrame(columns=["scan_id"]))
-            return Case(
-                id=case_id,
-                source="verse",
-                store=self.path / row["store_path"],
-                affine=np.asarray(row["affine"], dtype=float).reshape(4, 4),
-                metadata=row,
-                vertebrae=vertebrae[vertebrae["scan_id"] == case_id].reset_index(drop=True),
-                fracture_grades=grades[grades["scan_id"] == case_id].reset_index(drop=True),
+        if case_id not in self._index:
+            where = self.url or self.path
+            raise KeyError(f"{where}: no case {case_id!r} (see Dataset.ids)")
+        source, row = self._index[case_id]
+        relative = row["store_path"]
+        if not self._exists(f"{relative}/zarr.json"):
+            out = f"{self.url or self.path}/{VOLUMES_DIR}/{source}"
+            raise VolumesNotPulledError(
+                self._location(relative),
+                "volume store not found (the tables are there, the volumes are not)",
+                f"run `dvc pull {out}` in the project (or `dvc get <repo> {VOLUMES_DIR}/{source} "
+                "--rev <tag>` into the build folder)",
+                check="dataset",
             )
-        if series is not None and case_id in set(series["series_uid"]):
-            row = series.set_index("series_uid").loc[case_id]
-            if row["store_path"] is None or pd.isna(row["store_path"]):
-                raise KeyError(f"{case_id}: series was not converted ({row['problems']})")
-            keypoints = self.tables.get("mosmed_vertebrae", pd.DataFrame(columns=["series_uid"]))
-            return Case(
-                id=case_id,
-                source="mosmed",
-                store=self.path / row["store_path"],
-                affine=np.asarray(row["affine"], dtype=float).reshape(4, 4),
-                metadata=row,
-                vertebrae=keypoints[keypoints["series_uid"] == case_id].reset_index(drop=True),
-                fracture_grades=pd.DataFrame(),
-            )
-        raise KeyError(f"{self.path}: no case {case_id!r} (see Dataset.ids)")
+        table = "vertebrae" if source == "verse" else "mosmed_vertebrae"
+        return Case(
+            id=case_id,
+            source=source,
+            store=self._location(relative) if self.url else Path(self._location(relative)),
+            affine=np.asarray(row["affine"], dtype=float).reshape(4, 4),
+            rows=row,
+            vertebra_rows=self._rows_by_case.get((table, case_id), []),
+            grade_rows=self._rows_by_case.get(("verse_fracture_grades", case_id), []),
+            storage_options=self.storage_options,
+        )
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    # -- samples -----------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new patch positions (call once per epoch, as with a DistributedSampler)."""
+        self.epoch = epoch
+
+    def __getitem__(self, key: str | int) -> Any:
+        index = key if isinstance(key, int) else self.ids.index(key)
+        case = self.case(index)
+        image, mask = case.image, case.mask
+        if self.patch_size is None:
+            offset: tuple[int, ...] = (0, 0, 0)
+            ct = image[...]
+            label = mask[...] if mask is not None else None
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            offset = random_offset(image.shape, self.patch_size, rng)
+            ct = read_patch(image, offset, self.patch_size, fill=self.fill_hu)
+            label = read_patch(mask, offset, self.patch_size) if mask is not None else None
+        sample = {
+            "image": ct[np.newaxis],
+            "label": label[np.newaxis] if label is not None else None,
+            "affine": patch_affine(case.affine, offset),
+            "spacing": np.asarray(case.spacing_mm),
+            "offset": np.asarray(offset),
+            "id": case.id,
+            "source": case.source,
+            "vertebrae": case.vertebra_rows,
+        }
+        return self.transform(sample) if self.transform is not None else sample
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch sample dicts: arrays of one shape are stacked (as torch tensors when torch is
+    installed, else numpy), everything else (ids, vertebrae rows, missing labels) becomes a list.
+
+    Pass it as ``collate_fn`` to ``torch.utils.data.DataLoader``: torch's default collate cannot
+    batch the variable-length ``vertebrae`` rows or a missing ``label``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch  # type: ignore[no-redef]
+        except ImportError:
+            torch = None
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
+            stacked = np.stack(values)
+            batch[key] = torch.from_numpy(stacked) if torch is not None else stacked
+        elif torch is not None and all(isinstance(v, torch.Tensor) for v in values):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch

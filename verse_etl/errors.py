@@ -7,6 +7,7 @@ quarantine row or a log line is enough to find and fix the input.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,10 +41,13 @@ class InputError(VerseEtlError, ValueError):
 
     def __init__(self, path: Path | str, problem: str, fix: str = "", check: str = "read") -> None:
         self.path = str(path)
-        self.problem = problem
+        # One line: a quarantine reason or a log line (library messages such as pydicom's list
+        # every plugin's error on its own line).
+        self.problem = re.sub(r"\s*\n\s*", " ", str(problem)).strip()
+        fix = re.sub(r"\s*\n\s*", " ", str(fix)).strip()
         self.fix = fix
         self.check = check
-        message = f"{self.path}: {problem}"
+        message = f"{self.path}: {self.problem}"
         if fix:
             message += f"; {fix}"
         super().__init__(message)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas.layout import TABLE_NAMES
 from verse_etl.errors import InputError
 from verse_etl.paths import VOLUMES_DIR, table_dir
+from verse_etl.schemas.layout import TABLE_NAMES
 
 
 @dataclass(frozen=True)

@@ -148,16 +148,24 @@ class LabelStatistics:
         a[pi - i0 : pi - i0 + prev.shape[0], pj - j0 : pj - j0 + prev.shape[1]] = prev
         b[ci - i0 : ci - i0 + cur.shape[0], cj - j0 : cj - j0 + cur.shape[1]] = cur
         inner = b[1:-1, 1:-1]
-        pairs = []
+        mine, known = inner >= 0, a >= 0
+        if not mine.any() or not known.any():
+            return
+        # The components of one label in one slab have consecutive ids, so the pairs that touch
+        # fit a small table (current id x previous id): mark them there in vectorised passes
+        # instead of listing every touching voxel pair and sorting the list (np.unique).
+        c_lo, c_hi = int(inner[mine].min()), int(inner[mine].max())
+        p_lo, p_hi = int(a[known].min()), int(a[known].max())
+        width = p_hi - p_lo + 1
+        touching = np.zeros((c_hi - c_lo + 1) * width, dtype=bool)
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 shifted = a[1 + di : a.shape[0] - 1 + di, 1 + dj : a.shape[1] - 1 + dj]
-                touch = (inner >= 0) & (shifted >= 0)
-                if touch.any():
-                    pairs.append(np.stack([inner[touch], shifted[touch]], axis=1))
-        if pairs:
-            for x, y in np.unique(np.concatenate(pairs), axis=0):
-                self._union(int(x), int(y))
+                touch = mine & (shifted >= 0)
+                touching[(inner[touch] - c_lo) * width + (shifted[touch] - p_lo)] = True
+        for key in np.flatnonzero(touching):
+            x, y = divmod(int(key), width)
+            self._union(c_lo + x, p_lo + y)
 
     def _find(self, x: int) -> int:
         root = x

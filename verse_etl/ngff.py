@@ -28,6 +28,16 @@ slices, a ``PIR``-stored one sagittal slices). :func:`ngff_coordinates` puts RAS
 tables' ``*_mm`` columns) into that same NGFF space, so centroids overlay the CT and labels in
 napari (napari-ome-zarr) exactly, for oblique grids too.
 
+For radiological display from Python, :func:`display_affine` gives napari (or any viewer
+taking a 4x4 per layer) the exact stored-index -> display transform with axes superior,
+posterior, patient's left, and :func:`display_points` the tables' RAS+ points in that frame::
+
+    frame = display_affine(case.affine)
+    viewer.add_image(case.image, affine=frame)
+    viewer.add_labels(case.mask, affine=frame)
+    viewer.add_points(display_points(case.vertebrae[["centroid_x_mm", "centroid_y_mm",
+                                                     "centroid_z_mm"]]))
+
 Not done (yet): arrays reoriented to one canonical anatomical order (e.g. ``S, P, L`` for
 radiological axial display) would need the streaming writer to permute and flip along its slab
 axis; NGFF 0.6's ``rotation``/``affine``/``mapAxis`` transformations would say it in metadata
@@ -99,6 +109,41 @@ def ngff_coordinates(
     pts = np.asarray(points_ras, dtype=float).reshape(-1, 3)
     voxels = np.linalg.solve(a[:3, :3], (pts - a[:3, 3]).T).T
     return voxels * spacing + translation
+
+
+RADIOLOGICAL = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
+"""RAS+ mm -> display mm with axes (slider, screen row, screen column) = (superior, posterior,
+patient's left): axial slices in radiological convention (anterior up, the patient's right on
+the viewer's left), as napari shows its last two world axes."""
+
+
+def display_affine(affine: np.ndarray) -> np.ndarray:
+    """4x4 stored indices -> display mm in radiological orientation (:data:`RADIOLOGICAL`).
+
+    Exact for every grid (oblique and sheared ones too): pass it as the ``affine`` of a napari
+    image or labels layer, and :func:`display_points` of the same RAS+ points to a points layer.
+
+    Examples
+    --------
+    >>> lps = np.diag([-0.5, -0.5, 2.0, 1.0])  # DICOM-like: rows to P, columns to L, slices to S
+    >>> display_affine(lps)[:3, :3].tolist()
+    [[0.0, 0.0, 2.0], [0.0, 0.5, 0.0], [0.5, 0.0, 0.0]]
+    """
+    a = np.asarray(affine, dtype=float)
+    out = np.eye(4)
+    out[:3] = RADIOLOGICAL @ a[:3]
+    return out
+
+
+def display_points(points_ras: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """``(n, 3)`` RAS+ mm -> display mm (:data:`RADIOLOGICAL`), e.g. the tables' centroids.
+
+    Examples
+    --------
+    >>> display_points([[10.0, 20.0, 30.0]]).tolist()
+    [[30.0, -20.0, -10.0]]
+    """
+    return np.asarray(points_ras, dtype=float).reshape(-1, 3) @ RADIOLOGICAL.T
 
 
 def level_shapes(shape: Sequence[int], levels: int) -> list[tuple[int, int, int]]:

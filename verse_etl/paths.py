@@ -33,6 +33,10 @@ from verse_etl.errors import OutputPathError
 TABLES_DIR = "tables"
 VOLUMES_DIR = "volumes"
 CASES_DIR = "cases"
+IMAGE_PATH = "0"
+"""Level 0 of the CT inside a volume store."""
+LABELS_PATH = "labels/vertebrae/0"
+"""Level 0 of the vertebra label image inside a VerSe volume store."""
 
 
 PART_FILE = "part-0.parquet"

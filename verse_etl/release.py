@@ -20,6 +20,7 @@ import pandas as pd
 from verse_etl.dvc_imports import ImportRecord, read_import
 from verse_etl.errors import VerseEtlError
 from verse_etl.records import write_text_atomic
+from verse_etl.remotes import consumer_commands, reachability_note
 from verse_etl.tables import read_frame
 
 # The tables whose rows are "the dataset" for release notes: the key of a row, and the tables
@@ -69,6 +70,8 @@ class ReleaseNotes:
     tables: dict[str, TableChanges] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, tuple[int, int]] = field(default_factory=dict)  # check -> (before, now)
+    reachability: str = ""  # who can pull from the default remote (remotes.reachability_note)
+    commands: tuple[str, ...] = ()  # how to get it from elsewhere (remotes.consumer_commands)
     sources: tuple[RawSource, ...] = ()  # the raw source files pinned as DVC URL imports
 
     def to_markdown(self) -> str:
@@ -100,6 +103,9 @@ class ReleaseNotes:
         lines.append(
             f"| **total** | {total_before} | {total_now} | {total_now - total_before:+d} |"
         )
+        if self.commands:
+            lines += ["", "## Get this release", "", self.reachability, "", "```bash"]
+            lines += [*self.commands, "```"]
         if self.sources:
             lines += [
                 "",
@@ -247,6 +253,8 @@ def release(repo: Path, tag: str, out: str) -> ReleaseNotes:
         tables=changes,
         rows=rows,
         quarantine=quarantine,
+        reachability=reachability_note(repo),
+        commands=tuple(consumer_commands(repo, tag, out)),
         sources=sources,
     )
     notes_path = repo / NOTES_DIR / f"{tag}.md"

@@ -20,9 +20,9 @@ import pyarrow as pa_arrow
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from schemas import PARTITION_BY, SORT_KEYS, TABLES
 from verse_etl.paths import partition_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord
+from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
 
 _ARROW_TYPES: dict[str, pa_arrow.DataType] = {
     "str": pa_arrow.string(),

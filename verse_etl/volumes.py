@@ -45,10 +45,9 @@ from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 from verse_etl import ngff
 from verse_etl.errors import InputError
 from verse_etl.params import VolumeParams
+from verse_etl.paths import IMAGE_PATH, LABELS_PATH  # noqa: F401  (re-exported: store layout)
 from verse_etl.shards import ArrayStream, ChunkCodec, SlabReader, StoreMismatchError
 
-IMAGE_PATH = "0"
-LABELS_PATH = "labels/vertebrae/0"
 SLAB_BYTES = 16 << 20
 """Bytes of one slab read from a source: the unit of streaming (twice staged by the writer)."""
 

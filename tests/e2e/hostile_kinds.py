@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import warnings
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -85,6 +86,9 @@ HOSTILE: list[tuple[str, str, str, str]] = [
     ("verse_fifo", "sub-verse990_ct.nii.gz", "not_regular_file", "FIFO"),
     ("verse_broken_link", "sub-verse991_ct.nii.gz", "not_regular_file", "broken link"),
     ("verse_socket", "sub-verse992_ct.nii.gz", "not_regular_file", "socket"),
+    # A zip whose central directory flags a member name as UTF-8 that is not: UnicodeDecodeError
+    # escaped discovery and aborted the whole build.
+    ("zip_name_not_utf8", "dataset-verse19validation.zip", "read", "UnicodeDecodeError"),
     # MosMed headers (one file of a series damaged: that file is named).
     ("dicom_instance_number_1e9999", "dicom/h_instance_overflow/", "dicom_header", "Overflow"),
     ("dicom_series_number_1e9999", "dicom/h_series_number/", "dicom_header", "Overflow"),
@@ -244,6 +248,18 @@ def damage_verse(verse: Path, pristine: Path) -> None:
     os.mkfifo(special / "sub-verse990" / "sub-verse990_ct.nii.gz")
     (special / "sub-verse991" / "sub-verse991_ct.nii.gz").symlink_to(verse / "gone.nii.gz")
     _socket_file(special / "sub-verse992" / "sub-verse992_ct.nii.gz")
+    _zip_with_undecodable_name(verse / "dataset-verse19validation.zip")
+
+
+def _zip_with_undecodable_name(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("dataset-verse19validation/rawdata/x.json", "{}")
+    raw = bytearray(path.read_bytes())
+    entry = raw.rfind(b"PK\x01\x02")  # the central directory entry
+    flags = int.from_bytes(raw[entry + 8 : entry + 10], "little") | 0x800  # "name is UTF-8"
+    raw[entry + 8 : entry + 10] = flags.to_bytes(2, "little")
+    raw[entry + 46 : entry + 49] = b"\xff\xfe\xfd"  # ... but it is not
+    path.write_bytes(bytes(raw))
 
 
 def _typed(header: nib.Nifti1Header, dtype: np.dtype | type) -> nib.Nifti1Header:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.build import tables
+from verse_etl.flows.build import tables
+
 from verse_etl.assemble import BuildSummary
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.mosmed import source_results as mosmed_source_results

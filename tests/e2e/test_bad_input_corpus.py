@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from verse_etl.flows.build import BuildFailed
 
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
@@ -173,8 +174,11 @@ BUILT_STUDIES = (
 """MosMed studies whose every series must be converted."""
 
 VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2), pyramid_levels=0)
-CHECKS = CheckParams(limits=InputLimits(max_json_bytes=256 << 10))
-"""JSON files above 256 KiB are refused (real ones are a few KiB; the hostile one is 300 KiB)."""
+CHECKS = CheckParams(
+    modes={"voxel_constant": "raise"}, limits=InputLimits(max_json_bytes=256 << 10)
+)
+"""JSON files above 256 KiB are refused (real ones are a few KiB; the hostile one is 300 KiB);
+a constant CT fails the build (after everything is written), every other check only warns."""
 
 KINDS = CORPUS + HOSTILE
 """Issue #7's corpus and issue #13's hostile inputs: one build over all of them."""
@@ -189,6 +193,7 @@ class Corpus:
     out: Path
     quarantine: pd.DataFrame
     outside_before: dict[str, str]  # sha256 of every file outside out/, before the build
+    failure: str  # how the build failed: one check is set to raise
 
 
 def _hashes(root: Path, skip: Path) -> dict[str, str]:
@@ -367,9 +372,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         mosmed=MosmedParams(unpack_dir=str(root / "unpack")),
         checks=CHECKS,
     )
-    build_sources(params)
+    with pytest.raises(BuildFailed) as failed:
+        build_sources(params)
     quarantine = query(out, "SELECT * FROM quarantine").to_pandas()
-    return Corpus(root, manifest, out, quarantine, before)
+    return Corpus(root, manifest, out, quarantine, before, str(failed.value))
 
 
 def _records(corpus: Corpus, file: str) -> pd.DataFrame:
@@ -387,8 +393,9 @@ def test_bad_case_is_quarantined_naming_file_and_reason(
     mine = records[records["check_name"].str.contains(check, regex=False)]
     assert not mine.empty, f"{case}: {records[['check_name', 'reason']].to_dict('records')}"
     assert mine["reason"].str.contains(reason, regex=False).any(), mine["reason"].tolist()
-    # The reason starts with the file it is about, as every message does.
+    # The reason starts with the file it is about, as every message does, on one line.
     assert all(r.startswith(f"{f}:") for f, r in zip(mine["file"], mine["reason"], strict=True))
+    assert not mine["reason"].str.contains("\n").any(), mine["reason"].tolist()
 
 
 def _table(corpus: Corpus, sql: str) -> pd.DataFrame:
@@ -405,7 +412,7 @@ def test_rejected_scan_leaves_no_rows_and_no_store(corpus: Corpus, scan_id: str)
 @pytest.mark.parametrize(("scan_id", "case"), BUILT_SCANS, ids=[s for s, _ in BUILT_SCANS])
 def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: str) -> None:
     truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
-    built = Dataset(corpus.out)[scan_id]
+    built = Dataset(corpus.out).case(scan_id)
     ct = nib.load(corpus.root / "pristine" / truth.ct)
     np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
     np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
@@ -444,7 +451,7 @@ def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None
     assert sorted(series["series_uid"]) == sorted(expected)
     dataset = Dataset(corpus.out)
     for uid, volume in expected.items():
-        np.testing.assert_array_equal(dataset[uid].image[...], volume)
+        np.testing.assert_array_equal(dataset.case(uid).image[...], volume)
     if study == "mosmed_good":
         rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
         assert set(rows["release"]) == {"v1", "v2"}
@@ -465,8 +472,8 @@ def test_every_discovered_case_is_built_or_quarantined(corpus: Corpus) -> None:
     rejected = set(q.loc[q["table_name"] == "scans", "case_id"]) - built
     assert {s.scan_id for s in found.scans} == built | rejected
     discovery = q[q["case_id"] == "_discovery"]
-    # 4 of issue #7; a FIFO, a broken link and a socket of issue #13
-    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 7
+    # 4 of issue #7; a FIFO, a broken link, a socket and a zip with a bad name of issue #13
+    assert len(discovery[discovery["source"] == "verse"]) == len(found.problems) == 8
     # the zip, notes.txt, the folder; a FIFO among the annotations and one in dicom/
     assert len(discovery[discovery["source"] == "mosmed"]) == 5
     series = _table(corpus, "SELECT folder FROM series")
@@ -606,7 +613,7 @@ def test_a_copied_study_leaves_the_original_whole(corpus: Corpus) -> None:
 def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None:
     """UIDs like ../../x, /abs/x, 300 characters or differing only by case: each series is
     converted into a store of its own below volumes/mosmed/<Folder>/, nothing lands elsewhere."""
-    stores = {}
+    stores, dataset = {}, Dataset(corpus.out)
     for folder, uid in UID_KINDS.items():
         (row,) = _rows(corpus.out, f"SELECT * FROM series WHERE folder = '{folder}'")
         assert row["series_uid"] == uid and row["is_volume"], row
@@ -616,8 +623,19 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert Dataset(corpus.out)[uid].image.shape == (8, 10, 6)
+        assert dataset.case(uid).image.shape == (8, 10, 6)
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()
     assert not [p for p in corpus.root.parent.rglob("outside-the-build*")]
+
+
+def test_only_the_check_set_to_raise_fails_the_build(corpus: Corpus) -> None:
+    """Every record is written and the build goes on; the exit is decided by the checks' modes."""
+    q = corpus.quarantine
+    failing = q[q["severity"] == "raise"]
+    assert set(failing["check_name"]) == {"voxel_constant"}
+    assert sorted(failing["case_id"]) == ["h_slope_zero", "verse912"]
+    assert f"{len(failing)} quarantined record(s) failed checks set to 'raise'" in corpus.failure
+    assert "({'voxel_constant': 2})" in corpus.failure  # only the check that fails the build
+    assert len(q) > 70  # the other records only warn

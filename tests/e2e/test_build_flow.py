@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from verse_etl.schemas import TABLES
 from zarr import open_group
 
-from schemas import TABLES
 from tests.file_digests import file_digests
 from verse_etl.geometry import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
@@ -32,7 +32,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def built(sample, prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     src, manifest = sample
     out = tmp_path_factory.mktemp("build")
@@ -143,7 +143,7 @@ def test_mosmed_voxels_and_affine_match_dicom(built) -> None:
 
 
 def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, _, _, _, out = built
     before = {p: p.read_bytes() for p in (out / "tables").rglob("*.parquet")}
@@ -157,7 +157,8 @@ def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
 def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytest.TempPathFactory):
     """All 20 real v1 and 20 real v2 annotation files against the synthetic studies
     `sample --annotations` makes (one study per Folder for both releases)."""
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
+
     from verse_etl.sample import write_annotation_studies
 
     src = tmp_path_factory.mktemp("real-ann")
@@ -226,7 +227,7 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
 def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, *_, out = built
     dask_out = tmp_path / "dask-build"

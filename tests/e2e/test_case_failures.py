@@ -16,8 +16,7 @@ def test_a_failed_case_task_is_quarantined_and_the_build_error_is_raised(
 ) -> None:
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.build import _Case
+    from verse_etl.flows.build import _Case
 
     root, out = tmp_path / "src", tmp_path / "out"
     attempts: list[int] = []
@@ -55,6 +54,6 @@ def test_a_failed_case_task_is_quarantined_and_the_build_error_is_raised(
 
 
 def _retry_condition():  # type: ignore[no-untyped-def]
-    from flows.build import _transient
+    from verse_etl.flows.build import _transient
 
     return _transient

@@ -16,8 +16,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
+from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
 
-from schemas import PARTITION_BY, SORT_KEYS, TABLES
 from verse_etl.catalog import connect
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
@@ -179,7 +179,7 @@ def test_python_reader_gives_lazy_volumes_affines_and_rows(build) -> None:
     assert sorted(ds.ids[: len(scan_ids)]) == scan_ids
     assert len(ds) == len(scan_ids) + 2 * len(manifest.mosmed)
     for scan in manifest.verse:
-        case = ds[scan.scan_id]
+        case = ds.case(scan.scan_id)
         ct = nib.load(str(src / scan.ct))
         np.testing.assert_array_equal(case.image[:, :, 3], np.asanyarray(ct.dataobj)[:, :, 3])
         np.testing.assert_array_equal(
@@ -188,10 +188,10 @@ def test_python_reader_gives_lazy_volumes_affines_and_rows(build) -> None:
         )
         np.testing.assert_allclose(case.affine, ct.affine)
         assert tuple(sorted(case.vertebrae["label"])) == scan.labels
-    mosmed = ds[manifest.mosmed[0].series_uid]
+    mosmed = ds.case(manifest.mosmed[0].series_uid)
     assert mosmed.source == "mosmed" and mosmed.mask is None and len(mosmed.vertebrae) > 0
-    assert ds[0].id == ds.ids[0]
+    assert ds.case(0).id == ds[0]["id"] == ds.ids[0]
     # Picklable, as PyTorch's DataLoader needs for worker processes; nothing volumetric is copied.
     assert len(pickle.dumps(ds)) < 1_000_000
     with pytest.raises(KeyError, match="no case"):
-        ds["verse999"]
+        ds.case("verse999")

@@ -23,7 +23,6 @@ from verse_etl.dvc_imports import dvc_file_of, read_import
 from verse_etl.params import load_params
 from verse_etl.release import release
 from verse_etl.report import write_report
-from verse_etl.sample import write_sample
 from verse_etl.source_catalog import ENTRIES
 
 pytestmark = pytest.mark.slow
@@ -60,7 +59,8 @@ def test_readme_get_the_data_then_build_and_release_names_the_raw_sources(
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sample"].update(size="tiny", verse_cases=4, mosmed_studies=1)
+    # The sample stage's output is the session's sample (same parameters): copied, not redrawn.
+    params["sample"].update(size="tiny", seed=3, verse_cases=4, mosmed_studies=2)
     # The manual MosMed step: the studies placed where the README says.
     shutil.copytree(catalog_sample / "mosmed" / "dicom", project / "raw" / "mosmed" / "dicom")
 
@@ -80,7 +80,7 @@ def test_readme_get_the_data_then_build_and_release_names_the_raw_sources(
     assert again.exit_code == 0 and "nothing to fetch" in again.output
 
     # Build what was fetched (the library calls of the flow's tasks), then let DVC record it.
-    write_sample(project / "data" / "sample", seed=0, verse_cases=4, mosmed_studies=1, size="tiny")
+    shutil.copytree(catalog_sample, project / "data" / "sample")
     summary = build_sources(load_params(project / "params.yaml").build)
     assert summary.rows["scans"] == 4 and summary.rows["verse_fracture_grades"] > 0
     assert summary.rows["series"] >= 2 and summary.rows["mosmed_vertebrae"] > 0

@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 
 from verse_etl.dataset import Dataset
-from verse_etl.ngff import NGFF_AXES, ngff_coordinates
+from verse_etl.ngff import NGFF_AXES, display_affine, display_points, ngff_coordinates
 
 
 def _stores(out: Path) -> list[Path]:
@@ -97,7 +97,7 @@ def test_centroids_land_on_their_label_in_ngff_space(tiny_build) -> None:
     ds = Dataset(out)
     checked = 0
     for case_id in ds.ids:
-        case = ds[case_id]
+        case = ds.case(case_id)
         if case.source != "verse":
             continue
         rows = case.vertebrae[case.vertebrae["in_centroids"] & case.vertebrae["in_mask"]]
@@ -114,6 +114,14 @@ def test_centroids_land_on_their_label_in_ngff_space(tiny_build) -> None:
                 np.testing.assert_allclose(
                     (points - translation) / scale, centroids / 2**level, atol=1e-6
                 )
+        # The radiological display frame (napari layers' affine): image voxels and the tables'
+        # RAS+ points land together, and the frame's axes are superior, posterior, left.
+        world = rows[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
+        frame = display_affine(case.affine)
+        shown = centroids @ frame[:3, :3].T + frame[:3, 3]
+        np.testing.assert_allclose(shown, display_points(world), atol=1e-4)
+        right, anterior, superior = display_points(np.eye(3))
+        assert superior[0] > 0 and anterior[1] < 0 and right[2] < 0
         labels = zarr.open_array(case.store / "labels/vertebrae/0", mode="r")
         nearest = np.floor(centroids + 0.5).astype(int)  # as the table's probe rounds
         found = labels.get_coordinate_selection(tuple(nearest.T))

@@ -51,7 +51,7 @@ def s3(s3_endpoint: str):
 
 @pytest.fixture(scope="module")
 def built(s3, prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     root = tmp_path_factory.mktemp("object-store")
     src, local = root / "src", root / "local"
@@ -106,7 +106,7 @@ def test_stores_and_tables_on_s3_read_in_place(built, s3, s3_endpoint: str) -> N
 
 
 def test_rerun_reuses_what_is_on_s3_and_prunes_a_removed_case(built, s3) -> None:
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, manifest, src, _ = built
     again = run_build(params)  # threads this time: the runner does not matter to the cache

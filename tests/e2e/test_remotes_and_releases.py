@@ -3,13 +3,16 @@ consumer's fresh clone, and dataset releases with their notes."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.e2e.dvc_project import make_project, run, set_param
+from tests.e2e.dvc_project import ROOT, make_project, run, set_param
 from tests.e2e.s3_server import S3_ENV, boto_kwargs
 from tests.file_digests import file_digests
 
@@ -110,3 +113,56 @@ def test_two_releases_have_correct_notes(built: Path) -> None:
         run(["git", "show", "v2:dvc.lock"], built).strip()
         == (built / "dvc.lock").read_text().strip()
     )
+
+
+def _readme_consumer_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- consumer commands:", 1)[1].split("```bash\n", 1)[1]
+    return block.split("```", 1)[0].strip().splitlines()
+
+
+def test_readme_consumer_commands_get_a_release_elsewhere_byte_identical(built: Path) -> None:
+    """With the project's own default remote (a folder relative to each clone), the README's
+    consumer commands, run verbatim in a fresh folder, give the producer's bytes; the release
+    notes print the same commands."""
+    shutil.copy(ROOT / ".dvc" / "config", built / ".dvc" / "config")
+    run(["git", "add", ".dvc/config"], built)
+    run(["git", "commit", "-q", "-m", "the project's default remote"], built)
+    tag = "v-consumers"
+    run(["verse-etl", "release", tag, "--push"], built)
+    commands = [
+        line.replace("<producer>", str(built)).replace("<tag>", tag)
+        for line in _readme_consumer_commands()
+    ]
+    notes = (built / "releases" / f"{tag}.md").read_text()
+    assert "## Get this release" in notes and "clone-relative folder" in notes
+    assert "```bash\n" + "\n".join(commands) + "\n```" in notes
+
+    # Without the README's `dvc remote modify --local` step a clone looks for the storage inside
+    # itself and cannot pull.
+    bare = _consumer(built, "consumer-bare")
+    venv = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["dvc", "pull"], cwd=bare, capture_output=True, text=True, env={**os.environ, **venv}
+    )
+    assert proc.returncode != 0, proc.stdout
+
+    consumer = built.parent / "consumer-readme"
+    consumer.mkdir()
+    run(["bash", "-euc", "\n".join(commands)], consumer)
+    producer = built / "data" / "build"
+    for got, want in (
+        (consumer / "verse-etl" / "data" / "build" / "tables", producer / "tables"),
+        (consumer / "verse-etl" / "data" / "build" / "volumes", producer / "volumes"),
+        (consumer / "tables", producer / "tables"),
+        (consumer / "volumes" / "verse", producer / "volumes" / "verse"),
+        (consumer / "project" / "tables", producer / "tables"),
+    ):
+        assert file_digests(want), want
+        assert file_digests(got) == file_digests(want), got
+    assert (consumer / "project" / "tables.dvc").is_file()
+    # What `dvc get` filled reads like a build folder.
+    from verse_etl.dataset import Dataset
+
+    ds = Dataset(consumer, sources=("verse",))
+    assert ds[0]["image"].size > 0

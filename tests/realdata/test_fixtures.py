@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from verse_etl.schemas import ScansTable, VertebraeTable
 
-from schemas import ScansTable, VertebraeTable
 from verse_etl.annotations import read_annotation
 from verse_etl.cases.verse import build_verse_scan
 from verse_etl.geometry import apply_affine

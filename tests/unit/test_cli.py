@@ -12,14 +12,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
+from verse_etl.schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 
-from schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 from verse_etl.cli import app
 
 # What `--help`, `query` and `summary` must not load: the contracts and pandas (seconds), the
 # image readers, Prefect, the volume stores.
 HEAVY = ("pandas", "pandera", "pydicom", "nibabel", "prefect", "zarr", "dask", "scipy", "dvc")
-CONTRACTS = ("schemas.scans", "schemas.quarantine", "verse_etl.tables", "verse_etl.assemble")
+CONTRACTS = (
+    "verse_etl.schemas.scans",
+    "verse_etl.schemas.quarantine",
+    "verse_etl.tables",
+    "verse_etl.assemble",
+)
 
 _PROBE = """
 import json, sys
@@ -93,7 +98,7 @@ def test_enumerated_options_reject_other_values_with_the_valid_list(
 def test_contracts_end_with_the_partition_keys_the_catalog_appends() -> None:
     # verse_etl.catalog selects `*` from the files plus the hive keys DuckDB appends: contract
     # order only while every contract declares the partition keys last, in PARTITION_BY order.
-    from schemas import TABLES
+    from verse_etl.schemas import TABLES
 
     assert tuple(TABLES) == TABLE_NAMES
     for name, model in TABLES.items():

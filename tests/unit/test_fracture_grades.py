@@ -123,7 +123,8 @@ def test_grades_are_cross_checked_with_the_masks(tmp_path: Path) -> None:
     got = pd.DataFrame(result.rows["verse_fracture_grades"]).set_index("level")
     assert got.loc["L1", "in_vertebrae"] and not got.loc["T12", "in_vertebrae"]
     assert got["scan_in_build"].all()
-    from schemas import VerseFractureGradesTable
+    from verse_etl.schemas import VerseFractureGradesTable
+
     from verse_etl.validation import validate_table
 
     # The partition keys are filled in by assemble for every table.

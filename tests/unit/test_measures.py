@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from verse_etl.schemas import MosmedConsensusTable
 
-from schemas import MosmedConsensusTable
 from verse_etl.annotations import POINT_NAMES
 from verse_etl.consensus import consensus_rows
 from verse_etl.errors import ParamsError

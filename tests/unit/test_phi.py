@@ -24,8 +24,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     generate_uid,
 )
+from verse_etl.schemas import TABLES
 
-from schemas import TABLES
 from verse_etl.assemble import assemble
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.params import CheckParams, VolumeParams

@@ -222,3 +222,19 @@ def test_a_sha256_counts_only_for_the_bytes_it_was_computed_on(fetched: Path) ->
     other.write_text(yaml.safe_dump(stage))
     assert read_import(other).sha256 is None and read_import(other).md5 == "0" * 32
     other.unlink()
+
+
+def test_a_file_downloaded_by_hand_is_adopted_if_its_size_matches_upstream(
+    tmp_path: Path, mirror: Served
+) -> None:
+    project = new_dvc_project(tmp_path / "project")
+    good, bad = select_entries(["verse20-validation", "verse20-test"])
+    for entry, body in ((good, mirror.files[mirror_path(good)]), (bad, b"truncated")):
+        (project / "raw" / entry.dest).parent.mkdir(parents=True, exist_ok=True)
+        (project / "raw" / entry.dest).write_bytes(body)
+    adopted, refused = fetch_sources(project, project / "raw", (good, bad), mirror.base_url)
+    assert adopted.action == "adopted", adopted.detail
+    record = read_import(dvc_file_of(project / "raw" / good.dest))
+    assert record.etag == etag_of(mirror.files[mirror_path(good)]) and record.sha256
+    assert refused.action == "failed" and "upstream size" in refused.detail
+    assert not dvc_file_of(project / "raw" / bad.dest).exists()  # nothing half-pinned

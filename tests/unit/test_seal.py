@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from prefect.states import Failed
 from prefect.task_engine import TaskRunTimeoutError
+from verse_etl.flows.build import _transient
 
-from flows.build import _transient
 from tests.dicom_factory import write_series
 from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.seal import seal_case

@@ -593,7 +593,7 @@ def _tilt_grid(geometry: SeriesGeometry, params: MosmedParams) -> TiltGrid | Non
         return None
     if not geometry.findings or not set(geometry.findings) <= _CORRECTABLE:
         return None
-    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm)
+    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm, params.slice_tolerance_mm)
     return grid if grid.corrections else None
 
 

@@ -37,6 +37,7 @@ from verse_etl.io.nifti import (
     iter_nifti_slabs,
     read_nifti_info,
 )
+from verse_etl.io.reorient import AxisMap, axis_map, iter_aligned_slabs
 from verse_etl.label_stats import LabelStatistics, LabelSummary
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, InputLimits, VolumeParams
@@ -134,6 +135,9 @@ def _build_scan(
         "min_island_voxels": checks.min_island_voxels,
         "geometry_tolerance_mm": checks.geometry_tolerance_mm,
         "limits": checks.limits,
+        # Masks in another orientation on the same grid are aligned, no longer rejected: a
+        # saved rejection from before must not be reused.
+        "mask_alignment": "axis-map-1",
     }
     key = fingerprint(
         case_code_identity("verse_etl.cases.verse"), hashes, volumes, identity, case_checks
@@ -227,8 +231,7 @@ def _convert(
         ct = read_nifti_info(scan.ct, checks.limits)
     with blame(scan.mask or scan.ct, "reading the mask header"):
         mask = read_nifti_info(scan.mask, checks.limits) if scan.mask else None
-    if mask is not None:
-        check_same_grid(ct, mask, checks.geometry_tolerance_mm)
+    aligned = _align_mask(scan, root, result, ct, mask, checks) if mask is not None else None
     centroids = _read_centroids(scan, ct, root, result, checks.limits)
     sidecar = _read_sidecar(scan, root, result, checks.limits)
     points = [c.voxel for c in centroids.centroids] if centroids else []
@@ -240,7 +243,12 @@ def _convert(
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
         thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
-        labels = as_labels(iter_nifti_slabs(mask, min(thin, depth)), mask.path)  # type: ignore[arg-type]
+        slabs = (
+            iter_aligned_slabs(mask.path, aligned, ct.shape, min(thin, depth))  # type: ignore[arg-type]
+            if aligned is not None
+            else iter_nifti_slabs(mask, min(thin, depth))
+        )
+        labels = as_labels(slabs, mask.path)  # type: ignore[arg-type]
         for k0, slab in labels:
             stats.add(k0, slab)
             yield k0, slab
@@ -256,9 +264,9 @@ def _convert(
             with blame(mask.path, "converting the mask"):
                 mask_array = writer.write_array(
                     LABELS_PATH,
-                    mask.shape,
+                    ct.shape,
                     np.dtype(np.uint8),
-                    regroup_slabs(mask_slabs(), mask.shape, depth),
+                    regroup_slabs(mask_slabs(), ct.shape, depth),
                     attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
                     label_names=VERSE_LEVELS,
                 )
@@ -498,6 +506,48 @@ def _add_scan(
             "store_verified": store_verified,
         },
     )
+
+
+def _align_mask(
+    scan: VerseScan,
+    root: Path,
+    result: CaseResult,
+    ct: NiftiInfo,
+    mask: NiftiInfo,
+    checks: CheckParams,
+) -> AxisMap | None:
+    """None when the mask is on the CT's grid; the axis map when it is the same grid stored in
+    another orientation (VerSe'19 MICCAI verse201), recorded as ``mask_reoriented``.
+
+    Raises
+    ------
+    InputError
+        As :func:`check_same_grid` for any other mismatch.
+    """
+    try:
+        check_same_grid(ct, mask, checks.geometry_tolerance_mm)
+        return None
+    except InputError as e:
+        if e.check != "image_mask_geometry":
+            raise
+        found = axis_map(ct.affine, ct.shape, mask.affine, mask.shape, checks.geometry_tolerance_mm)
+        if found is None or found.is_identity:
+            raise
+    _flag(
+        result,
+        scan,
+        root,
+        InputError(
+            mask.path,
+            f"mask stored as {mask.orientation} {mask.shape}, CT as {ct.orientation} {ct.shape}: "
+            f"the same voxel grid up to axis order and flips ({found.describe()}); the mask "
+            "was aligned to the CT's axes voxel for voxel (no resampling) and built",
+            "nothing to do; store the mask in the CT's orientation to silence this",
+            check="mask_reoriented",
+        ),
+        "scans",
+    )
+    return found
 
 
 def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, is_transient, one_line
 from verse_etl.io.archives import MAX_RATIO, MEMBER_SEPARATOR, bomb_error, safe_member_path
 from verse_etl.stopping import check_stop
 
@@ -222,9 +222,18 @@ def list_files(root: Path) -> tuple[list[SourceFile], list[InputError]]:
                 members = sorted(
                     (i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename
                 )
-        except (OSError, zipfile.BadZipFile) as e:
+        except Exception as e:
+            # zipfile raises more than BadZipFile for a damaged central directory (ValueError,
+            # struct.error, UnicodeDecodeError, ...): one archive never stops discovery.
+            if is_transient(e):
+                raise
             problems.append(
-                InputError(path, f"not a readable zip archive ({e})", "re-download it", "read")
+                InputError(
+                    path,
+                    f"not a readable zip archive ({type(e).__name__}: {one_line(str(e), 200)})",
+                    "re-download it",
+                    "read",
+                )
             )
             continue
         for info in members:

@@ -120,7 +120,9 @@ class TiltGrid:
         return self._positions.copy()
 
 
-def tilt_grid(slices: Sequence[SliceHeader], tolerance_mm: float = 0.01) -> TiltGrid:
+def tilt_grid(
+    slices: Sequence[SliceHeader], tolerance_mm: float = 0.1, slice_tolerance_mm: float = 0.2
+) -> TiltGrid:
     """The regular grid for position-sorted slices of one orientation (see the module docstring).
 
     Parameters
@@ -129,8 +131,10 @@ def tilt_grid(slices: Sequence[SliceHeader], tolerance_mm: float = 0.01) -> Tilt
         Sorted ascending along the slice normal (:func:`verse_etl.io.series_geometry.check_series`),
         one matrix, one orientation, one PixelSpacing, unique positions.
     tolerance_mm
-        In-plane drift below this (over the whole series) is no tilt; gaps differing by less
-        than this are even.
+        In-plane drift below this (over the whole series) is no tilt (``mosmed.in_plane_tolerance_mm``).
+    slice_tolerance_mm
+        Slices within this of a regular grid are evenly spaced (``mosmed.slice_tolerance_mm``,
+        as :func:`verse_etl.io.series_geometry.check_series` decides).
 
     Raises
     ------
@@ -153,7 +157,11 @@ def tilt_grid(slices: Sequence[SliceHeader], tolerance_mm: float = 0.01) -> Tilt
     drift = np.column_stack([rel @ col_dir / ps[0], rel @ row_dir / ps[1]])
     tilted = bool(np.max(np.abs(drift) * ps) > tolerance_mm)
     gaps = np.diff(along)
-    uneven = bool(np.ptp(gaps) > tolerance_mm)
+    regular = along[-1] / (len(along) - 1) * np.arange(len(along))
+    uneven = bool(
+        np.max(np.abs(gaps - along[-1] / (len(along) - 1))) > slice_tolerance_mm
+        or np.max(np.abs(along - regular)) > slice_tolerance_mm
+    )
     # dcm2niix nii_saveNII3Deq: the smallest positive gap, capped at twice the slice count.
     step = float(gaps.min())
     n_out = math.ceil((along[-1] - 0.5 * (along[-1] - along[-2])) / step) if uneven else len(along)

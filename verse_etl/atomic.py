@@ -1,0 +1,66 @@
+"""Files that appear complete or not at all, with bytes that depend on their data only.
+
+Every file is written to a hidden temporary name beside its target and moved into place with
+:func:`os.replace`, so a reader (or an interrupted run) never sees half a file. gzip members carry
+mtime 0 and no file name. Standard library only: the light reader install exports with it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+# zlib level 1: on the noisy CT it compresses as well as level 6 (ratio 0.46 both) in a seventh
+# of the time (real-size VerSe'20 scans: ~2 s instead of ~11 s); only the nearly empty masks
+# grow (about 0.4 % of raw size instead of 0.1 %). Stdlib zlib, not isal, so the bytes do not
+# depend on an optional accelerator being installed.
+GZIP_LEVEL = 1
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Open a binary file that appears at ``path`` only once it is complete.
+
+    Parameters
+    ----------
+    path
+        Final location; parent folders are created.
+
+    Yields
+    ------
+    BinaryIO
+        A file open for writing at a temporary name in the same folder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically, byte for byte (no newline translation)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def gzip_member(raw: BinaryIO) -> Iterator[gzip.GzipFile]:
+    """A gzip stream into ``raw`` whose bytes depend on the data only (mtime 0, no name)."""
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL
+    ) as gz:
+        yield gz
