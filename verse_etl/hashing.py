@@ -59,8 +59,17 @@ PLUGIN_DISTRIBUTIONS: tuple[str, ...] = (
 )
 
 
+# Installed, the repository's top-level schemas/ and flows/ are verse_etl.schemas and
+# verse_etl.flows (pyproject.toml: package-dir).
+_PACKAGE_DIRS = {"verse_etl.schemas": "schemas", "verse_etl.flows": "flows"}
+
+
 def _module_file(root: Path, module: str) -> Path | None:
     """Source file of first-party ``module`` below ``root`` (a package's ``__init__.py``)."""
+    for package, folder in _PACKAGE_DIRS.items():
+        if module == package or module.startswith(f"{package}."):
+            module = folder + module[len(package) :]
+            break
     base = root.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import xxhash
 import zarr
+from verse_etl.schemas import TABLES
 
-from schemas import TABLES
 from tests.file_digests import file_digests
 from verse_etl.assemble import assemble
 from verse_etl.card import card_path, write_card

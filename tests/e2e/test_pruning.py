@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def built(prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
+
     from verse_etl.sample import write_sample
 
     src = tmp_path_factory.mktemp("prune-src")
@@ -46,7 +47,7 @@ def _mosmed_outputs(out: Path) -> dict[str, str]:
 
 
 def test_a_source_left_out_keeps_every_store_and_row(built) -> None:
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, _, _, out = built
     mosmed_before, series_before = _mosmed_outputs(out), read_frame(out, "series")
@@ -59,7 +60,7 @@ def test_a_source_left_out_keeps_every_store_and_row(built) -> None:
 
 
 def test_an_emptied_or_missing_folder_prunes_nothing_and_says_so(built, tmp_path: Path) -> None:
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, manifest, _, out = built
     before = file_digests(out / "volumes")
@@ -80,7 +81,7 @@ def test_an_emptied_or_missing_folder_prunes_nothing_and_says_so(built, tmp_path
 
 
 def test_a_removed_case_goes_only_when_pruning_is_asked_for(built, tmp_path: Path) -> None:
-    from flows.build import run_build
+    from verse_etl.flows.build import run_build
 
     params, first, manifest, src, out = built
     copy = tmp_path / "verse"
