@@ -1,16 +1,17 @@
 """Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
 
 ``ingest`` and ``tables`` are what the DVC stages run (one stage per source, then one for the
-tables); ``build_dataset`` runs everything in one go for ``verse-etl build`` (cases, tables, report).
-Every entry point runs on one Prefect API (:func:`flows.server.prefect_api`). What a build made is
-left in Prefect as artifacts: ingest progress, the build summary and the quarantine per check.
+tables); ``build_dataset`` runs everything in one go for ``verse-etl build``.
+
+Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
+leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,13 @@ from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
 from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
-from verse_etl.outputs import SOURCES, load_case_results, prune_source, save_case_result
+from verse_etl.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
+from verse_etl.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish import (
     fetch_case_results,
     local_root,
-    prune_target,
     publish_results,
     publish_tables,
     run_case,
@@ -122,7 +123,17 @@ def mosmed_study_task(
 Finish = Callable[[list[CaseResult]], list[CaseResult]]
 
 
-def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finish]:
+@dataclass(frozen=True)
+class _Submitted:
+    """One source's submitted cases, what to compute once they are done, and its folder."""
+
+    cases: list[_Case]
+    finish: Finish
+    root: str
+    found: bool  # the folder exists (else nothing was discovered, and nothing may be pruned)
+
+
+def _submit_source(source: str, params: BuildParams) -> _Submitted:
     """Discover one source and submit a task per case.
 
     Returns the futures and what to compute once the cases are done: for VerSe the dropped
@@ -131,9 +142,9 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
     """
     out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
-    if not root_text:
-        return [], lambda _: []
     root = Path(root_text)
+    if not root.is_dir():
+        return _Submitted([], lambda _: [], root_text, False)
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
@@ -148,7 +159,9 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
             )
             for scan in found.scans
         ]
-        return futures, lambda scans: source_results(found, root, scans, out)
+        return _Submitted(
+            futures, lambda scans: source_results(found, root, scans, out), root_text, True
+        )
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
@@ -163,7 +176,12 @@ def _submit_source(source: str, params: BuildParams) -> tuple[list[_Case], Finis
         )
         for s in studies
     ]
-    return futures, lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs)
+    return _Submitted(
+        futures,
+        lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs),
+        root_text,
+        True,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,24 +230,27 @@ def _task_error(file: Any, error: BaseException, case_timeout_s: int) -> InputEr
 
 @dataclass(frozen=True)
 class Ingested:
-    """What an ingest produced: a result per case, and the source-level results computed once
-    the cases are done (VerSe fracture grades, MosMed annotation files without a study)."""
+    """What ingestion did: the results of this build's cases (and derived results), and per
+    source what became of the cases an earlier build had and this one did not."""
 
-    cases: list[CaseResult]
-    derived: list[CaseResult]
+    results: list[CaseResult]
+    pruning: list[PruneDecision]
+    # the source-level results computed after the cases (VerSe fracture grades, ...)
+    derived: list[CaseResult] = field(default_factory=list)
 
     @property
-    def results(self) -> list[CaseResult]:
-        return self.cases + self.derived
+    def cases(self) -> list[CaseResult]:
+        """The results of the case tasks (what was submitted and counted as cases)."""
+        derived = {id(r) for r in self.derived}
+        return [r for r in self.results if id(r) not in derived]
 
 
-def _collect(
-    source_futures: dict[str, tuple[list[_Case], Finish]], params: BuildParams
-) -> Ingested:
-    """Wait for every case, showing progress as cases finish; save and prune per source."""
+def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Ingested:
+    """Wait for every case, log progress as cases finish, save and prune per source (only as
+    :func:`verse_etl.pruning.decide_pruning` allows)."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    cases = {c.future: c for cs, _ in source_futures.values() for c in cs}
+    cases = {c.future: c for s in source_futures.values() for c in s.cases}
     total = len(cases)
     artifact = create_progress_artifact(
         0.0,
@@ -255,19 +276,34 @@ def _collect(
                 len(result.quarantine),
                 figures,
             )
-    done: list[CaseResult] = []
-    derived: list[CaseResult] = []
-    for source, (submitted, finish) in source_futures.items():
-        built = [c.result(out, params.case_timeout_s) for c in submitted]
-        extra = finish(built)
-        for result in extra:
+    results: list[CaseResult] = []
+    decisions: list[PruneDecision] = []
+    derived_all: list[CaseResult] = []
+    for source, submitted in source_futures.items():
+        built = [c.result(out, params.case_timeout_s) for c in submitted.cases]
+        derived = submitted.finish(built)
+        mine = built + derived
+        for result in derived:
             save_case_result(out, result)
-        publish_results(params.out, out, extra)
-        prune_source(out, source, built + extra)
-        prune_target(params.out, source, built + extra)
-        done += built
-        derived += extra
-    return Ingested(done, derived)
+        publish_results(params.out, out, derived)
+        decision, removed = settle_source(
+            params.out,
+            out,
+            source,
+            submitted.root,
+            submitted.found,
+            mine,
+            params.prune,
+            params.prune_max_loss,
+        )
+        decisions.append(decision)
+        if decision.noteworthy:
+            (logger.info if decision.prune else logger.warning)("%s", decision.reason)
+        for path in removed:
+            logger.info("%s: removed (%s)", path, "pruned" if decision.prune else "leftover")
+        results += mine
+        derived_all += derived
+    return Ingested(results, decisions, derived_all)
 
 
 def _run_name(kind: str) -> Callable[[], str]:
@@ -286,11 +322,18 @@ def _run_name(kind: str) -> Callable[[], str]:
 
 @flow(name="verse-etl-ingest", flow_run_name=_run_name("ingest"), validate_parameters=False)
 def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
-    """Convert every case of ``sources`` to stores and saved case results."""
+    """Convert every case of the given ``sources`` to stores and saved case results.
+
+    A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
+    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.pruning`).
+    """
     logger = get_run_logger()
-    submitted = {source: _submit_source(source, params) for source in sources}
-    for source, (cases, _) in submitted.items():
-        logger.info("%s: %d cases submitted", source, len(cases))
+    given = tuple(s for s in sources if getattr(params.sources, s))
+    for source in sorted(set(sources) - set(given)):
+        logger.info("%s: no source folder given; its outputs are kept as they are", source)
+    submitted = {source: _submit_source(source, params) for source in given}
+    for source, sub in submitted.items():
+        logger.info("%s: %d cases submitted", source, len(sub.cases))
     ingested = _collect(submitted, params)
     built = sum(r.converted for r in ingested.cases)
     logger.info(
@@ -313,8 +356,12 @@ def tables(params: BuildParams) -> BuildSummary:
         After all tables are written, if any record failed a check whose mode is ``raise``.
     """
     out = fetch_case_results(params.out, local_root(params.out, params.work))
-    summary = assemble(load_case_results(out), out, params.checks)
-    write_card(out, params)
+    summary = assemble(
+        load_case_results(out),
+        out,
+        params.checks,
+        before_switch=lambda generation: write_card(generation, params),
+    )
     publish_tables(params.out, out)
     if summary.failing:
         # Name the checks that fail the build, not every check that recorded something.
@@ -390,6 +437,10 @@ def build_dataset(params: BuildParams) -> BuildSummary:
     """Ingest every source, then write the tables and the report (``verse-etl build``)."""
     ingested = ingest.fn(SOURCES, params)
     summary = tables_task(params)
+    # The new tables are published: stores only the old ones pointed at can go now.
+    logger = get_run_logger()
+    for path in collect_garbage_after_switch(params):
+        logger.info("%s: removed (no longer published)", path)
     if not is_url(params.out):  # the report reads the local build; a URL build has none
         report_task(Path(params.out))
     # Counted as the ingest counted them: cases (a task each); the source-level results computed
@@ -403,6 +454,7 @@ def build_dataset(params: BuildParams) -> BuildSummary:
             "converted": built,
             "reused": len(cases) - built,
             "stores_written": sum(r.stores_written for r in ingested.results),
+            "pruning": {d.source: d.reason for d in ingested.pruning if d.noteworthy},
         }
     )
 

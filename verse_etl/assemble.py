@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import pandas as pd
 
 from verse_etl.cases.mosmed import drop_duplicate_series
 from verse_etl.consensus import consensus_rows
+from verse_etl.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
@@ -131,23 +132,36 @@ class BuildSummary:
     quarantined: int
     failing: int  # quarantine records whose check is set to "raise"
     checks_failed: dict[str, int] = field(default_factory=dict)
+    # Per source given to the build: what became of cases an earlier build had and this one did
+    # not (pruned, or kept and why; see verse_etl.pruning).
+    pruning: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Deterministic JSON (the DVC metrics file)."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
-def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> BuildSummary:
-    """Validate every table, write the Parquet files and metrics.
+def assemble(
+    results: Sequence[CaseResult],
+    out: Path,
+    checks: CheckParams,
+    before_switch: Callable[[Path], object] | None = None,
+) -> BuildSummary:
+    """Validate every table, publish the Parquet files as one generation, write the metrics.
 
-    Tables are written even when some rows fail a ``raise`` check: the caller decides to fail
-    the build after everything good is on disk. Temporary files left by a killed earlier run
-    are removed first.
+    Every table is written into a new generation folder; ``before_switch(generation)`` adds
+    what must become visible with them (the dataset card, written below
+    ``generation/tables``); then :func:`verse_etl.generations.switch_tables` replaces the
+    published tables in one step. Tables are written even when some rows fail a ``raise``
+    check: the caller decides to fail the build after everything good is on disk. Leftovers of
+    a killed earlier run are removed first.
     """
+    remove_stale_generations(out)
     for leftover in [*out.glob("tables/.*.tmp-*"), *out.glob("tables/.*.old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
+    generation = generation_dir(out)
     # A MosMed series found in two study folders is kept once (as VerSe scans are).
     results, duplicates = drop_duplicate_series(results)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine] + duplicates
@@ -198,7 +212,7 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
     frames["quarantine"] = frame(q_rows, TABLES["quarantine"], SORT_KEYS["quarantine"])
     frames["quarantine"] = TABLES["quarantine"].validate(frames["quarantine"])
     for name, df in frames.items():
-        write_table(df, table_dir(out, name), TABLES[name])
+        write_table(df, table_dir(generation, name), TABLES[name])
     failed: dict[str, int] = {}
     for row in q_rows:
         failed[row["check_name"]] = failed.get(row["check_name"], 0) + 1
@@ -212,6 +226,9 @@ def assemble(results: Sequence[CaseResult], out: Path, checks: CheckParams) -> B
         failing=sum(row["severity"] == "raise" for row in q_rows),
         checks_failed=dict(sorted(failed.items())),
     )
+    if before_switch is not None:
+        before_switch(generation)
+    switch_tables(out, generation)
     write_text_atomic(metrics_path(out), _metrics(summary))
     return summary
 

@@ -132,6 +132,14 @@ WaitOption = Annotated[
     float,
     typer.Option("--wait", help="Seconds to wait for another build on the same output folder."),
 ]
+PruneOption = Annotated[
+    bool,
+    typer.Option(
+        "--prune",
+        help="Delete the outputs of cases no longer in a given source (each is logged); never "
+        "for a source left out, a missing folder, or more than build.prune_max_loss of its cases.",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -148,9 +156,12 @@ def _build_params(
     out: str | None,
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
+    prune: bool = False,
 ) -> BuildParams:
     with _reported():
         params = _params(params_file).build
+        if prune:
+            params = replace(params, prune=True)
         if verse is not None or mosmed is not None:
             params = replace(
                 params,
@@ -198,6 +209,8 @@ def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool 
         else f"tables from {summary.cases} saved results (cases and source-level results)"
     )
     Console().print(f"{cases}; quarantined records: {summary.quarantined}")
+    for reason in summary.pruning.values():
+        Console().print(f"pruning: {reason}")
 
 
 @app.command()
@@ -221,9 +234,10 @@ def build(
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
+    prune: PruneOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping)
+    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
     from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
@@ -241,6 +255,7 @@ def ingest(
     dask_address: DaskOption = None,
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
+    prune: PruneOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.outputs import SOURCES
@@ -249,7 +264,7 @@ def ingest(
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
     from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
@@ -265,6 +280,9 @@ def ingest(
         f"{sum(len(r.quarantine) for r in ingested.results)} quarantined records",
         soft_wrap=True,  # one line in logs too (a console that is not a terminal is 80 wide)
     )
+    for decision in ingested.pruning:
+        if decision.noteworthy:
+            Console().print(f"pruning: {decision.reason}")
 
 
 @app.command("tables")

@@ -26,9 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from verse_etl import __version__
 from verse_etl.errors import InputError
-from verse_etl.hashing import fingerprint
+from verse_etl.hashing import case_code_identity, fingerprint
 from verse_etl.io.files import SourceFile
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.paths import case_result_path
@@ -309,7 +308,11 @@ def fracture_grades_result(
         if r["scan_id"] in graded
     )
     key = fingerprint(
-        __version__, CASE_ID, {s.relative(root): s.sha256() for s in sources}, joined, scans
+        case_code_identity("verse_etl.fracture_grades"),
+        CASE_ID,
+        {s.relative(root): s.sha256() for s in sources},
+        joined,
+        scans,
     )
     cache = case_result_path(out, SOURCE, CASE_ID) if out is not None else None
     if cache is not None:

@@ -7,7 +7,7 @@ table assembly reads those files back, so the two can run as separate DVC stages
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from verse_etl.paths import (
@@ -79,14 +79,17 @@ def store_paths(results: Sequence[CaseResult]) -> list[str]:
     ]
 
 
-def prune_source(out: Path, source: str, results: Sequence[CaseResult]) -> list[Path]:
-    """Delete stores and case results of ``source`` that this ingestion did not produce.
+def prune_source(
+    out: Path, source: str, results: Sequence[CaseResult], published: Iterable[str] = ()
+) -> list[Path]:
+    """Delete stores and case results of ``source`` that ``results`` (what to keep) do not hold.
 
-    Cases removed from the sources disappear from the build, and leftovers of an interrupted
-    write (``*.tmp-*``, ``*.old-*``) are cleared. Returns what was deleted.
+    Stores in ``published`` (those the published tables point at) stay until new tables
+    replace them (:mod:`verse_etl.generations`). Leftovers of an interrupted write
+    (``*.tmp-*``, ``*.old-*``) are cleared. Returns what was deleted.
     """
     keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}
-    keep_stores = set(store_paths(results))
+    keep_stores = set(store_paths(results)) | set(published)
     deleted: list[Path] = []
     cases = out / CASES_DIR / source
     for path in sorted(cases.glob("*")) if cases.is_dir() else []:

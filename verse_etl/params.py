@@ -314,6 +314,27 @@ class BuildParams:
     # a case between blocking calls, so this bounds runaway cases, not a single slow read.
     case_timeout_s: int = 0
     mosmed: MosmedParams = field(default_factory=MosmedParams)
+    # Delete the outputs of cases no longer in a given source (see verse_etl.pruning): only when
+    # asked, never for a source left out, a missing folder, or more than prune_max_loss of the
+    # previous cases at once.
+    prune: bool = False
+    prune_max_loss: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prune, bool):
+            raise ParamsError(
+                f"params.yaml: build.prune is {self.prune!r} (expected true or false); fix the value"
+            )
+        try:
+            ok = 0.0 <= float(self.prune_max_loss) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ParamsError(
+                f"params.yaml: build.prune_max_loss is {self.prune_max_loss!r} (expected a "
+                "fraction in [0, 1]); fix the value"
+            )
+        object.__setattr__(self, "prune_max_loss", float(self.prune_max_loss))
 
 
 @dataclass(frozen=True)
@@ -401,10 +422,12 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     workers = int(build.pop("workers", BuildParams.workers))
     case_timeout_s = int(build.pop("case_timeout_s", BuildParams.case_timeout_s))
     work = str(build.pop("work", BuildParams.work) or "")
+    prune = build.pop("prune", BuildParams.prune)
+    prune_max_loss = build.pop("prune_max_loss", BuildParams.prune_max_loss)
     if build:
         raise ParamsError(
-            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, work, workers, case_timeout_s); "
-            "remove or rename them"
+            f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, work, workers, "
+            "case_timeout_s, prune, prune_max_loss); remove or rename them"
         )
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
@@ -415,6 +438,8 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
             work=work,
             workers=workers,
             case_timeout_s=case_timeout_s,
+            prune=prune,
+            prune_max_loss=prune_max_loss,
             sources=_section(SourceParams, data.get("sources"), "sources"),
             volumes=_section(VolumeParams, data.get("volumes"), "volumes"),
             checks=_section(CheckParams, data.get("checks"), "checks"),

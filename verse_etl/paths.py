@@ -3,10 +3,13 @@
 ::
 
     <out>/tables/<table>/source=<s>/release=<r>/part-0.parquet   metadata tables (hive partitions)
-    <out>/volumes/verse/<scan_id>.zarr                 CT at 0, labels at labels/vertebrae/0
-    <out>/volumes/mosmed/<Folder>/<SeriesUID>.zarr     CT at 0
+    <out>/volumes/verse/<scan_id>.<key>.zarr           CT at 0, labels at labels/vertebrae/0
+    <out>/volumes/mosmed/<Folder>/<SeriesUID>.<key>.zarr  CT at 0
     <out>/cases/<source>/<case_id>.json                per-case results (incremental rebuilds)
     <out>/metrics.json                                 counts, for `dvc metrics`
+
+``<key>`` is the start of the key of the case result that wrote the store (see
+:mod:`verse_etl.generations`: a rebuild never overwrites a store published tables point at).
 
 Identifiers that come from the sources (a VerSe scan id read from a file name, a MosMed study
 folder name, a SeriesInstanceUID read from a DICOM header) are never used as path components as
@@ -139,17 +142,28 @@ def _source(source: str) -> Case:
     return SOURCE_CASE[source]
 
 
-def verse_store_path(out: Path, scan_id: str) -> Path:
-    """Zarr store of one VerSe scan (``scan_id`` through :func:`safe_name`)."""
-    name = safe_name(scan_id, "lower", ".zarr")
+def _store_suffix(key: str) -> str:
+    # Stores are named after the key of the case result that wrote them (inputs, parameters,
+    # code): a rebuild writes beside the store the published tables point at, never over it.
+    return f".{key[:STORE_KEY_CHARS]}.zarr" if key else ".zarr"
+
+
+STORE_KEY_CHARS = 12
+
+
+def verse_store_path(out: Path, scan_id: str, key: str = "") -> Path:
+    """Zarr store of one VerSe scan as built under case key ``key``: ``<scan_id>.<key>.zarr``
+    (``scan_id`` through :func:`safe_name`)."""
+    name = safe_name(scan_id, "lower", _store_suffix(key))
     return ensure_inside(out, out / VOLUMES_DIR / "verse" / name)
 
 
-def mosmed_store_path(out: Path, folder: str, series_uid: str) -> Path:
-    """Zarr store of one MosMed series. Ordinary folder names and UIDs are kept as they are
-    (a UID's trailing '.' included); others go through :func:`safe_name`."""
+def mosmed_store_path(out: Path, folder: str, series_uid: str, key: str = "") -> Path:
+    """Zarr store of one MosMed series as built under the study's case key ``key``:
+    ``<Folder>/<SeriesInstanceUID>.<key>.zarr``. Ordinary folder names and UIDs are kept as they
+    are (a UID's trailing '.' included); others go through :func:`safe_name`."""
     folder_name = safe_name(folder, "upper")
-    uid_name = safe_name(series_uid, "upper", ".zarr")
+    uid_name = safe_name(series_uid, "upper", _store_suffix(key))
     return ensure_inside(out, out / VOLUMES_DIR / "mosmed" / folder_name / uid_name)
 
 

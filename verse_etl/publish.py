@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from verse_etl.outputs import remove_path, store_paths
@@ -78,14 +78,17 @@ def publish_results(out: str, work: Path, results: Sequence[CaseResult]) -> None
         target.put_file(path, _rel(path, work))
 
 
-def prune_target(out: str, source: str, results: Sequence[CaseResult]) -> list[str]:
-    """Delete case results and stores of ``source`` on the target that this build did not produce
-    (the object-store twin of :func:`verse_etl.outputs.prune_source`). Returns what was deleted."""
+def prune_target(
+    out: str, source: str, results: Sequence[CaseResult], published: Iterable[str] = ()
+) -> list[str]:
+    """Delete case results and stores of ``source`` on the target that ``results`` do not hold
+    and the published tables (``published``) do not point at (the object-store twin of
+    :func:`verse_etl.outputs.prune_source`). Returns what was deleted."""
     if not is_url(out):
         return []
     target = Target(out)
     keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}
-    keep_stores = set(store_paths(results))
+    keep_stores = set(store_paths(results)) | set(published)
     deleted = [
         rel
         for rel in target.list(f"{CASES_DIR}/{source}")
@@ -100,6 +103,33 @@ def prune_target(out: str, source: str, results: Sequence[CaseResult]) -> list[s
     for rel in deleted:
         target.remove(rel)
     return deleted
+
+
+def saved_case_names(out: str, source: str) -> list[str]:
+    """Names of the case results of ``source`` saved at ``out`` (a folder or a URL)."""
+    if is_url(out):
+        listed = Target(out).list(f"{CASES_DIR}/{source}")
+        return sorted(rel.rsplit("/", 1)[-1] for rel in listed if rel.endswith(".json"))
+    folder = Path(out) / CASES_DIR / source
+    return sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def load_saved_results(out: str, work: Path, source: str, names: Sequence[str]) -> list[CaseResult]:
+    """The saved case results ``names`` of ``source`` (fetched into ``work`` for a URL ``out``);
+    one of an older format is left out (its rows are rebuilt when the case comes back)."""
+    results = []
+    for name in names:
+        rel = f"{CASES_DIR}/{source}/{name}"
+        local = work / rel if is_url(out) else Path(out) / rel
+        if is_url(out) and not Target(out).fetch(rel, local):
+            continue
+        try:
+            result = CaseResult.from_json(local.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            result = None
+        if result is not None:
+            results.append(result)
+    return results
 
 
 def fetch_case_results(out: str, work: Path) -> Path:

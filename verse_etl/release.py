@@ -163,7 +163,10 @@ def _identities(tables: dict[str, pd.DataFrame], name: str, key: str) -> dict[st
 
 
 def _json_rows(df: pd.DataFrame) -> list[str]:
-    return df.to_json(orient="records", lines=True).splitlines()
+    # Where a store lies is not what it holds: its name carries the case key (code, params),
+    # while its voxels are compared through their digest column.
+    content = df.drop(columns=["store_path"], errors="ignore")
+    return content.to_json(orient="records", lines=True).splitlines()
 
 
 def _checks(df: pd.DataFrame | None) -> dict[str, int]:

@@ -94,8 +94,8 @@ KILL_POINTS = {
     "between-cases": lambda out: len(list(out.glob("cases/verse/*.json"))) >= 2,
     # MosMed series being written
     "mosmed-mid-write": _first("volumes/mosmed/*/*.zarr.tmp-*"),
-    # tables being written
-    "tables": _first("tables/*"),
+    # tables being written (into the next generation, switched in when complete)
+    "tables": _first(".generation-*/tables/*"),
 }
 
 
@@ -131,6 +131,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert file_digests(out, BUILD_PARTS) == reference
     assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.old-*"))
+    assert not list(out.glob(".generation-*"))
 
 
 def test_second_concurrent_build_refuses_and_first_is_intact(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.dvc_project import make_project, run, set_param, stages_run, stop_local_server
+from verse_etl.tables import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     assert "4 cases (4 built, 0 unchanged) + 1 source-level (_fracture_grades unchanged)" in third
     assert "1 cases (1 built, 0 unchanged)," in third
 
+    before = json.loads((project / "data" / "build" / "metrics.json").read_text())
     # A changed VerSe source (one scan fewer) reruns VerSe ingestion and the tables only, and
     # ingestion converts nothing: the remaining scans are unchanged.
     copy = project / "verse-copy"
@@ -84,8 +86,18 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     set_param(project, "sources", "verse", "verse-copy")
     fourth = repro(project)
     assert stages_run(fourth) == {"ingest@verse", "tables", "report"}, fourth
+    assert "pruning 1 case(s) no longer in verse-copy: gl003" in fourth
     # 3 scans + the grades (gl003 is not graded)
     assert "3 cases (0 built, 3 unchanged) + 1 source-level (_fracture_grades unchanged)" in fourth
     metrics = json.loads((project / "data" / "build" / "metrics.json").read_text())
     assert metrics["rows"]["scans"] == 3
-    assert not (project / "data" / "build" / "volumes" / "verse" / "gl003.zarr").exists()
+    # ingest@verse ran alone: every MosMed row is still there.
+    assert metrics["rows"]["series"] == before["rows"]["series"] > 0
+    # gl003's store stays until the next ingestion of VerSe: when ingest@verse ran, the published
+    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.generations).
+    stores = (project / "data" / "build" / "volumes" / "verse").glob("*.zarr")
+    published = read_table(project / "data" / "build", "scans").column("store_path").to_pylist()
+    assert not [p for p in published if "gl003" in p]
+    assert len(published) == 3 and all((project / "data" / "build" / p).is_dir() for p in published)
+    assert [p.name for p in stores if p.name.startswith("gl003.")]
+    assert "up to date" in run(["dvc", "status"], project)

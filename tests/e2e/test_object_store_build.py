@@ -81,12 +81,14 @@ def test_build_on_dask_writes_to_s3_exactly_what_a_local_build_writes(built, s3)
 def test_stores_and_tables_on_s3_read_in_place(built, s3, s3_endpoint: str) -> None:
     _, _, manifest, _, local = built
     scan = manifest.verse[0]
+    scans = read_table(local, "scans").to_pandas().set_index("scan_id")
+    store_path = scans.loc[scan.scan_id, "store_path"]  # volumes/verse/<id>.<case key>.zarr
     store = zarr.open_group(
-        f"s3://{PREFIX}/volumes/verse/{scan.scan_id}.zarr",
+        f"s3://{PREFIX}/{store_path}",
         mode="r",
         storage_options={"endpoint_url": s3_endpoint},
     )
-    reference = zarr.open_group(local / "volumes" / "verse" / f"{scan.scan_id}.zarr", mode="r")
+    reference = zarr.open_group(local / store_path, mode="r")
     for path in (IMAGE_PATH, LABELS_PATH):
         np.testing.assert_array_equal(store[path][...], reference[path][...])
     assert store.attrs.asdict() == reference.attrs.asdict()
@@ -114,9 +116,10 @@ def test_rerun_reuses_what_is_on_s3_and_prunes_a_removed_case(built, s3) -> None
     assert gone.scan_id == (src / gone.ct).parent.name.removeprefix("sub-")
     shutil.rmtree((src / gone.ct).parent)
     shutil.rmtree((src / gone.mask).parent)
-    third = run_build(replace(params, workers=1))
+    third = run_build(replace(params, workers=1, prune=True))  # pruning is asked for
+    assert third.pruning["verse"].startswith(f"pruning 1 case(s) no longer in {src}")
     s3.invalidate_cache()
-    assert not s3.exists(f"{PREFIX}/volumes/verse/{gone.scan_id}.zarr/zarr.json")
+    assert not s3.glob(f"{PREFIX}/volumes/verse/{gone.scan_id}.*zarr")
     assert not s3.exists(f"{PREFIX}/cases/verse/{gone.scan_id}.json")
     assert third.rows["scans"] == first.rows["scans"] - 1
     ids = read_table(PREFIX, "scans", filesystem=s3).column("scan_id").to_pylist()

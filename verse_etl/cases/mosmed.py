@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from verse_etl import __version__
 from verse_etl.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
 from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
-from verse_etl.hashing import fingerprint, sha256_file
+from verse_etl.hashing import case_code_identity, fingerprint, sha256_file
 from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
@@ -161,7 +160,7 @@ def _build_study(
         write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
         return result
     key = fingerprint(
-        __version__,
+        case_code_identity("verse_etl.cases.mosmed"),
         MOSMED_FORMAT,
         hashes,
         volumes,
@@ -436,7 +435,7 @@ def _convert_series(
                 table="series",
             )
         if grid is not None:
-            store = mosmed_store_path(out, study.folder, uid)
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
             try:
                 with blame(root / where, f"resampling series {uid}"):
                     digest, lo, hi = _write_corrected_store(
@@ -461,7 +460,7 @@ def _convert_series(
                     ],
                 )
         elif geometry.is_volume and not too_large:
-            store = mosmed_store_path(out, study.folder, uid)
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
             try:
                 with blame(root / where, f"converting series {uid}"):
                     digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)

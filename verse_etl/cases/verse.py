@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from verse_etl import __version__
 from verse_etl.cases.seal import seal_case
 from verse_etl.centroids import Centroid, CentroidFile, read_centroids
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.fracture_grades import fracture_grades_result
 from verse_etl.geometry import apply_affine
-from verse_etl.hashing import fingerprint
+from verse_etl.hashing import case_code_identity, fingerprint
 from verse_etl.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.io.files import SourceFile
 from verse_etl.io.json_files import read_json
@@ -140,8 +139,10 @@ def _build_scan(
         # saved rejection from before must not be reused.
         "mask_alignment": "axis-map-1",
     }
-    key = fingerprint(__version__, hashes, volumes, identity, case_checks)
-    store = verse_store_path(out, scan.scan_id)
+    key = fingerprint(
+        case_code_identity("verse_etl.cases.verse"), hashes, volumes, identity, case_checks
+    )
+    store = verse_store_path(out, scan.scan_id, key)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
     if cached is not None and (store_exists(store) or not cached.rows.get("scans")):
@@ -237,7 +238,7 @@ def _convert(
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
     depth = layout(ct.shape, volumes)[1][2]
-    store = verse_store_path(out, scan.scan_id)
+    store = verse_store_path(out, scan.scan_id, key)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
         assert mask is not None
