@@ -107,6 +107,11 @@ def test_stores_and_tables_on_s3_read_in_place(built, s3, s3_endpoint: str) -> N
     assert store.attrs.asdict() == reference.attrs.asdict()
     for name in ("scans", "vertebrae", "series", "quarantine"):
         assert read_table(PREFIX, name, filesystem=s3).equals(read_table(local, name)), name
+    # The Dataset finds the tables through the pointer too (there is no <prefix>/tables).
+    from verse_etl.dataset import Dataset
+
+    remote_ds = Dataset(f"s3://{PREFIX}", storage_options={"endpoint_url": s3_endpoint})
+    assert remote_ds.ids and remote_ds.ids == Dataset(local).ids
     # The catalog reads the published build in place too (DuckDB through fsspec).
     sql = "SELECT release, count(*) AS n FROM scans GROUP BY ALL ORDER BY ALL"
     remote = CliRunner().invoke(app, ["query", sql, "--out", f"s3://{PREFIX}", "--format", "csv"])
