@@ -7,6 +7,7 @@ published to an fsspec URL (``s3://bucket/prefix``: DuckDB reads it through fssp
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import duckdb
@@ -35,8 +36,15 @@ def connect(
     if is_url(out):
         target = Target(str(out))
         con.register_filesystem(target.fs)
-        found = [name for name in TABLE_NAMES if target.exists(f"{TABLES_DIR}/{name}")]
-        base = str(out).rstrip("/")
+        # The generation the pointer names, read as it is now: a build published meanwhile
+        # does not mix into this catalog.
+        published = target.published_root()
+        found = [
+            name
+            for name in TABLE_NAMES
+            if target.exists(posixpath.join(published, TABLES_DIR, name))
+        ]
+        base = posixpath.join(str(out).rstrip("/"), published).rstrip("/")
     else:
         found = [name for name in TABLE_NAMES if table_dir(Path(out), name).is_dir()]
         base = str(Path(out).resolve())

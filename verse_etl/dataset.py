@@ -232,7 +232,15 @@ class Dataset:
         self.transform = transform
         self.fill_hu = fill_hu
         self.storage_options = storage_options
-        if not any(self._exists(f"{TABLES_DIR}/{t}") for t in ("scans", "series")):
+        self._tables_dir = TABLES_DIR
+        if self.url is not None:
+            from verse_etl.targets import read_pointer
+
+            # An object-store build: the generation its pointer names now, kept for the life of
+            # this dataset so that its tables never mix two builds.
+            published = read_pointer(self._fs, self.url)
+            self._tables_dir = posixpath.join(published, TABLES_DIR)
+        if not any(self._exists(f"{self._tables_dir}/{t}") for t in ("scans", "series")):
             raise InputError(
                 str(path),
                 "not a built dataset (expected tables/scans/ or tables/series/)",
@@ -268,7 +276,7 @@ class Dataset:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pattern = f"{TABLES_DIR}/{name}/source=*/release=*/*.parquet"
+        pattern = f"{self._tables_dir}/{name}/source=*/release=*/*.parquet"
         if self.url is None:
             assert self.path is not None
             files = [str(f) for f in sorted(self.path.glob(pattern))]

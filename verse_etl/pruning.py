@@ -183,7 +183,7 @@ def _published(out: str, work: Path) -> set[str]:
     if not is_url(out):
         return published_store_paths(work)
     target = Target(out)
-    return published_store_paths(target.root, target.fs)
+    return published_store_paths(target.path(target.published_root()), target.fs)
 
 
 def collect_garbage_after_switch(params: BuildParams) -> list[str]:

@@ -143,9 +143,10 @@ def fetch_case_results(out: str, work: Path) -> Path:
 
 
 def publish_tables(out: str, work: Path) -> None:
-    """Upload the tables folder (partition files, card) and the metrics of a URL build."""
+    """Publish the tables folder (partition files, card) of a URL build as one generation (see
+    :meth:`verse_etl.targets.Target.publish_generation`), then upload the metrics."""
     if not is_url(out):
         return
     target = Target(out)
-    target.put_tree(work / TABLES_DIR, TABLES_DIR)
+    target.publish_generation(work / TABLES_DIR)
     target.put_file(metrics_path(work), _rel(metrics_path(work), work))

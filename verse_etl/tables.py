@@ -8,6 +8,7 @@ metadata.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from verse_etl.paths import partition_path, table_dir
 from verse_etl.records import CaseResult, QuarantineRecord
 from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
+from verse_etl.targets import read_pointer
 
 _ARROW_TYPES: dict[str, pa_arrow.DataType] = {
     "str": pa_arrow.string(),
@@ -143,7 +145,8 @@ def read_table(
     """Table ``name`` of the build at ``out``, every partition, in contract order and row order.
 
     The partition keys come back as plain string columns and each column keeps its description.
-    ``filesystem`` reads a build elsewhere (``dvc.api.DVCFileSystem`` at a git revision, s3).
+    ``filesystem`` reads a build elsewhere (``dvc.api.DVCFileSystem`` at a git revision, s3); on
+    an object store the generation the build's pointer names (:func:`verse_etl.targets.read_pointer`).
 
     Raises
     ------
@@ -152,6 +155,8 @@ def read_table(
     """
     model = TABLES[name]
     schema = arrow_schema(model)
+    if filesystem is not None:
+        out = posixpath.join(str(out), read_pointer(filesystem, str(out))).rstrip("/")
     folder = table_dir(Path(out), name).as_posix()
     if filesystem is None and not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder}: table not found")

@@ -9,8 +9,12 @@ have no rename, so the order carries the safety instead:
   uploaded last (after every shard and array metadata object);
 - a case result is uploaded after its stores, so a result never points at a missing store; on
   the next build, an unchanged case whose result and stores are on the target is not rebuilt;
-- a table's partition files are each written by one PUT (atomic per object); partitions the new
-  build no longer has are deleted afterwards.
+- the tables and the card of a build are uploaded under a new generation prefix
+  (``generations/<id>/tables/...``, ``<id>`` a digest of their bytes), then one small pointer
+  object (``CURRENT``) naming the generation is written last (one PUT); readers follow the
+  pointer (:meth:`Target.published_root`), so they see the whole old dataset or the whole new
+  one, never new ``scans`` beside old ``vertebrae``; the other generations are deleted only
+  after the pointer names the new one.
 
 Credentials and endpoints come from the usual places of each filesystem (for s3fs: the AWS
 environment variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers, or ``~/.aws``).
@@ -18,7 +22,10 @@ environment variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers, or ``~/.a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,8 +33,54 @@ from pathlib import Path
 import fsspec
 
 from verse_etl.errors import OutputPathError
+from verse_etl.paths import TABLES_DIR
 
 STORE_ROOT_META = "zarr.json"
+POINTER_NAME = "CURRENT"
+"""The object naming the published generation (``{"generation": "<id>"}``), written last."""
+GENERATIONS_DIR = "generations"
+_GENERATION_ID = re.compile(r"[0-9a-f]{16,64}")
+
+
+def generation_id(folder: Path) -> str:
+    """A digest of the names and bytes of every file below ``folder``: the same tables give the
+    same generation (a rebuild that changed nothing uploads nothing)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        digest.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def generation_root(generation: str) -> str:
+    """The prefix (relative to the build root) holding ``tables/`` of ``generation``."""
+    return f"{GENERATIONS_DIR}/{generation}"
+
+
+def read_pointer(fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """The root holding the published ``tables/`` of the build at ``root`` in ``fs``, relative to
+    it: ``generations/<id>`` as the pointer names it, or ``""`` for a build published before
+    pointers existed (its ``tables/`` sits at the root).
+
+    Raises
+    ------
+    OutputPathError
+        If the pointer does not name a generation (it never becomes a path as it stands).
+    """
+    pointer = posixpath.join(root.rstrip("/"), POINTER_NAME)
+    if not fs.exists(pointer):
+        return ""
+    raw = fs.cat_file(pointer)
+    try:
+        generation = json.loads(raw)["generation"]
+    except (ValueError, TypeError, KeyError):
+        generation = None
+    if not isinstance(generation, str) or not _GENERATION_ID.fullmatch(generation):
+        raise OutputPathError(
+            f'{pointer}: not a generation pointer (expected {{"generation": "<hex id>"}}, '
+            f"got {raw[:80]!r}); delete it and build again to rewrite it"
+        )
+    return generation_root(generation)
 
 
 def is_url(location: str | Path) -> bool:
@@ -141,6 +194,32 @@ class Target:
         for name in sorted(self.fs.find(base)):
             if posixpath.relpath(name, base) not in keep:
                 self.fs.rm_file(name)
+
+    def published_root(self) -> str:
+        """The prefix (relative to the build root) whose ``tables/`` readers must read: see
+        :func:`read_pointer`."""
+        return read_pointer(self.fs, self.root)
+
+    def publish_generation(self, tables: Path) -> str:
+        """Publish the local tables folder ``tables`` as one generation; return its root.
+
+        Every object goes below ``generations/<id>/tables`` first, then the pointer is written
+        (one PUT), and only then are the other generations (and the ``tables/`` of a build
+        published before pointers) deleted. An upload cut anywhere leaves the pointer, and so
+        the readers, on the old generation; the next publish removes the leftover.
+        """
+        generation = generation_id(tables)
+        root = generation_root(generation)
+        if self.published_root() != root:
+            self.put_tree(tables, posixpath.join(root, TABLES_DIR))
+            self.fs.pipe_file(
+                self.path(POINTER_NAME), json.dumps({"generation": generation}).encode()
+            )
+        for rel in self.list(GENERATIONS_DIR):
+            if rel != root:
+                self.remove(rel)
+        self.remove(TABLES_DIR)  # the tables of a build published before pointers
+        return root
 
     def list(self, rel: str | Path, depth: int = 1) -> list[str]:
         """Paths (relative to the build root) of the objects and folders ``depth`` levels below."""

@@ -5,6 +5,7 @@ incremental from what is on S3, and pruned when a case goes away."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from verse_etl.cli import app
 from verse_etl.params import BuildParams, SourceParams
 from verse_etl.sample import write_sample
 from verse_etl.tables import read_table
+from verse_etl.targets import POINTER_NAME
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH
 
 pytestmark = pytest.mark.slow
@@ -28,12 +30,20 @@ pytestmark = pytest.mark.slow
 PREFIX = f"{BUCKET}/builds/tiny"
 
 
+def _generation(fs: s3fs.S3FileSystem) -> str:
+    """The generation the build's pointer names."""
+    return json.loads(fs.cat_file(f"{PREFIX}/{POINTER_NAME}"))["generation"]
+
+
 def _s3_digests(fs: s3fs.S3FileSystem) -> dict[str, str]:
+    """Digests of the published tables (the generation the pointer names) and of the stores,
+    keyed as in a local build."""
     fs.invalidate_cache()
+    tables = f"{PREFIX}/generations/{_generation(fs)}"
     return {
-        name.removeprefix(f"{PREFIX}/"): hashlib.sha256(fs.cat_file(name)).hexdigest()
-        for part in ("tables", "volumes")
-        for name in sorted(fs.find(f"{PREFIX}/{part}"))
+        name.removeprefix(f"{root}/"): hashlib.sha256(fs.cat_file(name)).hexdigest()
+        for root, part in ((tables, "tables"), (PREFIX, "volumes"))
+        for name in sorted(fs.find(f"{root}/{part}"))
     }
 
 
@@ -74,6 +84,9 @@ def test_build_on_dask_writes_to_s3_exactly_what_a_local_build_writes(built, s3)
     assert on_s3 == file_digests(local, ("tables", "volumes"))
     assert any(k.startswith("volumes/verse/") for k in on_s3), "no store was published"
     assert s3.exists(f"{PREFIX}/metrics.json")
+    # One generation, the one the pointer names; no table objects outside it.
+    assert [p.rsplit("/", 1)[-1] for p in s3.ls(f"{PREFIX}/generations")] == [_generation(s3)]
+    assert not s3.exists(f"{PREFIX}/tables")
     # Each case's local copy was cleared once uploaded: a worker's disk holds one case at a time.
     assert not list((Path(params.work) / "volumes").rglob("*.zarr"))
 
@@ -94,6 +107,11 @@ def test_stores_and_tables_on_s3_read_in_place(built, s3, s3_endpoint: str) -> N
     assert store.attrs.asdict() == reference.attrs.asdict()
     for name in ("scans", "vertebrae", "series", "quarantine"):
         assert read_table(PREFIX, name, filesystem=s3).equals(read_table(local, name)), name
+    # The Dataset finds the tables through the pointer too (there is no <prefix>/tables).
+    from verse_etl.dataset import Dataset
+
+    remote_ds = Dataset(f"s3://{PREFIX}", storage_options={"endpoint_url": s3_endpoint})
+    assert remote_ds.ids and remote_ds.ids == Dataset(local).ids
     # The catalog reads the published build in place too (DuckDB through fsspec).
     sql = "SELECT release, count(*) AS n FROM scans GROUP BY ALL ORDER BY ALL"
     remote = CliRunner().invoke(app, ["query", sql, "--out", f"s3://{PREFIX}", "--format", "csv"])
