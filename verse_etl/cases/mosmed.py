@@ -577,7 +577,7 @@ def _write_store(
     with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+        info = writer.write_reader(IMAGE_PATH, geometry.shape, reader, statistics=hu)
     return info.voxel_xxh3, hu.minimum, hu.maximum
 
 

@@ -258,7 +258,7 @@ def _convert(
         reader = NiftiVoxelReader(ct)
         # The HU histogram is counted chunk by chunk as the encoder threads gather them.
         with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
+            ct_array = writer.write_reader(IMAGE_PATH, ct.shape, reader, statistics=hu)
         mask_array = None
         if mask is not None:
             with blame(mask.path, "converting the mask"):
