@@ -532,8 +532,9 @@ def export_nnunet_command(
     from verse_etl.export import export_nnunet
 
     with _reported():
-        root = export_nnunet(build, out, dataset_id, name)
-    console.print(f"nnU-Net v2 raw dataset written to {root}")
+        exported = export_nnunet(build, out, dataset_id, name)
+    console.print(f"nnU-Net v2 raw dataset written to {exported.root}")
+    _report_skipped(exported.skipped)
 
 
 @export_app.command("nifti")
@@ -545,8 +546,18 @@ def export_nifti_command(
     from verse_etl.export import export_nifti
 
     with _reported():
-        written = export_nifti(build, out)
-    console.print(f"{len(written)} NIfTI files written to {out}")
+        exported = export_nifti(build, out)
+    console.print(f"{len(exported.written)} NIfTI files written to {out}")
+    _report_skipped(exported.skipped)
+
+
+def _report_skipped(skipped: list[VerseEtlError]) -> None:
+    """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
+    for error in skipped:
+        console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)
+    if skipped:
+        console.print(f"{len(skipped)} case(s) skipped: nothing written for them")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point
