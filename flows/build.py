@@ -36,7 +36,7 @@ from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.mosmed import source_results as mosmed_source_results
 from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
+from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.params import BuildParams
@@ -57,13 +57,6 @@ from verse_etl.stopping import stop_on_signals
 from verse_etl.targets import is_url
 
 
-class BuildFailed(VerseEtlError):
-    """Some records failed checks whose mode is ``raise``; everything else was written."""
-
-    exit_code = 1
-    label = "build failed"
-
-
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only what may pass next time: network-filesystem or object-store I/O
     (:func:`verse_etl.errors.is_transient`), never a parse or decode error, nor a case that
@@ -78,7 +71,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 # The library caches each case by the content hash of its files and the volume parameters
-# (cases/<source>/<id>.json), so an unchanged case costs one hashing pass; Prefect's own cache is
+# (cases/<source>/<id>.json), and the hash of each file by its stat (digests/<source>/<id>.json),
+# so an unchanged case reads no source file; Prefect's own cache is
 # off to keep a single source of truth. Retries cover transient I/O only.
 _CASE_TASK = {
     "retries": 2,
@@ -94,7 +88,7 @@ def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams
     with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"):
         return run_case(
             lambda out, exists: build_verse_scan(
-                scan, root, out, params.volumes, params.checks, exists
+                scan, root, out, params.volumes, params.checks, exists, params.rehash
             ),
             params.out,
             work,
@@ -111,7 +105,14 @@ def mosmed_study_task(
     with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
         return run_case(
             lambda out, exists: build_mosmed_study(
-                study, root, out, params.volumes, params.mosmed, exists, params.checks.limits
+                study,
+                root,
+                out,
+                params.volumes,
+                params.mosmed,
+                exists,
+                params.checks.limits,
+                params.rehash,
             ),
             params.out,
             work,

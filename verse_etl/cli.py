@@ -140,6 +140,14 @@ PruneOption = Annotated[
         "for a source left out, a missing folder, or more than build.prune_max_loss of its cases.",
     ),
 ]
+RehashOption = Annotated[
+    bool,
+    typer.Option(
+        "--rehash",
+        help="Read and hash every source file again (else a file whose size, mtime, ctime, inode "
+        "and device are unchanged since it was hashed keeps its digest; build.rehash).",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -157,11 +165,14 @@ def _build_params(
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
     prune: bool = False,
+    rehash: bool = False,
 ) -> BuildParams:
     with _reported():
         params = _params(params_file).build
         if prune:
             params = replace(params, prune=True)
+        if rehash:
+            params = replace(params, rehash=True)
         if verse is not None or mosmed is not None:
             params = replace(
                 params,
@@ -235,9 +246,12 @@ def build(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
+    params = _build_params(
+        params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
+    )
     from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
@@ -256,6 +270,7 @@ def ingest(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.outputs import SOURCES
@@ -264,7 +279,7 @@ def ingest(
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
     from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
@@ -397,8 +412,11 @@ def dictionary(
     from verse_etl.records import write_text_atomic
     from verse_etl.schemas import TABLES
 
-    write_text_atomic(out, render_dictionary(TABLES))
-    write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
+    with _reported():
+        # The README first: a README without its block fails before anything is written.
+        overview = update_readme(readme.read_text(), TABLES, readme)
+        write_text_atomic(out, render_dictionary(TABLES))
+        write_text_atomic(readme, overview)
     console.print(f"data dictionary written to {out}, table overview to {readme}")
 
 

@@ -30,7 +30,7 @@ from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.expert_matching import pair_experts
 from verse_etl.geometry import apply_affine
-from verse_etl.hashing import case_code_identity, fingerprint, sha256_file
+from verse_etl.hashing import case_code_identity, fingerprint
 from verse_etl.hu_histogram import HuRange
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
@@ -51,7 +51,7 @@ from verse_etl.io.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.matching import levels_from_reference
 from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
-from verse_etl.paths import case_result_path, mosmed_store_path
+from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
 from verse_etl.records import (
     CaseResult,
     QuarantineRecord,
@@ -61,6 +61,7 @@ from verse_etl.records import (
     write_text_atomic,
 )
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
+from verse_etl.stat_cache import DigestCache
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
@@ -88,6 +89,7 @@ def build_mosmed_study(
     params: MosmedParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
     limits: InputLimits | None = None,
+    rehash: bool = False,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -107,6 +109,9 @@ def build_mosmed_study(
         Whether a saved result's store is still there (see :mod:`verse_etl.publish`).
     limits
         Inputs refused before they are read (``params.yaml: checks.limits``).
+    rehash
+        Read and hash every source file; else a file whose stat is unchanged since it was
+        hashed keeps its digest (:mod:`verse_etl.stat_cache`).
 
     Returns
     -------
@@ -118,7 +123,7 @@ def build_mosmed_study(
     limits = limits or InputLimits()
     first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
     return seal_case(
-        lambda: _build_study(study, root, out, volumes, params, store_exists, limits),
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits, rehash),
         SOURCE,
         study.folder,
         first,
@@ -136,12 +141,14 @@ def _build_study(
     params: MosmedParams,
     store_exists: Callable[[Path], bool],
     limits: InputLimits,
+    rehash: bool,
 ) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
         sources = [study.archive]
+    digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
     try:
-        hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
+        hashes = {relative(p, root): digests.sha256(p) for p in [*sources, *study.annotations]}
     except OSError as e:
         if is_transient(e) or output_trouble(e):
             raise
@@ -159,6 +166,7 @@ def _build_study(
         )
         write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
         return result
+    digests.save()  # out of the try: a failed write is the output's trouble, not the input's
     key = fingerprint(
         case_code_identity("verse_etl.cases.mosmed"),
         MOSMED_FORMAT,
