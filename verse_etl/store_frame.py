@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -202,6 +203,51 @@ def store_frame(affine: np.ndarray, shape: Sequence[int]) -> StoreFrame:
     return StoreFrame(tuple(axes), tuple(flips), tuple(int(n) for n in shape))  # type: ignore[arg-type]
 
 
+def frame_between(
+    source_affine: np.ndarray, store_affine: np.ndarray, store_shape: Sequence[int]
+) -> StoreFrame:
+    """The store frame that relates two recorded affines of the same grid (a reader's way back
+    to the source's voxel order, e.g. to export the source's NIfTI layout).
+
+    Raises
+    ------
+    ValueError
+        If the two affines are not the same grid up to axis permutation and flips.
+
+    Examples
+    --------
+    >>> frame = StoreFrame((1, 0, 2), (False, True, False), (10, 20, 30))
+    >>> source = np.diag([0.5, 0.5, 2.0, 1.0])
+    >>> frame_between(source, frame.store_affine(source), frame.store_shape) == frame
+    True
+    """
+    m = np.linalg.solve(np.asarray(source_affine, float), np.asarray(store_affine, float))
+    signs = np.rint(m[:3, :3])
+    if (
+        not np.allclose(m[:3, :3], signs, atol=1e-6)
+        or sorted(np.abs(signs).sum(axis=0).tolist() + np.abs(signs).sum(axis=1).tolist())
+        != [1.0] * 6
+    ):
+        raise ValueError("the affines are not one grid up to axis permutation and flips")
+    axes = tuple(int(np.flatnonzero(signs[i])[0]) for i in range(3))
+    flips = tuple(bool(signs[i, axes[i]] < 0) for i in range(3))
+    shape = tuple(int(store_shape[a]) for a in axes)
+    return StoreFrame(axes, flips, shape)  # type: ignore[arg-type]
+
+
+def frame_of_attributes(attributes: dict[str, Any]) -> StoreFrame:
+    """The store frame a store's ``verse_etl`` attributes record (:func:`frame_attributes`);
+    the identity for a store without one (written in the source's axis order)."""
+    turn = attributes.get("source_to_store")
+    if turn is None:
+        return StoreFrame.identity(attributes["source_shape"])
+    return StoreFrame(
+        tuple(int(a) for a in turn["axes"]),  # type: ignore[arg-type]
+        tuple(bool(f) for f in turn["flips"]),  # type: ignore[arg-type]
+        tuple(int(n) for n in attributes["source_shape"]),  # type: ignore[arg-type]
+    )
+
+
 def axis_codes(affine: np.ndarray) -> str:
     """Anatomical direction each array axis of ``affine`` grows toward, nearest axis (numpy only).
 
@@ -217,3 +263,21 @@ def axis_codes(affine: np.ndarray) -> str:
         w = int(np.argmax(np.abs(a[:, i])))
         out += codes[w][1] if a[w, i] > 0 else codes[w][0]
     return out
+
+
+def frame_attributes(source_affine: np.ndarray, frame: StoreFrame) -> dict[str, Any]:
+    """The geometry a store records in its ``verse_etl`` attributes: the store affine (what its
+    indices mean), the exact source affine and how the source's axes became the store's."""
+    source = np.asarray(source_affine, dtype=float)
+    store = frame.store_affine(source)
+    return {
+        "affine": [[float(v) for v in row] for row in store],
+        "orientation": axis_codes(store),
+        "spacing_mm": [float(v) for v in np.linalg.norm(store[:3, :3], axis=0)],
+        "axes": "store frame: index 0, 1, 2 grow toward superior, posterior, patient's left "
+        "(nearest axes); affine maps store indices to RAS+ mm",
+        "source_affine": [[float(v) for v in row] for row in source],
+        "source_orientation": axis_codes(source),
+        "source_shape": list(frame.shape),
+        "source_to_store": {"axes": list(frame.axes), "flips": list(frame.flips)},
+    }

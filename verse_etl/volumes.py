@@ -58,7 +58,7 @@ from verse_etl.shards import (
     Workers,
     encoded_order,
 )
-from verse_etl.store_frame import StoreFrame
+from verse_etl.store_frame import StoreFrame, frame_of_attributes
 
 SLAB_BYTES = 16 << 20
 """Bytes of one slab read from a source: the unit of streaming (twice staged by the writer)."""
@@ -558,5 +558,15 @@ def as_labels(
 
 
 def open_array(store: Path, name: str = IMAGE_PATH) -> zarr.Array:
-    """Open one array of a published store read-only."""
+    """Open one array of a published store read-only (store frame: superior, posterior, left)."""
     return zarr.open_array(store / name, mode="r")
+
+
+def read_source_order(store: Path, name: str = IMAGE_PATH) -> np.ndarray:
+    """A whole array of a published store, in its source's voxel order (the order of the source
+    NIfTI or DICOM grid; the store holds it permuted and flipped, :mod:`verse_etl.store_frame`)."""
+    attributes = zarr.open_group(store, mode="r").attrs.get("verse_etl", {})
+    array = open_array(store, name)[...]
+    if "source_shape" not in attributes:
+        return array
+    return frame_of_attributes(attributes).to_source(array)

@@ -28,7 +28,7 @@ from verse_etl.io.series_geometry import check_series
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.tables import read_table
-from verse_etl.volumes import open_array
+from verse_etl.volumes import read_source_order
 
 # case -> (verdict, every finding, tilt in degrees or None, slices missing from whole gaps)
 EXPECTED: dict[str, tuple[str, tuple[str, ...], float | None, int]] = {
@@ -143,7 +143,7 @@ def test_philips_series_equals_dcm2niix_voxels_and_affine(shared: Path, built) -
     the two is checked directly as well."""
     _, out, tables = built
     row = tables["series"].set_index("folder").loc[PHILIPS.replace("/", "_")]
-    ours = open_array(out / row["store_path"])[...]
+    ours = read_source_order(out / row["store_path"])  # [row, column, slice]
     affine = np.reshape(row["affine"], (4, 4))
     reference = nib.load(str(shared / "corpora" / f"{REFERENCE}.nii.gz"))
     # dcm2niix stores the raw int16 pixel values with scl_slope 1, scl_inter -1024 (the DICOM

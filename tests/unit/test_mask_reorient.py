@@ -15,7 +15,7 @@ from verse_etl.cases.verse import build_verse_scan
 from verse_etl.io.reorient import axis_map
 from verse_etl.params import VolumeParams
 from verse_etl.sources.verse import discover_verse
-from verse_etl.volumes import LABELS_PATH, open_array
+from verse_etl.volumes import LABELS_PATH, read_source_order
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SUB = "sub-verse004"
@@ -54,7 +54,7 @@ def test_mask_in_another_orientation_is_aligned_losslessly(tmp_path: Path) -> No
     assert "PIR" in records["mask_reoriented"] and "RAS" in records["mask_reoriented"]
     assert "no resampling" in records["mask_reoriented"]
     (row,) = result.rows["scans"]
-    stored = open_array(tmp_path / "out" / row["store_path"], LABELS_PATH)[...]
+    stored = read_source_order(tmp_path / "out" / row["store_path"], LABELS_PATH)
     real = np.asanyarray(
         nib.load(str(SHARED / "fixtures" / "verse" / SUB / f"{SUB}_seg-vert_msk.nii.gz")).dataobj
     )

@@ -62,6 +62,7 @@ from verse_etl.records import (
 )
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.stat_cache import DigestCache
+from verse_etl.store_frame import frame_attributes, store_frame
 from verse_etl.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
@@ -461,6 +462,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in grid.affine.reshape(-1)],
+                    store_affine=_store_affine(grid.affine, grid.shape),
                     spacing_slice_mm=grid.slice_mm,
                     correction=",".join(grid.corrections),
                     acquired_positions_mm=[
@@ -496,6 +498,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
+                    store_affine=_store_affine(geometry.affine, geometry.shape),  # type: ignore[arg-type]
                 )
         converted[uid] = (geometry, row, grid)
         result.add("series", row)
@@ -543,6 +546,7 @@ def _series_row(
         spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
         orientation=geometry.orientation,
         affine=None,
+        store_affine=None,
         tilt_deg=geometry.tilt_deg,
         rescale_slope=first.slope,
         rescale_intercept=first.intercept,
@@ -568,21 +572,20 @@ def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> tuple[str, float, float]:
     """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
+    frame = store_frame(geometry.affine, geometry.shape)  # type: ignore[arg-type]
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]
-            "orientation": geometry.orientation,
-            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]
-            "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
-            "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
+            **frame_attributes(geometry.affine, frame),  # type: ignore[arg-type]
+            "source_axes": "[row, column, slice]; slices sorted by position along the slice "
+            "normal; source_affine maps them to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
     hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
-    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
         info = writer.write_reader(IMAGE_PATH, geometry.shape, reader, statistics=hu)
@@ -618,17 +621,16 @@ def _write_corrected_store(
     # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
     # decoding pass for it (a slice at a time), then the resampling pass.
     fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    frame = store_frame(grid.affine, grid.shape)
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in grid.affine],
-            "orientation": geometry.orientation,
-            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]
-            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
-            "columns along the row cosines, slices along the normal (no shear); affine maps "
-            "them to RAS+ mm",
+            **frame_attributes(grid.affine, frame),
+            "source_axes": "[row, column, slice] of the resampled grid: rows along the column "
+            "cosines, columns along the row cosines, slices along the normal (no shear); "
+            "source_affine maps them to RAS+ mm",
             "correction": list(grid.corrections),
             "acquired_offset_px": list(grid.offset_px),
         }
@@ -639,7 +641,7 @@ def _write_corrected_store(
         low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
 
     slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
-    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=grid.affine, frame=frame) as writer:
         info = writer.write_array(
             IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
         )
@@ -869,6 +871,11 @@ def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[di
     ]
 
 
+def _store_affine(affine: np.ndarray, shape: tuple[int, int, int]) -> list[float]:
+    """The series table's ``store_affine``: store indices -> RAS+ mm (store_frame.py)."""
+    return [float(v) for v in store_frame(affine, shape).store_affine(affine).reshape(-1)]
+
+
 def _voxels(row: dict[str, Any]) -> np.ndarray:
     return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
 
@@ -899,14 +906,19 @@ def _vertebra_row(
     shape = geometry.shape
     if grid is None:
         slices = store_slice_index(points[:, 2], geometry)
-        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+        index = np.column_stack([points[:, :2], slices])
+        world = apply_affine(geometry.affine, index)  # type: ignore[arg-type]
+        frame = store_frame(geometry.affine, shape)  # type: ignore[arg-type]
     else:
         # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
         # slice was acquired (IPP interpolated between slices), not on the resampled grid.
         order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
         world = grid.acquired_world(points, order)
-        slices = grid.store_index(world)[:, 2]
+        index = grid.store_index(world)
+        slices = index[:, 2]
         shape = grid.shape
+        frame = store_frame(grid.affine, shape)
+    stored = frame.to_store_index(index)
     h_a, h_m, h_p = heights_mm(world)
     row: dict[str, Any] = {
         "folder": series_row["folder"],
@@ -926,6 +938,9 @@ def _vertebra_row(
     for i, name in enumerate(POINT_NAMES):
         row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
         row[f"{name}_slice"] = float(slices[i])
+        row[f"{name}_store_z"], row[f"{name}_store_y"], row[f"{name}_store_x"] = (
+            float(v) for v in stored[i]
+        )
         row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
     ratios = deformity_ratios(h_a, h_m, h_p)
     row.update(

@@ -51,6 +51,7 @@ from verse_etl.records import (
 )
 from verse_etl.sources.verse import VerseScan, VerseSources
 from verse_etl.stat_cache import DigestCache
+from verse_etl.store_frame import StoreFrame, frame_attributes, store_frame
 from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
 
 SOURCE = "verse"
@@ -245,7 +246,9 @@ def _convert(
     points = [c.voxel for c in centroids.centroids] if centroids else []
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
-    depth = layout(ct.shape, volumes)[1][2]
+    # Stored the right way up for viewers: the CT's axes permuted and flipped (store_frame.py).
+    frame = store_frame(ct.affine, ct.shape)
+    depth = layout(frame.store_shape, volumes)[1][frame.stream_axis]
     store = verse_store_path(out, scan.scan_id, key)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
@@ -261,7 +264,8 @@ def _convert(
             stats.add(k0, slab)
             yield k0, slab
 
-    with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
+    attributes = _store_attributes(scan, ct, frame)
+    with StoreWriter(store, volumes, attributes, affine=ct.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
         # The HU histogram is counted chunk by chunk as the encoder threads gather them.
@@ -284,11 +288,11 @@ def _convert(
 
     summaries = stats.result() if mask is not None else {}
     probed = stats.probe_labels() if mask is not None else [None] * len(points)
-    _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
+    _add_vertebrae(result, scan, ct, frame, summaries, centroids, probed, checks.min_island_voxels)
     _add_scan(
         result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
         ct_array.voxel_xxh3, mask_array.voxel_xxh3 if mask_array else None,
-        ct_array.verified and (mask_array is None or mask_array.verified),
+        ct_array.verified and (mask_array is None or mask_array.verified), frame,
     )  # fmt: skip
     return result
 
@@ -393,6 +397,7 @@ def _add_vertebrae(
     result: CaseResult,
     scan: VerseScan,
     ct: NiftiInfo,
+    frame: StoreFrame,
     summaries: dict[int, LabelSummary],
     centroids: CentroidFile | None,
     probed: list[int | None],
@@ -414,6 +419,7 @@ def _add_vertebrae(
         s = summaries.get(label)
         inside = c is not None and all(-0.5 <= c.voxel[t] <= ct.shape[t] - 0.5 for t in range(3))
         com = _world(ct.affine, s.centre_of_mass) if s else [None, None, None]
+        stored = frame.to_store_index([c.voxel])[0] if c else [None, None, None]
         islands = [n for n in s.component_sizes if n < min_island_voxels] if s else []
         result.add(
             "vertebrae",
@@ -426,6 +432,9 @@ def _add_vertebrae(
                 "centroid_i": c.voxel[0] if c else None,
                 "centroid_j": c.voxel[1] if c else None,
                 "centroid_k": c.voxel[2] if c else None,
+                "centroid_store_z": stored[0],
+                "centroid_store_y": stored[1],
+                "centroid_store_x": stored[2],
                 "centroid_x_mm": c.world[0] if c else None,
                 "centroid_y_mm": c.world[1] if c else None,
                 "centroid_z_mm": c.world[2] if c else None,
@@ -465,6 +474,7 @@ def _add_scan(
     ct_voxel_xxh3: str,
     mask_voxel_xxh3: str | None,
     store_verified: bool,
+    frame: StoreFrame,
 ) -> None:
     ct_rel = scan.ct.relative(root)
     mask_rel = scan.mask.relative(root) if scan.mask else None
@@ -497,6 +507,7 @@ def _add_scan(
             "spacing_k_mm": ct.spacing_mm[2],
             "affine": [float(v) for v in ct.affine.reshape(-1)],
             "orientation": ct.orientation,
+            "store_affine": [float(v) for v in frame.store_affine(ct.affine).reshape(-1)],
             "qform_code": ct.qform_code,
             "sform_code": ct.sform_code,
             "hu_min": hu.minimum,
@@ -613,15 +624,12 @@ def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None
         )
 
 
-def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
+def _store_attributes(scan: VerseScan, ct: NiftiInfo, frame: StoreFrame) -> dict[str, Any]:
     return {
         "verse_etl": {
             "source": SOURCE,
             "scan_id": scan.scan_id,
-            "affine": [[float(v) for v in row] for row in ct.affine],
-            "orientation": ct.orientation,
-            "spacing_mm": list(ct.spacing_mm),
-            "axes": "NIfTI array axes as stored; affine maps (i, j, k) to RAS+ mm",
+            **frame_attributes(ct.affine, frame),
         }
     }
 
