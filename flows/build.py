@@ -36,7 +36,7 @@ from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.cases.mosmed import source_results as mosmed_source_results
 from verse_etl.cases.seal import rejected_case
 from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
+from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
 from verse_etl.lock import workspace_lock
 from verse_etl.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.params import BuildParams
@@ -55,13 +55,6 @@ from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mappi
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.targets import is_url
-
-
-class BuildFailed(VerseEtlError):
-    """Some records failed checks whose mode is ``raise``; everything else was written."""
-
-    exit_code = 1
-    label = "build failed"
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
