@@ -10,8 +10,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from verse_etl.cli import app
-from verse_etl.export import nnunet_labels
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.read.export import nnunet_labels
 
 
 def _source(src: Path, manifest, scan_id: str):

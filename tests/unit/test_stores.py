@@ -15,13 +15,13 @@ import zarr
 from ngff_zarr import from_ngff_zarr
 from ngff_zarr.validate import validate
 
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse
-from verse_etl.volumes import LABELS_PATH, open_array
+from verse_etl.stores.volumes import LABELS_PATH, open_array
+from verse_etl.verse.case import build_verse_scan
 
 PARAMS = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2))
 
