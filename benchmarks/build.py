@@ -165,30 +165,26 @@ def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> 
 
 @contextmanager
 def timed_hashing(seconds: Counter) -> Iterator[None]:
-    """Add the wall time of every source-file sha256 (both sources) to ``seconds['hashing']``."""
-    import verse_etl.mosmed.case as mosmed_case
-    from verse_etl.io.files import SourceFile
+    """Add the wall time of every source-file digest (both sources, stat reuse included) to
+    ``seconds['hashing']``."""
+    from verse_etl.stat_cache import DigestCache
 
     lock = threading.Lock()
+    saved = DigestCache.sha256
 
-    def timer(function: Callable) -> Callable:
-        def timed(*args: object) -> object:
-            start = time.perf_counter()
-            try:
-                return function(*args)
-            finally:
-                with lock:
-                    seconds["hashing"] += time.perf_counter() - start
+    def timed(self: DigestCache, file: object) -> str:
+        start = time.perf_counter()
+        try:
+            return saved(self, file)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                seconds["hashing"] += time.perf_counter() - start
 
-        return timed
-
-    saved = SourceFile.sha256, mosmed_case.sha256_file
-    SourceFile.sha256 = timer(saved[0])  # type: ignore[method-assign]
-    mosmed_case.sha256_file = timer(saved[1])
+    DigestCache.sha256 = timed  # type: ignore[method-assign]
     try:
         yield
     finally:
-        SourceFile.sha256, mosmed_case.sha256_file = saved  # type: ignore[method-assign]
+        DigestCache.sha256 = saved  # type: ignore[method-assign]
 
 
 def library_build(params: object, workers: int) -> dict[str, float]:

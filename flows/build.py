@@ -78,7 +78,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 # The library caches each case by the content hash of its files and the volume parameters
-# (cases/<source>/<id>.json), so an unchanged case costs one hashing pass; Prefect's own cache is
+# (cases/<source>/<id>.json), and the hash of each file by its stat (digests/<source>/<id>.json),
+# so an unchanged case reads no source file; Prefect's own cache is
 # off to keep a single source of truth. Retries cover transient I/O only.
 _CASE_TASK = {
     "retries": 2,
@@ -94,7 +95,7 @@ def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams
     with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"):
         return run_case(
             lambda out, exists: build_verse_scan(
-                scan, root, out, params.volumes, params.checks, exists
+                scan, root, out, params.volumes, params.checks, exists, params.rehash
             ),
             params.out,
             work,
@@ -111,7 +112,14 @@ def mosmed_study_task(
     with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
         return run_case(
             lambda out, exists: build_mosmed_study(
-                study, root, out, params.volumes, params.mosmed, exists, params.checks.limits
+                study,
+                root,
+                out,
+                params.volumes,
+                params.mosmed,
+                exists,
+                params.checks.limits,
+                params.rehash,
             ),
             params.out,
             work,

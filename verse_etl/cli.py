@@ -140,6 +140,14 @@ PruneOption = Annotated[
         "for a source left out, a missing folder, or more than build.prune_max_loss of its cases.",
     ),
 ]
+RehashOption = Annotated[
+    bool,
+    typer.Option(
+        "--rehash",
+        help="Read and hash every source file again (else a file whose size, mtime, ctime, inode "
+        "and device are unchanged since it was hashed keeps its digest; build.rehash).",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -157,11 +165,14 @@ def _build_params(
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
     prune: bool = False,
+    rehash: bool = False,
 ) -> BuildParams:
     with _reported():
         params = _params(params_file).build
         if prune:
             params = replace(params, prune=True)
+        if rehash:
+            params = replace(params, rehash=True)
         if verse is not None or mosmed is not None:
             params = replace(
                 params,
@@ -235,9 +246,12 @@ def build(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
+    params = _build_params(
+        params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
+    )
     from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
@@ -256,6 +270,7 @@ def ingest(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
     from verse_etl.publish.outputs import SOURCES
@@ -264,7 +279,7 @@ def ingest(
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
     from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
@@ -517,8 +532,9 @@ def export_nnunet_command(
     from verse_etl.read.export import export_nnunet
 
     with _reported():
-        root = export_nnunet(build, out, dataset_id, name)
-    console.print(f"nnU-Net v2 raw dataset written to {root}")
+        exported = export_nnunet(build, out, dataset_id, name)
+    console.print(f"nnU-Net v2 raw dataset written to {exported.root}")
+    _report_skipped(exported.skipped)
 
 
 @export_app.command("nifti")
@@ -530,8 +546,18 @@ def export_nifti_command(
     from verse_etl.read.export import export_nifti
 
     with _reported():
-        written = export_nifti(build, out)
-    console.print(f"{len(written)} NIfTI files written to {out}")
+        exported = export_nifti(build, out)
+    console.print(f"{len(exported.written)} NIfTI files written to {out}")
+    _report_skipped(exported.skipped)
+
+
+def _report_skipped(skipped: list[VerseEtlError]) -> None:
+    """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
+    for error in skipped:
+        console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)
+    if skipped:
+        console.print(f"{len(skipped)} case(s) skipped: nothing written for them")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -319,12 +319,17 @@ class BuildParams:
     # previous cases at once.
     prune: bool = False
     prune_max_loss: float = 0.25
+    # Read and hash every source file, even those whose stat (size, mtime, ctime, inode,
+    # device) is unchanged since they were last hashed (see verse_etl.stat_cache).
+    rehash: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prune, bool):
-            raise ParamsError(
-                f"params.yaml: build.prune is {self.prune!r} (expected true or false); fix the value"
-            )
+        for name in ("prune", "rehash"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParamsError(
+                    f"params.yaml: build.{name} is {getattr(self, name)!r} (expected true or "
+                    "false); fix the value"
+                )
         try:
             ok = 0.0 <= float(self.prune_max_loss) <= 1.0
         except (TypeError, ValueError):
@@ -424,10 +429,11 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     work = str(build.pop("work", BuildParams.work) or "")
     prune = build.pop("prune", BuildParams.prune)
     prune_max_loss = build.pop("prune_max_loss", BuildParams.prune_max_loss)
+    rehash = build.pop("rehash", BuildParams.rehash)
     if build:
         raise ParamsError(
             f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, work, workers, "
-            "case_timeout_s, prune, prune_max_loss); remove or rename them"
+            "case_timeout_s, prune, prune_max_loss, rehash); remove or rename them"
         )
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
@@ -440,6 +446,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
             case_timeout_s=case_timeout_s,
             prune=prune,
             prune_max_loss=prune_max_loss,
+            rehash=rehash,
             sources=_section(SourceParams, data.get("sources"), "sources"),
             volumes=_section(VolumeParams, data.get("volumes"), "volumes"),
             checks=_section(CheckParams, data.get("checks"), "checks"),

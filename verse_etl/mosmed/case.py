@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from verse_etl.cases.hashing import case_code_identity, fingerprint, sha256_file
+from verse_etl.cases.hashing import case_code_identity, fingerprint
 from verse_etl.cases.records import (
     CaseResult,
     QuarantineRecord,
@@ -64,8 +64,9 @@ from verse_etl.mosmed.measures import (
     heights_mm,
 )
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
-from verse_etl.paths import case_result_path, mosmed_store_path
+from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
+from verse_etl.stat_cache import DigestCache
 from verse_etl.stores.hu_histogram import HuRange
 from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
@@ -94,6 +95,7 @@ def build_mosmed_study(
     params: MosmedParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
     limits: InputLimits | None = None,
+    rehash: bool = False,
 ) -> CaseResult:
     """Convert one study and return its rows; reuse the saved result if nothing changed.
 
@@ -113,6 +115,9 @@ def build_mosmed_study(
         Whether a saved result's store is still there (see :mod:`verse_etl.publish.staging`).
     limits
         Inputs refused before they are read (``params.yaml: checks.limits``).
+    rehash
+        Read and hash every source file; else a file whose stat is unchanged since it was
+        hashed keeps its digest (:mod:`verse_etl.stat_cache`).
 
     Returns
     -------
@@ -124,7 +129,7 @@ def build_mosmed_study(
     limits = limits or InputLimits()
     first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
     return seal_case(
-        lambda: _build_study(study, root, out, volumes, params, store_exists, limits),
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits, rehash),
         SOURCE,
         study.folder,
         first,
@@ -142,12 +147,14 @@ def _build_study(
     params: MosmedParams,
     store_exists: Callable[[Path], bool],
     limits: InputLimits,
+    rehash: bool,
 ) -> CaseResult:
     sources = walk_files(study.dicom_dir) if study.dicom_dir else []
     if study.dicom_dir is None and study.archive is not None:
         sources = [study.archive]
+    digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
     try:
-        hashes = {relative(p, root): sha256_file(p) for p in [*sources, *study.annotations]}
+        hashes = {relative(p, root): digests.sha256(p) for p in [*sources, *study.annotations]}
     except OSError as e:
         if is_transient(e) or output_trouble(e):
             raise
@@ -165,6 +172,7 @@ def _build_study(
         )
         write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
         return result
+    digests.save()  # out of the try: a failed write is the output's trouble, not the input's
     key = fingerprint(
         case_code_identity("verse_etl.mosmed.case"),
         MOSMED_FORMAT,

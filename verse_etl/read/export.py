@@ -19,6 +19,7 @@ import json
 import re
 import struct
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,28 +117,47 @@ def _file_stem(case: Case) -> str:
         raise InputError(
             str(case.store),
             f"case id {case.id!r} is not a safe file name (letters, digits, . _ -)",
-            "report it: ids come from the tables",
+            "the case is skipped; rename it in the source (ids come from the tables)",
             check="export",
         )
     return case.id
 
 
-def export_nifti(
-    build: Path | str, out: Path, sources: Sequence[str] = ("verse", "mosmed")
-) -> list[Path]:
-    """Write ``<out>/<source>/<id>_ct.nii.gz`` for every case, and ``<id>_msk.nii.gz`` (uint8
-    VerSe labels) where the case has a label image; return the files written."""
-    ds = Dataset(build, sources=sources)
-    written = []
+@dataclass
+class Exported:
+    """What an export wrote, and the cases it skipped (each with the error saying why)."""
+
+    root: Path
+    written: list[Path] = field(default_factory=list)
+    skipped: list[InputError] = field(default_factory=list)
+
+
+def _stems(ds: Dataset, exported: Exported) -> Iterator[tuple[Case, str]]:
+    """Each case of ``ds`` with its file stem; a case whose id is not a safe file name is
+    recorded in ``exported.skipped`` and the export goes on with the others."""
     for case_id in ds.ids:
         case = ds.case(case_id)
+        try:
+            yield case, _file_stem(case)
+        except InputError as e:
+            exported.skipped.append(e)
+
+
+def export_nifti(
+    build: Path | str, out: Path, sources: Sequence[str] = ("verse", "mosmed")
+) -> Exported:
+    """Write ``<out>/<source>/<id>_ct.nii.gz`` for every case, and ``<id>_msk.nii.gz`` (uint8
+    VerSe labels) where the case has a label image; return the files written and the cases
+    skipped (an id that is not a safe file name)."""
+    ds = Dataset(build, sources=sources)
+    exported = Exported(out)
+    for case, stem in _stems(ds, exported):
         folder = out / case.source
-        stem = _file_stem(case)
-        written.append(write_nifti(folder / f"{stem}_ct.nii.gz", case.image, case.affine))
+        exported.written.append(write_nifti(folder / f"{stem}_ct.nii.gz", case.image, case.affine))
         mask = case.mask
         if mask is not None:
-            written.append(write_nifti(folder / f"{stem}_msk.nii.gz", mask, case.affine))
-    return written
+            exported.written.append(write_nifti(folder / f"{stem}_msk.nii.gz", mask, case.affine))
+    return exported
 
 
 def nnunet_labels() -> dict[str, int]:
@@ -153,10 +173,13 @@ def nnunet_labels() -> dict[str, int]:
     return {"background": 0, **{VERSE_LEVELS[v]: i for i, v in enumerate(VERTEBRA_LABELS, 1)}}
 
 
-def export_nnunet(build: Path | str, out: Path, dataset_id: int = 501, name: str = "VerSe") -> Path:
+def export_nnunet(
+    build: Path | str, out: Path, dataset_id: int = 501, name: str = "VerSe"
+) -> Exported:
     """Write the labelled VerSe scans as the nnU-Net v2 raw dataset
     ``<out>/Dataset<id>_<name>/`` (``imagesTr/<scan>_0000.nii.gz``, ``labelsTr/<scan>.nii.gz``,
-    ``dataset.json``); return its folder. Labels are remapped to consecutive classes
+    ``dataset.json``); return its folder, the files written and the cases skipped (an id that
+    is not a safe file name; ``numTraining`` counts the cases written). Labels are remapped to consecutive classes
     (:func:`nnunet_labels`); ``verse_labels.json`` maps them back to VerSe label values.
 
     Raises
@@ -174,22 +197,28 @@ def export_nnunet(build: Path | str, out: Path, dataset_id: int = 501, name: str
     known = np.zeros(256, dtype=bool)
     known[[0, *VERTEBRA_LABELS]] = True
     ds = Dataset(build, sources=("verse",))
-    for case_id in ds.ids:
-        case = ds.case(case_id)
-        stem, mask = _file_stem(case), case.mask
+    exported = Exported(root)
+    for case, stem in _stems(ds, exported):
+        mask = case.mask
         assert mask is not None  # every VerSe scan has a label image
-        write_nifti(root / "imagesTr" / f"{stem}_0000.nii.gz", case.image, case.affine)
-        write_nifti(root / "labelsTr" / f"{stem}.nii.gz", mask, case.affine, lut=lut, allowed=known)
+        exported.written.append(
+            write_nifti(root / "imagesTr" / f"{stem}_0000.nii.gz", case.image, case.affine)
+        )
+        exported.written.append(
+            write_nifti(
+                root / "labelsTr" / f"{stem}.nii.gz", mask, case.affine, lut=lut, allowed=known
+            )
+        )
     dataset = {
         "name": name,
         "description": "VerSe vertebra segmentation, exported by verse-etl from its stores",
         "licence": "CC BY-SA 4.0 (VerSe; cite Sekuboyina et al. 2021, Loeffler et al. 2020)",
         "channel_names": {"0": "CT"},
         "labels": labels,
-        "numTraining": len(ds.ids),
+        "numTraining": len(exported.written) // 2,
         "file_ending": ".nii.gz",
     }
     write_text_atomic(root / "dataset.json", json.dumps(dataset, indent=2) + "\n")
     back = {str(i): v for i, v in enumerate((0, *VERTEBRA_LABELS))}
     write_text_atomic(root / "verse_labels.json", json.dumps(back, indent=2) + "\n")
-    return root
+    return exported

@@ -1,12 +1,15 @@
 """The build report: one static HTML page with counts, distributions, quarantine and QC pictures.
 
-Everything is inline or beside the page (``report/index.html``, ``report/qc/*.png``), so the
+Everything is inline or beside the page (``report/index.html``, ``report/qc/*.png``, each
+picture's placements ``*.json`` and the key of what it was drawn from ``*.key``, so that a
+rerun draws only the pictures whose inputs changed), so the
 folder can be opened from disk, published, or pulled with DVC. Charts are inline SVG (no script,
 no network). Deterministic for the same build.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import math
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from verse_etl.cases.hashing import code_identity, fingerprint
 from verse_etl.cases.records import write_text_atomic
 from verse_etl.paths import ensure_inside, safe_name
 from verse_etl.read.catalog import connect
@@ -112,24 +117,58 @@ def _anchor(case_id: str) -> str:
     return "qc-" + re.sub(r"[^A-Za-z0-9_.-]", "-", case_id)
 
 
-def _draw(case_id: str, caption: str, png: Path, draw: Callable[[], object]) -> QcPicture:
-    """Draw one case's picture; a case whose picture fails is shown with the reason instead,
-    and the other cases are drawn (one broken store must not take the report down)."""
+def _draw(case_id: str, caption: str, png: Path, draw: Callable[[], object], key: str) -> QcPicture:
+    """Draw one case's picture, unless the one there was drawn from the same inputs (``key``:
+    :func:`picture_key`); a case whose picture fails is shown with the reason instead, and the
+    other cases are drawn (one broken store must not take the report down)."""
+    done = QcPicture(case_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
+    key_file = png.with_suffix(".key")
+    try:
+        same = key_file.read_text(encoding="utf-8").strip() == key
+    except OSError:
+        same = False
+    if same and png.is_file() and png.with_suffix(".json").is_file():
+        return done
+    # The key goes first and comes back last: a picture interrupted half-way is drawn again.
+    key_file.unlink(missing_ok=True)
     try:
         draw()
     except Exception as error:  # shown on the page and logged, not dropped
         logger.warning("%s: QC picture not drawn: %s", case_id, error)
         return QcPicture(case_id, caption, "", "", f"{type(error).__name__}: {error}")
-    return QcPicture(case_id, caption, f"qc/{png.name}", f"qc/{png.stem}.json")
+    write_text_atomic(key_file, key + "\n")
+    return done
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a DataFrame's exact values, types and column names (Arrow IPC bytes)."""
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def picture_key(kind: str, case: pd.DataFrame, rows: pd.DataFrame, caption: str) -> str:
+    """What a QC picture is drawn from: the code that draws it (:mod:`verse_etl.report.qc` and what it
+    imports, Pillow's bundled font included by its version), the case's table row (store path
+    and the voxel digests of the store: ``ct_voxel_xxh3``, ``mask_voxel_xxh3``,
+    ``voxel_xxh3``; the affine), the rows drawn on it (vertebrae or keypoints) and the caption.
+    A picture whose key is unchanged is not drawn again."""
+    import verse_etl
+
+    code = code_identity(Path(verse_etl.__file__).resolve().parent.parent, ("verse_etl.report.qc",))
+    return fingerprint(code, kind, _frame_digest(case), _frame_digest(rows), caption)
 
 
 def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture]:
-    """QC pictures (PNG + JSON sidecar) for every VerSe scan and annotated MosMed series."""
+    """QC pictures (PNG + JSON sidecar) for every VerSe scan and annotated MosMed series; a
+    picture already there from the same inputs (:func:`picture_key`) is kept as it is."""
     pictures: list[QcPicture] = []
     qc = out / REPORT_DIR / "qc"
     scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
     if scans is not None and vertebrae is not None:
-        for row in scans.itertuples():
+        for n, row in enumerate(scans.itertuples()):
             png = ensure_inside(out, qc / safe_name(f"verse-{row.scan_id}", "lower", ".png"))
             caption = f"{row.scan_id} ({row.release}, {row.orientation})"
             rows = vertebrae[vertebrae["scan_id"] == row.scan_id]
@@ -137,7 +176,8 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
             draw = partial(
                 verse_picture, out / row.store_path, rows, png, caption, index_affine=affine
             )
-            pictures.append(_draw(row.scan_id, caption, png, draw))
+            key = picture_key("verse", scans.iloc[[n]], rows, caption)
+            pictures.append(_draw(row.scan_id, caption, png, draw, key))
     series, keypoints = tables.get("series"), tables.get("mosmed_vertebrae")
     if series is not None and keypoints is not None:
         annotated = series[series["annotated"] & series["store_path"].notna()]
@@ -150,7 +190,8 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
             )
             caption = f"{row.folder} ({lists or 'no keypoints'})"
             draw = partial(mosmed_picture, out / row.store_path, rows, png, title=row.folder)
-            pictures.append(_draw(row.folder, caption, png, draw))
+            key = picture_key("mosmed", annotated.iloc[[n]], rows, caption)
+            pictures.append(_draw(row.folder, caption, png, draw, key))
     return pictures
 
 

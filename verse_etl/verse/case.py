@@ -44,8 +44,9 @@ from verse_etl.io.nifti import (
 )
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, InputLimits, VolumeParams
-from verse_etl.paths import case_result_path, verse_store_path
+from verse_etl.paths import case_result_path, digest_cache_path, verse_store_path
 from verse_etl.sources.verse import VerseScan, VerseSources
+from verse_etl.stat_cache import DigestCache
 from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.stores.label_stats import LabelStatistics, LabelSummary
 from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
@@ -64,6 +65,7 @@ def build_verse_scan(
     volumes: VolumeParams,
     checks: CheckParams | None = None,
     store_exists: Callable[[Path], bool] = Path.exists,
+    rehash: bool = False,
 ) -> CaseResult:
     """Convert one scan and return its rows; reuse the saved result if nothing changed.
 
@@ -82,6 +84,9 @@ def build_verse_scan(
     store_exists
         Whether the saved result's store is still there (an object store's check for builds
         published to a URL; see :mod:`verse_etl.publish.staging`).
+    rehash
+        Read and hash every source file; else a file whose stat is unchanged since it was
+        hashed keeps its digest (:mod:`verse_etl.stat_cache`).
 
     Returns
     -------
@@ -92,7 +97,7 @@ def build_verse_scan(
     """
     checks = checks or CheckParams()
     return seal_case(
-        lambda: _build_scan(scan, root, out, volumes, checks, store_exists),
+        lambda: _build_scan(scan, root, out, volumes, checks, store_exists, rehash),
         SOURCE,
         scan.scan_id,
         scan.ct,
@@ -109,10 +114,12 @@ def _build_scan(
     volumes: VolumeParams,
     checks: CheckParams,
     store_exists: Callable[[Path], bool],
+    rehash: bool,
 ) -> CaseResult:
     cache = case_result_path(out, SOURCE, scan.scan_id)
+    digests = DigestCache(digest_cache_path(out, SOURCE, scan.scan_id), rehash)
     try:
-        hashes = {f.relative(root): f.sha256() for f in scan.files}
+        hashes = {f.relative(root): digests.sha256(f) for f in scan.files}
     except (InputError, OSError) as e:
         if is_transient(e) or output_trouble(e):
             raise
@@ -122,6 +129,7 @@ def _build_scan(
         result = _rejected(scan, root, error, "")
         write_text_atomic(cache, result.to_json())
         return result
+    digests.save()  # out of the try: a failed write is the output's trouble, not the input's
     identity = {
         "patient_id": scan.patient_id,
         "release": scan.release,
