@@ -167,7 +167,7 @@ def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> 
 def timed_hashing(seconds: Counter) -> Iterator[None]:
     """Add the wall time of every source-file digest (both sources, stat reuse included) to
     ``seconds['hashing']``."""
-    from verse_etl.stat_cache import DigestCache
+    from verse_etl.cases.stat_cache import DigestCache
 
     lock = threading.Lock()
     saved = DigestCache.sha256

@@ -320,7 +320,7 @@ class BuildParams:
     prune: bool = False
     prune_max_loss: float = 0.25
     # Read and hash every source file, even those whose stat (size, mtime, ctime, inode,
-    # device) is unchanged since they were last hashed (see verse_etl.stat_cache).
+    # device) is unchanged since they were last hashed (see verse_etl.cases.stat_cache).
     rehash: bool = False
 
     def __post_init__(self) -> None:

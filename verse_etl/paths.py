@@ -180,7 +180,7 @@ def case_result_path(out: Path, source: str, case_id: str) -> Path:
 
 
 def digest_cache_path(out: Path, source: str, case_id: str) -> Path:
-    """The stat -> sha256 cache of one case's source files (:mod:`verse_etl.stat_cache`)."""
+    """The stat -> sha256 cache of one case's source files (:mod:`verse_etl.cases.stat_cache`)."""
     return ensure_inside(out, out / DIGESTS_DIR / source / case_result_name(source, case_id))
 
 

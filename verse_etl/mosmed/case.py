@@ -35,6 +35,7 @@ from verse_etl.cases.records import (
     write_text_atomic,
 )
 from verse_etl.cases.seal import seal_case
+from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.series import (
@@ -66,7 +67,6 @@ from verse_etl.mosmed.measures import (
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
-from verse_etl.stat_cache import DigestCache
 from verse_etl.stores.hu_histogram import HuRange
 from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
@@ -117,7 +117,7 @@ def build_mosmed_study(
         Inputs refused before they are read (``params.yaml: checks.limits``).
     rehash
         Read and hash every source file; else a file whose stat is unchanged since it was
-        hashed keeps its digest (:mod:`verse_etl.stat_cache`).
+        hashed keeps its digest (:mod:`verse_etl.cases.stat_cache`).
 
     Returns
     -------

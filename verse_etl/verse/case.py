@@ -30,6 +30,7 @@ from verse_etl.cases.records import (
     write_text_atomic,
 )
 from verse_etl.cases.seal import seal_case
+from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.reorient import AxisMap, axis_map, iter_aligned_slabs
@@ -46,7 +47,6 @@ from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, InputLimits, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, verse_store_path
 from verse_etl.sources.verse import VerseScan, VerseSources
-from verse_etl.stat_cache import DigestCache
 from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.stores.label_stats import LabelStatistics, LabelSummary
 from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
@@ -86,7 +86,7 @@ def build_verse_scan(
         published to a URL; see :mod:`verse_etl.publish.staging`).
     rehash
         Read and hash every source file; else a file whose stat is unchanged since it was
-        hashed keeps its digest (:mod:`verse_etl.stat_cache`).
+        hashed keeps its digest (:mod:`verse_etl.cases.stat_cache`).
 
     Returns
     -------
