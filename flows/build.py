@@ -32,7 +32,7 @@ from verse_etl.flows.server import prefect_api
 
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
-from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
+from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams
@@ -55,13 +55,6 @@ from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
 from verse_etl.verse.case import build_verse_scan, source_results
-
-
-class BuildFailed(VerseEtlError):
-    """Some records failed checks whose mode is ``raise``; everything else was written."""
-
-    exit_code = 1
-    label = "build failed"
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

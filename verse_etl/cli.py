@@ -412,8 +412,11 @@ def dictionary(
     from verse_etl.schemas import TABLES
     from verse_etl.tables.dictionary import render_dictionary, update_readme
 
-    write_text_atomic(out, render_dictionary(TABLES))
-    write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
+    with _reported():
+        # The README first: a README without its block fails before anything is written.
+        overview = update_readme(readme.read_text(), TABLES, readme)
+        write_text_atomic(out, render_dictionary(TABLES))
+        write_text_atomic(readme, overview)
     console.print(f"data dictionary written to {out}, table overview to {readme}")
 
 

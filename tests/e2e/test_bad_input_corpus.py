@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from verse_etl.flows.build import BuildFailed
 
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
@@ -43,6 +42,7 @@ from tests.e2e.hostile_kinds import (
 )
 from tests.e2e.library_build import build_sources
 from verse_etl.dataset import Dataset
+from verse_etl.errors import BuildFailed
 from verse_etl.params import (
     BuildParams,
     CheckParams,

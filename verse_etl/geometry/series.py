@@ -197,6 +197,10 @@ def check_series(
     ``localizers``; every other image must fit the grid. Nothing here raises for bad data: the
     verdict and ``problems`` say what is wrong.
 
+    The driver: set localizers aside, refuse a series without geometry, sort along the normal,
+    run the ``_chk_*`` checks in :data:`_CHECKS` order (each returns its verdict and problem, or
+    None) and give the affine of a clean volume.
+
     Parameters
     ----------
     headers
@@ -225,187 +229,316 @@ def check_series(
         findings=("localizer",),
         problems=(),
     )
-    if not slices:
-        return replace(empty, problems=(f"all {len(localizers)} image(s) are localizers (scouts)",))
+    unusable = _chk_localizers_only(slices, localizers) or _chk_geometry_present(slices)
+    if unusable is not None:
+        verdict, problem = unusable
+        return replace(empty, verdict=verdict, findings=(verdict,), problems=(problem,))
+    stack = _sort_along_normal(slices, tol)
+    failed = [f for f in (check(stack, tol) for check in _CHECKS) if f is not None]
+    findings = tuple(sorted({v for v, _ in failed}, key=VERDICTS.index))
+    verdict = findings[0] if findings else "volume"
+    ps = (float(stack.spacings[0][0]), float(stack.spacings[0][1]))
+    affine = None
+    if verdict == "volume":
+        step_vec = (stack.positions[-1] - stack.positions[0]) / (len(stack.slices) - 1)
+        affine = dicom_affine(stack.iop, stack.positions[0], ps, step_vec)
+    orientation = axcodes(
+        affine
+        if affine is not None
+        else dicom_affine(stack.iop, stack.positions[0], ps, stack.normal)
+    )
+    return SeriesGeometry(
+        slices=tuple(stack.slices),
+        localizers=localizers,
+        shape=(first.rows, first.columns, len(stack.slices)),
+        affine=affine,
+        orientation=orientation,
+        pixel_spacing=ps,
+        slice_step_mm=stack.grid.step if stack.grid else None,
+        slice_spacing_mm=stack.grid.spacing if stack.grid else None,
+        tilt_deg=round(stack.tilt[0], 6) if stack.tilt else None,
+        missing_slices=stack.grid.missing if stack.grid else 0,
+        instance_order=instance_order([h.instance_number for h in stack.slices]),
+        checks=_idc_checks(stack, tol),
+        verdict=verdict,
+        findings=findings,
+        problems=tuple(problem for _, problem in failed),
+    )
+
+
+_Finding = tuple[str, str]
+"""A failed check: its verdict (one of :data:`VERDICTS`) and what is wrong, with numbers."""
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Where the slices sit along the normal (series with at least two distinct positions).
+
+    ``step``: median distinct interval; ``spacing``: first-to-last over ``n - 1`` (None if
+    positions repeat); ``uniform``: every slice on that regular grid; ``missing`` and
+    ``irregular``: gaps that are / are not whole multiples of ``step`` (counted only when not
+    uniform).
+    """
+
+    step: float
+    spacing: float | None
+    uniform: bool
+    missing: int
+    irregular: int
+    distinct: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Stack:
+    """The non-localizer slices sorted along the normal, with what the checks measure on them."""
+
+    slices: list[SliceHeader]
+    iop: np.ndarray  # ImageOrientationPatient of the first slice in file order
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    normal: np.ndarray  # unit slice normal, row_dir x col_dir
+    iops: np.ndarray  # (n, 6) per slice, file order
+    spacings: np.ndarray  # (n, 2) PixelSpacing per slice, file order
+    dims: frozenset[tuple[int, int]]
+    positions: np.ndarray  # (n, 3) ImagePositionPatient, sorted
+    along: np.ndarray  # (n,) position along the normal, ascending
+    in_row: np.ndarray  # (n,) position along the row cosines
+    in_col: np.ndarray  # (n,) position along the column cosines
+    intervals: np.ndarray  # (n - 1,) neighbouring distances along the normal
+    n_distinct: int
+    unique: bool
+    tilt: tuple[float, float] | None  # (tilt degrees, residual mm) with >= 2 distinct positions
+    grid: _Grid | None  # with >= 2 distinct positions
+
+
+def _chk_localizers_only(
+    slices: list[SliceHeader], localizers: tuple[SliceHeader, ...]
+) -> _Finding | None:
+    if slices:
+        return None
+    return "localizer", f"all {len(localizers)} image(s) are localizers (scouts)"
+
+
+def _chk_geometry_present(slices: list[SliceHeader]) -> _Finding | None:
     incomplete = [
         h for h in slices if h.position is None or h.orientation is None or h.pixel_spacing is None
     ]
     if incomplete:
-        return replace(
-            empty,
-            verdict="no_geometry",
-            findings=("no_geometry",),
-            problems=(
-                f"{len(incomplete)} of {len(slices)} slice(s) lack a valid ImagePositionPatient, "
-                "ImageOrientationPatient or PixelSpacing (e.g. "
-                f"{incomplete[0].path.name})",
-            ),
+        return (
+            "no_geometry",
+            f"{len(incomplete)} of {len(slices)} slice(s) lack a valid ImagePositionPatient, "
+            f"ImageOrientationPatient or PixelSpacing (e.g. {incomplete[0].path.name})",
         )
-    iop = np.asarray(first.orientation, dtype=float)
+    iop = np.asarray(slices[0].orientation, dtype=float)
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     if min(np.linalg.norm(row_dir), np.linalg.norm(col_dir), np.linalg.norm(normal)) < 0.5:
-        return replace(
-            empty,
-            verdict="no_geometry",
-            findings=("no_geometry",),
-            problems=(
-                f"ImageOrientationPatient {iop.round(5).tolist()} is not a pair of direction "
-                "cosines (orientation undefined)",
-            ),
+        return (
+            "no_geometry",
+            f"ImageOrientationPatient {iop.round(5).tolist()} is not a pair of direction "
+            "cosines (orientation undefined)",
         )
+    return None
+
+
+def _sort_along_normal(slices: list[SliceHeader], tol: GeometryTolerances) -> _Stack:
+    """Sort the slices along the normal of the first one's orientation and measure them.
+
+    InstanceNumber and the path only break exact ties, for determinism.
+    """
+    iop = np.asarray(slices[0].orientation, dtype=float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
     normal = normal / np.linalg.norm(normal)
-    problems: list[str] = []
-    verdicts: list[str] = []
-
-    orthogonal = (
-        abs(np.linalg.norm(row_dir) - 1) <= tol.orientation
-        and abs(np.linalg.norm(col_dir) - 1) <= tol.orientation
-        and abs(float(row_dir @ col_dir)) <= tol.orientation
-    )
-    iops = np.asarray([h.orientation for h in slices], dtype=float)
-    single_orientation = bool(np.max(np.abs(iops - iop)) <= tol.orientation)
-    dims = {(h.rows, h.columns) for h in slices}
-    spacings = np.asarray([h.pixel_spacing for h in slices], dtype=float)
-    consistent_spacing = bool(np.max(np.abs(spacings - spacings[0])) <= 1e-4)
-
-    # Sort along the normal; InstanceNumber and the path only break exact ties, for determinism.
     positions = np.asarray([h.position for h in slices], dtype=float)
     along = positions @ normal
     order = sorted(
         range(len(slices)),
         key=lambda i: (along[i], slices[i].instance_number or 0, str(slices[i].path)),
     )
-    slices = [slices[i] for i in order]
     positions, along = positions[order], along[order]
     intervals = np.diff(along)
     unique = bool(np.all(intervals > tol.duplicate_mm))
     n_distinct = 1 + int(np.sum(intervals > tol.duplicate_mm))
-
     in_row, in_col = positions @ row_dir, positions @ col_dir
-    consistent_row = bool(np.ptp(in_row) < tol.in_plane_mm)
-    consistent_col = bool(np.ptp(in_col) < tol.in_plane_mm)
+    several = n_distinct >= 2
+    return _Stack(
+        slices=[slices[i] for i in order],
+        iop=iop,
+        row_dir=row_dir,
+        col_dir=col_dir,
+        normal=normal,
+        iops=np.asarray([h.orientation for h in slices], dtype=float),
+        spacings=np.asarray([h.pixel_spacing for h in slices], dtype=float),
+        dims=frozenset((h.rows, h.columns) for h in slices),
+        positions=positions,
+        along=along,
+        in_row=in_row,
+        in_col=in_col,
+        intervals=intervals,
+        n_distinct=n_distinct,
+        unique=unique,
+        tilt=_shear(along, in_row, in_col) if several else None,
+        grid=_slice_grid(along, intervals, unique, tol) if several else None,
+    )
 
-    if len(slices) == 1:
-        verdicts.append("single_slice")
-        problems.append("only 1 slice: not a volume")
-    elif n_distinct == 1:
-        verdicts.append("not_a_volume")
-        problems.append(
-            f"all {len(slices)} slices share one position along the normal "
-            f"({along[0]:.3f} mm): a repeated or dynamic single slice, not a volume"
-        )
-    elif not unique:
-        verdicts.append("not_a_volume")
-        problems.append(
-            f"{len(slices) - n_distinct} slice(s) duplicate another position "
-            "(overlapping stacks or several acquisitions in one series)"
-        )
-    if not single_orientation:
-        verdicts.append("mixed_orientation")
-        problems.append(
-            f"slices have {len({tuple(np.round(o, 3)) for o in iops})} orientations "
-            "(a localizer or another plane mixed into the series)"
-        )
-    if not orthogonal:
-        verdicts.append("not_orthogonal")
-        problems.append(
-            f"ImageOrientationPatient {iop.round(5).tolist()} is not orthonormal "
-            f"(tolerance {tol.orientation})"
-        )
-    if len(dims) > 1 or not consistent_spacing:
-        verdicts.append("mixed_matrix")
-        problems.append(
-            f"slices have {len(dims)} matrix size(s) and "
-            f"{len({tuple(s) for s in spacings.round(5)})} PixelSpacing value(s)"
-        )
 
-    tilt = 0.0
-    if n_distinct >= 2:
-        tilt, shift = _shear(along, in_row, in_col)
-        if not (consistent_row and consistent_col):
-            if shift <= tol.in_plane_mm and tilt > 0:
-                verdicts.append("gantry_tilt")
-                problems.append(
-                    f"gantry tilt of {tilt:.2f} degrees: slice positions move within the image "
-                    "plane as they advance (sheared volume)"
-                )
-            else:
-                verdicts.append("in_plane_shift")
-                problems.append(
-                    f"slice positions move within the image plane by up to "
-                    f"{max(np.ptp(in_row), np.ptp(in_col)):.3f} mm, not in proportion to the "
-                    "slice position"
-                )
-
-    missing = 0
-    step = spacing = None
+def _slice_grid(
+    along: np.ndarray, intervals: np.ndarray, unique: bool, tol: GeometryTolerances
+) -> _Grid:
+    """Step, spacing and regularity of at least two distinct positions along the normal."""
+    distinct = intervals[intervals > tol.duplicate_mm]
+    step = float(np.median(distinct))
+    spacing = float((along[-1] - along[0]) / (len(along) - 1)) if unique else None
     uniform = False
-    if n_distinct >= 2:
-        distinct = intervals[intervals > tol.duplicate_mm]
-        step = float(np.median(distinct))
-        spacing = float((along[-1] - along[0]) / (len(along) - 1)) if unique else None
-        if unique:
-            grid = along[0] + spacing * np.arange(len(along))  # type: ignore[operator]
-            uniform = bool(
-                np.max(np.abs(intervals - spacing)) <= tol.slice_mm
-                and np.max(np.abs(along - grid)) <= tol.slice_mm
-            )
-        if not uniform:
-            multiples = np.rint(distinct / step)
-            whole = np.abs(distinct - multiples * step) <= tol.slice_mm
-            missing = int(np.sum((multiples - 1)[whole & (multiples >= 2)]))
-            irregular = int(np.sum(~whole))
-            if unique and irregular == 0 and missing > 0:
-                verdicts.append("missing_slices")
-                problems.append(
-                    f"{missing} slice(s) missing: gaps of a whole multiple of the "
-                    f"{step:.4f} mm step"
-                )
-            elif unique:
-                verdicts.append("uneven_spacing")
-                detail = f"; {missing} slice(s) missing" if missing else ""
-                problems.append(
-                    f"slice spacing is not uniform (intervals {distinct.min():.4f}.."
-                    f"{distinct.max():.4f} mm, median {step:.4f} mm, tolerance "
-                    f"{tol.slice_mm} mm{detail})"
-                )
-    checks = GeometryChecks(
-        single_orientation=single_orientation,
-        orthogonal_orientation=bool(orthogonal),
-        unique_slice_positions=unique and len(slices) > 1,
-        consistent_in_plane_row=consistent_row,
-        consistent_in_plane_col=consistent_col,
-        consistent_pixel_spacing=consistent_spacing,
-        consistent_image_dimensions=len(dims) == 1,
-        uniform_slice_spacing=uniform,
+    if spacing is not None:
+        grid = along[0] + spacing * np.arange(len(along))
+        uniform = bool(
+            np.max(np.abs(intervals - spacing)) <= tol.slice_mm
+            and np.max(np.abs(along - grid)) <= tol.slice_mm
+        )
+    missing = irregular = 0
+    if not uniform:
+        multiples = np.rint(distinct / step)
+        whole = np.abs(distinct - multiples * step) <= tol.slice_mm
+        missing = int(np.sum((multiples - 1)[whole & (multiples >= 2)]))
+        irregular = int(np.sum(~whole))
+    return _Grid(step, spacing, uniform, missing, irregular, distinct)
+
+
+def _orthogonal(stack: _Stack, tol: GeometryTolerances) -> bool:
+    return bool(
+        abs(np.linalg.norm(stack.row_dir) - 1) <= tol.orientation
+        and abs(np.linalg.norm(stack.col_dir) - 1) <= tol.orientation
+        and abs(float(stack.row_dir @ stack.col_dir)) <= tol.orientation
     )
-    findings = tuple(sorted(set(verdicts), key=VERDICTS.index))
-    verdict = findings[0] if findings else "volume"
-    ps = (float(spacings[0][0]), float(spacings[0][1]))
-    affine = None
-    if verdict == "volume":
-        step_vec = (positions[-1] - positions[0]) / (len(slices) - 1)
-        affine = dicom_affine(iop, positions[0], ps, step_vec)
-    orientation = axcodes(
-        affine if affine is not None else dicom_affine(iop, positions[0], ps, normal)
+
+
+def _single_orientation(stack: _Stack, tol: GeometryTolerances) -> bool:
+    return bool(np.max(np.abs(stack.iops - stack.iop)) <= tol.orientation)
+
+
+def _consistent_spacing(stack: _Stack) -> bool:
+    return bool(np.max(np.abs(stack.spacings - stack.spacings[0])) <= 1e-4)
+
+
+def _in_plane_still(stack: _Stack, tol: GeometryTolerances) -> tuple[bool, bool]:
+    """Whether the positions stay put along the row and along the column cosines."""
+    return (
+        bool(np.ptp(stack.in_row) < tol.in_plane_mm),
+        bool(np.ptp(stack.in_col) < tol.in_plane_mm),
     )
-    return SeriesGeometry(
-        slices=tuple(slices),
-        localizers=localizers,
-        shape=(first.rows, first.columns, len(slices)),
-        affine=affine,
-        orientation=orientation,
-        pixel_spacing=ps,
-        slice_step_mm=step,
-        slice_spacing_mm=spacing,
-        tilt_deg=round(tilt, 6) if n_distinct >= 2 else None,
-        missing_slices=missing,
-        instance_order=instance_order([h.instance_number for h in slices]),
-        checks=checks,
-        verdict=verdict,
-        findings=findings,
-        problems=tuple(problems),
+
+
+def _chk_positions(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    n = len(stack.slices)
+    if n == 1:
+        return "single_slice", "only 1 slice: not a volume"
+    if stack.n_distinct == 1:
+        return (
+            "not_a_volume",
+            f"all {n} slices share one position along the normal "
+            f"({stack.along[0]:.3f} mm): a repeated or dynamic single slice, not a volume",
+        )
+    if not stack.unique:
+        return (
+            "not_a_volume",
+            f"{n - stack.n_distinct} slice(s) duplicate another position "
+            "(overlapping stacks or several acquisitions in one series)",
+        )
+    return None
+
+
+def _chk_orientation(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    if _single_orientation(stack, tol):
+        return None
+    return (
+        "mixed_orientation",
+        f"slices have {len({tuple(np.round(o, 3)) for o in stack.iops})} orientations "
+        "(a localizer or another plane mixed into the series)",
+    )
+
+
+def _chk_orthogonal(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    if _orthogonal(stack, tol):
+        return None
+    return (
+        "not_orthogonal",
+        f"ImageOrientationPatient {stack.iop.round(5).tolist()} is not orthonormal "
+        f"(tolerance {tol.orientation})",
+    )
+
+
+def _chk_matrix(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    if len(stack.dims) == 1 and _consistent_spacing(stack):
+        return None
+    return (
+        "mixed_matrix",
+        f"slices have {len(stack.dims)} matrix size(s) and "
+        f"{len({tuple(s) for s in stack.spacings.round(5)})} PixelSpacing value(s)",
+    )
+
+
+def _chk_in_plane(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    if stack.tilt is None or all(_in_plane_still(stack, tol)):
+        return None
+    tilt, shift = stack.tilt
+    if shift <= tol.in_plane_mm and tilt > 0:
+        return (
+            "gantry_tilt",
+            f"gantry tilt of {tilt:.2f} degrees: slice positions move within the image "
+            "plane as they advance (sheared volume)",
+        )
+    return (
+        "in_plane_shift",
+        f"slice positions move within the image plane by up to "
+        f"{max(np.ptp(stack.in_row), np.ptp(stack.in_col)):.3f} mm, not in proportion to the "
+        "slice position",
+    )
+
+
+def _chk_spacing(stack: _Stack, tol: GeometryTolerances) -> _Finding | None:
+    grid = stack.grid
+    # Repeated positions are not_a_volume already; a uniform grid is fine.
+    if grid is None or grid.uniform or not stack.unique:
+        return None
+    if grid.irregular == 0 and grid.missing > 0:
+        return (
+            "missing_slices",
+            f"{grid.missing} slice(s) missing: gaps of a whole multiple of the "
+            f"{grid.step:.4f} mm step",
+        )
+    detail = f"; {grid.missing} slice(s) missing" if grid.missing else ""
+    return (
+        "uneven_spacing",
+        f"slice spacing is not uniform (intervals {grid.distinct.min():.4f}.."
+        f"{grid.distinct.max():.4f} mm, median {grid.step:.4f} mm, tolerance "
+        f"{tol.slice_mm} mm{detail})",
+    )
+
+
+_CHECKS = (
+    _chk_positions,
+    _chk_orientation,
+    _chk_orthogonal,
+    _chk_matrix,
+    _chk_in_plane,
+    _chk_spacing,
+)
+"""The checks of a series with geometry, in the order their problems are listed."""
+
+
+def _idc_checks(stack: _Stack, tol: GeometryTolerances) -> GeometryChecks:
+    row_still, col_still = _in_plane_still(stack, tol)
+    return GeometryChecks(
+        single_orientation=_single_orientation(stack, tol),
+        orthogonal_orientation=_orthogonal(stack, tol),
+        unique_slice_positions=stack.unique and len(stack.slices) > 1,
+        consistent_in_plane_row=row_still,
+        consistent_in_plane_col=col_still,
+        consistent_pixel_spacing=_consistent_spacing(stack),
+        consistent_image_dimensions=len(stack.dims) == 1,
+        uniform_slice_spacing=stack.grid is not None and stack.grid.uniform,
     )
 
 

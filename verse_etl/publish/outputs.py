@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from verse_etl.cases.records import CaseResult, write_text_atomic
+from verse_etl.errors import StaleResultError
 from verse_etl.paths import (
     CASES_DIR,
     VOLUMES_DIR,
@@ -32,7 +33,7 @@ def load_case_results(out: Path, sources: Sequence[str] = SOURCES) -> list[CaseR
 
     Raises
     ------
-    ValueError
+    StaleResultError
         If a file is not a case result of the current format (rerun ingestion).
     """
     results: list[CaseResult] = []
@@ -41,7 +42,7 @@ def load_case_results(out: Path, sources: Sequence[str] = SOURCES) -> list[CaseR
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             result = CaseResult.from_json(path.read_text(encoding="utf-8"))
             if result is None:
-                raise ValueError(
+                raise StaleResultError(
                     f"{path}: case result of an older format (expected the current one); "
                     "rerun `verse-etl ingest`"
                 )

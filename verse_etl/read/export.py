@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from verse_etl.dataset import Case, Dataset
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, ParamsError
 from verse_etl.io.atomic import atomic_file, gzip_member, write_text_atomic
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
@@ -188,7 +188,11 @@ def export_nnunet(
         If a label image holds a value outside the VerSe label map.
     """
     if not 1 <= dataset_id <= 999 or not _SAFE_NAME.match(name):
-        raise ValueError(f"dataset id 1..999 and a plain name expected, got {dataset_id}, {name!r}")
+        raise ParamsError(
+            f"{out}: nnU-Net dataset id and name not usable (expected an id 1..999 and a plain "
+            f"name of letters, digits, '-' or '_', got {dataset_id}, {name!r}); pass "
+            "--dataset-id and --name accordingly"
+        )
     root = out / f"Dataset{dataset_id:03d}_{name}"
     labels = nnunet_labels()
     lut = np.zeros(256, dtype=np.uint8)

@@ -41,6 +41,8 @@ import google_crc32c
 import numpy as np
 from numcodecs import Blosc
 
+from verse_etl.errors import VerseEtlError
+
 ABSENT = 2**64 - 1
 """Index entry (offset and nbytes) of a chunk that is not stored in its shard."""
 
@@ -49,7 +51,7 @@ ABSENT = 2**64 - 1
 STAGED_ROWS = 2
 
 
-class StoreMismatchError(Exception):
+class StoreMismatchError(VerseEtlError):
     """A chunk or shard file of the store does not hold the voxels that were written."""
 
 

@@ -7,8 +7,11 @@ from what the contracts generate.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandera.pandas as pa
 
+from verse_etl.errors import InputError
 from verse_etl.tables.parquet import arrow_schema
 
 HEADER = (
@@ -80,15 +83,24 @@ def render_readme_tables(tables: dict[str, type[pa.DataFrameModel]]) -> str:
     return "\n".join([*lines, "", README_END])
 
 
-def update_readme(text: str, tables: dict[str, type[pa.DataFrameModel]]) -> str:
+def update_readme(
+    text: str, tables: dict[str, type[pa.DataFrameModel]], path: Path | str = "README.md"
+) -> str:
     """``text`` (a README) with its generated table overview replaced by the current one.
 
     Raises
     ------
-    ValueError
-        If the README has no ``README_BEGIN`` ... ``README_END`` block.
+    InputError
+        If the README (``path``, for the message) has no ``README_BEGIN`` ... ``README_END``
+        block.
     """
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
-        raise ValueError(f"README: no generated block ({README_BEGIN!r} ... {README_END!r})")
+        raise InputError(
+            path,
+            f"no generated table overview (expected a {README_BEGIN!r} ... {README_END!r} "
+            "block, got none)",
+            "put the two marker lines where the overview goes, or pass --readme",
+            check="readme_block",
+        )
     return text[:start] + render_readme_tables(tables) + text[end + len(README_END) :]
