@@ -103,12 +103,12 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
     converter alone runs it, and the MB of uncompressed source voxels."""
     import numpy as np
 
+    from verse_etl.geometry.series import check_series
     from verse_etl.io.dicom import SeriesReader, scan_files
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
-    from verse_etl.io.series_geometry import check_series
     from verse_etl.sources.mosmed import discover_mosmed
     from verse_etl.sources.verse import discover_verse_sources
-    from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
+    from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
 
     volumes = params.volumes  # type: ignore[attr-defined]
     jobs: list[Callable[[Path], None]] = []
@@ -169,7 +169,7 @@ def run_ceiling(jobs: list[Callable[[Path], None]], out: Path, workers: int) -> 
 def timed_hashing(seconds: Counter) -> Iterator[None]:
     """Add the wall time of every source-file digest (both sources, stat reuse included) to
     ``seconds['hashing']``."""
-    from verse_etl.stat_cache import DigestCache
+    from verse_etl.cases.stat_cache import DigestCache
 
     lock = threading.Lock()
     saved = DigestCache.sha256
@@ -194,13 +194,13 @@ def library_build(params: object, workers: int) -> dict[str, float]:
     ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
     from verse_etl.flows.build import tables
 
-    from verse_etl.cases.mosmed import build_mosmed_study
-    from verse_etl.cases.mosmed import source_results as mosmed_results
-    from verse_etl.cases.verse import build_verse_scan, source_results
-    from verse_etl.outputs import save_case_result
-    from verse_etl.report import write_report
+    from verse_etl.mosmed.case import build_mosmed_study
+    from verse_etl.mosmed.case import source_results as mosmed_results
+    from verse_etl.publish.outputs import save_case_result
+    from verse_etl.report.page import write_report
     from verse_etl.sources.mosmed import discover_mosmed
     from verse_etl.sources.verse import discover_verse_sources
+    from verse_etl.verse.case import build_verse_scan, source_results
 
     p = params
     out, verse_root, mosmed_root = Path(p.out), Path(p.sources.verse), Path(p.sources.mosmed)  # type: ignore[attr-defined]

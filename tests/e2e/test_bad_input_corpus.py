@@ -41,7 +41,6 @@ from tests.e2e.hostile_kinds import (
     damage_verse,
 )
 from tests.e2e.library_build import build_sources
-from verse_etl.catalog import query
 from verse_etl.dataset import Dataset
 from verse_etl.errors import BuildFailed
 from verse_etl.params import (
@@ -52,6 +51,7 @@ from verse_etl.params import (
     SourceParams,
     VolumeParams,
 )
+from verse_etl.read.catalog import query
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.edge_cases import rewrite_dicom
 from verse_etl.sample.verse_variants import (

@@ -14,6 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from tests.dicom_factory import write_series
 from verse_etl.errors import InputError
+from verse_etl.geometry.series import check_series
 from verse_etl.io.dicom import (
     SeriesReader,
     SkippedFile,
@@ -23,7 +24,6 @@ from verse_etl.io.dicom import (
     read_slice_hu,
     scan_folder,
 )
-from verse_etl.io.series_geometry import check_series
 
 
 def _volume(n: int = 6) -> np.ndarray:

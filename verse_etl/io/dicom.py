@@ -7,7 +7,7 @@ in :data:`HEADER_TAGS`; pixels are decoded one slice at a time when a store is w
 stays bounded by one slice whatever the series size. Compressed transfer syntaxes (JPEG,
 JPEG-LS, JPEG 2000, HTJ2K, RLE) decode through pydicom's pylibjpeg and pillow plugins.
 
-How slices are ordered and which series are clean volumes is :mod:`verse_etl.io.series_geometry`.
+How slices are ordered and which series are clean volumes is :mod:`verse_etl.geometry.series`.
 
 **PHI.** What reaches the Parquet tables is decided by the allow-list :data:`SERIES_TAGS`; the
 header of every file is read with ``specific_tags`` so that patient names, ids, birth dates and
@@ -555,7 +555,7 @@ class SeriesReader:
     """Decode slices in order straight into arrays the caller owns.
 
     The zero-copy way to stream a series into a Zarr writer's staging rows (see
-    :meth:`verse_etl.volumes.StoreWriter.write_array`); :func:`iter_slabs` allocates a slab per
+    :meth:`verse_etl.stores.volumes.StoreWriter.write_array`); :func:`iter_slabs` allocates a slab per
     step that the writer then copies.
     """
 
