@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, UnknownCaseError
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH, TABLES_DIR, VOLUMES_DIR
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.targets import read_pointer
+            from verse_etl.publish.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.
@@ -353,15 +353,18 @@ class Dataset:
 
         Raises
         ------
-        KeyError
-            If there is no such case (unknown id, or a MosMed series that was not converted).
+        UnknownCaseError
+            (a ``KeyError``) If there is no such case (unknown id, or a MosMed series that was not converted).
         VolumesNotPulledError
             If its store is missing: the tables were pulled without the volumes.
         """
         case_id = self.ids[key] if isinstance(key, int) else key
         if case_id not in self._index:
             where = self.url or self.path
-            raise KeyError(f"{where}: no case {case_id!r} (see Dataset.ids)")
+            raise UnknownCaseError(
+                f"{where}: no case {case_id!r} in this build (expected one of Dataset.ids); "
+                "check the id, or build the case first"
+            )
         source, row = self._index[case_id]
         relative = row["store_path"]
         if not self._exists(f"{relative}/zarr.json"):

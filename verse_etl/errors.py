@@ -69,6 +69,29 @@ class OutputPathError(VerseEtlError, ValueError):
     a symbolic link): refused before anything is touched."""
 
 
+class BuildFailed(VerseEtlError):
+    """Some records failed checks whose mode is ``raise``; everything else was written.
+
+    Raised by the tables step after every table is written; the CLI exits 1.
+    """
+
+    exit_code = 1
+    label = "build failed"
+
+
+class StaleResultError(VerseEtlError, ValueError):
+    """A saved intermediate result (a case result) is of an older format than this code reads:
+    the step that makes it has to run again."""
+
+
+class UnknownCaseError(VerseEtlError, KeyError):
+    """A case id that a built dataset does not hold (``Dataset[...]``, exports)."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message (repr); the CLI prints it as a sentence.
+        return str(self.args[0]) if self.args else ""
+
+
 class OutputError(VerseEtlError, OSError):
     """The build cannot write its outputs (disk full, quota, read-only filesystem).
 

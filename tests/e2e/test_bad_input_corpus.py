@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from verse_etl.flows.build import BuildFailed
 
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
@@ -44,8 +43,8 @@ from tests.e2e.hostile_kinds import (
 )
 from tests.e2e.library_build import build_sources
 from tests.output_digests import build_digests, check_manifest
-from verse_etl.catalog import query
 from verse_etl.dataset import Dataset
+from verse_etl.errors import BuildFailed
 from verse_etl.params import (
     BuildParams,
     CheckParams,
@@ -54,6 +53,7 @@ from verse_etl.params import (
     SourceParams,
     VolumeParams,
 )
+from verse_etl.read.catalog import query
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.edge_cases import rewrite_dicom
 from verse_etl.sample.verse_variants import (
