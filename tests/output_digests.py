@@ -12,7 +12,9 @@ inputs, or between two versions of the code that write the same data:
   so any edit of a case module changes them): the ``fingerprint`` of each saved case result, and
   its first 12 hex digits in store names and ``store_path`` values: ``<key>``;
 - Python object addresses in error messages a decoder library writes
-  (``<_io.BytesIO object at 0x7f...>``): ``0x?``.
+  (``<_io.BytesIO object at 0x7f...>``): ``0x?``;
+- the source-digest caches ``digests/<source>/<case>.json`` as a whole (they record each source
+  file's size, mtime, ctime and inode: the test's copies, not the build's output).
 
 In text files (JSON, Markdown) these are replaced before hashing, in file names too. A Parquet
 file holding none of them is compared byte for byte; one that holds them (``scans`` and
@@ -43,6 +45,7 @@ MANIFESTS = Path(__file__).resolve().parent / "digests"
 WRITE_ENV = "VERSE_ETL_WRITE_DIGESTS"
 
 
+_SKIPPED = ("digests",)
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 
 
@@ -85,7 +88,7 @@ def build_digests(out: Path, root: Path) -> dict[str, str]:
     normalise = _Normalise(str(root), _case_keys(out))
     digests = {}
     for path in sorted(out.rglob("*")):
-        if not path.is_file():
+        if not path.is_file() or path.relative_to(out).parts[0] in _SKIPPED:
             continue
         if path.suffix == ".parquet":
             digest = _parquet_digest(path, normalise)
