@@ -28,7 +28,7 @@ from isal import isal_zlib
 from nibabel.arrayproxy import ArrayProxy
 
 from verse_etl.errors import InputError
-from verse_etl.geometry import axcodes, is_valid_affine, spacing
+from verse_etl.geometry.affines import axcodes, is_valid_affine, spacing
 from verse_etl.io.files import SourceFile, require_regular
 from verse_etl.params import InputLimits
 from verse_etl.stopping import check_stop

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verse_etl.annotations import ANNOTATED_LEVELS, LEVELS, normalise_level
 from verse_etl.errors import InputError
+from verse_etl.mosmed.annotations import ANNOTATED_LEVELS, LEVELS, normalise_level
 from verse_etl.sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
 from verse_etl.sample.mosmed import (
     REAL_PIXEL_SPACINGS,
