@@ -45,13 +45,13 @@ def generate(work: Path) -> tuple[Path, Path]:
     """The phantom CT (.nii.gz) and its store, made once and kept in ``work``."""
     import numpy as np
 
+    from verse_etl.geometry.store_frame import store_frame
     from verse_etl.io.nifti import NiftiVoxelReader, read_nifti_info
     from verse_etl.params import load_params
     from verse_etl.sample.nifti import stored_affine, write_nifti_gz
     from verse_etl.sample.phantom import iter_slabs
     from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
-    from verse_etl.store_frame import store_frame
-    from verse_etl.volumes import IMAGE_PATH, StoreWriter
+    from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
     work.mkdir(parents=True, exist_ok=True)
     nifti, store = work / "ct-512x512x300.nii.gz", work / "ct-512x512x300.zarr"
@@ -115,7 +115,7 @@ def child(variant: str, path: str, patches: int, repeat: int) -> None:
         import zarr
 
         from verse_etl.dataset import read_patch
-        from verse_etl.volumes import IMAGE_PATH
+        from verse_etl.stores.volumes import IMAGE_PATH
 
         array = zarr.open_array(Path(path) / IMAGE_PATH, mode="r")
         positions = offsets(patches, array.shape)

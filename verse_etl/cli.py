@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from verse_etl.errors import VerseEtlError, output_error, output_trouble
 from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
 
 if TYPE_CHECKING:
-    from verse_etl.assemble import BuildSummary
+    from verse_etl.tables.assemble import BuildSummary
 
 # Every command imports what it needs when it runs: `--help`, `query` and `summary` must answer
 # at once, so nothing here may import pandas, the contracts, Prefect or the image readers
@@ -273,7 +273,7 @@ def ingest(
     rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.outputs import SOURCES
+    from verse_etl.publish.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
@@ -322,8 +322,8 @@ def release(
 
     Exits 1 without a tag when nothing changed since the previous release.
     """
-    from verse_etl.pipeline import unchanged_release
-    from verse_etl.release import release as make_release
+    from verse_etl.publish.pipeline import unchanged_release
+    from verse_etl.publish.release import release as make_release
 
     params = _params(params_file).build
     repo = Path.cwd()
@@ -388,8 +388,8 @@ def query(
     fmt: Annotated[QueryFormat, typer.Option("--format", help="Output format.")] = "table",
 ) -> None:
     """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
-    from verse_etl.catalog import query as run_query
-    from verse_etl.query_output import render
+    from verse_etl.read.catalog import query as run_query
+    from verse_etl.read.query_output import render
 
     with _reported():
         # Descriptions are for SQL clients browsing the catalog; a one-off query skips them
@@ -408,9 +408,9 @@ def dictionary(
     ] = Path("README.md"),
 ) -> None:
     """Write the data dictionary and the README's table overview from the table contracts."""
-    from verse_etl.dictionary import render_dictionary, update_readme
-    from verse_etl.records import write_text_atomic
+    from verse_etl.cases.records import write_text_atomic
     from verse_etl.schemas import TABLES
+    from verse_etl.tables.dictionary import render_dictionary, update_readme
 
     with _reported():
         # The README first: a README without its block fails before anything is written.
@@ -445,9 +445,9 @@ def fetch(
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Fetch the public releases of the built-in catalog (resumable), each pinned by DVC."""
-    from verse_etl import raw_sources
-    from verse_etl.mosmed_images import check_mosmed_images, render_images_report
-    from verse_etl.source_catalog import MOSMED_IMAGES, select_entries
+    from verse_etl.mosmed.images import check_mosmed_images, render_images_report
+    from verse_etl.sources import fetch as raw_sources
+    from verse_etl.sources.catalog import MOSMED_IMAGES, select_entries
     from verse_etl.sources.mosmed import read_id_mapping
 
     with _reported():
@@ -482,8 +482,8 @@ def report(
     wait: WaitOption = 0.0,
 ) -> None:
     """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
-    from verse_etl.lock import workspace_lock
-    from verse_etl.report import write_report
+    from verse_etl.publish.lock import workspace_lock
+    from verse_etl.report.page import write_report
 
     # The report reads tables and stores: never while a build is rewriting them.
     with _reported(), workspace_lock(out, timeout=wait):
@@ -496,7 +496,7 @@ def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:
     """Print what a finished build holds: rows per table, stores and their size, quarantine."""
-    from verse_etl.inventory import read_inventory
+    from verse_etl.tables.inventory import read_inventory
 
     with _reported():
         inventory = read_inventory(out)
@@ -532,7 +532,7 @@ def export_nnunet_command(
     name: Annotated[str, typer.Option(help="nnU-Net dataset name.")] = "VerSe",
 ) -> None:
     """The labelled VerSe scans as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
-    from verse_etl.export import export_nnunet
+    from verse_etl.read.export import export_nnunet
 
     with _reported():
         exported = export_nnunet(build, out, dataset_id, name)
@@ -546,7 +546,7 @@ def export_nifti_command(
     build: BuildOption = "data/build",
 ) -> None:
     """Every case as NIfTI (CT, and the VerSe label image) with its source affine."""
-    from verse_etl.export import export_nifti
+    from verse_etl.read.export import export_nifti
 
     with _reported():
         exported = export_nifti(build, out)
@@ -554,7 +554,7 @@ def export_nifti_command(
     _report_skipped(exported.skipped)
 
 
-def _report_skipped(skipped: list[VerseEtlError]) -> None:
+def _report_skipped(skipped: Sequence[VerseEtlError]) -> None:
     """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
     for error in skipped:
         console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)

@@ -15,7 +15,7 @@ Only numpy, zarr and pyarrow are imported to read cases and samples (pandas on f
 ``Case`` table attribute): none of the build stack (Prefect, DVC, Dask, pydicom, nibabel,
 pandera). Volumes are Zarr arrays read lazily: a patch reads only the chunks it overlaps.
 
-Arrays are in the store frame (:mod:`verse_etl.store_frame`): axes 0, 1, 2 grow toward superior,
+Arrays are in the store frame (:mod:`verse_etl.geometry.store_frame`): axes 0, 1, 2 grow toward superior,
 posterior and the patient's left, whatever the source's acquisition; ``affine`` maps the indices
 of the returned array (a patch's own indices for a patch) to RAS+ mm exactly. ``Case.frame``
 leads back to the source's voxel order (``Case.source_affine``).
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from verse_etl.errors import InputError, UnknownCaseError
+from verse_etl.geometry.store_frame import StoreFrame, frame_between
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH, TABLES_DIR, VOLUMES_DIR
-from verse_etl.store_frame import StoreFrame, frame_between
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,7 +90,7 @@ class Case:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size along each array axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
 
     @cached_property
     def metadata(self) -> pd.Series:
@@ -244,7 +244,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.targets import read_pointer
+            from verse_etl.publish.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.
@@ -415,10 +415,12 @@ class Dataset:
         index = key if isinstance(key, int) else self.ids.index(key)
         case = self.case(index)
         image, mask = case.image, case.mask
+        ct: np.ndarray
+        label: np.ndarray | None
         if self.patch_size is None:
             offset: tuple[int, ...] = (0, 0, 0)
-            ct = image[...]
-            label = mask[...] if mask is not None else None
+            ct = np.asarray(image[...])
+            label = np.asarray(mask[...]) if mask is not None else None
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             offset = random_offset(image.shape, self.patch_size, rng)
@@ -447,7 +449,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch  # type: ignore[no-redef]
+            import torch  # type: ignore[no-redef]  # torch is optional: the module or None
         except ImportError:
             torch = None
     batch: dict[str, Any] = {}

@@ -8,7 +8,7 @@ Frames, and why
 ---------------
 NGFF 0.5 knows only per-axis ``scale`` and ``translation``: no rotation, no axis permutation (NGFF
 0.6 adds them, RFC-5, but the readers above and napari-ome-zarr show 0.5 stores). So the arrays
-themselves are stored the right way up (:mod:`verse_etl.store_frame`): the source's voxel grid
+themselves are stored the right way up (:mod:`verse_etl.geometry.store_frame`): the source's voxel grid
 with its axes permuted and flipped so that array axes 0, 1, 2 (NGFF ``z, y, x``, the Zarr
 ``dimension_names``) grow toward superior, posterior and the patient's left. napari shows axis 0
 on the slider and axial slices with anterior up and the patient's right on the viewer's left
@@ -53,7 +53,7 @@ NGFF_AXES: tuple[str, str, str] = ("z", "y", "x")
 """NGFF names of store axes 0, 1, 2, also the Zarr ``dimension_names`` of every array, as NGFF
 0.5 requires them to match. NGFF readers (ngff-zarr, napari) expect 3-D space axes to be called
 ``z, y, x`` in array order. In the store frame they grow toward superior, posterior and the
-patient's left (nearest axes: :mod:`verse_etl.store_frame`)."""
+patient's left (nearest axes: :mod:`verse_etl.geometry.store_frame`)."""
 
 PYRAMID_METHOD = "nearest"
 """How levels 1, 2, ... are made: every second voxel along each axis of the level above."""
@@ -153,7 +153,7 @@ def level_shapes(shape: Sequence[int], levels: int) -> list[tuple[int, int, int]
     shapes = [tuple(int(n) for n in shape)]
     for _ in range(levels):
         shapes.append(tuple(-(-n // 2) for n in shapes[-1]))
-    return shapes  # type: ignore[return-value]
+    return shapes  # type: ignore[return-value]  # tuples of 3 (one per axis), typed variable-length
 
 
 def multiscale(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:

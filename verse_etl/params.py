@@ -86,7 +86,11 @@ class VolumeParams:
                 "pick a Blosc compressor"
             )
         # true/false as written before bit shuffling was offered
-        shuffle = {True: "shuffle", False: "noshuffle"}.get(self.shuffle, self.shuffle)  # type: ignore[call-overload]
+        shuffle = (
+            ("shuffle" if self.shuffle else "noshuffle")
+            if isinstance(self.shuffle, bool)
+            else self.shuffle
+        )
         if shuffle not in SHUFFLES:
             raise ParamsError(
                 f"params.yaml: volumes.shuffle is {self.shuffle!r} (expected one of {SHUFFLES}); "
@@ -207,7 +211,7 @@ class GenantParams:
     25 % and 40 % height reduction). ``closed`` says on which side a bin is closed: ``left``
     puts a ratio equal to a threshold into the higher grade (``[0.20, 0.25) -> 1``), ``right``
     into the lower one (``(0.20, 0.25] -> 1``). The grade is taken from the largest of the
-    ``ratios`` named (see :mod:`verse_etl.measures`).
+    ``ratios`` named (see :mod:`verse_etl.mosmed.measures`).
     """
 
     thresholds: tuple[float, float, float] = (0.20, 0.25, 0.40)
@@ -252,7 +256,7 @@ class MosmedParams:
     image plane before the series counts as sheared (gantry tilt), ``orientation_tolerance``
     how far direction cosines may be from unit length, orthogonality and equality. ``tilt``:
     ``correct`` resamples a series whose only findings are gantry tilt, uneven spacing or
-    missing slices onto a regular unsheared grid (:mod:`verse_etl.io.tilt`); ``report`` leaves
+    missing slices onto a regular unsheared grid (:mod:`verse_etl.geometry.tilt`); ``report`` leaves
     it unconverted.
     """
 
@@ -315,13 +319,13 @@ class BuildParams:
     # a case between blocking calls, so this bounds runaway cases, not a single slow read.
     case_timeout_s: int = 0
     mosmed: MosmedParams = field(default_factory=MosmedParams)
-    # Delete the outputs of cases no longer in a given source (see verse_etl.pruning): only when
+    # Delete the outputs of cases no longer in a given source (see verse_etl.publish.pruning): only when
     # asked, never for a source left out, a missing folder, or more than prune_max_loss of the
     # previous cases at once.
     prune: bool = False
     prune_max_loss: float = 0.25
     # Read and hash every source file, even those whose stat (size, mtime, ctime, inode,
-    # device) is unchanged since they were last hashed (see verse_etl.stat_cache).
+    # device) is unchanged since they were last hashed (see verse_etl.cases.stat_cache).
     rehash: bool = False
 
     def __post_init__(self) -> None:
@@ -389,7 +393,7 @@ def _triple(name: str, value: Any) -> tuple[int, int, int]:
         raise ParamsError(
             f"params.yaml: {name} is {value!r} (expected three positive integers); fix the value"
         )
-    return items  # type: ignore[return-value]
+    return items
 
 
 def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:

@@ -10,7 +10,7 @@
     <out>/metrics.json                                 counts, for `dvc metrics`
 
 ``<key>`` is the start of the key of the case result that wrote the store (see
-:mod:`verse_etl.generations`: a rebuild never overwrites a store published tables point at).
+:mod:`verse_etl.publish.generations`: a rebuild never overwrites a store published tables point at).
 
 Identifiers that come from the sources (a VerSe scan id read from a file name, a MosMed study
 folder name, a SeriesInstanceUID read from a DICOM header) are never used as path components as
@@ -180,7 +180,7 @@ def case_result_path(out: Path, source: str, case_id: str) -> Path:
 
 
 def digest_cache_path(out: Path, source: str, case_id: str) -> Path:
-    """The stat -> sha256 cache of one case's source files (:mod:`verse_etl.stat_cache`)."""
+    """The stat -> sha256 cache of one case's source files (:mod:`verse_etl.cases.stat_cache`)."""
     return ensure_inside(out, out / DIGESTS_DIR / source / case_result_name(source, case_id))
 
 

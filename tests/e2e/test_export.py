@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from verse_etl.cli import app
-from verse_etl.export import nnunet_labels
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.read.export import nnunet_labels
 
 
 def _source(src: Path, manifest, scan_id: str):

@@ -10,8 +10,8 @@ import numpy as np
 import zarr
 
 from verse_etl.dataset import Dataset
+from verse_etl.geometry.store_frame import axis_codes
 from verse_etl.ngff import NGFF_AXES, display_affine, display_points, ngff_coordinates
-from verse_etl.store_frame import axis_codes
 
 
 def _stores(out: Path) -> list[Path]:

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from verse_etl.cli import app
-from verse_etl.dictionary import update_readme
 from verse_etl.errors import (
     BuildFailed,
     InputError,
@@ -19,9 +18,10 @@ from verse_etl.errors import (
     UnknownCaseError,
     VerseEtlError,
 )
-from verse_etl.export import export_nnunet
-from verse_etl.outputs import load_case_results
 from verse_etl.paths import CASES_DIR
+from verse_etl.publish.outputs import load_case_results
+from verse_etl.read.export import export_nnunet
+from verse_etl.tables.dictionary import update_readme
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = [ROOT / "verse_etl", ROOT / "schemas", ROOT / "flows"]
@@ -168,7 +168,7 @@ def test_export_refuses_bad_dataset_id_before_reading(tmp_path: Path) -> None:
 
 
 def test_moved_and_rebased_errors_keep_their_behaviour() -> None:
-    from verse_etl.shards import StoreMismatchError
+    from verse_etl.stores.shards import StoreMismatchError
 
     assert issubclass(StoreMismatchError, VerseEtlError)
     assert (BuildFailed.exit_code, BuildFailed.label) == (1, "build failed")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from tests.unit.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
-from verse_etl.report import render_report, write_pictures
+from verse_etl.report.page import render_report, write_pictures
 
 
 def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path) -> None:

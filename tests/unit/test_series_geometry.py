@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from tests.dicom_factory import write_series
-from verse_etl.geometry import apply_affine
-from verse_etl.io.dicom import SliceHeader, scan_folder
-from verse_etl.io.series_geometry import (
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.series import (
     GeometryTolerances,
     SeriesGeometry,
     check_series,
     store_slice_index,
 )
+from verse_etl.io.dicom import SliceHeader, scan_folder
 
 
 def _volume(n: int = 6) -> np.ndarray:

@@ -11,10 +11,10 @@ import pytest
 import xxhash
 import zarr
 
+from verse_etl.geometry.store_frame import StoreFrame
 from verse_etl.params import VolumeParams
-from verse_etl.shards import STAGED_ROWS, ArrayLayout, ShardWriter, Workers
-from verse_etl.store_frame import StoreFrame
-from verse_etl.volumes import IMAGE_PATH, StoreWriter, _codec
+from verse_etl.stores.shards import STAGED_ROWS, ArrayLayout, ShardWriter, Workers
+from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter, _codec
 
 VOLUME = np.random.default_rng(0).integers(-1000, 2000, (13, 22, 19)).astype(np.int16)
 VOLUME[:, :, :5] = 0  # chunks of fill: left out of their shards

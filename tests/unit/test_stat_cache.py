@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from verse_etl.cases.stat_cache import SETTLE_NS, DigestCache
 from verse_etl.io.files import SourceFile
-from verse_etl.stat_cache import SETTLE_NS, DigestCache
 
 
 def _sha(data: bytes) -> str:
@@ -92,7 +92,7 @@ def test_fresh_or_foreign_entries_are_not_trusted(tmp_path: Path) -> None:
     _settle()
     _hashed_once(cache_file, f)
     assert _second_look(cache_file, f).reused == 1
-    # A cache written by other code (another identity of verse_etl.stat_cache) is ignored.
+    # A cache written by other code (another identity of verse_etl.cases.stat_cache) is ignored.
     data = json.loads(cache_file.read_text())
     cache_file.write_text(json.dumps({**data, "code": "0" * 64}))
     assert _second_look(cache_file, f).hashed == 1

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from verse_etl.store_frame import StoreFrame, axis_codes, frame_between, store_frame
+from verse_etl.geometry.store_frame import StoreFrame, axis_codes, frame_between, store_frame
 
 SPL = nib.orientations.axcodes2ornt(("S", "P", "L"))
 
