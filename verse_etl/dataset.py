@@ -23,6 +23,7 @@ leads back to the source's voxel order (``Case.source_affine``).
 
 from __future__ import annotations
 
+import importlib
 import os
 import posixpath
 import sys
@@ -446,10 +447,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Pass it as ``collate_fn`` to ``torch.utils.data.DataLoader``: torch's default collate cannot
     batch the variable-length ``vertebrae`` rows or a missing ``label``.
     """
-    torch = sys.modules.get("torch")
+    # torch is optional (installed or not, the same code type-checks).
+    torch: Any = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch  # type: ignore[no-redef]  # torch is optional: the module or None
+            torch = importlib.import_module("torch")
         except ImportError:
             torch = None
     batch: dict[str, Any] = {}

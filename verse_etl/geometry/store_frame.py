@@ -61,7 +61,7 @@ class StoreFrame:
     @classmethod
     def identity(cls, shape: Sequence[int]) -> StoreFrame:
         """The frame of a volume stored as its source is (no permutation, no flip)."""
-        return cls((0, 1, 2), (False, False, False), tuple(int(n) for n in shape))  # type: ignore[arg-type]
+        return cls((0, 1, 2), (False, False, False), tuple(int(n) for n in shape))  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
 
     @property
     def is_identity(self) -> bool:
@@ -74,7 +74,7 @@ class StoreFrame:
         out = [0, 0, 0]
         for i, a in enumerate(self.axes):
             out[a] = self.shape[i]
-        return tuple(out)  # type: ignore[return-value]
+        return tuple(out)  # type: ignore[return-value]  # three axes: tuple() is typed variable-length
 
     @property
     def stream_axis(self) -> int:
@@ -91,7 +91,7 @@ class StoreFrame:
         out = [0, 0, 0]
         for i, a in enumerate(self.axes):
             out[a] = i
-        return tuple(out)  # type: ignore[return-value]
+        return tuple(out)  # type: ignore[return-value]  # three axes: tuple() is typed variable-length
 
     def to_store(self, array: np.ndarray) -> np.ndarray:
         """A view of a source-ordered block (``(n0, n1, n2)``, any extent) in store axis order.
@@ -200,7 +200,7 @@ def store_frame(affine: np.ndarray, shape: Sequence[int]) -> StoreFrame:
         store_axis, sign = _STORE_OF_WORLD[w]
         axes.append(store_axis)
         flips.append(bool(np.sign(a[w, i]) != sign))
-    return StoreFrame(tuple(axes), tuple(flips), tuple(int(n) for n in shape))  # type: ignore[arg-type]
+    return StoreFrame(tuple(axes), tuple(flips), tuple(int(n) for n in shape))  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
 
 
 def frame_between(
@@ -232,7 +232,7 @@ def frame_between(
     axes = tuple(int(np.flatnonzero(signs[i])[0]) for i in range(3))
     flips = tuple(bool(signs[i, axes[i]] < 0) for i in range(3))
     shape = tuple(int(store_shape[a]) for a in axes)
-    return StoreFrame(axes, flips, shape)  # type: ignore[arg-type]
+    return StoreFrame(axes, flips, shape)  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
 
 
 def frame_of_attributes(attributes: dict[str, Any]) -> StoreFrame:
@@ -242,9 +242,9 @@ def frame_of_attributes(attributes: dict[str, Any]) -> StoreFrame:
     if turn is None:
         return StoreFrame.identity(attributes["source_shape"])
     return StoreFrame(
-        tuple(int(a) for a in turn["axes"]),  # type: ignore[arg-type]
-        tuple(bool(f) for f in turn["flips"]),  # type: ignore[arg-type]
-        tuple(int(n) for n in attributes["source_shape"]),  # type: ignore[arg-type]
+        tuple(int(a) for a in turn["axes"]),  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
+        tuple(bool(f) for f in turn["flips"]),  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
+        tuple(int(n) for n in attributes["source_shape"]),  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
     )
 
 

@@ -264,7 +264,7 @@ class ArrayLayout:
     @property
     def per_shard(self) -> tuple[int, int, int]:
         """Chunks per shard along each axis."""
-        return tuple(s // c for s, c in zip(self.shards, self.chunks, strict=True))  # type: ignore[return-value]
+        return tuple(s // c for s, c in zip(self.shards, self.chunks, strict=True))  # type: ignore[return-value]  # three axes: tuple() is typed variable-length
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ class ShardWriter:
         self._busy: deque[_Row] = deque()
         self._spare: list[np.ndarray] = []
         self._allocated = 0
-        self._n_chunks: tuple[int, int, int] = grid(layout.shape, layout.chunks)  # type: ignore[assignment]
+        self._n_chunks: tuple[int, int, int] = grid(layout.shape, layout.chunks)  # type: ignore[assignment]  # three axes: tuple() is typed variable-length
         self._rows_done: dict[int, int] = {}  # shard slab -> rows encoded
         # Chunk -> (task encoding its strip of chunks, its place in the strip).
         self._shard_chunks: dict[tuple[int, int, int], tuple[Future[list[bytes | None]], int]] = {}
@@ -488,7 +488,7 @@ class ShardWriter:
             for ic in range(self._n_chunks[c]):
                 where = [0, 0, 0]
                 where[a], where[b], where[c] = row.index, ib, ic
-                self._shard_chunks[tuple(where)] = (future, ic)  # type: ignore[index]
+                self._shard_chunks[tuple(where)] = (future, ic)  # type: ignore[index]  # three axes: tuple() is typed variable-length
         hooks = self.hooks
         k0 = self.layout.frame.shape[2] - row.hi if self.layout.frame.stream_reversed else row.lo
         if self._inline:
@@ -513,7 +513,7 @@ class ShardWriter:
             for sc in range(n_shards[c]):
                 where = [0, 0, 0]
                 where[a], where[b], where[c] = slab, sb, sc
-                shard: tuple[int, int, int] = tuple(where)  # type: ignore[assignment]
+                shard: tuple[int, int, int] = tuple(where)  # type: ignore[assignment]  # three axes: tuple() is typed variable-length
                 members = {
                     local: self._shard_chunks.pop(g)
                     for local, g in shard_members(shard, self.layout.per_shard, self._n_chunks)
@@ -546,7 +546,7 @@ class ShardWriter:
         for ic in range(self._n_chunks[c]):
             where = [0, 0, 0]
             where[a], where[b], where[c] = row, ib, ic
-            frames.append(self._encode(view, tuple(where)))  # type: ignore[arg-type]
+            frames.append(self._encode(view, tuple(where)))  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
         return frames
 
     def _gather_buffer(self) -> tuple[np.ndarray, np.ndarray]:

@@ -256,8 +256,9 @@ class StoreWriter:
         is a context manager is entered here."""
 
         def feed(writer: ShardWriter) -> None:
-            enter = getattr(type(reader), "__enter__", None)
-            with reader if enter is not None else contextlib.nullcontext():  # type: ignore[attr-defined]
+            with contextlib.ExitStack() as stack:
+                if isinstance(reader, contextlib.AbstractContextManager):
+                    stack.enter_context(reader)  # e.g. opens the file
                 writer.pull(reader)
 
         return self._write(
@@ -379,8 +380,8 @@ class StoreWriter:
                 self.tmp / parent / str(level),
                 shape,
                 dtype,
-                chunks,  # type: ignore[arg-type]
-                shards,  # type: ignore[arg-type]
+                chunks,  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
+                shards,  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
                 codec,
                 level_frame,
             )
@@ -564,9 +565,10 @@ def open_array(store: Path, name: str = IMAGE_PATH) -> zarr.Array:
 
 def read_source_order(store: Path, name: str = IMAGE_PATH) -> np.ndarray:
     """A whole array of a published store, in its source's voxel order (the order of the source
-    NIfTI or DICOM grid; the store holds it permuted and flipped, :mod:`verse_etl.geometry.store_frame`)."""
+    NIfTI or DICOM grid; the store holds it permuted and flipped:
+    :mod:`verse_etl.geometry.store_frame`)."""
     attributes = zarr.open_group(store, mode="r").attrs.get("verse_etl", {})
-    array = open_array(store, name)[...]
-    if "source_shape" not in attributes:
+    array = np.asarray(open_array(store, name)[...])
+    if not isinstance(attributes, dict) or "source_shape" not in attributes:
         return array
     return frame_of_attributes(attributes).to_source(array)
