@@ -640,7 +640,8 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert dataset.case(uid).image.shape == (8, 10, 6)
+        case = dataset.case(uid)
+        assert case.frame.shape == (8, 10, 6) and case.image.shape == (6, 8, 10)  # S, P, L
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()
