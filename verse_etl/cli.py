@@ -252,11 +252,11 @@ def build(
     params = _build_params(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
-    from verse_etl.flows.build import run_build
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_build(params, runner, dask_address, wait)
+        summary = flows.run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -280,11 +280,11 @@ def ingest(
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
-    from verse_etl.flows.build import run_ingest
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
+        ingested = flows.run_ingest(tuple(sources), params, runner, dask_address, wait)
     cases, derived = ingested.cases, ingested.derived
     built = sum(r.converted for r in cases)
     states = ", ".join(f"{r.case_id} {'built' if r.converted else 'unchanged'}" for r in derived)
@@ -304,11 +304,11 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from verse_etl.flows.build import run_tables
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_tables(params, wait)
+        summary = flows.run_tables(params, wait)
     _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 
@@ -363,13 +363,12 @@ def serve(
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    from verse_etl.flows.schedule import serve as serve_deployment
-    from verse_etl.flows.server import serve_api
+    from verse_etl import flows
 
     with _reported():
-        api = serve_api()
+        api = flows.serve_api()
     console.print(f"serving deployment {schedule.deployment!r} on {api} (cron {schedule.cron})")
-    serve_deployment(
+    flows.serve_deployment(
         Path.cwd(),
         schedule.cron,
         schedule.deployment,
