@@ -40,7 +40,8 @@ def test_schemas_and_flows_install_under_verse_etl_and_every_package_is_listed()
     assert not {p for p in listed if not p.startswith("verse_etl")}
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "verse_etl").rglob("__init__.py")
+        for top in ("verse_etl", "verse_etl_sample")
+        for init in (ROOT / top).rglob("__init__.py")
     } | {"verse_etl.schemas", "verse_etl.flows"}
     assert found == listed, "list the package in pyproject.toml [tool.setuptools] packages"
 
@@ -49,7 +50,7 @@ def test_nothing_imports_a_top_level_schemas_or_flows() -> None:
     """In a checkout ``schemas`` is importable from the repository root, but an installed copy
     has only ``verse_etl.schemas``: code importing ``schemas`` would break once installed."""
     offenders = []
-    for folder in ("verse_etl", "schemas", "flows", "tests", "benchmarks"):
+    for folder in ("verse_etl", "verse_etl_sample", "schemas", "flows", "tests", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = []
