@@ -37,8 +37,10 @@ class HuHistogram:
 
     def __init__(self) -> None:
         # int16 values are counted exactly: their minimum, maximum and sum follow from the
-        # counts at the end, so each slab costs one counting pass. Other dtypes are counted at
-        # their rounded value, with their exact extremes and sum kept apart.
+        # counts at the end, so each slab costs one counting pass. They are counted by bit
+        # pattern (index ``value & 0xFFFF``: the int16 voxels viewed as uint16, no conversion)
+        # and put in value order when read. Other dtypes are counted at their rounded value,
+        # with their exact extremes and sum kept apart.
         self._exact = np.zeros(2 * _OFFSET, dtype=np.int64)
         self._rounded = np.zeros(2 * _OFFSET, dtype=np.int64)
         self._minimum = math.inf
@@ -53,9 +55,9 @@ class HuHistogram:
 
     def _exact_counts(self) -> np.ndarray:
         """Exact int16 counts of add and of every thread's add_chunk, index ``value + 32768``."""
-        if not self._threads:
-            return self._exact
-        return self._exact + np.sum(self._threads, axis=0)
+        bits = self._exact + np.sum(self._threads, axis=0) if self._threads else self._exact
+        # index ``value & 0xFFFF`` -> ``value + 32768``: 0..32767 move up, -32768..-1 down
+        return np.roll(bits, _OFFSET)
 
     @property
     def counts(self) -> np.ndarray:
@@ -108,26 +110,24 @@ class HuHistogram:
         counts = getattr(local, "counts", None)
         if counts is None:
             counts = local.counts = np.zeros(2 * _OFFSET, dtype=np.int64)
-            local.index = np.empty(0, dtype=np.intp)
             with self._lock:
                 self._threads.append(counts)
         flat = values.reshape(-1, order="A")
         if flat.size == 0:
             return
-        # Two vectorised int16 passes bound the values: a constant chunk (air, padding outside
+        # One vectorised int16 pass bounds the values: a constant chunk (air, padding outside
         # the field of view) is counted at once, where counting voxel by voxel would add 1 to
-        # the same bin in a dependent chain (the slowest case of bincount, ~2x its average).
+        # the same bin in a dependent chain.
         lo, hi = int(flat.min()), int(flat.max())
         if lo == hi:
-            counts[lo + _OFFSET] += flat.size
+            counts[lo & 0xFFFF] += flat.size
             return
-        if local.index.size < flat.size:
-            local.index = np.empty(flat.size, dtype=np.intp)
-        # bincount widens its input to intp anyway: do it into a reused buffer (not a new one
-        # per chunk), relative to the minimum, so that its output is only the values' range.
-        index = local.index[: flat.size]
-        np.subtract(flat, lo, out=index, dtype=np.intp)
-        counts[lo + _OFFSET : hi + _OFFSET + 1] += np.bincount(index, minlength=hi - lo + 1)
+        # One counting pass, straight into this thread's counts: the voxels' bit patterns are
+        # the indexes (no widened intp copy of the chunk, no per-chunk histogram to add up).
+        # On the 512x512x300 CT of benchmarks/convert.py, 64^3 chunks: 0.86-1.02 CPU-ms/MB
+        # against 0.99-1.01 for bincount of the values minus the minimum (best-median of 7,
+        # load 9): about numpy's floor for counting voxel by voxel; 1.2 on noise-like data.
+        np.add.at(counts, flat.view(np.uint16), 1)
 
     def add(self, slab: np.ndarray) -> None:
         """Count every value of ``slab`` (any shape, any integer or float dtype)."""
@@ -136,9 +136,9 @@ class HuHistogram:
             self._add_flat(flat[start : start + _CHUNK])
 
     def _add_flat(self, values: np.ndarray) -> None:
+        index: np.ndarray  # bin of each value: offset int16 bits, or clipped int64
         if values.dtype == np.int16:
-            index = values.view(np.uint16) ^ np.uint16(0x8000)  # two's complement -> offset
-            self._exact += np.bincount(index, minlength=2 * _OFFSET)
+            np.add.at(self._exact, values.view(np.uint16), 1)  # by bit pattern, as add_chunk
             return
         if values.dtype.kind == "f":
             finite = np.isfinite(values)
