@@ -18,8 +18,8 @@ from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile, list_files
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
 from verse_etl.read.catalog import query
-from verse_etl.sample import write_sample
-from verse_etl.sample.verse_variants import zip_release
+from verse_etl_sample import write_sample
+from verse_etl_sample.verse_variants import zip_release
 
 RAW = "dataset-01training/rawdata"
 

@@ -11,11 +11,11 @@ from openpyxl import Workbook
 from verse_etl.cases.records import CaseResult
 from verse_etl.io.files import SourceFile
 from verse_etl.params import CheckParams
-from verse_etl.sample import write_sample
-from verse_etl.sample.fracture_grades import HEADER
 from verse_etl.tables.assemble import assemble
 from verse_etl.tables.parquet import read_table
 from verse_etl.verse.fracture_grades import COLUMNS, fracture_grades_result, read_fracture_grades
+from verse_etl_sample import write_sample
+from verse_etl_sample.fracture_grades import HEADER
 
 
 def _workbook(path: Path, rows: list[list[object]], header=HEADER, sheet="VerSe_dataset") -> Path:

@@ -23,12 +23,12 @@ from verse_etl.mosmed.annotations import POINT_NAMES
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.measures import genant_grade, grade_ratio
 from verse_etl.params import CheckParams, GenantParams, MosmedParams, VolumeParams
-from verse_etl.sample import write_sample
-from verse_etl.sample.edge_cases import write_edge_cases
 from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
 from verse_etl.stores.volumes import open_array
 from verse_etl.tables.assemble import assemble
 from verse_etl.tables.parquet import read_table
+from verse_etl_sample import write_sample
+from verse_etl_sample.edge_cases import write_edge_cases
 
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2))
 TABLE_NAMES = (

@@ -24,8 +24,8 @@ from nibabel.orientations import aff2axcodes
 
 from tests.file_digests import file_digests
 from verse_etl.errors import InputError, ParamsError
-from verse_etl.sample import SampleManifest, write_annotation_studies, write_sample
-from verse_etl.sample.mosmed import (
+from verse_etl_sample import SampleManifest, write_annotation_studies, write_sample
+from verse_etl_sample.mosmed import (
     SliceEncoder,
     _base_dataset,
     _pixel_data,
@@ -35,8 +35,8 @@ from verse_etl.sample.mosmed import (
     study_plan,
     thin_and_decoy,
 )
-from verse_etl.sample.nifti import nifti_header_bytes, write_nifti_gz
-from verse_etl.sample.phantom import (
+from verse_etl_sample.nifti import nifti_header_bytes, write_nifti_gz
+from verse_etl_sample.phantom import (
     Trunk,
     build_phantom,
     sample_volume,
@@ -44,7 +44,7 @@ from verse_etl.sample.phantom import (
     vertebra_from_keypoints,
     world_to_voxel,
 )
-from verse_etl.sample.rle import encode_frame
+from verse_etl_sample.rle import encode_frame
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REAL_VERSE = SHARED / "fixtures" / "verse" / "sub-verse004"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.file_digests import file_digests
 from verse_etl.mosmed.annotations import ANNOTATED_LEVELS
-from verse_etl.sample import write_sample
+from verse_etl_sample import write_sample
 
 
 @pytest.fixture(scope="module")

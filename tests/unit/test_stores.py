@@ -31,7 +31,7 @@ PARAMS = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2))
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory):
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     out = tmp_path_factory.mktemp("sample")
     return out, write_sample(out, seed=7, verse_cases=4, mosmed_studies=1, size="tiny")

@@ -12,9 +12,9 @@ import pytest
 
 from verse_etl.io.files import SourceFile
 from verse_etl.io.nifti import iter_nifti_slabs, read_nifti_info
-from verse_etl.sample import SampleManifest, write_sample
-from verse_etl.sample.verse_variants import copy_scan, write_miccai_copy, zip_release
 from verse_etl.sources.verse import discover_verse, discover_verse_sources
+from verse_etl_sample import SampleManifest, write_sample
+from verse_etl_sample.verse_variants import copy_scan, write_miccai_copy, zip_release
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ release read from the file's content.
 The phantom vertebrae are rebuilt from the keypoints: the experts' vertebrae (of both releases)
 are matched by their position along k, each matched group is averaged, and a body is built whose
 endplates pass through the averaged points
-(:func:`verse_etl.sample.phantom.vertebra_from_keypoints`), so bone lies under every reader's
+(:func:`verse_etl_sample.phantom.vertebra_from_keypoints`), so bone lies under every reader's
 points. A group takes its level from the v2 labels where it has one (neighbours counted from the
 nearest labelled group otherwise; T1 downwards without any v2 file). Nothing about fractures is
 invented: the heights are the readers'.
@@ -31,8 +31,8 @@ import numpy as np
 
 from verse_etl.errors import InputError
 from verse_etl.mosmed.annotations import ANNOTATED_LEVELS, LEVELS, normalise_level
-from verse_etl.sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
-from verse_etl.sample.mosmed import (
+from verse_etl_sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
+from verse_etl_sample.mosmed import (
     REAL_PIXEL_SPACINGS,
     real_style_series_uid,
     rounded_heights,
@@ -40,8 +40,8 @@ from verse_etl.sample.mosmed import (
     thin_and_decoy,
     write_study,
 )
-from verse_etl.sample.output import write_bytes_atomic
-from verse_etl.sample.phantom import (
+from verse_etl_sample.output import write_bytes_atomic
+from verse_etl_sample.phantom import (
     Trunk,
     Vertebra,
     build_phantom,

@@ -28,23 +28,23 @@ from pathlib import Path
 import numpy as np
 
 from verse_etl.errors import ParamsError
-from verse_etl.sample.annotation_studies import (
+from verse_etl_sample.annotation_studies import (
     ANNOTATION_FOLDERS,
     read_annotation_dir,
     write_annotation_study,
 )
-from verse_etl.sample.edge_cases import MAPPING_NAME, EdgeCaseManifest, write_edge_cases
-from verse_etl.sample.fracture_grades import FILE_NAME as GRADES_FILE
-from verse_etl.sample.fracture_grades import write_fracture_grades
-from verse_etl.sample.manifest import (
+from verse_etl_sample.edge_cases import MAPPING_NAME, EdgeCaseManifest, write_edge_cases
+from verse_etl_sample.fracture_grades import FILE_NAME as GRADES_FILE
+from verse_etl_sample.fracture_grades import write_fracture_grades
+from verse_etl_sample.manifest import (
     MosmedStudyManifest,
     MosmedVertebraManifest,
     SampleManifest,
     VerseScanManifest,
 )
-from verse_etl.sample.mosmed import TRANSFER_SYNTAXES, write_mosmed_sample_study
-from verse_etl.sample.output import claim_outputs
-from verse_etl.sample.verse import (
+from verse_etl_sample.mosmed import TRANSFER_SYNTAXES, write_mosmed_sample_study
+from verse_etl_sample.output import claim_outputs
+from verse_etl_sample.verse import (
     MIN_VERSE_CASES,
     VERSE19_DIR,
     VERSE20_DIR,
@@ -108,7 +108,7 @@ def write_sample(
     overwrite
         Replace the owned folders if they are not empty (otherwise that is an error).
     edge_cases
-        Also write the MosMed edge-case studies of :mod:`verse_etl.sample.edge_cases` (a packed
+        Also write the MosMed edge-case studies of :mod:`verse_etl_sample.edge_cases` (a packed
         study, older identifiers with their mapping CSV, missing InstanceNumber, undefined
         orientation, unknown UID, gantry tilt, missing slice, localizer, stray file, annotation
         without study), whose quarantine records and verdicts are in ``manifest.edge_cases``.

@@ -18,9 +18,9 @@ from typing import cast
 import nibabel as nib
 import numpy as np
 
-from verse_etl.sample.manifest import VerseScanManifest
-from verse_etl.sample.nifti import write_nifti_gz
-from verse_etl.sample.output import atomic_file, gzip_member, write_text_atomic
+from verse_etl_sample.manifest import VerseScanManifest
+from verse_etl_sample.nifti import write_nifti_gz
+from verse_etl_sample.output import atomic_file, gzip_member, write_text_atomic
 
 RELEASE_ZIPS: dict[str, str] = {
     "dataset-verse19training": "dataset-verse19training.zip",

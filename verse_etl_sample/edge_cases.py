@@ -1,7 +1,7 @@
 """MosMed studies that are not clean, written on purpose, with what the pipeline must say.
 
 Spec: ``shared/specs/MOSMED.md`` §5 (edge cases) and §1.4 (older identifiers). Each study starts
-as a tiny synthetic study (:func:`verse_etl.sample.mosmed.write_mosmed_sample_study`) and is then
+as a tiny synthetic study (:func:`verse_etl_sample.mosmed.write_mosmed_sample_study`) and is then
 changed file by file with pydicom:
 
 ========================  ==============================================================
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from verse_etl.sample.manifest import MosmedStudyManifest
-from verse_etl.sample.mosmed import _digits, allow_invalid_uids, write_mosmed_sample_study
-from verse_etl.sample.output import atomic_file, gzip_member, write_bytes_atomic
+from verse_etl_sample.manifest import MosmedStudyManifest
+from verse_etl_sample.mosmed import _digits, allow_invalid_uids, write_mosmed_sample_study
+from verse_etl_sample.output import atomic_file, gzip_member, write_bytes_atomic
 
 MAPPING_NAME = "folder_uid_mapping_v1_to_v2.csv"
 """Where the identifier mapping is written, below ``out/mosmed`` (the real file's name)."""

@@ -50,9 +50,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from verse_etl.sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
-from verse_etl.sample.output import write_bytes_atomic, write_text_atomic
-from verse_etl.sample.phantom import (
+from verse_etl_sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
+from verse_etl_sample.output import write_bytes_atomic, write_text_atomic
+from verse_etl_sample.phantom import (
     FractureType,
     Phantom,
     Trunk,
@@ -63,7 +63,7 @@ from verse_etl.sample.phantom import (
     spine_labels,
     world_to_voxel,
 )
-from verse_etl.sample.rle import encode_frame
+from verse_etl_sample.rle import encode_frame
 
 UID_ROOT = "1.2.643.5.1.13.13.12.2.77.8252"
 """Root of the re-generated MosMed UIDs (MOSMED.md §1.5, §3.4)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from verse_etl.sample.output import atomic_file, gzip_member
+from verse_etl_sample.output import atomic_file, gzip_member
 
 
 def stored_affine(affine: np.ndarray) -> np.ndarray:

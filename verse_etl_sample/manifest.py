@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from verse_etl.sample.phantom import FractureType
+from verse_etl_sample.phantom import FractureType
 
 if TYPE_CHECKING:
-    from verse_etl.sample.edge_cases import EdgeCaseManifest
+    from verse_etl_sample.edge_cases import EdgeCaseManifest
 
 VerseRelease = Literal["verse19", "verse20"]
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
-from verse_etl.sample.manifest import VerseRelease, VerseScanManifest
-from verse_etl.sample.nifti import stored_affine, write_nifti_gz
-from verse_etl.sample.output import write_bytes_atomic, write_text_atomic
-from verse_etl.sample.phantom import (
+from verse_etl_sample.manifest import VerseRelease, VerseScanManifest
+from verse_etl_sample.nifti import stored_affine, write_nifti_gz
+from verse_etl_sample.output import write_bytes_atomic, write_text_atomic
+from verse_etl_sample.phantom import (
     FractureType,
     Phantom,
     Slab,
@@ -41,7 +41,7 @@ from verse_etl.sample.phantom import (
     spine_labels,
     world_to_voxel,
 )
-from verse_etl.sample.snapshot import SnapshotBuilder
+from verse_etl_sample.snapshot import SnapshotBuilder
 
 VERSE19_DIR = "dataset-verse19training"
 VERSE20_DIR = "dataset-01training"

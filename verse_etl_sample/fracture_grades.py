@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verse_etl.sample.manifest import VerseScanManifest
-from verse_etl.sample.output import write_bytes_atomic
+from verse_etl_sample.manifest import VerseScanManifest
+from verse_etl_sample.output import write_bytes_atomic
 
 FILE_NAME = "ryai190138_appendixe1.xlsx"
 LEVELS = (*(f"T{i}" for i in range(1, 13)), *(f"L{i}" for i in range(1, 7)))
