@@ -46,7 +46,7 @@ from verse_etl_sample.phantom import (
 )
 from verse_etl_sample.rle import encode_frame
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 REAL_VERSE = SHARED / "fixtures" / "verse" / "sub-verse004"
 REAL_MASK = REAL_VERSE / "sub-verse004_seg-vert_msk.nii.gz"
 REAL_CTD = REAL_VERSE / "sub-verse004_seg-subreg_ctd.json"

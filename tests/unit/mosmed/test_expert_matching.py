@@ -12,7 +12,7 @@ from verse_etl.mosmed.annotations import read_annotation
 from verse_etl.mosmed.expert_matching import pair_experts
 from verse_etl.mosmed.matching import levels_from_reference
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 V1 = SHARED / "fixtures" / "mosmed" / "annotation"
 V2 = SHARED / "fixtures" / "mosmed" / "annotation_v2"
 

@@ -18,7 +18,7 @@ from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.stores.volumes import open_array
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 PHILIPS = SHARED / "corpora" / "dcm_qa_ct" / "In" / "Philips_S21570_S2010"
 VOLUMES = VolumeParams(chunks=(64, 64, 32), shard_chunks=(8, 8, 1))
 UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")

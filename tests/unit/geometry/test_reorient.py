@@ -17,7 +17,7 @@ from verse_etl.sources.verse import discover_verse
 from verse_etl.stores.volumes import LABELS_PATH, open_array
 from verse_etl.verse.case import build_verse_scan
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 SUB = "sub-verse004"
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(4, 4, 2))
 

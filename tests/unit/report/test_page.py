@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.unit.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
+from tests.unit.report.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
 from verse_etl.report.page import render_report, write_pictures
 
 

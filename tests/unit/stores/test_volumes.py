@@ -22,7 +22,7 @@ from verse_etl.stores import shards
 from verse_etl.stores.shards import ChunkCodec, StoreMismatchError, decode_index, verify_shard_file
 from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, open_array
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 PARAMS = VolumeParams(chunks=(8, 8, 8), shard_chunks=(2, 2, 2))
 

@@ -26,7 +26,7 @@ from verse_etl.sources.verse import discover_verse
 from verse_etl.tables.validation import validate_table
 from verse_etl.verse.case import build_verse_scan
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 MOSMED = SHARED / "fixtures" / "mosmed"
 SUB = "sub-verse004"
 SPACING = np.array([0.7, 0.7, 0.8])  # row, column, slice

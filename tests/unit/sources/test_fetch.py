@@ -25,7 +25,7 @@ from verse_etl.sources.fetch import (
     render_outcomes,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()

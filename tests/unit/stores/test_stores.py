@@ -153,7 +153,7 @@ def test_unchanged_rerun_converts_nothing(sample, tmp_path: Path) -> None:
     assert build(PARAMS) == 0
     assert _files(tmp_path) == before  # not one store file rewritten, not even touched
     # Each case keeps the digest of every source file by its stat: a rerun reads none of them
-    # (verse_etl.cases.stat_cache; what reuse sees and does not is tests/unit/test_stat_cache.py).
+    # (verse_etl.cases.stat_cache; what reuse sees and does not is tests/unit/cases/test_stat_cache.py).
     kept = {
         key: entry[5]
         for path in (tmp_path / "digests").rglob("*.json")
