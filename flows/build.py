@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
+from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
 from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
@@ -40,7 +41,6 @@ from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
 from verse_etl.publish.card import write_card
 from verse_etl.publish.lock import workspace_lock
-from verse_etl.publish.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish.staging import (
     fetch_case_results,
@@ -49,12 +49,12 @@ from verse_etl.publish.staging import (
     publish_tables,
     run_case,
 )
-from verse_etl.publish.targets import is_url
 from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
+from verse_etl.targets import is_url
 from verse_etl.verse.case import build_verse_scan, source_results
 
 

@@ -273,7 +273,7 @@ def ingest(
     rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.publish.outputs import SOURCES
+    from verse_etl.cases.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
