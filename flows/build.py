@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -34,6 +35,7 @@ from verse_etl.flows import timing
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
+from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
 from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
@@ -43,7 +45,6 @@ from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
 from verse_etl.publish.card import write_card
 from verse_etl.publish.lock import workspace_lock
-from verse_etl.publish.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish.staging import (
     fetch_case_results,
@@ -52,12 +53,12 @@ from verse_etl.publish.staging import (
     publish_tables,
     run_case,
 )
-from verse_etl.publish.targets import is_url
 from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
+from verse_etl.targets import is_url
 from verse_etl.verse.case import build_verse_scan, source_results
 
 
@@ -78,7 +79,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 # (cases/<source>/<id>.json), and the hash of each file by its stat (digests/<source>/<id>.json),
 # so an unchanged case reads no source file; Prefect's own cache is
 # off to keep a single source of truth. Retries cover transient I/O only.
-_CASE_TASK = {
+_CASE_TASK: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": _transient,
@@ -264,11 +265,14 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
         key="ingest-progress",
         description=f"Cases of {', '.join(source_futures)} built into {params.out}",
     )
+    # A sync flow: Prefect's async_dispatch ran the sync function, which returns the id.
+    assert isinstance(artifact, UUID)
+
+    def report_progress(percent: float) -> None:
+        update_progress_artifact(artifact, percent)
+
     with IngestProgress(
-        total,
-        sum(c.size for c in cases.values()),
-        logger.info,
-        lambda percent: update_progress_artifact(artifact, percent),
+        total, sum(c.size for c in cases.values()), logger.info, report_progress
     ) as progress:
         for future in as_completed(list(cases)):
             result: CaseResult = cases[future].result(out, params.case_timeout_s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -101,7 +101,7 @@ def sample(
     ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
-    from verse_etl.sample import write_annotation_studies, write_sample
+    from verse_etl_sample import write_annotation_studies, write_sample
 
     start = time.perf_counter()
     with _reported():
@@ -281,7 +281,7 @@ def ingest(
     rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.publish.outputs import SOURCES
+    from verse_etl.cases.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
@@ -564,7 +564,7 @@ def export_nifti_command(
     _report_skipped(exported.skipped)
 
 
-def _report_skipped(skipped: list[VerseEtlError]) -> None:
+def _report_skipped(skipped: Sequence[VerseEtlError]) -> None:
     """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
     for error in skipped:
         console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)

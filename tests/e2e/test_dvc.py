@@ -100,7 +100,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     # ingest@verse ran alone: every MosMed row is still there.
     assert metrics["rows"]["series"] == before["rows"]["series"] > 0
     # gl003's store stays until the next ingestion of VerSe: when ingest@verse ran, the published
-    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.publish.generations).
+    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.tables.generations).
     stores = (project / "data" / "build" / "volumes" / "verse").glob("*.zarr")
     published = read_table(project / "data" / "build", "scans").column("store_path").to_pylist()
     assert not [p for p in published if "gl003" in p]
