@@ -28,7 +28,7 @@ def _prefect(args: list[str], project: Path, api: str) -> str:
 
 def _servers(project: Path) -> int:
     log = project / ".prefect" / "verse-etl-server.log"
-    return log.read_text().count(" up (database in ") if log.exists() else 0
+    return log.read_text().count(" up in ") if log.exists() else 0
 
 
 def repro(project: Path) -> str:
@@ -43,6 +43,12 @@ def repro(project: Path) -> str:
 def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Path) -> None:
     first = repro(project)
     assert stages_run(first) == {"sample", "ingest@verse", "ingest@mosmed", "tables", "report"}
+    # Each stage that runs a flow says what Prefect cost it (benchmarks/prefect_share.py adds
+    # these up); the local server started from the migrated template, not by migrating.
+    for stage in ("ingest verse", "ingest mosmed", "tables"):
+        assert f"verse-etl prefect cost: {stage}: " in first, first
+    log = (project / ".prefect" / "verse-etl-server.log").read_text()
+    assert "copied from the migrated template" in log, log
     # No API configured: the first stage started one local server, the later stages reused it,
     # and Prefect's own CLI lists the runs and their artifacts (fastapi pinned by Prefect).
     assert _servers(project) == 1
