@@ -1,8 +1,8 @@
 """Prefect flows composing the verse_etl library. The only package that imports Prefect.
 
 Importing it sets safe defaults for a machine without network, unless the caller set them: no
-analytics, a patient start-up timeout for a temporary server, and verse_etl's log records captured
-in run logs. ``PREFECT_HOME`` is left alone: the user's home (and its profile, e.g. a Prefect
+analytics, a patient start-up timeout for a temporary server, verse_etl's log records captured
+in run logs, and Dask's INFO chatter left out. ``PREFECT_HOME`` is left alone: the user's home (and its profile, e.g. a Prefect
 Cloud login or a team server) is respected; only the local server started when no API is
 configured keeps its database in the project (:mod:`flows.server`).
 """
@@ -17,6 +17,9 @@ _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "verse_etl",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    # Dask (`--runner dask`): its scheduler, nannies and workers log every start, connection
+    # and stop at INFO (about 40 lines a build); warnings and errors are what a user needs.
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
@@ -30,13 +33,21 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "run_tables": ("verse_etl.flows.build", "run_tables"),
     "serve_deployment": ("verse_etl.flows.schedule", "serve"),
     "serve_api": ("verse_etl.flows.server", "serve_api"),
+    "start_prefect": ("verse_etl.flows.server", "start_prefect"),
 }
-__all__ = ["run_build", "run_ingest", "run_tables", "serve_api", "serve_deployment"]
+__all__ = [
+    "run_build",
+    "run_ingest",
+    "run_tables",
+    "serve_api",
+    "serve_deployment",
+    "start_prefect",
+]
 
 if TYPE_CHECKING:
     from verse_etl.flows.build import run_build, run_ingest, run_tables
     from verse_etl.flows.schedule import serve as serve_deployment
-    from verse_etl.flows.server import serve_api
+    from verse_etl.flows.server import serve_api, start_prefect
 
 
 def __getattr__(name: str) -> Any:
