@@ -15,6 +15,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
 from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES
 from verse_etl.mosmed.matching import LEVEL_RULES
@@ -324,3 +325,16 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         labelled = df["level"].notna()
         repeated = df[labelled].duplicated(subset=keys, keep=False)
         return ~repeated.reindex(df.index, fill_value=False)
+
+
+MOSMED_VERTEBRAE = Table(
+    name="mosmed_vertebrae",
+    model=MosmedVertebraeTable,
+    sort_keys=("folder", "release", "expert", "vertebra_index"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="annotation_path",
+    parent=("series_uid", "series"),
+)
+"""``mosmed_vertebrae``: keypoint rows added by each study's case (``verse_etl.mosmed.keypoints``)."""
