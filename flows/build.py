@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -74,7 +75,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 # (cases/<source>/<id>.json), and the hash of each file by its stat (digests/<source>/<id>.json),
 # so an unchanged case reads no source file; Prefect's own cache is
 # off to keep a single source of truth. Retries cover transient I/O only.
-_CASE_TASK = {
+_CASE_TASK: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": _transient,
@@ -258,11 +259,14 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
         key="ingest-progress",
         description=f"Cases of {', '.join(source_futures)} built into {params.out}",
     )
+    # A sync flow: Prefect's async_dispatch ran the sync function, which returns the id.
+    assert isinstance(artifact, UUID)
+
+    def report_progress(percent: float) -> None:
+        update_progress_artifact(artifact, percent)
+
     with IngestProgress(
-        total,
-        sum(c.size for c in cases.values()),
-        logger.info,
-        lambda percent: update_progress_artifact(artifact, percent),
+        total, sum(c.size for c in cases.values()), logger.info, report_progress
     ) as progress:
         for future in as_completed(list(cases)):
             result: CaseResult = cases[future].result(out, params.case_timeout_s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -554,7 +554,7 @@ def export_nifti_command(
     _report_skipped(exported.skipped)
 
 
-def _report_skipped(skipped: list[VerseEtlError]) -> None:
+def _report_skipped(skipped: Sequence[VerseEtlError]) -> None:
     """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
     for error in skipped:
         console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)

@@ -554,7 +554,7 @@ def _shear(along: np.ndarray, in_row: np.ndarray, in_col: np.ndarray) -> tuple[f
         slopes.append(slope)
         fit = values.mean() + slope * x
         residual = max(residual, float(np.max(np.abs(values - fit))))
-    return float(np.degrees(np.arctan(np.hypot(*slopes)))), residual
+    return float(np.degrees(np.arctan(np.hypot(slopes[0], slopes[1])))), residual
 
 
 def store_slice_index(k: np.ndarray | float, geometry: SeriesGeometry) -> np.ndarray:

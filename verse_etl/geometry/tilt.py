@@ -78,7 +78,7 @@ class TiltGrid:
     _normal: np.ndarray
     _pixel: tuple[float, float]
 
-    def acquired_world(self, points: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    def acquired_world(self, points: np.ndarray, order: Sequence[int] | np.ndarray) -> np.ndarray:
         """World RAS+ mm of points given in the acquired slices.
 
         Parameters
@@ -148,7 +148,7 @@ def tilt_grid(
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
-    ps = (float(first.pixel_spacing[0]), float(first.pixel_spacing[1]))  # type: ignore[index]
+    ps = (float(first.pixel_spacing[0]), float(first.pixel_spacing[1]))  # type: ignore[index]  # geometry checked: spacing set
     positions = np.asarray([s.position for s in slices], dtype=float)
     rel = positions - positions[0]
     along = rel @ normal

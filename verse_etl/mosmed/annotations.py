@@ -238,7 +238,8 @@ def _points(
             "the vertebra was left out",
             check="annotation_points",
         )
-    points = tuple((float(p[0]), float(p[1]), float(p[2])) for p in item)  # type: ignore[union-attr]
+    assert isinstance(item, list)  # checked above (ok), for the type checker
+    points = tuple((float(p[0]), float(p[1]), float(p[2])) for p in item)
     if not all(math.isfinite(c) for p in points for c in p):
         raise InputError(
             path,

@@ -254,19 +254,19 @@ def drop_duplicate_series(
     records: list[QuarantineRecord] = []
     kept_results: list[CaseResult] = []
     for result in results:
-        rows = result.rows
+        by_table = result.rows
         if result.source == SOURCE and any(
-            (r["folder"], r["series_uid"]) in left_out for r in rows.get("series", [])
+            (r["folder"], r["series_uid"]) in left_out for r in by_table.get("series", [])
         ):
-            rows = {
+            by_table = {
                 table: [
                     r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
                 ]
                 if table in ("series", "mosmed_vertebrae")
                 else table_rows
-                for table, table_rows in rows.items()
+                for table, table_rows in by_table.items()
             }
-            result = replace(result, rows=rows)
+            result = replace(result, rows=by_table)
         kept_results.append(result)
     for (folder, uid), kept in sorted(left_out.items()):
         row = next(r for r in copies[uid] if r["folder"] == folder)
@@ -401,7 +401,7 @@ def _convert_series(
         if (target := _match_series(ann, study, set(scan.series), _derived(scan.series))[0])
         is not None
     }
-    source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]
+    source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]  # discovery gives one of the two
     converted: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     for uid in sorted(scan.series):
         headers = scan.series[uid]
@@ -501,7 +501,7 @@ def _convert_series(
                     voxel_xxh3=digest,
                     hu_min=lo,
                     hu_max=hi,
-                    affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]
+                    affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
                 )
         converted[uid] = (geometry, row, grid)
         result.add("series", row)
@@ -529,7 +529,7 @@ def _series_row(
         value = first.attributes.get(keyword)
         if column in _NUMERIC_TAGS:
             try:
-                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]  # TypeError/ValueError caught below
             except (TypeError, ValueError):
                 row[column] = None
         else:
@@ -579,9 +579,9 @@ def _write_store(
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]
+            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]  # a clean volume: affine set
             "orientation": geometry.orientation,
-            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]
+            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]  # a clean volume: spacing set
             "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
             "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
             "instance_numbers": [s.instance_number for s in geometry.slices],
@@ -631,7 +631,7 @@ def _write_corrected_store(
             "series_uid": uid,
             "affine": [[float(v) for v in row] for row in grid.affine],
             "orientation": geometry.orientation,
-            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]
+            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]  # geometry checked: spacing set
             "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
             "columns along the row cosines, slices along the normal (no shear); affine maps "
             "them to RAS+ mm",
@@ -905,7 +905,7 @@ def _vertebra_row(
     shape = geometry.shape
     if grid is None:
         slices = store_slice_index(points[:, 2], geometry)
-        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]
+        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]  # a clean volume: affine set
     else:
         # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
         # slice was acquired (IPP interpolated between slices), not on the resampled grid.

@@ -113,7 +113,7 @@ def published_store_paths(out: Path | str, filesystem: object | None = None) -> 
     paths: set[str] = set()
     for name in ("scans", "series"):
         try:
-            table = read_table(out, name, columns=["store_path"], filesystem=filesystem)  # type: ignore[arg-type]
+            table = read_table(out, name, columns=["store_path"], filesystem=filesystem)
         except (OSError, ValueError, KeyError):
             # No published table yet (a first build; an object store without that prefix).
             continue

@@ -395,7 +395,7 @@ def write_annotation_study(
         series_uid=ann.series_uid,
         decoy_series_uid=decoy_uid,
         study_uid=study.study_uid,
-        annotation=copies.get("v1", copies.get("v2")).relative_to(out),  # type: ignore[union-attr]
+        annotation=copies.get("v1", copies.get("v2")).relative_to(out),  # type: ignore[union-attr]  # at least one copy made
         files=tuple(p.relative_to(out) for p in written[ann.series_uid]),
         decoy_files=tuple(p.relative_to(out) for p in written[decoy_uid]),
         rows=MATRIX,

@@ -244,7 +244,7 @@ def _convert(
     sidecar = _read_sidecar(scan, root, result, checks.limits)
     points = [c.voxel for c in centroids.centroids] if centroids else []
     hu = HuHistogram()
-    stats = LabelStatistics(ct.shape, probes=points)  # type: ignore[arg-type]
+    stats = LabelStatistics(ct.shape, probes=points)
     depth = layout(ct.shape, volumes)[1][2]
     store = verse_store_path(out, scan.scan_id, key)
 
@@ -252,11 +252,11 @@ def _convert(
         assert mask is not None
         thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
         slabs = (
-            iter_aligned_slabs(mask.path, aligned, ct.shape, min(thin, depth))  # type: ignore[arg-type]
+            iter_aligned_slabs(mask.path, aligned, ct.shape, min(thin, depth))  # type: ignore[arg-type]  # shape of 3 (a NIfTI volume)
             if aligned is not None
             else iter_nifti_slabs(mask, min(thin, depth))
         )
-        labels = as_labels(slabs, mask.path)  # type: ignore[arg-type]
+        labels = as_labels(slabs, mask.path)  # type: ignore[arg-type]  # both readers yield (k0, slab)
         for k0, slab in labels:
             stats.add(k0, slab)
             yield k0, slab
@@ -283,7 +283,7 @@ def _convert(
         _flag(result, scan, root, InputError(scan.ct, problem, check=check), "scans")
 
     summaries = stats.result() if mask is not None else {}
-    probed = stats.probe_labels() if mask is not None else [None] * len(points)
+    probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
     _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
     _add_scan(
         result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
