@@ -94,7 +94,7 @@ def sample(
     ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
-    from verse_etl.sample import write_annotation_studies, write_sample
+    from verse_etl_sample import write_annotation_studies, write_sample
 
     start = time.perf_counter()
     with _reported():

@@ -1,6 +1,6 @@
 """Issue #7's bad-input corpus: one build over good and bad sources mixed in their real layouts.
 
-The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl.sample`, small
+The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl_sample`, small
 DICOM series from ``tests/dicom_factory.py``) into ``pristine/``, copies it to ``src/`` and damages
 the copy case by case, in place, beside the good cases: on-disk VerSe files, the VerSe'20
 release zip (read in place) with hostile members, MosMed study folders, annotation files and
@@ -54,16 +54,16 @@ from verse_etl.params import (
     VolumeParams,
 )
 from verse_etl.read.catalog import query
-from verse_etl.sample import SampleManifest, write_sample
-from verse_etl.sample.edge_cases import rewrite_dicom
-from verse_etl.sample.verse_variants import (
+from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.sources.verse import discover_verse_sources
+from verse_etl_sample import SampleManifest, write_sample
+from verse_etl_sample.edge_cases import rewrite_dicom
+from verse_etl_sample.verse_variants import (
     rewrite_centroids,
     rewrite_mask,
     rewrite_sform,
     zip_release,
 )
-from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.sources.verse import discover_verse_sources
 
 V20_ZIP = "dataset-verse20training.zip"
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory):
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     out = tmp_path_factory.mktemp("sample")
     return out, write_sample(out, seed=3, verse_cases=5, mosmed_studies=2, size="tiny")
@@ -159,7 +159,7 @@ def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytes
     `sample --annotations` makes (one study per Folder for both releases)."""
     from verse_etl.flows.build import run_build
 
-    from verse_etl.sample import write_annotation_studies
+    from verse_etl_sample import write_annotation_studies
 
     src = tmp_path_factory.mktemp("real-ann")
     real = shared / "fixtures" / "mosmed"

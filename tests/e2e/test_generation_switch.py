@@ -152,7 +152,7 @@ def _same(seen: tuple[dict, str], expected: tuple[dict, str]) -> bool:
 @pytest.fixture(scope="module")
 def generations(tmp_path_factory: pytest.TempPathFactory):
     """Sources v1 and v2 (one CT changed, one scan removed), v1 built, and v2 built on it."""
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     base = tmp_path_factory.mktemp("generations")
     manifest = write_sample(base / "v1", seed=4, verse_cases=4, mosmed_studies=1, size="tiny")
