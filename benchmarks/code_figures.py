@@ -7,9 +7,11 @@ Prints
 
 - the string literals outside ``schemas/`` that are exactly a column name of one of the table
   contracts (``"scan_id"``, ``"store_path"``, ...), in ``verse_etl/`` and ``flows/``, in total,
-  per file (the largest ``--files``), and without the sample generator (``verse_etl/sample``:
-  it writes source files, whose keys may share a column's name);
-- the ``--top`` longest functions (and methods) of ``verse_etl/``, ``flows/`` and ``schemas/``,
+  per file (the largest ``--files``), and apart those of the sample generator (``verse_etl/sample``,
+  since moved to ``verse_etl_sample/``: it writes source files, whose keys may share a
+  column's name);
+- the ``--top`` longest functions (and methods) of ``verse_etl/``, ``flows/``, ``schemas/`` and
+  the sample generator,
   with their line counts (``def`` line to last line, decorators excluded).
 
 Everything is read with :mod:`ast` (docstrings and comments are not literals that count; an
@@ -26,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("verse_etl", "flows")
+SAMPLE = ("verse_etl/sample/", "verse_etl_sample/")
 
 
 def column_names() -> set[str]:
@@ -62,7 +65,7 @@ def _literals(tree: ast.AST) -> list[str]:
 def column_literals(columns: set[str]) -> Counter[str]:
     """``{file: literals naming a column}`` outside ``schemas/``."""
     counts: Counter[str] = Counter()
-    for path in _sources(LIBRARY):
+    for path in _sources((*LIBRARY, SAMPLE[1].rstrip("/"))):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         n = sum(value in columns for value in _literals(tree))
         if n:
@@ -73,7 +76,7 @@ def column_literals(columns: set[str]) -> Counter[str]:
 def longest_functions(top: int) -> list[tuple[int, str]]:
     """``(lines, file:line name)`` of the ``top`` longest functions."""
     found = []
-    for path in _sources((*LIBRARY, "schemas")):
+    for path in _sources((*LIBRARY, SAMPLE[1].rstrip("/"), "schemas")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -90,10 +93,10 @@ def main() -> None:
     args = parser.parse_args()
     counts = column_literals(column_names())
     total = sum(counts.values())
-    sample = sum(n for f, n in counts.items() if f.startswith("verse_etl/sample/"))
+    sample = sum(n for f, n in counts.items() if f.startswith(SAMPLE))
     print(
         f"column-name literals outside schemas/: {total} in {len(counts)} files "
-        f"({total - sample} without the sample generator verse_etl/sample: {sample})"
+        f"({total - sample} without the sample generator's {sample})"
     )
     for file, n in counts.most_common(args.files):
         print(f"  {n:4d}  {file}")

@@ -31,6 +31,7 @@ from verse_etl.cases.records import (
     QuarantineRecord,
     discovery_result,
     load_cached,
+    quarantine_record,
     relative,
     write_text_atomic,
 )
@@ -163,8 +164,7 @@ def _build_study(
         # picked up by the next build.
         result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint="")
         file = Path(getattr(e, "filename", None) or study.dicom_dir or study.archive or root)
-        _quarantine(
-            result,
+        result.flag(
             relative(file, root),
             "read",
             f"cannot read ({e})",
@@ -197,8 +197,7 @@ def _build_study(
     series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     if not study.has_images:
         for ann in annotations:
-            _quarantine(
-                result,
+            result.flag(
                 relative(ann.path, root),
                 "study_missing",
                 f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
@@ -277,41 +276,25 @@ def drop_duplicate_series(
         )
         path = row["source_path"]
         records.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=folder,
+            quarantine_record(
+                SOURCE,
+                folder,
+                path,
+                "duplicate_series",
+                f"series {uid} is also in {kept['source_path']} (study {kept['folder']}); that "
+                f"copy was kept, this one left out with its {points} keypoint row(s)",
+                fix="remove one of the copies",
                 table="series",
-                file=path,
-                check="duplicate_series",
-                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
-                f"{kept['folder']}); that copy was kept, this one left out with its "
-                f"{points} keypoint row(s); remove one of the copies",
             )
         )
     return kept_results, records
-
-
-def _quarantine(
-    result: CaseResult, file: str, check: str, problem: str, table: str = "", fix: str = ""
-) -> None:
-    result.quarantine.append(
-        QuarantineRecord(
-            source=SOURCE,
-            case_id=result.case_id,
-            table=table,
-            file=file,
-            check=check,
-            reason=f"{file}: {problem}" + (f"; {fix}" if fix else ""),
-        )
-    )
 
 
 def _record(
     result: CaseResult, error: InputError, root: Path, names: dict[Path, str], table: str = ""
 ) -> None:
     """Quarantine ``error`` under the file's source name (archive members as archive!/member)."""
-    display = names.get(Path(error.path)) or relative(Path(error.path), root)
-    _quarantine(result, display, error.check, error.problem, table=table, fix=error.fix)
+    result.flag_error(error, root, table=table, file=names.get(Path(error.path)))
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -327,8 +310,7 @@ def _study_files(
     archive, which is unpacked here)."""
     if study.dicom_dir is not None:
         if study.archive is not None:
-            _quarantine(
-                result,
+            result.flag(
                 relative(study.archive, root),
                 "archive_unused",
                 f"both dicom/{study.folder}/ and this archive exist; the folder was converted "
@@ -336,8 +318,7 @@ def _study_files(
                 fix="remove one of the two",
             )
         for path in irregular_files(study.dicom_dir):
-            _quarantine(
-                result,
+            result.flag(
                 relative(path, root),
                 "not_regular_file",
                 "not a regular file (a broken or folder link, a FIFO, a socket or a device); "
@@ -359,8 +340,7 @@ def _study_files(
             return
         for refusal in unpacked.refused:
             member = refusal.path.split(MEMBER_SEPARATOR, 1)[1]
-            _quarantine(
-                result,
+            result.flag(
                 f"{archive_name}{MEMBER_SEPARATOR}{member}",
                 refusal.check,
                 refusal.problem,
@@ -387,8 +367,7 @@ def _convert_series(
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
     scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
-        _quarantine(
-            result,
+        result.flag(
             names[skipped.path],
             "not_dicom_image",
             f"{skipped.reason}; ignored",
@@ -410,8 +389,7 @@ def _convert_series(
         row["annotated"] = uid in annotated
         where = _common_parent(names[h.path] for h in headers)
         if geometry.localizers and geometry.slices:
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 "localizer_removed",
                 f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
@@ -423,8 +401,7 @@ def _convert_series(
         voxels = shape and int(np.prod(shape, dtype=np.int64))
         too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
         if too_large:
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 "too_large",
                 f"series {uid} has {voxels} voxels {shape} (expected at most "
@@ -441,8 +418,7 @@ def _convert_series(
                 if grid is not None
                 else "not converted"
             )
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 f"series_{geometry.verdict}",
                 f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
@@ -484,8 +460,7 @@ def _convert_series(
             else:
                 if lo == hi:
                     slope = geometry.slices[0].slope
-                    _quarantine(
-                        result,
+                    result.flag(
                         where,
                         "voxel_constant",
                         f"series {uid}: every voxel is {lo:g} HU"
@@ -667,15 +642,14 @@ def _read_annotations(
             with blame(path, "reading the annotation"):
                 ann = read_annotation(path, limits)
         except InputError as e:
-            _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            result.flag(rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue
         for problem in ann.problems:
-            _quarantine(
-                result, rel, problem.check, problem.problem, "mosmed_vertebrae", problem.fix
+            result.flag(
+                rel, problem.check, problem.problem, table="mosmed_vertebrae", fix=problem.fix
             )
         if ann.folder != path.stem:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
@@ -684,8 +658,7 @@ def _read_annotations(
             )
             continue
         if ann.folder != study.folder and ann.folder not in old_folders:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
@@ -702,8 +675,7 @@ def _read_annotations(
         )
         kept.extend(same[:1])
         for extra in same[1:]:
-            _quarantine(
-                result,
+            result.flag(
                 relative(extra.path, root),
                 "annotation_duplicate",
                 f"a second {release} annotation of study {study.folder} (kept "
@@ -757,8 +729,7 @@ def _add_vertebrae(
         rel = relative(ann.path, root)
         if not series:
             if study.has_images:
-                _quarantine(
-                    result,
+                result.flag(
                     rel,
                     "series_missing",
                     f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
@@ -773,8 +744,7 @@ def _add_vertebrae(
         }
         uid, id_match = _match_series(ann, study, set(series), derived)
         if uid is None:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "series_missing",
                 f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
@@ -785,8 +755,7 @@ def _add_vertebrae(
             continue
         geometry, series_row, grid = series[uid]
         if series_row["store_path"] is None:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "series_not_volume",
                 f"series {uid} was not converted ({series_row['verdict']}: "
@@ -797,8 +766,7 @@ def _add_vertebrae(
         try:
             store_slice_index(0.0, geometry)
         except ValueError as e:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "instance_order",
                 f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",

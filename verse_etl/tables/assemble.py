@@ -12,7 +12,12 @@ from typing import Any, get_args
 
 import pandas as pd
 
-from verse_etl.cases.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    quarantine_record,
+    write_text_atomic,
+)
 from verse_etl.mosmed.case import drop_duplicate_series
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
@@ -104,14 +109,13 @@ def _drop_orphans(
     file_col = table.file_column or table.case_column
     orphan = ~child[key].isin(set(parent[key]))
     records = [
-        QuarantineRecord(
-            source=table.source,
-            case_id=str(row[table.case_column]),
+        quarantine_record(
+            table.source,
+            str(row[table.case_column]),
+            str(row[file_col]),
+            "parent_rejected",
+            f"{table.name} row left out because its {key} {row[key]!r} was rejected",
             table=table.name,
-            file=str(row[file_col]),
-            check="parent_rejected",
-            reason=f"{row[file_col]}: {table.name} row left out because its {key} {row[key]!r} "
-            "was rejected",
             record=json.dumps(row.to_dict(), default=str, sort_keys=True),
         )
         for _, row in child[orphan].iterrows()

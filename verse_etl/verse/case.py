@@ -24,7 +24,6 @@ import numpy as np
 from verse_etl.cases.hashing import case_code_identity, fingerprint
 from verse_etl.cases.records import (
     CaseResult,
-    QuarantineRecord,
     discovery_result,
     load_cached,
     write_text_atomic,
@@ -170,17 +169,14 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
     result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
     for dropped, kept in pairs:
         path = dropped.ct.relative(root)
-        result.quarantine.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=dropped.scan_id,
-                table="scans",
-                file=path,
-                check="duplicate_scan",
-                reason=f"{path}: scan {dropped.scan_id} ({dropped.release}, {dropped.layout} "
-                f"layout) is also in {kept.release} ({kept.layout} layout) as "
-                f"{kept.ct.relative(root)}; that copy was kept, this one left out",
-            )
+        result.flag(
+            path,
+            "duplicate_scan",
+            f"scan {dropped.scan_id} ({dropped.release}, {dropped.layout} layout) is also in "
+            f"{kept.release} ({kept.layout} layout) as {kept.ct.relative(root)}; that copy was "
+            "kept, this one left out",
+            table="scans",
+            case_id=dropped.scan_id,
         )
     return result
 
@@ -212,17 +208,8 @@ def _unreadable(scan: VerseScan, error: OSError) -> InputError:
 
 def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
-    result.quarantine.append(
-        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table="scans")
-    )
+    result.flag_error(error, root, table="scans")
     return result
-
-
-def _flag(result: CaseResult, scan: VerseScan, root: Path, error: InputError, table: str) -> None:
-    """Record a problem with one file that does not stop the scan."""
-    result.quarantine.append(
-        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table=table)
-    )
 
 
 def _convert(
@@ -280,7 +267,7 @@ def _convert(
                 )
     result.stores_written = 1
     for check, problem in voxel_findings(ct, hu):
-        _flag(result, scan, root, InputError(scan.ct, problem, check=check), "scans")
+        result.flag_error(InputError(scan.ct, problem, check=check), root, table="scans")
 
     summaries = stats.result() if mask is not None else {}
     probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
@@ -367,21 +354,12 @@ def _read_centroids(
             )
     except InputError as e:
         # The CT and mask are still good: keep the scan, report the file, list no centroids.
-        _flag(result, scan, root, e, "vertebrae")
+        result.flag_error(e, root, table="vertebrae")
         return None
     path = scan.centroids.relative(root)
     for note in parsed.skipped:
         check = "centroid_nan" if "NaN" in note else "centroid_subregion"
-        result.quarantine.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=scan.scan_id,
-                table="vertebrae",
-                file=path,
-                check=check,
-                reason=f"{path}: {note}; the entry is left out",
-            )
-        )
+        result.flag(path, check, note, fix="the entry is left out", table="vertebrae")
     return parsed
 
 
@@ -541,10 +519,7 @@ def _align_mask(
         found = axis_map(ct.affine, ct.shape, mask.affine, mask.shape, checks.geometry_tolerance_mm)
         if found is None or found.is_identity:
             raise
-    _flag(
-        result,
-        scan,
-        root,
+    result.flag_error(
         InputError(
             mask.path,
             f"mask stored as {mask.orientation} {mask.shape}, CT as {ct.orientation} {ct.shape}: "
@@ -553,7 +528,8 @@ def _align_mask(
             "nothing to do; store the mask in the CT's orientation to silence this",
             check="mask_reoriented",
         ),
-        "scans",
+        root,
+        table="scans",
     )
     return found
 
@@ -636,7 +612,7 @@ def _read_sidecar(
         with blame(scan.sidecar, "reading the sidecar"):
             data = _sidecar_fields(scan.sidecar, limits)
     except InputError as e:
-        _flag(result, scan, root, e, "scans")
+        result.flag_error(e, root, table="scans")
         return {}
     return data
 

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from verse_etl.cases.hashing import case_code_identity, fingerprint
-from verse_etl.cases.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    load_cached,
+    quarantine_record,
+    write_text_atomic,
+)
 from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile
 from verse_etl.levels import VERSE_LEVELS
@@ -180,15 +186,15 @@ def _scan_rows(
     verse_id, subject_id = _whole(cells["verse_ID"]), _whole(cells["subject_ID"])
     if verse_id is None or subject_id is None:
         problems.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=f"row {number}",
+            quarantine_record(
+                SOURCE,
+                f"row {number}",
+                path,
+                "fracture_grades_row",
+                f"sheet {SHEET} row {number} has no whole-number verse_ID and subject_ID (got "
+                f"{_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r})",
+                fix="the row is left out",
                 table=TABLE,
-                file=path,
-                check="fracture_grades_row",
-                reason=f"{path}: sheet {SHEET} row {number} has no whole-number verse_ID and "
-                f"subject_ID (got {_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r}); "
-                "the row is left out",
             )
         )
         return []
@@ -198,14 +204,15 @@ def _scan_rows(
         value = _number(cells[column])
         if value is None and _text(cells[column]) != "":
             problems.append(
-                QuarantineRecord(
-                    source=SOURCE,
-                    case_id=scan_id,
+                quarantine_record(
+                    SOURCE,
+                    scan_id,
+                    path,
+                    "fracture_grades_cell",
+                    f"sheet {SHEET} row {number} column {column} is not a number (got "
+                    f"{_text(cells[column])!r})",
+                    fix="left empty",
                     table=TABLE,
-                    file=path,
-                    check="fracture_grades_cell",
-                    reason=f"{path}: sheet {SHEET} row {number} column {column} is not a number "
-                    f"(got {_text(cells[column])!r}); left empty",
                 )
             )
         return value
