@@ -38,7 +38,6 @@ from verse_etl.cases.records import (
 from verse_etl.cases.seal import seal_case
 from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
-from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.series import (
     GeometryTolerances,
     SeriesGeometry,
@@ -48,23 +47,23 @@ from verse_etl.geometry.series import (
 from verse_etl.geometry.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
-    SERIES_TAGS,
     SeriesReader,
     irregular_files,
     read_slice_hu,
     scan_files,
     walk_files,
 )
-from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
-from verse_etl.mosmed.expert_matching import pair_experts
-from verse_etl.mosmed.matching import levels_from_reference
-from verse_etl.mosmed.measures import (
-    crush_ratio,
-    deformity_ratios,
-    genant_grade,
-    grade_ratio,
-    heights_mm,
+from verse_etl.mosmed.annotations import AnnotationFile, read_annotation
+from verse_etl.mosmed.keypoints import (
+    centre,
+    expert_pairs,
+    grade,
+    keypoint_voxels,
+    mean_height,
+    vertebra_row,
 )
+from verse_etl.mosmed.matching import levels_from_reference
+from verse_etl.mosmed.series import series_row
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
@@ -74,9 +73,6 @@ from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 SOURCE = "mosmed"
 MOSMED_FORMAT = 5
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
-
-_NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
-_UNGRADED = -1  # only with a zero height, which fails the height checks too
 
 
 def tolerances(params: MosmedParams) -> GeometryTolerances:
@@ -385,7 +381,7 @@ def _convert_series(
     for uid in sorted(scan.series):
         headers = scan.series[uid]
         geometry = check_series(headers, tolerances(params))
-        row = _series_row(study.folder, uid, headers, geometry, source_path)
+        row = series_row(study.folder, uid, headers, geometry, source_path)
         row["annotated"] = uid in annotated
         where = _common_parent(names[h.path] for h in headers)
         if geometry.localizers and geometry.slices:
@@ -491,58 +487,6 @@ def _common_parent(names: Iterator[str] | Any) -> str:
             break
         common.append(level[0])
     return "/".join(common)
-
-
-def _series_row(
-    folder: str, uid: str, headers: list, geometry: SeriesGeometry, source_path: str
-) -> dict[str, Any]:
-    first = (geometry.slices or geometry.localizers)[0]
-    row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
-    row["series_uid_derived"] = first.uid_derived
-    row["source_path"] = source_path
-    for keyword, column in SERIES_TAGS.items():
-        value = first.attributes.get(keyword)
-        if column in _NUMERIC_TAGS:
-            try:
-                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]  # TypeError/ValueError caught below
-            except (TypeError, ValueError):
-                row[column] = None
-        else:
-            row[column] = None if value in (None, "") else str(value)
-    ps = geometry.pixel_spacing
-    checks = asdict(geometry.checks)
-    row.update(
-        transfer_syntax=first.transfer_syntax,
-        n_files=len(headers),
-        n_localizers=len(geometry.localizers),
-        n_slices=len(geometry.slices),
-        rows=first.rows,
-        columns=first.columns,
-        spacing_row_mm=ps[0] if ps else None,
-        spacing_col_mm=ps[1] if ps else None,
-        slice_step_mm=geometry.slice_step_mm,
-        spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
-        orientation=geometry.orientation,
-        affine=None,
-        tilt_deg=geometry.tilt_deg,
-        rescale_slope=first.slope,
-        rescale_intercept=first.intercept,
-        **checks,
-        missing_slices=geometry.missing_slices,
-        instance_order=geometry.instance_order,
-        verdict=geometry.verdict,
-        findings=",".join(geometry.findings),
-        is_volume=False,
-        problems="; ".join(geometry.problems),
-        correction=None,
-        acquired_positions_mm=None,
-        annotated=False,
-        store_path=None,
-        voxel_xxh3=None,
-        hu_min=None,
-        hu_max=None,
-    )
-    return row
 
 
 def _write_store(
@@ -776,14 +720,14 @@ def _add_vertebrae(
             )
             continue
         rows = [
-            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
+            vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
             for v in ann.vertebrae
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
     same_reader: dict[str, str] = {}
     if v1 and v2 and _uid(v1) == _uid(v2):
-        pairs = _expert_pairs(v1, v2)
+        pairs = expert_pairs(v1, v2)
         same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
         for pair in pairs:
             result.add("mosmed_expert_pairs", pair)
@@ -799,146 +743,23 @@ def _add_vertebrae(
     ]
     if v1 and labelled:
         found = levels_from_reference(
-            np.array([_centre(r) for r in v1]),
-            [_mean_height(r) for r in v1],
+            np.array([centre(r) for r in v1]),
+            [mean_height(r) for r in v1],
             [r["expert"] for r in v1],
-            np.array([_centre(r) for r in labelled]),
+            np.array([centre(r) for r in labelled]),
             [r["level"] for r in labelled],
             [r["expert"] for r in labelled],
             same_reader=same_reader,
-            points=np.array([_voxels(r) for r in v1]),
-            ref_points=np.array([_voxels(r) for r in labelled]),
+            points=np.array([keypoint_voxels(r) for r in v1]),
+            ref_points=np.array([keypoint_voxels(r) for r in labelled]),
         )
         for row, (level, source) in zip(v1, found, strict=True):
             row["level"], row["level_source"] = level, source
     for rows in (v1, v2):
-        _grade(rows, params)
+        grade(rows, params)
         for row in rows:
             result.add("mosmed_vertebrae", row)
 
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
-
-
-def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
-    by_release = []
-    for rows in (v1, v2):
-        experts: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            experts.setdefault(row["expert"], []).append(row)
-        by_release.append(experts)
-    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
-    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
-    return [
-        {
-            "folder": v1[0]["folder"],
-            "series_uid": v1[0]["series_uid"],
-            **asdict(pair),
-            "annotation_path_v1": v1[0]["annotation_path"],
-            "annotation_path_v2": v2[0]["annotation_path"],
-        }
-        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
-    ]
-
-
-def _voxels(row: dict[str, Any]) -> np.ndarray:
-    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
-
-
-def _world(row: dict[str, Any]) -> np.ndarray:
-    return np.array([[row[f"{p}_{a}_mm"] for a in ("x", "y", "z")] for p in POINT_NAMES])
-
-
-def _centre(row: dict[str, Any]) -> np.ndarray:
-    return _world(row).mean(axis=0)
-
-
-def _mean_height(row: dict[str, Any]) -> float:
-    return float(np.mean([row["height_ant_mm"], row["height_mid_mm"], row["height_post_mm"]]))
-
-
-def _vertebra_row(
-    ann: AnnotationFile,
-    vertebra: Any,
-    uid: str,
-    id_match: str,
-    rel: str,
-    geometry: SeriesGeometry,
-    series_row: dict[str, Any],
-    grid: TiltGrid | None = None,
-) -> dict[str, Any]:
-    points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
-    shape = geometry.shape
-    if grid is None:
-        slices = store_slice_index(points[:, 2], geometry)
-        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]  # a clean volume: affine set
-    else:
-        # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
-        # slice was acquired (IPP interpolated between slices), not on the resampled grid.
-        order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
-        world = grid.acquired_world(points, order)
-        slices = grid.store_index(world)[:, 2]
-        shape = grid.shape
-    h_a, h_m, h_p = heights_mm(world)
-    row: dict[str, Any] = {
-        "folder": series_row["folder"],
-        "series_uid": uid,
-        "release": ann.release,
-        "expert": vertebra.expert,
-        "vertebra_index": vertebra.index,
-        "level": vertebra.level,
-        "level_source": "annotation" if vertebra.level else None,
-        "id_match": id_match,
-        "annotation_path": rel,
-        "store_path": series_row["store_path"],
-        "series_rows": shape[0],
-        "series_columns": shape[1],
-        "series_slices": shape[2],
-    }
-    for i, name in enumerate(POINT_NAMES):
-        row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
-        row[f"{name}_slice"] = float(slices[i])
-        row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
-    ratios = deformity_ratios(h_a, h_m, h_p)
-    row.update(
-        height_ant_mm=h_a,
-        height_mid_mm=h_m,
-        height_post_mm=h_p,
-        wedge_ratio=ratios["wedge"],
-        biconcave_ratio=ratios["biconcave"],
-        deformity_ratio=ratios["deformity"],
-        crush_ratio=None,
-        genant_grade=_UNGRADED,
-    )
-    return row
-
-
-def _grade(rows: list[dict[str, Any]], params: MosmedParams) -> None:
-    """Crush ratios (neighbours of the same expert) and Genant grades, in place."""
-    by_expert: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_expert.setdefault(row["expert"], []).append(row)
-    for row in rows:
-        own = by_expert[row["expert"]]
-        if row["level"] is not None:
-            at = LEVELS.index(row["level"])
-            neighbours = [
-                r for r in own if r["level"] is not None and abs(LEVELS.index(r["level"]) - at) == 1
-            ]
-        else:
-            neighbours = [r for r in own if abs(r["vertebra_index"] - row["vertebra_index"]) == 1]
-        row["crush_ratio"] = crush_ratio(
-            row["height_post_mm"], [r["height_post_mm"] for r in neighbours]
-        )
-        ratio = grade_ratio(
-            {
-                "deformity": row["deformity_ratio"],
-                "wedge": row["wedge_ratio"],
-                "biconcave": row["biconcave_ratio"],
-                "crush": row["crush_ratio"],
-            },
-            params.genant,
-        )
-        row["genant_grade"] = _UNGRADED if ratio is None else genant_grade(ratio, params.genant)

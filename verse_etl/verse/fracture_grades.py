@@ -293,6 +293,9 @@ def fracture_grades_result(
     With ``out``, the result is saved like a case's and reused while the spreadsheets and the
     scans and labels it joins to are unchanged.
     """
+    # Imported here: the contract imports GRADED_LABELS from this module.
+    from verse_etl.schemas.verse_fracture_grades import VERSE_FRACTURE_GRADES as contract
+
     parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
     for source in sources:
         try:
@@ -336,7 +339,8 @@ def fracture_grades_result(
         rows, problems = item
         join_vertebrae(rows, results)
         for row in rows:
-            result.add(TABLE, row)
+            # Checked against the contract once complete (join_vertebrae adds two columns).
+            result.add(TABLE, contract.row(row))
         result.quarantine.extend(problems)
     if cache is not None:
         write_text_atomic(cache, result.to_json())
