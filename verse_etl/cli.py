@@ -63,6 +63,13 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(error.exit_code) from e
 
 
+def _start_prefect() -> None:
+    # Before the build's imports: the local Prefect server (if one is needed) starts meanwhile.
+    from verse_etl.flows.server import start_prefect
+
+    start_prefect()
+
+
 def _params(path: Path) -> Params:
     # Without a params file every value comes from the defaults and the options.
     return load_params(path) if path.exists() else Params()
@@ -252,6 +259,7 @@ def build(
     params = _build_params(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
+    _start_prefect()
     from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
@@ -273,13 +281,14 @@ def ingest(
     rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.publish.outputs import SOURCES
+    from verse_etl.cases.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
+    _start_prefect()
     from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
@@ -304,6 +313,7 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
+    _start_prefect()
     from verse_etl.flows.build import run_tables
 
     start = time.perf_counter()

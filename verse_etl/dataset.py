@@ -234,7 +234,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.publish.targets import read_pointer
+            from verse_etl.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.

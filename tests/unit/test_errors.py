@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from verse_etl.cases.outputs import load_case_results
 from verse_etl.cli import app
 from verse_etl.errors import (
     BuildFailed,
@@ -19,7 +20,6 @@ from verse_etl.errors import (
     VerseEtlError,
 )
 from verse_etl.paths import CASES_DIR
-from verse_etl.publish.outputs import load_case_results
 from verse_etl.read.export import export_nnunet
 from verse_etl.tables.dictionary import update_readme
 

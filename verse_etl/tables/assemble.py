@@ -21,10 +21,10 @@ from verse_etl.cases.records import (
 from verse_etl.mosmed.case import drop_duplicate_series
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
-from verse_etl.publish.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.schemas import CONTRACTS, QUARANTINE, SCANS, SERIES, Table
 from verse_etl.schemas.table import Step
 from verse_etl.sources.verse import release_split
+from verse_etl.tables.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.tables.parquet import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.tables.validation import validate_table
 
@@ -154,7 +154,7 @@ def assemble(
 
     Every table is written into a new generation folder; ``before_switch(generation)`` adds
     what must become visible with them (the dataset card, written below
-    ``generation/tables``); then :func:`verse_etl.publish.generations.switch_tables` replaces the
+    ``generation/tables``); then :func:`verse_etl.tables.generations.switch_tables` replaces the
     published tables in one step. Tables are written even when some rows fail a ``raise``
     check: the caller decides to fail the build after everything good is on disk. Leftovers of
     a killed earlier run are removed first.

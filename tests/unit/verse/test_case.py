@@ -14,10 +14,10 @@ import pytest
 from scipy import ndimage
 
 from tests.archive_factory import corrupt_zip_member
+from verse_etl.cases.outputs import load_case_results
 from verse_etl.cases.records import discovery_result
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.params import CheckParams, VolumeParams
-from verse_etl.publish.outputs import load_case_results
 from verse_etl.sources.verse import discover_verse_sources
 from verse_etl.tables.assemble import assemble
 from verse_etl.tables.parquet import read_table

@@ -86,7 +86,7 @@ def prune_source(
     """Delete stores and case results of ``source`` that ``results`` (what to keep) do not hold.
 
     Stores in ``published`` (those the published tables point at) stay until new tables
-    replace them (:mod:`verse_etl.publish.generations`). Leftovers of an interrupted write
+    replace them (:mod:`verse_etl.tables.generations`). Leftovers of an interrupted write
     (``*.tmp-*``, ``*.old-*``) are cleared. Returns what was deleted.
     """
     keep_cases = {case_result_name(source, r.case_id) for r in results if r.source == source}

@@ -29,9 +29,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from verse_etl.cases.outputs import remove_path, store_paths
 from verse_etl.cases.records import CaseResult
 from verse_etl.paths import TABLES_DIR, VOLUMES_DIR, ensure_inside
-from verse_etl.publish.outputs import remove_path, store_paths
 
 GENERATION_PREFIX = ".generation-"
 _RENAME_EXCHANGE = 2  # linux/fs.h
