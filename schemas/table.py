@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from verse_etl.errors import VerseEtlError
+
 if TYPE_CHECKING:
     import pandera.pandas as pa
 
@@ -25,9 +27,12 @@ Step = Literal["cases", "derived", "quarantine"]
 (rows each case added), derived from another validated table, or from the quarantine records."""
 
 
-class RowError(TypeError):
+class RowError(VerseEtlError, TypeError):
     """A row built for a table does not have the table's columns: a bug in the library (a
     misspelt or forgotten column), caught where the row is built rather than at validation."""
+
+    exit_code = 1
+    label = "bug"
 
 
 @dataclass(frozen=True)
