@@ -269,6 +269,8 @@ def start_in_background(home: Path | None = None, idle: float | None = None) -> 
     """
     if os.environ.get("PREFECT_API_URL") or _api_in_config():
         return False
+    if "prefect.settings" in sys.modules and configured_api():
+        return False  # Prefect already imported (a command run in-process): it can tell, cheaply
     home = home or local_home()
     if idle is None:
         idle = float(os.environ.get("VERSE_ETL_PREFECT_IDLE_SECONDS", IDLE_SECONDS))
