@@ -518,6 +518,7 @@ def _costed(command: str) -> Iterator[None]:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
+    timing.COST.new_run()
     try:
         with timing.COST.part("flow run"):
             yield
