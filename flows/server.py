@@ -348,7 +348,11 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
             file=sys.stderr,
             flush=True,
         )
-        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        # No flow-run heartbeats: they serve automations, which the local server does not run,
+        # and stopping their thread costs up to a second at the end of every flow run.
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.url, "flows.heartbeat_frequency": None}
+        ):
             yield server.url
 
 
