@@ -12,7 +12,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 
-from verse_etl.mosmed.annotations import LEVELS
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 
 
 class MosmedConsensusTable(pa.DataFrameModel):
