@@ -8,6 +8,8 @@ configured keeps its database in the project (:mod:`flows.server`).
 """
 
 import os
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 _DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -21,3 +23,35 @@ _DEFAULTS = {
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+
+# The command line's one way into the flows: `from verse_etl import flows; flows.run_build(...)`.
+# Each name imports its module on first use, so `verse-etl --help` and the commands without
+# Prefect stay fast, and a caller may start the Prefect server before the build's imports.
+_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "run_build": ("verse_etl.flows.build", "run_build"),
+    "run_ingest": ("verse_etl.flows.build", "run_ingest"),
+    "run_tables": ("verse_etl.flows.build", "run_tables"),
+    "serve_deployment": ("verse_etl.flows.schedule", "serve"),
+    "serve_api": ("verse_etl.flows.server", "serve_api"),
+    "start_prefect": ("verse_etl.flows.server", "start_prefect"),
+}
+__all__ = [
+    "run_build",
+    "run_ingest",
+    "run_tables",
+    "serve_api",
+    "serve_deployment",
+    "start_prefect",
+]
+
+if TYPE_CHECKING:
+    from verse_etl.flows.build import run_build, run_ingest, run_tables
+    from verse_etl.flows.schedule import serve as serve_deployment
+    from verse_etl.flows.server import serve_api, start_prefect
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ENTRY_POINTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _ENTRY_POINTS[name]
+    return getattr(import_module(module), attribute)

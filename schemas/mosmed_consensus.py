@@ -13,7 +13,7 @@ from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 from verse_etl.schemas.table import Table
 
-from verse_etl.mosmed.annotations import LEVELS
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 
 
 class MosmedConsensusTable(pa.DataFrameModel):

@@ -12,8 +12,7 @@ from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 from verse_etl.schemas.table import Table
 
-from verse_etl.levels import VERSE_LEVELS
-from verse_etl.verse.fracture_grades import GRADED_LABELS
+from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
 
 CELL_VALUES = ["", "0", "1", "2", "3", "x"]
 

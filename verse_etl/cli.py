@@ -65,9 +65,9 @@ def _reported() -> Iterator[None]:
 
 def _start_prefect() -> None:
     # Before the build's imports: the local Prefect server (if one is needed) starts meanwhile.
-    from verse_etl.flows.server import start_prefect
+    from verse_etl import flows
 
-    start_prefect()
+    flows.start_prefect()
 
 
 def _params(path: Path) -> Params:
@@ -260,11 +260,11 @@ def build(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
     _start_prefect()
-    from verse_etl.flows.build import run_build
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_build(params, runner, dask_address, wait)
+        summary = flows.run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -289,11 +289,11 @@ def ingest(
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
     _start_prefect()
-    from verse_etl.flows.build import run_ingest
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
+        ingested = flows.run_ingest(tuple(sources), params, runner, dask_address, wait)
     cases, derived = ingested.cases, ingested.derived
     built = sum(r.converted for r in cases)
     states = ", ".join(f"{r.case_id} {'built' if r.converted else 'unchanged'}" for r in derived)
@@ -314,11 +314,11 @@ def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOp
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
     _start_prefect()
-    from verse_etl.flows.build import run_tables
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_tables(params, wait)
+        summary = flows.run_tables(params, wait)
     _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 
@@ -373,13 +373,12 @@ def serve(
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    from verse_etl.flows.schedule import serve as serve_deployment
-    from verse_etl.flows.server import serve_api
+    from verse_etl import flows
 
     with _reported():
-        api = serve_api()
+        api = flows.serve_api()
     console.print(f"serving deployment {schedule.deployment!r} on {api} (cron {schedule.cron})")
-    serve_deployment(
+    flows.serve_deployment(
         Path.cwd(),
         schedule.cron,
         schedule.deployment,

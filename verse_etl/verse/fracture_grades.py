@@ -36,15 +36,13 @@ from verse_etl.cases.records import (
 )
 from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile
-from verse_etl.levels import VERSE_LEVELS
+from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
 from verse_etl.paths import case_result_path
 
 SOURCE = "verse"
 TABLE = "verse_fracture_grades"
 CASE_ID = "_fracture_grades"
 SHEET = "VerSe_dataset"
-GRADED_LABELS: tuple[int, ...] = tuple(range(8, 26))
-"""Levels with grade columns: T1..T12 (8-19) and L1..L6 (20-25)."""
 SCAN_COLUMNS: tuple[str, ...] = (
     "verse_ID",
     "subject_ID",

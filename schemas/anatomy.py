@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 from verse_etl.levels import VERSE_LEVELS
-from verse_etl.mosmed.annotations import LEVELS
 
 SPINE_ORDER: tuple[str, ...] = (*LEVELS[:19], "T13", *LEVELS[19:], "L6")
 """Level names from cranial to caudal, the optional T13 and L6 included."""
