@@ -194,9 +194,9 @@ def library_build(params: object, workers: int) -> dict[str, float]:
     ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
     from verse_etl.flows.build import tables
 
+    from verse_etl.cases.outputs import save_case_result
     from verse_etl.mosmed.case import build_mosmed_study
     from verse_etl.mosmed.case import source_results as mosmed_results
-    from verse_etl.publish.outputs import save_case_result
     from verse_etl.report.page import write_report
     from verse_etl.sources.mosmed import discover_mosmed
     from verse_etl.sources.verse import discover_verse_sources

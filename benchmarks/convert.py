@@ -58,9 +58,9 @@ def generate(work: Path) -> None:
     """Write the NIfTI files and DICOM series once (kept in ``work`` between runs)."""
     import numpy as np
 
-    from verse_etl.sample.nifti import stored_affine, write_nifti_gz
-    from verse_etl.sample.phantom import iter_slabs
-    from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
+    from verse_etl_sample.nifti import stored_affine, write_nifti_gz
+    from verse_etl_sample.phantom import iter_slabs
+    from verse_etl_sample.verse import NOISE_HU, build_case_phantom, plan_cases
 
     for name, shape, spacing, mask_dtype in VOLUMES:
         path = work / f"{name}.nii.gz"

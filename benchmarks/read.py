@@ -45,10 +45,10 @@ def generate(work: Path) -> tuple[Path, Path]:
 
     from verse_etl.io.nifti import NiftiVoxelReader, read_nifti_info
     from verse_etl.params import load_params
-    from verse_etl.sample.nifti import stored_affine, write_nifti_gz
-    from verse_etl.sample.phantom import iter_slabs
-    from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
     from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
+    from verse_etl_sample.nifti import stored_affine, write_nifti_gz
+    from verse_etl_sample.phantom import iter_slabs
+    from verse_etl_sample.verse import NOISE_HU, build_case_phantom, plan_cases
 
     work.mkdir(parents=True, exist_ok=True)
     nifti, store = work / "ct-512x512x300.nii.gz", work / "ct-512x512x300.zarr"

@@ -5,7 +5,7 @@ Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order
 Genant grade are derived from the world coordinates (``verse_etl.mosmed.measures``). Row checks: six
 complete points, heights above zero, superior above inferior, anterior before posterior, every
 point inside the series' volume, one vertebra per level and expert. Quality checks (the row stays,
-a quarantine record names the levels, ``verse_etl.tables.anatomy``): each expert's vertebrae in
+a quarantine record names the levels, ``verse_etl.schemas.anatomy``): each expert's vertebrae in
 cranio-caudal order without overlap, and no gap in their run of levels.
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.anatomy import level_gap_findings, mosmed_order_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
-from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES
-from verse_etl.mosmed.matching import LEVEL_RULES
-from verse_etl.tables.anatomy import level_gap_findings, mosmed_order_findings, passes
+from verse_etl.levels import LEVEL_RULES, POINT_NAMES
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 
 LEVEL_SOURCES = ["annotation", *LEVEL_RULES]
 ID_MATCHES = ["exact", "mapping", "folder"]
@@ -324,3 +325,16 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         labelled = df["level"].notna()
         repeated = df[labelled].duplicated(subset=keys, keep=False)
         return ~repeated.reindex(df.index, fill_value=False)
+
+
+MOSMED_VERTEBRAE = Table(
+    name="mosmed_vertebrae",
+    model=MosmedVertebraeTable,
+    sort_keys=("folder", "release", "expert", "vertebra_index"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="annotation_path",
+    parent=("series_uid", "series"),
+)
+"""``mosmed_vertebrae``: keypoint rows added by each study's case (``verse_etl.mosmed.keypoints``)."""

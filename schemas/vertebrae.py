@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.schemas.table import Table
 
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
-from verse_etl.tables.anatomy import centroid_label_findings, level_gap_findings, passes
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))
 """Labels from cranial to caudal: C1..C7, T1..T12, T13 (label 28), L1..L6."""
@@ -228,3 +229,19 @@ def craniocaudal_ok(df: pd.DataFrame) -> pd.Series:
             ok[group.index[n]] = False
             ok[group.index[n + 1]] = False
     return ok
+
+
+VERTEBRAE = Table(
+    name="vertebrae",
+    model=VertebraeTable,
+    sort_keys=("scan_id", "label"),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column=None,
+    file_of="verse_etl.verse.vertebrae:quarantine_file",
+    parent=("scan_id", "scans"),
+    release_from_parent=True,
+)
+"""``vertebrae``: rows added by each scan's case (``verse_etl.verse.vertebrae``); a record names
+the scan's mask or centroid file, whichever the check is about."""

@@ -80,7 +80,7 @@ class Case:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size along each array axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
 
     @cached_property
     def metadata(self) -> pd.Series:
@@ -234,7 +234,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.publish.targets import read_pointer
+            from verse_etl.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.
@@ -401,10 +401,12 @@ class Dataset:
         index = key if isinstance(key, int) else self.ids.index(key)
         case = self.case(index)
         image, mask = case.image, case.mask
+        ct: np.ndarray
+        label: np.ndarray | None
         if self.patch_size is None:
             offset: tuple[int, ...] = (0, 0, 0)
-            ct = image[...]
-            label = mask[...] if mask is not None else None
+            ct = np.asarray(image[...])
+            label = np.asarray(mask[...]) if mask is not None else None
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             offset = random_offset(image.shape, self.patch_size, rng)
@@ -433,7 +435,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch  # type: ignore[no-redef]
+            import torch  # type: ignore[no-redef]  # torch is optional: the module or None
         except ImportError:
             torch = None
     batch: dict[str, Any] = {}

@@ -30,7 +30,8 @@ class InputError(VerseEtlError, ValueError):
     Parameters
     ----------
     path
-        The file (or folder) at fault.
+        The file (or folder) at fault: anything whose ``str()`` names it (a ``Path``, a string,
+        an archive member's ``SourceFile``).
     problem
         What is wrong, with expected and found values where they exist.
     fix
@@ -39,7 +40,7 @@ class InputError(VerseEtlError, ValueError):
         A short machine-readable name of the failed check (goes to ``quarantine.check_name``).
     """
 
-    def __init__(self, path: Path | str, problem: str, fix: str = "", check: str = "read") -> None:
+    def __init__(self, path: object, problem: str, fix: str = "", check: str = "read") -> None:
         self.path = str(path)
         # One line: a quarantine reason or a log line (library messages such as pydicom's list
         # every plugin's error on its own line).

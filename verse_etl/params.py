@@ -86,7 +86,11 @@ class VolumeParams:
                 "pick a Blosc compressor"
             )
         # true/false as written before bit shuffling was offered
-        shuffle = {True: "shuffle", False: "noshuffle"}.get(self.shuffle, self.shuffle)  # type: ignore[call-overload]
+        shuffle = (
+            ("shuffle" if self.shuffle else "noshuffle")
+            if isinstance(self.shuffle, bool)
+            else self.shuffle
+        )
         if shuffle not in SHUFFLES:
             raise ParamsError(
                 f"params.yaml: volumes.shuffle is {self.shuffle!r} (expected one of {SHUFFLES}); "
@@ -388,7 +392,7 @@ def _triple(name: str, value: Any) -> tuple[int, int, int]:
         raise ParamsError(
             f"params.yaml: {name} is {value!r} (expected three positive integers); fix the value"
         )
-    return items  # type: ignore[return-value]
+    return items
 
 
 def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:

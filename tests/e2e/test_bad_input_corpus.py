@@ -1,6 +1,6 @@
 """Issue #7's bad-input corpus: one build over good and bad sources mixed in their real layouts.
 
-The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl.sample`, small
+The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl_sample`, small
 DICOM series from ``tests/dicom_factory.py``) into ``pristine/``, copies it to ``src/`` and damages
 the copy case by case, in place, beside the good cases: on-disk VerSe files, the VerSe'20
 release zip (read in place) with hostile members, MosMed study folders, annotation files and
@@ -15,6 +15,7 @@ build folder.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -41,6 +42,7 @@ from tests.e2e.hostile_kinds import (
     damage_verse,
 )
 from tests.e2e.library_build import build_sources
+from tests.output_digests import build_digests, check_manifest
 from verse_etl.dataset import Dataset
 from verse_etl.errors import BuildFailed
 from verse_etl.params import (
@@ -52,16 +54,16 @@ from verse_etl.params import (
     VolumeParams,
 )
 from verse_etl.read.catalog import query
-from verse_etl.sample import SampleManifest, write_sample
-from verse_etl.sample.edge_cases import rewrite_dicom
-from verse_etl.sample.verse_variants import (
+from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.sources.verse import discover_verse_sources
+from verse_etl_sample import SampleManifest, write_sample
+from verse_etl_sample.edge_cases import rewrite_dicom
+from verse_etl_sample.verse_variants import (
     rewrite_centroids,
     rewrite_mask,
     rewrite_sform,
     zip_release,
 )
-from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.sources.verse import discover_verse_sources
 
 V20_ZIP = "dataset-verse20training.zip"
 
@@ -298,7 +300,11 @@ def _pack(dicom: Path, name: str, hostile: list[tuple[str, bytes, dict]]) -> Non
     """Replace ``dicom/<name>/`` by ``dicom/<name>.tar.gz`` (members ``<name>/<name>/<file>``)
     holding ``hostile`` members too: ``(name, data, TarInfo attributes)``."""
     folder = dicom / name
-    with tarfile.open(dicom / f"{name}.tar.gz", "w:gz") as tar:
+    # gzip's header holds a time unless told otherwise: mtime=0 keeps the corpus byte-stable.
+    with (
+        gzip.GzipFile(dicom / f"{name}.tar.gz", "wb", mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as tar,
+    ):
         for path in sorted(folder.rglob("*")):
             add_tar_member(tar, f"{name}/{name}/{path.name}", path.read_bytes())
         for member, data, attrs in hostile:
@@ -527,6 +533,14 @@ def test_nothing_is_written_outside_the_build_folder(corpus: Corpus) -> None:
 GOOD_SCANS = ("verse201", "verse253", "gl144", "gl195")
 """VerSe scans left undamaged in the corpus (verse401's two split scans on disk; two in the zip)."""
 GOOD_SUBJECTS = ("sub-verse401", "sub-gl144", "sub-gl195")
+
+
+def test_corpus_output_digests(corpus: Corpus) -> None:
+    """Behaviour does not change under refactoring: every table (the quarantine's reasons and
+    records above all) and store of the corpus build equals the committed manifest."""
+    digests = build_digests(corpus.out, corpus.root)
+    assert any(p.startswith("tables/quarantine/") for p in digests), "no quarantine compared"
+    check_manifest("bad_input_corpus", digests)
 
 
 @pytest.fixture(scope="module")

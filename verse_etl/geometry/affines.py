@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from nibabel.orientations import aff2axcodes
+from numpy.typing import ArrayLike
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """Multiply a DICOM (LPS+) 4x4 affine on the left by this to get a RAS+ affine."""
@@ -29,6 +29,10 @@ def axcodes(affine: np.ndarray) -> str:
     >>> axcodes(np.diag([-1.0, -1.0, 1.0, 1.0]))
     'LPS'
     """
+    # Imported here: the series contract (schemas/series.py) imports this package for its
+    # verdict names, and importing a contract must not load nibabel.
+    from nibabel.orientations import aff2axcodes
+
     return "".join(aff2axcodes(np.asarray(affine, dtype=float)))
 
 
@@ -41,7 +45,7 @@ def spacing(affine: np.ndarray) -> tuple[float, float, float]:
     (0.5, 0.5, 2.0)
     """
     a = np.asarray(affine, dtype=float)[:3, :3]
-    return tuple(float(v) for v in np.linalg.norm(a, axis=0))  # type: ignore[return-value]
+    return tuple(float(v) for v in np.linalg.norm(a, axis=0))  # type: ignore[return-value]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
@@ -102,10 +106,10 @@ def reorder_to(codes_from: str, codes_to: str) -> tuple[tuple[int, ...], tuple[b
 
 
 def dicom_affine(
-    orientation: Sequence[float],
-    first_position: Sequence[float],
-    pixel_spacing: Sequence[float],
-    slice_step: Sequence[float],
+    orientation: ArrayLike,
+    first_position: ArrayLike,
+    pixel_spacing: ArrayLike,
+    slice_step: ArrayLike,
 ) -> np.ndarray:
     """RAS+ affine of a DICOM volume stored as ``array[row, column, slice]``.
 
@@ -131,8 +135,9 @@ def dicom_affine(
     iop = np.asarray(orientation, dtype=float)
     row_dir, col_dir = iop[:3], iop[3:]
     lps = np.eye(4)
-    lps[:3, 0] = col_dir * float(pixel_spacing[0])  # row index i moves down a column
-    lps[:3, 1] = row_dir * float(pixel_spacing[1])  # column index j moves along a row
+    spacing = np.asarray(pixel_spacing, dtype=float)
+    lps[:3, 0] = col_dir * spacing[0]  # row index i moves down a column
+    lps[:3, 1] = row_dir * spacing[1]  # column index j moves along a row
     lps[:3, 2] = np.asarray(slice_step, dtype=float)
     lps[:3, 3] = np.asarray(first_position, dtype=float)
     return LPS_TO_RAS @ lps

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -81,7 +82,7 @@ def axis_map(
         flips.append(bool(column[m] < 0))
     if sorted(axes) != [0, 1, 2] or any(shape[a] != m_shape[axes[a]] for a in range(3)):
         return None
-    found = AxisMap(tuple(axes), tuple(flips))  # type: ignore[arg-type]
+    found = AxisMap(tuple(axes), tuple(flips))  # type: ignore[arg-type]  # 3 each: checked just above
     corners = np.array(
         [
             [i, j, k]
@@ -111,7 +112,8 @@ def iter_aligned_slabs(
     The values are the file's stored values (scaled as nibabel scales them), untouched: the
     slab is a transposed, flipped view of the mask's voxels.
     """
-    proxy = nib.load(str(path)).dataobj
+    # A NIfTI file (nibabel types load() as any image format): the reader checked its header.
+    proxy = cast(nib.Nifti1Image, nib.load(str(path))).dataobj
     n = image_shape[2]
     for k0 in range(0, n, depth):
         k1 = min(k0 + depth, n)
@@ -125,5 +127,5 @@ def iter_aligned_slabs(
         block = np.transpose(block, found.axes)  # now in image axis order
         flips = [a for a in range(3) if found.flips[a]]
         if flips:
-            block = np.flip(block, axis=flips)
+            block = np.flip(block, axis=tuple(flips))
         yield k0, np.ascontiguousarray(block)

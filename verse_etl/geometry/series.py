@@ -22,11 +22,14 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from verse_etl.geometry.affines import axcodes, dicom_affine
-from verse_etl.io.dicom import SliceHeader
+
+if TYPE_CHECKING:  # type hints only: geometry stays free of the DICOM reader (and pydicom)
+    from verse_etl.io.dicom import SliceHeader
 
 VERDICTS: tuple[str, ...] = (
     "volume",
@@ -554,7 +557,7 @@ def _shear(along: np.ndarray, in_row: np.ndarray, in_col: np.ndarray) -> tuple[f
         slopes.append(slope)
         fit = values.mean() + slope * x
         residual = max(residual, float(np.max(np.abs(values - fit))))
-    return float(np.degrees(np.arctan(np.hypot(*slopes)))), residual
+    return float(np.degrees(np.arctan(np.hypot(slopes[0], slopes[1])))), residual
 
 
 def store_slice_index(k: np.ndarray | float, geometry: SeriesGeometry) -> np.ndarray:

@@ -30,11 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from verse_etl.geometry.affines import dicom_affine
-from verse_etl.io.dicom import SliceHeader
+
+if TYPE_CHECKING:  # type hints only: geometry stays free of the DICOM reader (and pydicom)
+    from verse_etl.io.dicom import SliceHeader
 
 CORRECTIONS = ("tilt", "equidistant")
 """What a resampling can correct (the ``series.correction`` values, comma-joined)."""
@@ -78,7 +81,7 @@ class TiltGrid:
     _normal: np.ndarray
     _pixel: tuple[float, float]
 
-    def acquired_world(self, points: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    def acquired_world(self, points: np.ndarray, order: Sequence[int] | np.ndarray) -> np.ndarray:
         """World RAS+ mm of points given in the acquired slices.
 
         Parameters
@@ -148,7 +151,7 @@ def tilt_grid(
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
-    ps = (float(first.pixel_spacing[0]), float(first.pixel_spacing[1]))  # type: ignore[index]
+    ps = (float(first.pixel_spacing[0]), float(first.pixel_spacing[1]))  # type: ignore[index]  # geometry checked: spacing set
     positions = np.asarray([s.position for s in slices], dtype=float)
     rel = positions - positions[0]
     along = rel @ normal

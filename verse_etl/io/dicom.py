@@ -266,7 +266,7 @@ def _header(
         series_uid=str(ds.SeriesInstanceUID) if uid else "",
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         instance_number=_integer(number),
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]  # 3 numbers or None
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing=_spacing(ds.get("PixelSpacing")),
         rows=rows,
@@ -306,7 +306,7 @@ def _values(value: object) -> tuple[object, ...]:
     if isinstance(value, (str, bytes)):
         return (value,)
     try:
-        return tuple(value)  # type: ignore[arg-type]
+        return tuple(value)  # type: ignore[arg-type]  # TypeError (not iterable) caught below
     except TypeError:
         return (value,)
 
@@ -315,7 +315,7 @@ def _integer(value: object) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload]  # TypeError/ValueError caught below
     except (TypeError, ValueError):
         return None
 
@@ -327,7 +327,7 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
     if value in (None, ""):
         return default
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError, OverflowError):
         number = math.nan
     if not math.isfinite(number):
@@ -343,14 +343,14 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
 def _spacing(value: object) -> tuple[float, float] | None:
     """PixelSpacing as two positive numbers, else None (``0\\0`` made a singular affine)."""
     spacing = _floats(value, 2)
-    return spacing if spacing is not None and min(spacing) > 0 else None  # type: ignore[return-value]
+    return spacing if spacing is not None and min(spacing) > 0 else None  # type: ignore[return-value]  # 2 numbers (_floats(value, 2))
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
-        items = tuple(float(v) for v in _values(value))  # type: ignore[arg-type]
+        items = tuple(float(v) for v in _values(value))  # type: ignore[arg-type]  # TypeError/ValueError caught below
     except (TypeError, ValueError):
         return None
     if len(items) != n or not all(np.isfinite(items)):

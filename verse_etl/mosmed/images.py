@@ -101,18 +101,18 @@ def check_mosmed_images(
         needed, problems = _min_slices(study.annotations)
         if study.dicom_dir is not None:
             files = [p for p in study.dicom_dir.rglob("*") if p.is_file()]
-            dicom = sum(1 for p in files if _is_dicom(p))
+            n_dicom = sum(1 for p in files if _is_dicom(p))
             if not files:
                 problems.append("the study folder is empty")
-            elif dicom == 0:
+            elif n_dicom == 0:
                 problems.append(f"none of its {len(files)} files is DICOM (no 'DICM' at byte 128)")
-            elif dicom < needed:
+            elif n_dicom < needed:
                 problems.append(
-                    f"{dicom} DICOM files, fewer than the {needed} slices the annotated series "
+                    f"{n_dicom} DICOM files, fewer than the {needed} slices the annotated series "
                     "needs (an incomplete download or copy?)"
                 )
             checks.append(
-                StudyCheck(study.folder, "folder", len(files), dicom, needed, tuple(problems))
+                StudyCheck(study.folder, "folder", len(files), n_dicom, needed, tuple(problems))
             )
         elif study.archive is not None:
             try:

@@ -105,8 +105,8 @@ def grade_ratio(ratios: Mapping[str, float | None], params: GenantParams) -> flo
     True
     """
     known = [
-        float(ratios[name])  # type: ignore[arg-type]
+        float(ratios[name])  # type: ignore[arg-type]  # None filtered out below
         for name in params.ratios
-        if ratios.get(name) is not None and math.isfinite(float(ratios[name]))  # type: ignore[arg-type]
+        if ratios.get(name) is not None and math.isfinite(float(ratios[name]))  # type: ignore[arg-type]  # not None: checked first
     ]
     return max(known) if known else None

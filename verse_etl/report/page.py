@@ -276,7 +276,7 @@ def render_report(tables: dict[str, pd.DataFrame], pictures: Sequence[QcPicture]
             ),
             None,
         )
-        if column:
+        if column and df is not None:
             charts.append(bar_chart(title, _counts(df[column])))
     consensus = tables.get("mosmed_consensus")
     if consensus is not None and not consensus.empty:

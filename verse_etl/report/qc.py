@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,10 @@ GAP_PX = 10
 HU_FILL = -1024
 
 
-def font(size: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+Typeface = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def font(size: int = FONT_PX) -> Typeface:
     """The TrueType font bundled with Pillow (>= 10.1), scalable, needs no system fonts."""
     return ImageFont.load_default(size=size)
 
@@ -109,7 +113,7 @@ class Panel:
     across_max_mm: float
     z_max_mm: float
 
-    def pixel(self, world: Sequence[float]) -> tuple[float, float]:
+    def pixel(self, world: Sequence[float] | np.ndarray) -> tuple[float, float]:
         """Picture coordinates ``(x, y)`` of a world RAS+ point (in-plane part).
 
         Examples
@@ -180,14 +184,26 @@ class _Source:
     box_max: np.ndarray
 
 
+def _array(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path`` of a store this pipeline wrote (an array there, never a group)."""
+    node = group[path]
+    assert isinstance(node, zarr.Array), f"{path}: a group where the store has an array"
+    return node
+
+
+def _ours(group: zarr.Group) -> dict[str, Any]:
+    """The ``verse_etl`` attributes the store writer put on the image group."""
+    return dict(group.attrs["verse_etl"])  # type: ignore[arg-type]  # a JSON object we wrote
+
+
 def _open_source(store: Path, pixel_mm: float) -> _Source:
     """The coarsest pyramid level that keeps every axis at most about 1.4 pixels (or as fine as
     level 0 has it), with its affine; the world box from level 0. Levels halve every axis, so
     a thin-slice axis decides: 0.32 x 0.32 x 1.25 mm stays at level 0 (level 1 would make the
     slices 2.5 mm), 0.7 x 0.7 x 0.5 mm reads level 1."""
     group = zarr.open_group(store, mode="r")
-    affine0 = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
-    shape0 = np.array(group[IMAGE_PATH].shape)
+    affine0 = np.asarray(_ours(group)["affine"], dtype=float).reshape(4, 4)
+    shape0 = np.array(_array(group, IMAGE_PATH).shape)
     spacing0 = np.linalg.norm(affine0[:3, :3], axis=0)
     limit = np.maximum(spacing0, pixel_mm * math.sqrt(2))
     label_group = LABELS_PATH.rsplit("/", 1)[0]
@@ -198,7 +214,7 @@ def _open_source(store: Path, pixel_mm: float) -> _Source:
     labels = None
     if label_group in group:
         name = f"{label_group}/{chosen}"
-        labels = group.get(name)
+        labels = _array(group, name) if name in group else None
     scale = np.diag([2.0**chosen] * 3 + [1.0])
     edges = np.array(
         [
@@ -210,7 +226,7 @@ def _open_source(store: Path, pixel_mm: float) -> _Source:
     )
     world = edges @ affine0[:3, :3].T + affine0[:3, 3]
     return _Source(
-        image=group[str(chosen)],
+        image=_array(group, str(chosen)),
         labels=labels,
         affine=affine0 @ scale,
         level=chosen,
@@ -345,7 +361,7 @@ def _text(
     xy: tuple[float, float],
     text: str,
     colour: tuple[int, int, int],
-    typeface: object,
+    typeface: Typeface,
 ) -> None:
     """Bold text with a black outline: legible on bone, soft tissue and label colours alike."""
     draw.text(xy, text, font=typeface, fill=OUTLINE, stroke_width=2, stroke_fill=OUTLINE)
@@ -357,15 +373,15 @@ def _width(text: str) -> int:
     return int(font().getbbox(text, stroke_width=2)[2])
 
 
-def _text_box(draw: ImageDraw.ImageDraw, text: str, typeface: object) -> tuple[int, int]:
+def _text_box(draw: ImageDraw.ImageDraw, text: str, typeface: Typeface) -> tuple[int, int]:
     _, _, x1, y1 = draw.textbbox((0, 0), text, font=typeface, stroke_width=2)
-    return x1, y1
+    return int(x1), int(y1)  # whole pixels already (drawn at the origin); typed as float
 
 
 class _Labeller:
     """Places texts beside points without overlap (pushed down in order of height)."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, typeface: object) -> None:
+    def __init__(self, draw: ImageDraw.ImageDraw, typeface: Typeface) -> None:
         self.draw = draw
         self.font = typeface
         self.taken: list[tuple[int, int, int, int]] = []
@@ -383,11 +399,11 @@ class _Labeller:
         lines: Sequence[tuple[str, tuple[int, int, int]]],
         anchor: tuple[float, float],
         side: str,
-        world: Sequence[float] | None = None,
+        world: Sequence[float] | np.ndarray | None = None,
         label: int | None = None,
         x: int | None = None,
         clear: float = 0.0,
-        typeface: object | None = None,
+        typeface: Typeface | None = None,
     ) -> Placement:
         """Draw ``lines`` (text, colour) on ``side`` of ``anchor``, ``clear`` pixels further out
         (past the vertebra), moved down past texts already placed; a grey leader line joins a
@@ -434,7 +450,7 @@ class _Labeller:
             text="\n".join(text for text, _ in lines),
             box=box,
             anchor=(float(ax), float(ay)),
-            world_mm=tuple(float(v) for v in world) if world is not None else None,  # type: ignore[arg-type]
+            world_mm=tuple(float(v) for v in world) if world is not None else None,  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
             label=label,
         )
         self.placements.append(placement)
@@ -511,7 +527,7 @@ def _layout(
 # --- VerSe --------------------------------------------------------------------------------------
 
 
-def _f(value: object) -> float:
+def _f(value: Any) -> float:
     return float(value) if value is not None and not pd.isna(value) else math.nan
 
 
@@ -522,14 +538,14 @@ def _vertebra_points(vertebrae: pd.DataFrame) -> list[dict]:
         centroid = np.array([_f(getattr(row, f"centroid_{a}_mm", None)) for a in "xyz"])
         com = np.array([_f(getattr(row, f"com_{a}_mm", None)) for a in "xyz"])
         has_centroid = bool(getattr(row, "in_centroids", True)) and np.isfinite(centroid).all()
-        at = centroid if has_centroid else com
-        if not np.isfinite(at).all():
+        at: np.ndarray | None = centroid if has_centroid else com
+        if at is not None and not np.isfinite(at).all():
             at = None
         in_mask = bool(getattr(row, "in_mask", True))
         checks = []
         at_label = getattr(row, "mask_label_at_centroid", None)
         known = has_centroid and in_mask and at_label is not None and not pd.isna(at_label)
-        if known and int(at_label) != int(row.label):
+        if known and at_label is not None and int(at_label) != int(row.label):
             inside = VERSE_LEVELS.get(int(at_label), "background") if at_label else "background"
             checks.append(f"centroid in {inside}")
         if in_mask and not has_centroid:
@@ -565,8 +581,8 @@ def _islands(store: Path, point: dict, index_affine: np.ndarray | None) -> list[
     group = zarr.open_group(store, mode="r")
     if LABELS_PATH not in group:
         return []
-    labels = group[LABELS_PATH]
-    affine = np.asarray(group.attrs["verse_etl"]["affine"], dtype=float).reshape(4, 4)
+    labels = _array(group, LABELS_PATH)
+    affine = np.asarray(_ours(group)["affine"], dtype=float).reshape(4, 4)
     source = affine if index_affine is None else np.asarray(index_affine, float).reshape(4, 4)
     corners = np.array(
         [
@@ -762,7 +778,7 @@ def expert_colours(experts: Iterable[str]) -> dict[str, tuple[int, int, int]]:
     return {e: EXPERT_COLOURS[n % len(EXPERT_COLOURS)] for n, e in enumerate(sorted(set(experts)))}
 
 
-def _vertebra_key(row: object) -> str:
+def _vertebra_key(row: Any) -> str:
     level = str(getattr(row, "level", "") or "")
     return (
         level

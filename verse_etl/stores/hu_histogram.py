@@ -136,6 +136,7 @@ class HuHistogram:
             self._add_flat(flat[start : start + _CHUNK])
 
     def _add_flat(self, values: np.ndarray) -> None:
+        index: np.ndarray  # bin of each value: offset int16 bits, or clipped int64
         if values.dtype == np.int16:
             np.add.at(self._exact, values.view(np.uint16), 1)  # by bit pattern, as add_chunk
             return

@@ -205,9 +205,9 @@ class LabelStatistics:
             out[label] = LabelSummary(
                 label=label,
                 voxels=n,
-                bbox_min=tuple(int(v) for v in self._lo[label]),  # type: ignore[arg-type]
-                bbox_max=tuple(int(v) for v in self._hi[label]),  # type: ignore[arg-type]
-                centre_of_mass=tuple(float(v) for v in com),  # type: ignore[arg-type]
+                bbox_min=tuple(int(v) for v in self._lo[label]),  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
+                bbox_max=tuple(int(v) for v in self._hi[label]),  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
+                centre_of_mass=tuple(float(v) for v in com),  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
                 component_sizes=tuple(sorted(sizes[label].values(), reverse=True)),
             )
         return out

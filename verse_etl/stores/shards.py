@@ -7,7 +7,7 @@ are encoded here with the same numcodecs Blosc that zarr-python uses and each sh
 out as the spec says: the encoded chunks back to back, then the index (``offset, nbytes`` as
 little-endian uint64 per chunk of the shard, C order, ``2**64 - 1`` for an absent chunk)
 followed by its CRC32C. zarr-python writes the ``zarr.json`` metadata and reads the arrays back
-bit for bit (tests/unit/test_volumes.py).
+bit for bit (tests/unit/stores/test_volumes.py).
 
 Inner codecs of every chunk are ``transpose(order=[2, 1, 0])``, ``bytes(little)``, ``blosc``:
 the transpose makes the encoded bytes of a chunk its voxels in Fortran order, which is how the

@@ -120,7 +120,7 @@ def _zarr_codecs(codec: ChunkCodec) -> dict[str, Any]:
         "filters": [TransposeCodec(order=(2, 1, 0))],
         "serializer": BytesCodec(endian="little"),
         "compressors": BloscCodec(
-            cname=codec.cname,
+            cname=codec.cname,  # type: ignore[arg-type]  # one of params.CODECS, checked on load
             clevel=codec.clevel,
             shuffle=BloscShuffle(codec.shuffle),
             typesize=codec.typesize,
@@ -258,8 +258,8 @@ class StoreWriter:
                     self.tmp / parent / str(level),
                     shapes[level],
                     dtype,
-                    chunks,  # type: ignore[arg-type]
-                    shards,  # type: ignore[arg-type]
+                    chunks,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
+                    shards,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
                     codec,
                     pool,
                     serial,
@@ -272,12 +272,13 @@ class StoreWriter:
             assert stream is not None
             try:
                 if hasattr(slabs, "read_into"):
-                    if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]
-                        raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]
-                    with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[attr-defined]
-                        stream.pull(slabs)  # type: ignore[arg-type]
+                    if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]  # a SlabReader (hasattr read_into)
+                        raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]  # a SlabReader
+                    # The union is told apart by hasattr (perf's scheduler work replaces it).
+                    with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[union-attr]
+                        stream.pull(slabs)  # type: ignore[arg-type]  # a SlabReader (hasattr read_into)
                 else:
-                    _pump(stream, shape, dtype, slabs)  # type: ignore[arg-type]
+                    _pump(stream, shape, dtype, slabs)
                 stream.finish()
             except StoreMismatchError as e:
                 stream.abort()
@@ -295,8 +296,8 @@ class StoreWriter:
             name=name,
             shape=shape,
             dtype=dtype.name,
-            chunks=chunks,  # type: ignore[arg-type]
-            shards=shards,  # type: ignore[arg-type]
+            chunks=chunks,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
+            shards=shards,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
             voxel_xxh3=digest.hexdigest(),
             verified=self.params.verify,
             levels=tuple(shapes),

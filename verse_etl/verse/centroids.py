@@ -182,7 +182,7 @@ def _read_miccai(
         affine,
         source_axis,
         flip,
-        scale=scale,  # type: ignore[arg-type]
+        scale=scale,  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
     )
     return CentroidFile(
         path=path, direction=codes, centroids=tuple(centroids), skipped=tuple(skipped), format=fmt
@@ -242,7 +242,7 @@ def _convert_entries(
         )
         world = apply_affine(affine, [voxel])[0]
         centroids.append(
-            Centroid(label=label, voxel=voxel, world=tuple(float(v) for v in world))  # type: ignore[arg-type]
+            Centroid(label=label, voxel=voxel, world=tuple(float(v) for v in world))  # type: ignore[arg-type]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
         )
     return centroids, skipped
 
@@ -264,4 +264,5 @@ def _label(path: Path | SourceFile, n: int, value: object) -> int:
             "fix the label; it is not rounded or guessed",
             check="centroid_label",
         )
-    return int(value)  # type: ignore[arg-type]
+    assert isinstance(value, (int, float))  # checked above (whole), for the type checker
+    return int(value)
