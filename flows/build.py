@@ -10,6 +10,8 @@ leaves artifacts in Prefect: ingest progress, the build summary, the quarantine 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -499,6 +501,10 @@ def task_runner(
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        if os.environ.get("DASK_LOGGING__DISTRIBUTED") == "warning":
+            # The default of verse_etl.flows, also when Dask was imported before it was set.
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+
         if dask_address:
             return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(
@@ -518,13 +524,16 @@ def _costed(command: str) -> Iterator[None]:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
+    timing.COST.new_run()
+    patience = 5.0  # stopped (Ctrl-C) or failed: do not keep the user waiting on the API
     try:
         with timing.COST.part("flow run"):
             yield
+        patience = 30.0
     finally:
         with timing.COST.part("flush"):
-            APILogWorker.drain_all(timeout=30, at_exit=False)
-            EventsWorker.drain_all(timeout=30, at_exit=False)
+            APILogWorker.drain_all(timeout=patience, at_exit=False)
+            EventsWorker.drain_all(timeout=patience, at_exit=False)
         print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
 
 

@@ -269,6 +269,8 @@ def start_in_background(home: Path | None = None, idle: float | None = None) -> 
     """
     if os.environ.get("PREFECT_API_URL") or _api_in_config():
         return False
+    if "prefect.settings" in sys.modules and configured_api():
+        return False  # Prefect already imported (a command run in-process): it can tell, cheaply
     home = home or local_home()
     if idle is None:
         idle = float(os.environ.get("VERSE_ETL_PREFECT_IDLE_SECONDS", IDLE_SECONDS))
@@ -346,7 +348,11 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
             file=sys.stderr,
             flush=True,
         )
-        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        # No flow-run heartbeats: they serve automations, which the local server does not run,
+        # and stopping their thread costs up to a second at the end of every flow run.
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.url, "flows.heartbeat_frequency": None}
+        ):
             yield server.url
 
 

@@ -92,6 +92,16 @@ class PrefectCost:
         busy = sum(end - start for start, end in last)
         return max(0.0, self.collected - self.submitted - busy)
 
+    def new_run(self) -> None:
+        """Forget the flow and task runs of an earlier flow in this process (a process that runs
+        several, as tests do); the import and the server wait just paid are kept."""
+        with self._lock:
+            for name in list(self.parts):
+                if name not in ("import", "server"):
+                    del self.parts[name]
+            self.spans.clear()
+            self.submitted = self.collected = None
+
     def total(self) -> float:
         return sum(max(0.0, s) for s in self.parts.values()) + self.task_runs()
 

@@ -228,16 +228,24 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
     assert len(annotated) == len(files) and annotated["is_volume"].all()
 
 
-def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: Path) -> None:
+def test_dask_runner_with_two_workers_gives_identical_outputs(
+    built, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from dataclasses import replace
 
     from verse_etl.flows.build import run_build
 
     params, first, *_, out = built
     dask_out = tmp_path / "dask-build"
+    capfd.readouterr()
     summary = run_build(replace(params, out=str(dask_out), workers=2), runner="dask")
     assert summary.rows == first.rows and summary.converted == first.cases
     assert file_digests(dask_out, skip=("cases",)) == file_digests(out, skip=("cases",))
+    # One API for the whole build (the Dask client's threads started a temporary server of
+    # their own), Dask quiet at INFO, and its workers stopped without being killed.
+    said = "".join(capfd.readouterr())
+    assert "temporary server" not in said, said
+    assert "distributed.scheduler" not in said and "still alive" not in said, said
 
 
 def test_real_annotations_heights_are_keypoint_distances_times_spacing(

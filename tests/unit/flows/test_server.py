@@ -63,3 +63,10 @@ def test_no_early_server_when_an_api_is_configured(
     )
     assert not server.start_in_background(home)
     assert not (home / server.STARTING_FILE).exists()
+    (home / "profiles.toml").unlink()
+    # An API set in Prefect's settings of this process (a command run in-process, as in tests).
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert not server.start_in_background(home)
+    assert not (home / server.STARTING_FILE).exists()

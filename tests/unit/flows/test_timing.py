@@ -30,3 +30,12 @@ def test_a_body_is_taken_back_from_the_part_timed_around_its_call() -> None:
 def test_no_cases_timed_means_no_task_run_gaps() -> None:
     # Cases on Dask workers (other processes) leave no spans here: nothing is made up.
     assert PrefectCost(submitted=1.0, collected=9.0).task_runs() == 0.0
+
+
+def test_a_new_run_forgets_the_previous_flow_but_keeps_the_import() -> None:
+    cost = PrefectCost(submitted=1.0, collected=9.0)
+    cost.spans = [(1, 2.0, 3.0)]
+    cost.add("import", 2.0)
+    cost.add("flow run", 1.0)
+    cost.new_run()
+    assert dict(cost.parts) == {"import": 2.0} and cost.task_runs() == 0.0
