@@ -79,15 +79,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     )
     series_slices: Series[int] = pa.Field(gt=0, description="Slices of the series (source axis 2).")
     ant_sup_row: Series[float] = pa.Field(
-        description="Anterior superior endplate point: pixel row (array axis 0), as annotated."
+        description="Anterior superior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     ant_sup_col: Series[float] = pa.Field(
-        description="Anterior superior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Anterior superior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     ant_sup_k: Series[float] = pa.Field(
-        description="Anterior superior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Anterior superior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     ant_sup_slice: Series[float] = pa.Field(
         description="Anterior superior endplate point: source frame slice index (axis 2 of series.affine: slices "
@@ -115,15 +115,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         description="Anterior superior endplate point: world RAS+ z in mm (superior)."
     )
     ant_inf_row: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: pixel row (array axis 0), as annotated."
+        description="Anterior inferior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     ant_inf_col: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Anterior inferior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     ant_inf_k: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Anterior inferior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     ant_inf_slice: Series[float] = pa.Field(
         description="Anterior inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
@@ -151,15 +151,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         description="Anterior inferior endplate point: world RAS+ z in mm (superior)."
     )
     mid_sup_row: Series[float] = pa.Field(
-        description="Middle superior endplate point: pixel row (array axis 0), as annotated."
+        description="Middle superior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     mid_sup_col: Series[float] = pa.Field(
-        description="Middle superior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Middle superior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     mid_sup_k: Series[float] = pa.Field(
-        description="Middle superior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Middle superior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     mid_sup_slice: Series[float] = pa.Field(
         description="Middle superior endplate point: source frame slice index (axis 2 of series.affine: slices "
@@ -187,15 +187,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         description="Middle superior endplate point: world RAS+ z in mm (superior)."
     )
     mid_inf_row: Series[float] = pa.Field(
-        description="Middle inferior endplate point: pixel row (array axis 0), as annotated."
+        description="Middle inferior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     mid_inf_col: Series[float] = pa.Field(
-        description="Middle inferior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Middle inferior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     mid_inf_k: Series[float] = pa.Field(
-        description="Middle inferior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Middle inferior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     mid_inf_slice: Series[float] = pa.Field(
         description="Middle inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
@@ -223,15 +223,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         description="Middle inferior endplate point: world RAS+ z in mm (superior)."
     )
     post_sup_row: Series[float] = pa.Field(
-        description="Posterior superior endplate point: pixel row (array axis 0), as annotated."
+        description="Posterior superior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     post_sup_col: Series[float] = pa.Field(
-        description="Posterior superior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Posterior superior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     post_sup_k: Series[float] = pa.Field(
-        description="Posterior superior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Posterior superior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     post_sup_slice: Series[float] = pa.Field(
         description="Posterior superior endplate point: source frame slice index (axis 2 of series.affine: slices "
@@ -259,15 +259,15 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         description="Posterior superior endplate point: world RAS+ z in mm (superior)."
     )
     post_inf_row: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: pixel row (array axis 0), as annotated."
+        description="Posterior inferior endplate point: source frame, pixel row (source axis 0), as annotated."
     )
     post_inf_col: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: pixel column (array axis 1; the sagittal slice), "
-        "as annotated."
+        description="Posterior inferior endplate point: source frame, pixel column (source axis 1; the "
+        "sagittal slice), as annotated."
     )
     post_inf_k: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: slice index in InstanceNumber order, 0-based, "
-        "as annotated."
+        description="Posterior inferior endplate point: source slice index in InstanceNumber order, "
+        "0-based, as annotated."
     )
     post_inf_slice: Series[float] = pa.Field(
         description="Posterior inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
