@@ -16,6 +16,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.anatomy import level_gap_findings, mosmed_order_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
 from verse_etl.levels import LEVEL_RULES, POINT_NAMES
 from verse_etl.levels import MOSMED_LEVELS as LEVELS
@@ -324,3 +325,16 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         labelled = df["level"].notna()
         repeated = df[labelled].duplicated(subset=keys, keep=False)
         return ~repeated.reindex(df.index, fill_value=False)
+
+
+MOSMED_VERTEBRAE = Table(
+    name="mosmed_vertebrae",
+    model=MosmedVertebraeTable,
+    sort_keys=("folder", "release", "expert", "vertebra_index"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="annotation_path",
+    parent=("series_uid", "series"),
+)
+"""``mosmed_vertebrae``: keypoint rows added by each study's case (``verse_etl.mosmed.keypoints``)."""

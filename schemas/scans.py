@@ -13,6 +13,7 @@ from verse_etl.schemas.checks import (
     affine_column,
     orientation_column,
 )
+from verse_etl.schemas.table import Table
 
 
 class ScansTable(pa.DataFrameModel):
@@ -162,3 +163,15 @@ class ScansTable(pa.DataFrameModel):
             # Float CTs are binned at whole HU, so a percentile may sit 0.5 HU beyond min/max.
             ordered &= df[lower] <= df[upper] + 0.5
         return ordered
+
+
+SCANS = Table(
+    name="scans",
+    model=ScansTable,
+    sort_keys=("scan_id",),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column="ct_path",
+)
+"""``scans``: one row per VerSe scan, added by its case (``verse_etl.verse.scan``)."""

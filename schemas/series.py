@@ -12,6 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE, is_affine, orientation_column
+from verse_etl.schemas.table import Table
 
 from verse_etl.geometry.series import ORDERS, VERDICTS
 
@@ -206,3 +207,16 @@ class SeriesTable(pa.DataFrameModel):
         converted = df["store_path"].notna()
         corrected = df["correction"].notna()
         return (converted == (df["is_volume"] | corrected)) & (converted == df["affine"].notna())
+
+
+SERIES = Table(
+    name="series",
+    model=SeriesTable,
+    sort_keys=("folder", "series_uid"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="folder",
+    release="ctlungca500",
+)
+"""``series``: one row per DICOM series, added by its study's case (``verse_etl.mosmed.series``)."""

@@ -17,6 +17,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.schemas.table import Table
 
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
@@ -228,3 +229,19 @@ def craniocaudal_ok(df: pd.DataFrame) -> pd.Series:
             ok[group.index[n]] = False
             ok[group.index[n + 1]] = False
     return ok
+
+
+VERTEBRAE = Table(
+    name="vertebrae",
+    model=VertebraeTable,
+    sort_keys=("scan_id", "label"),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column=None,
+    file_of="verse_etl.verse.vertebrae:quarantine_file",
+    parent=("scan_id", "scans"),
+    release_from_parent=True,
+)
+"""``vertebrae``: rows added by each scan's case (``verse_etl.verse.vertebrae``); a record names
+the scan's mask or centroid file, whichever the check is about."""

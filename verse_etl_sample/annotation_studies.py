@@ -124,6 +124,31 @@ def read_sample_annotation(path: Path) -> AnnotationInput:
         raise _fail(
             path, f"not valid JSON (expected a v1 annotation object, got {e})", "json"
         ) from e
+    folder, uid, annotation = _header(path, data)
+    release = _release(path, annotation)
+    experts: dict[str, list[np.ndarray]] = {}
+    levels: dict[str, list[str | None]] = {}
+    for key, verts in annotation.items():
+        if not isinstance(verts, list) or not verts:
+            raise _fail(
+                path, f"Annotation.{key} is {verts!r:.60} (expected a non-empty list of vertebrae)"
+            )
+        read = [_vertebra(path, f"Annotation.{key}[{i}]", v, release) for i, v in enumerate(verts)]
+        experts[str(key)] = [a for a, _ in read]
+        levels[str(key)] = [level for _, level in read]
+    return AnnotationInput(
+        path=path,
+        raw=raw,
+        folder=folder,
+        series_uid=uid,
+        experts=experts,
+        release=release,
+        levels=levels,
+    )
+
+
+def _header(path: Path, data: object) -> tuple[str, str, dict]:
+    """Folder, SeriesInstanceUID and the Annotation object of a parsed file, checked."""
     if not isinstance(data, dict):
         raise _fail(path, f"top level is {type(data).__name__} (expected an object)")
     missing = [k for k in ("Folder", "SeriesInstanceUID", "Annotation") if k not in data]
@@ -140,6 +165,11 @@ def read_sample_annotation(path: Path) -> AnnotationInput:
         raise _fail(
             path, f"Annotation is {annotation!r:.60} (expected a non-empty object of experts)"
         )
+    return folder, uid, annotation
+
+
+def _release(path: Path, annotation: dict) -> str:
+    """``v2`` if the vertebrae are objects, ``v1`` if point lists; never both in one file."""
     kinds = {
         "v2" if isinstance(v, dict) else "v1"
         for verts in annotation.values()
@@ -152,66 +182,43 @@ def read_sample_annotation(path: Path) -> AnnotationInput:
             "mixes v1 vertebrae (point lists) and v2 vertebrae (objects with 'segments') "
             "(expected one release per file)",
         )
-    release = kinds.pop() if kinds else "v1"
-    experts: dict[str, list[np.ndarray]] = {}
-    levels: dict[str, list[str | None]] = {}
-    for key, verts in annotation.items():
-        if not isinstance(verts, list) or not verts:
+    return kinds.pop() if kinds else "v1"
+
+
+def _vertebra(path: Path, where: str, v: object, release: str) -> tuple[np.ndarray, str | None]:
+    """One vertebra: six finite ``[row, col, k]`` points inside the image, and its level (v2)."""
+    level = None
+    if release == "v2":
+        if not isinstance(v, dict) or "segments" not in v:
             raise _fail(
-                path, f"Annotation.{key} is {verts!r:.60} (expected a non-empty list of vertebrae)"
+                path, f"{where} is {v!r:.60} (expected a v2 object with 'segments', 'type')"
             )
-        arrays = []
-        names: list[str | None] = []
-        for i, v in enumerate(verts):
-            where = f"Annotation.{key}[{i}]"
-            level = None
-            if release == "v2":
-                if not isinstance(v, dict) or "segments" not in v:
-                    raise _fail(
-                        path, f"{where} is {v!r:.60} (expected a v2 object with 'segments', 'type')"
-                    )
-                level = normalise_level(v.get("type"))
-                if level is None:
-                    raise _fail(
-                        path,
-                        f"{where} has type {v.get('type')!r} (expected one of "
-                        f"{ANNOTATED_LEVELS[0]}..{ANNOTATED_LEVELS[-1]})",
-                    )
-                v = v["segments"]
-                if isinstance(v, list) and all(isinstance(s, list) for s in v):
-                    v = [p for s in v for p in s]
-            try:
-                a = np.asarray(v, dtype=float)
-            except (TypeError, ValueError) as e:
-                raise _fail(
-                    path, f"{where} is not numeric (expected 6x3 numbers, got {v!r:.60})"
-                ) from e
-            if a.shape != (6, 3):
-                raise _fail(
-                    path, f"{where} has shape {a.shape} (expected 6 points of [row, col, k])"
-                )
-            if not np.all(np.isfinite(a)):
-                raise _fail(path, f"{where} holds NaN or infinity (expected finite coordinates)")
-            if a[:, :2].min() < 0 or a[:, :2].max() >= MATRIX or a[:, 2].min() < 0:
-                raise _fail(
-                    path,
-                    f"{where} has a point outside the image (expected 0 <= row, col < {MATRIX} and "
-                    f"k >= 0, got rows {a[:, 0].min():.1f}-{a[:, 0].max():.1f}, cols "
-                    f"{a[:, 1].min():.0f}-{a[:, 1].max():.0f}, k min {a[:, 2].min():.1f})",
-                )
-            arrays.append(a)
-            names.append(level)
-        experts[str(key)] = arrays
-        levels[str(key)] = names
-    return AnnotationInput(
-        path=path,
-        raw=raw,
-        folder=folder,
-        series_uid=uid,
-        experts=experts,
-        release=release,
-        levels=levels,
-    )
+        level = normalise_level(v.get("type"))
+        if level is None:
+            raise _fail(
+                path,
+                f"{where} has type {v.get('type')!r} (expected one of "
+                f"{ANNOTATED_LEVELS[0]}..{ANNOTATED_LEVELS[-1]})",
+            )
+        v = v["segments"]
+        if isinstance(v, list) and all(isinstance(s, list) for s in v):
+            v = [p for s in v for p in s]
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise _fail(path, f"{where} is not numeric (expected 6x3 numbers, got {v!r:.60})") from e
+    if a.shape != (6, 3):
+        raise _fail(path, f"{where} has shape {a.shape} (expected 6 points of [row, col, k])")
+    if not np.all(np.isfinite(a)):
+        raise _fail(path, f"{where} holds NaN or infinity (expected finite coordinates)")
+    if a[:, :2].min() < 0 or a[:, :2].max() >= MATRIX or a[:, 2].min() < 0:
+        raise _fail(
+            path,
+            f"{where} has a point outside the image (expected 0 <= row, col < {MATRIX} and "
+            f"k >= 0, got rows {a[:, 0].min():.1f}-{a[:, 0].max():.1f}, cols "
+            f"{a[:, 1].min():.0f}-{a[:, 1].max():.0f}, k min {a[:, 2].min():.1f})",
+        )
+    return a, level
 
 
 def match_vertebrae(experts: dict[str, list[np.ndarray]]) -> list[list[tuple[str, int]]]:

@@ -773,50 +773,77 @@ def iter_slabs(
     for k0 in range(0, shape[2], depth):
         k1 = min(k0 + depth, shape[2])
         if axial:
-            hu = np.empty((shape[0], shape[1], k1 - k0), dtype=np.int16)
-            for kk in range(k0, k1):
-                z = affine[2, 2] * kk + affine[2, 3]
-                lungs = phantom.trunk.lungs_z is not None and (
-                    phantom.trunk.lungs_z[0] <= z <= phantom.trunk.lungs_z[1]
-                )
-                if lungs not in cached:
-                    cached[lungs] = _background(phantom.trunk, affine, shape, kk, kk + 1)[:, :, 0]
-                hu[:, :, kk - k0] = cached[lungs]
+            hu = _axial_trunk(phantom.trunk, affine, shape, k0, k1, cached)
         else:
             hu = _background(phantom.trunk, affine, shape, k0, k1)
         label = np.zeros(hu.shape, dtype=np.uint8)
-
-        for disc, box in boxes_disc:
-            b = _clip_k(box, k0, k1)
-            if b is not None:
-                w, s, t = _local_coords(affine, disc.origin, disc.frame, b)
-                m = _paint_disc(disc, w, s, t)
-                view = hu[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
-                view[m] = DISC_HU
-        for stage in ("arch", "body"):
-            for v, box in boxes_vert:
-                b = _clip_k(box, k0, k1)
-                if b is None:
-                    continue
-                w, s, t = _local_coords(affine, v.origin, v.frame, b)
-                view = hu[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
-                lview = label[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
-                value = v.label if labelled is None or v.label in labelled else 0
-                if stage == "arch":
-                    m = _paint_arch(v, w, s, t)
-                    view[m] = ARCH_HU
-                    lview[m] = value
-                else:
-                    inside, shell = _paint_body(v, w, s, t, phantom.shell_mm)
-                    view[inside] = CANCELLOUS_HU
-                    view[shell] = CORTICAL_HU
-                    lview[inside] = value
+        _paint_spine(hu, label, k0, k1, affine, boxes_disc, boxes_vert, labelled, phantom.shell_mm)
         if noise_hu > 0 and rng is not None:
             noise = rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
             hu = np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
         else:
             np.clip(hu, -1024, 3071, out=hu)
         yield Slab(k0=k0, hu=hu, label=label)
+
+
+def _axial_trunk(
+    trunk: Trunk,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    k0: int,
+    k1: int,
+    cached: dict[bool, np.ndarray],
+) -> np.ndarray:
+    """Slices k0..k1 of the trunk on an axial grid: one slice with lungs, one without, reused
+    (``cached``) for every slice of the same kind."""
+    hu = np.empty((shape[0], shape[1], k1 - k0), dtype=np.int16)
+    for kk in range(k0, k1):
+        z = affine[2, 2] * kk + affine[2, 3]
+        lungs = trunk.lungs_z is not None and (trunk.lungs_z[0] <= z <= trunk.lungs_z[1])
+        if lungs not in cached:
+            cached[lungs] = _background(trunk, affine, shape, kk, kk + 1)[:, :, 0]
+        hu[:, :, kk - k0] = cached[lungs]
+    return hu
+
+
+def _paint_spine(
+    hu: np.ndarray,
+    label: np.ndarray,
+    k0: int,
+    k1: int,
+    affine: np.ndarray,
+    boxes_disc: list,
+    boxes_vert: list,
+    labelled: set[int] | frozenset[int] | None,
+    shell_mm: float,
+) -> None:
+    """Paint the discs, then every arch, then every body into the slab ``hu``/``label`` (slices
+    k0..k1): bodies last so that keypoints always sit on bone."""
+    for disc, box in boxes_disc:
+        b = _clip_k(box, k0, k1)
+        if b is not None:
+            w, s, t = _local_coords(affine, disc.origin, disc.frame, b)
+            m = _paint_disc(disc, w, s, t)
+            view = hu[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
+            view[m] = DISC_HU
+    for stage in ("arch", "body"):
+        for v, box in boxes_vert:
+            b = _clip_k(box, k0, k1)
+            if b is None:
+                continue
+            w, s, t = _local_coords(affine, v.origin, v.frame, b)
+            view = hu[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
+            lview = label[b[0] : b[1], b[2] : b[3], b[4] - k0 : b[5] - k0]
+            value = v.label if labelled is None or v.label in labelled else 0
+            if stage == "arch":
+                m = _paint_arch(v, w, s, t)
+                view[m] = ARCH_HU
+                lview[m] = value
+            else:
+                inside, shell = _paint_body(v, w, s, t, shell_mm)
+                view[inside] = CANCELLOUS_HU
+                view[shell] = CORTICAL_HU
+                lview[inside] = value
 
 
 def sample_volume(

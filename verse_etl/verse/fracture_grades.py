@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from verse_etl.cases.hashing import case_code_identity, fingerprint
-from verse_etl.cases.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    load_cached,
+    quarantine_record,
+    write_text_atomic,
+)
 from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile
 from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
@@ -178,15 +184,15 @@ def _scan_rows(
     verse_id, subject_id = _whole(cells["verse_ID"]), _whole(cells["subject_ID"])
     if verse_id is None or subject_id is None:
         problems.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=f"row {number}",
+            quarantine_record(
+                SOURCE,
+                f"row {number}",
+                path,
+                "fracture_grades_row",
+                f"sheet {SHEET} row {number} has no whole-number verse_ID and subject_ID (got "
+                f"{_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r})",
+                fix="the row is left out",
                 table=TABLE,
-                file=path,
-                check="fracture_grades_row",
-                reason=f"{path}: sheet {SHEET} row {number} has no whole-number verse_ID and "
-                f"subject_ID (got {_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r}); "
-                "the row is left out",
             )
         )
         return []
@@ -196,14 +202,15 @@ def _scan_rows(
         value = _number(cells[column])
         if value is None and _text(cells[column]) != "":
             problems.append(
-                QuarantineRecord(
-                    source=SOURCE,
-                    case_id=scan_id,
+                quarantine_record(
+                    SOURCE,
+                    scan_id,
+                    path,
+                    "fracture_grades_cell",
+                    f"sheet {SHEET} row {number} column {column} is not a number (got "
+                    f"{_text(cells[column])!r})",
+                    fix="left empty",
                     table=TABLE,
-                    file=path,
-                    check="fracture_grades_cell",
-                    reason=f"{path}: sheet {SHEET} row {number} column {column} is not a number "
-                    f"(got {_text(cells[column])!r}); left empty",
                 )
             )
         return value
@@ -284,6 +291,9 @@ def fracture_grades_result(
     With ``out``, the result is saved like a case's and reused while the spreadsheets and the
     scans and labels it joins to are unchanged.
     """
+    # Imported here: the contract imports GRADED_LABELS from this module.
+    from verse_etl.schemas.verse_fracture_grades import VERSE_FRACTURE_GRADES as contract
+
     parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
     for source in sources:
         try:
@@ -327,7 +337,8 @@ def fracture_grades_result(
         rows, problems = item
         join_vertebrae(rows, results)
         for row in rows:
-            result.add(TABLE, row)
+            # Checked against the contract once complete (join_vertebrae adds two columns).
+            result.add(TABLE, contract.row(row))
         result.quarantine.extend(problems)
     if cache is not None:
         write_text_atomic(cache, result.to_json())
