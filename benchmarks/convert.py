@@ -148,7 +148,7 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
         geometry = check_series(headers)
         with StoreWriter(out, volumes, {}, affine=geometry.affine) as writer:
             reader = SeriesReader(geometry.slices)
-            writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader)
+            writer.write_reader(IMAGE_PATH, geometry.shape, reader)
         return
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
@@ -174,9 +174,9 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
                 from verse_etl.stores.hu_histogram import HuHistogram
 
                 counts = HuHistogram()
-                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, statistics=counts)
+                writer.write_reader(IMAGE_PATH, info.shape, reader, statistics=counts)
             else:
-                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, on_slab=stats)
+                writer.write_reader(IMAGE_PATH, info.shape, reader, on_slab=stats)
 
 
 def run_naive(source: Path, out: Path) -> None:

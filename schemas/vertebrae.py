@@ -44,13 +44,29 @@ class VertebraeTable(pa.DataFrameModel):
     )
     centroid_i: Series[float] = pa.Field(
         nullable=True,
-        description="Centroid along array axis 0 (voxel index; the source NIfTI and the store share this frame, NGFF axis z).",
+        description="Source frame: centroid along axis 0 of the source NIfTI (voxel index; "
+        "scans.affine maps it to RAS+ mm).",
     )
     centroid_j: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 1 (voxel index, NGFF axis y)."
+        nullable=True, description="Source frame: centroid along source axis 1 (voxel index)."
     )
     centroid_k: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 2 (voxel index, NGFF axis x)."
+        nullable=True, description="Source frame: centroid along source axis 2 (voxel index)."
+    )
+    centroid_store_z: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along the Zarr arrays' axis 0 (voxel index, NGFF "
+        "axis z, growing toward superior; scans.store_affine maps it to RAS+ mm).",
+    )
+    centroid_store_y: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along store axis 1 (voxel index, NGFF y, growing "
+        "toward posterior).",
+    )
+    centroid_store_x: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along store axis 2 (voxel index, NGFF x, growing "
+        "toward the patient's left).",
     )
     centroid_x_mm: Series[float] = pa.Field(
         nullable=True, description="Centroid in world RAS+ mm, x (toward patient's right)."
@@ -77,22 +93,34 @@ class VertebraeTable(pa.DataFrameModel):
         ge=0, description="mask_voxels times the voxel volume, in mm3."
     )
     bbox_i_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box of the label: first voxel along axis 0."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box of the label, first voxel along source axis 0.",
     )
     bbox_i_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 0 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 0 (inclusive).",
     )
     bbox_j_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: first voxel along axis 1."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, first voxel along source axis 1.",
     )
     bbox_j_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 1 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 1 (inclusive).",
     )
     bbox_k_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: first voxel along axis 2."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, first voxel along source axis 2.",
     )
     bbox_k_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 2 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 2 (inclusive).",
     )
     com_x_mm: Series[float] = pa.Field(
         nullable=True,

@@ -420,10 +420,12 @@ def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: 
     truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
     built = Dataset(corpus.out).case(scan_id)
     ct = nib.load(corpus.root / "pristine" / truth.ct)
-    np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
-    np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
+    source = built.frame.to_source(built.image[...])  # the store holds it the right way up
+    np.testing.assert_array_equal(source, np.asanyarray(ct.dataobj))
+    np.testing.assert_allclose(built.source_affine, ct.affine, atol=1e-6)  # type: ignore[arg-type]
     labels = np.asanyarray(nib.load(corpus.root / "pristine" / truth.mask).dataobj)
-    np.testing.assert_array_equal(built.mask[...], labels.astype(np.uint8))  # type: ignore[index]
+    stored = built.frame.to_source(built.mask[...])  # type: ignore[index]
+    np.testing.assert_array_equal(stored, labels.astype(np.uint8))
     assert set(truth.labels) <= set(built.vertebrae["label"])
 
 
@@ -457,7 +459,8 @@ def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None
     assert sorted(series["series_uid"]) == sorted(expected)
     dataset = Dataset(corpus.out)
     for uid, volume in expected.items():
-        np.testing.assert_array_equal(dataset.case(uid).image[...], volume)
+        case = dataset.case(uid)
+        np.testing.assert_array_equal(case.frame.to_source(case.image[...]), volume)
     if study == "mosmed_good":
         rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
         assert set(rows["release"]) == {"v1", "v2"}
@@ -637,7 +640,8 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert dataset.case(uid).image.shape == (8, 10, 6)
+        case = dataset.case(uid)
+        assert case.frame.shape == (8, 10, 6) and case.image.shape == (6, 8, 10)  # S, P, L
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()

@@ -16,7 +16,7 @@ from zarr import open_group
 from tests.file_digests import file_digests
 from verse_etl.geometry.affines import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
-from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array, read_source_order
 from verse_etl.tables.parquet import read_table
 
 pytestmark = pytest.mark.slow
@@ -89,11 +89,15 @@ def test_verse_voxels_affine_and_spacing_carried_over(built) -> None:
         image = open_array(store, IMAGE_PATH)
         labels = open_array(store, LABELS_PATH)
         assert image.dtype == np.int16 and labels.dtype == np.uint8
-        np.testing.assert_array_equal(image[...], np.asanyarray(ct.dataobj))
-        np.testing.assert_array_equal(labels[...], np.asanyarray(mask.dataobj).astype(np.uint8))
+        # The source's voxels (the store holds them turned the right way up: store_frame.py).
+        np.testing.assert_array_equal(read_source_order(store), np.asanyarray(ct.dataobj))
+        np.testing.assert_array_equal(
+            read_source_order(store, LABELS_PATH), np.asanyarray(mask.dataobj).astype(np.uint8)
+        )
         np.testing.assert_allclose(np.reshape(row["affine"], (4, 4)), ct.affine)
         attrs = open_group(store, mode="r").attrs["verse_etl"]
-        np.testing.assert_allclose(attrs["affine"], ct.affine)
+        np.testing.assert_allclose(attrs["source_affine"], ct.affine)
+        np.testing.assert_allclose(attrs["affine"], np.reshape(row["store_affine"], (4, 4)))
         np.testing.assert_allclose(
             [row["spacing_i_mm"], row["spacing_j_mm"], row["spacing_k_mm"]],
             scan.spacing_mm,
@@ -127,7 +131,7 @@ def test_mosmed_voxels_and_affine_match_dicom(built) -> None:
                 ],
                 axis=-1,
             )
-            stored = open_array(out / row["store_path"])[...]
+            stored = read_source_order(out / row["store_path"])
             np.testing.assert_array_equal(stored, expected.astype(np.int16))
             first = datasets[0]
             ps = [float(v) for v in first.PixelSpacing]

@@ -44,6 +44,7 @@ from verse_etl.geometry.series import (
     check_series,
     store_slice_index,
 )
+from verse_etl.geometry.store_frame import frame_attributes, store_frame
 from verse_etl.geometry.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
@@ -439,6 +440,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in grid.affine.reshape(-1)],
+                    store_affine=_store_affine(grid.affine, grid.shape),
                     spacing_slice_mm=grid.slice_mm,
                     correction=",".join(grid.corrections),
                     acquired_positions_mm=[
@@ -473,6 +475,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
+                    store_affine=_store_affine(geometry.affine, geometry.shape),  # type: ignore[arg-type]  # a clean volume: affine and shape set
                 )
         converted[uid] = (geometry, row, grid)
         result.add("series", row)
@@ -493,24 +496,23 @@ def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> tuple[str, float, float]:
     """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
+    frame = store_frame(geometry.affine, geometry.shape)  # type: ignore[arg-type]  # a clean volume: affine and shape set
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]  # a clean volume: affine set
-            "orientation": geometry.orientation,
-            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]  # a clean volume: spacing set
-            "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
-            "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
+            **frame_attributes(geometry.affine, frame),  # type: ignore[arg-type]  # a clean volume: affine set
+            "source_axes": "[row, column, slice]; slices sorted by position along the slice "
+            "normal; source_affine maps them to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
     hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
-    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+        info = writer.write_reader(IMAGE_PATH, geometry.shape, reader, statistics=hu)
     return info.voxel_xxh3, hu.minimum, hu.maximum
 
 
@@ -543,17 +545,16 @@ def _write_corrected_store(
     # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
     # decoding pass for it (a slice at a time), then the resampling pass.
     fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    frame = store_frame(grid.affine, grid.shape)
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in grid.affine],
-            "orientation": geometry.orientation,
-            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]  # geometry checked: spacing set
-            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
-            "columns along the row cosines, slices along the normal (no shear); affine maps "
-            "them to RAS+ mm",
+            **frame_attributes(grid.affine, frame),
+            "source_axes": "[row, column, slice] of the resampled grid: rows along the column "
+            "cosines, columns along the row cosines, slices along the normal (no shear); "
+            "source_affine maps them to RAS+ mm",
             "correction": list(grid.corrections),
             "acquired_offset_px": list(grid.offset_px),
         }
@@ -564,7 +565,7 @@ def _write_corrected_store(
         low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
 
     slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
-    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=grid.affine, frame=frame) as writer:
         info = writer.write_array(
             IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
         )
@@ -763,3 +764,8 @@ def _add_vertebrae(
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
+
+
+def _store_affine(affine: np.ndarray, shape: tuple[int, int, int]) -> list[float]:
+    """The series table's ``store_affine``: store indices -> RAS+ mm (store_frame.py)."""
+    return [float(v) for v in store_frame(affine, shape).store_affine(affine).reshape(-1)]

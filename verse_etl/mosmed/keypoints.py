@@ -12,6 +12,7 @@ import numpy as np
 
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.series import SeriesGeometry, store_slice_index
+from verse_etl.geometry.store_frame import store_frame
 from verse_etl.geometry.tilt import TiltGrid
 from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES, AnnotationFile
 from verse_etl.mosmed.expert_matching import pair_experts
@@ -83,14 +84,19 @@ def vertebra_row(
     shape = geometry.shape
     if grid is None:
         slices = store_slice_index(points[:, 2], geometry)
-        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]  # a clean volume: affine set
+        index = np.column_stack([points[:, :2], slices])
+        world = apply_affine(geometry.affine, index)  # type: ignore[arg-type]  # a clean volume: affine set
+        frame = store_frame(geometry.affine, shape)  # type: ignore[arg-type]  # a clean volume: affine set
     else:
         # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
         # slice was acquired (IPP interpolated between slices), not on the resampled grid.
         order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
         world = grid.acquired_world(points, order)
-        slices = grid.store_index(world)[:, 2]
+        index = grid.store_index(world)
+        slices = index[:, 2]
         shape = grid.shape
+        frame = store_frame(grid.affine, shape)
+    stored = frame.to_store_index(index)  # the store holds the grid turned the right way up
     h_a, h_m, h_p = heights_mm(world)
     row: dict[str, Any] = {
         "folder": series_row["folder"],
@@ -110,6 +116,9 @@ def vertebra_row(
     for i, name in enumerate(POINT_NAMES):
         row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
         row[f"{name}_slice"] = float(slices[i])
+        row[f"{name}_store_z"], row[f"{name}_store_y"], row[f"{name}_store_x"] = (
+            float(v) for v in stored[i]
+        )
         row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
     ratios = deformity_ratios(h_a, h_m, h_p)
     row.update(

@@ -44,6 +44,7 @@ def series_row(
         spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
         orientation=geometry.orientation,
         affine=None,
+        store_affine=None,
         tilt_deg=geometry.tilt_deg,
         rescale_slope=first.slope,
         rescale_intercept=first.intercept,

@@ -33,6 +33,7 @@ from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.reorient import AxisMap, axis_map, iter_aligned_slabs
+from verse_etl.geometry.store_frame import StoreFrame, frame_attributes, store_frame
 from verse_etl.io.files import SourceFile
 from verse_etl.io.json_files import read_json
 from verse_etl.io.nifti import (
@@ -236,7 +237,9 @@ def _convert(
     points = [c.voxel for c in centroids.centroids] if centroids else []
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)
-    depth = layout(ct.shape, volumes)[1][2]
+    # Stored the right way up for viewers: the CT's axes permuted and flipped (store_frame.py).
+    frame = store_frame(ct.affine, ct.shape)
+    depth = layout(frame.store_shape, volumes)[1][frame.stream_axis]
     store = verse_store_path(out, scan.scan_id, key)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
@@ -252,12 +255,13 @@ def _convert(
             stats.add(k0, slab)
             yield k0, slab
 
-    with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
+    attributes = _store_attributes(scan, ct, frame)
+    with StoreWriter(store, volumes, attributes, affine=ct.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
         # The HU histogram is counted chunk by chunk as the encoder threads gather them.
         with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
+            ct_array = writer.write_reader(IMAGE_PATH, ct.shape, reader, statistics=hu)
         mask_array = None
         if mask is not None:
             with blame(mask.path, "converting the mask"):
@@ -276,7 +280,7 @@ def _convert(
     summaries = stats.result() if mask is not None else {}
     probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
     for row in vertebra_rows(
-        scan.scan_id, ct, summaries, centroids, probed, checks.min_island_voxels
+        scan.scan_id, ct, frame, summaries, centroids, probed, checks.min_island_voxels
     ):
         result.add(VERTEBRAE.name, row)
     stored = StoredScan(
@@ -284,6 +288,7 @@ def _convert(
         ct_voxel_xxh3=ct_array.voxel_xxh3,
         mask_voxel_xxh3=mask_array.voxel_xxh3 if mask_array else None,
         verified=ct_array.verified and (mask_array is None or mask_array.verified),
+        store_affine=[float(v) for v in frame.store_affine(ct.affine).reshape(-1)],
     )
     row = scan_row(scan, root, hashes, ct, mask, hu, sidecar, centroids, len(summaries), stored)
     result.add(SCANS.name, row)
@@ -468,15 +473,12 @@ def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None
         )
 
 
-def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
+def _store_attributes(scan: VerseScan, ct: NiftiInfo, frame: StoreFrame) -> dict[str, Any]:
     return {
         "verse_etl": {
             "source": SOURCE,
             "scan_id": scan.scan_id,
-            "affine": [[float(v) for v in row] for row in ct.affine],
-            "orientation": ct.orientation,
-            "spacing_mm": list(ct.spacing_mm),
-            "axes": "NIfTI array axes as stored; affine maps (i, j, k) to RAS+ mm",
+            **frame_attributes(ct.affine, frame),
         }
     }
 

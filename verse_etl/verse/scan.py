@@ -22,6 +22,7 @@ class StoredScan:
     ct_voxel_xxh3: str
     mask_voxel_xxh3: str | None
     verified: bool
+    store_affine: list[float]  # store indices -> RAS+ mm, row-major (store_frame.py)
 
 
 def scan_row(
@@ -57,6 +58,7 @@ def scan_row(
         ct_voxel_xxh3=stored.ct_voxel_xxh3,
         mask_voxel_xxh3=stored.mask_voxel_xxh3,
         store_verified=stored.verified,
+        store_affine=stored.store_affine,
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.store_frame import StoreFrame
 from verse_etl.io.nifti import NiftiInfo
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.schemas.vertebrae import VERTEBRAE
@@ -33,6 +34,7 @@ def quarantine_file(row: pd.Series, check: str, scan: dict[str, Any]) -> str:
 def vertebra_rows(
     scan_id: str,
     ct: NiftiInfo,
+    frame: StoreFrame,
     summaries: dict[int, LabelSummary],
     centroids: CentroidFile | None,
     probed: list[int | None],
@@ -40,7 +42,8 @@ def vertebra_rows(
 ) -> list[dict[str, Any]]:
     """One row per centroid entry, plus one per mask label without a centroid, by label.
 
-    ``summaries`` are the mask's label statistics, ``probed`` the mask label at each centroid.
+    ``summaries`` are the mask's label statistics, ``probed`` the mask label at each centroid;
+    ``frame`` turns the centroids' source voxel coordinates into the store's.
     A label listed twice in the centroid file gives two rows, which the table's uniqueness
     check then rejects, naming both.
     """
@@ -56,20 +59,26 @@ def vertebra_rows(
             scan_id=scan_id,
             label=label,
             level=VERSE_LEVELS.get(label, f"label{label}"),
-            **_centroid(c, at, ct.shape),
+            **_centroid(c, at, ct.shape, frame),
             **_mask(summaries.get(label), ct, voxel_mm3, min_island_voxels),
         )
         for label, c, at in sorted(entries, key=lambda e: e[0])
     ]
 
 
-def _centroid(c: Centroid | None, at: int | None, shape: tuple[int, ...]) -> dict[str, Any]:
+def _centroid(
+    c: Centroid | None, at: int | None, shape: tuple[int, ...], frame: StoreFrame
+) -> dict[str, Any]:
     inside = c is not None and all(-0.5 <= c.voxel[t] <= shape[t] - 0.5 for t in range(3))
+    stored = frame.to_store_index([c.voxel])[0] if c else [None, None, None]
     return {
         "in_centroids": c is not None,
         "centroid_i": c.voxel[0] if c else None,
         "centroid_j": c.voxel[1] if c else None,
         "centroid_k": c.voxel[2] if c else None,
+        "centroid_store_z": stored[0],
+        "centroid_store_y": stored[1],
+        "centroid_store_x": stored[2],
         "centroid_x_mm": c.world[0] if c else None,
         "centroid_y_mm": c.world[1] if c else None,
         "centroid_z_mm": c.world[2] if c else None,

@@ -14,7 +14,7 @@ import pytest
 from verse_etl.geometry.reorient import axis_map
 from verse_etl.params import VolumeParams
 from verse_etl.sources.verse import discover_verse
-from verse_etl.stores.volumes import LABELS_PATH, open_array
+from verse_etl.stores.volumes import LABELS_PATH, read_source_order
 from verse_etl.verse.case import build_verse_scan
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
@@ -54,7 +54,7 @@ def test_mask_in_another_orientation_is_aligned_losslessly(tmp_path: Path) -> No
     assert "PIR" in records["mask_reoriented"] and "RAS" in records["mask_reoriented"]
     assert "no resampling" in records["mask_reoriented"]
     (row,) = result.rows["scans"]
-    stored = open_array(tmp_path / "out" / row["store_path"], LABELS_PATH)[...]
+    stored = read_source_order(tmp_path / "out" / row["store_path"], LABELS_PATH)
     real = np.asanyarray(
         nib.load(str(SHARED / "fixtures" / "verse" / SUB / f"{SUB}_seg-vert_msk.nii.gz")).dataobj
     )

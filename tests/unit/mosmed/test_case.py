@@ -14,6 +14,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
@@ -24,7 +25,7 @@ from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.measures import genant_grade, grade_ratio
 from verse_etl.params import CheckParams, GenantParams, MosmedParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
-from verse_etl.stores.volumes import open_array
+from verse_etl.stores.volumes import open_array, read_source_order
 from verse_etl.tables.assemble import assemble
 from verse_etl.tables.parquet import read_table
 from verse_etl_sample import write_sample
@@ -106,7 +107,14 @@ def test_keypoints_land_on_the_right_voxel_and_world_point(sample) -> None:
         datasets = sorted(
             (_dicom(src / f) for f in study.files), key=lambda d: int(d.InstanceNumber)
         )
-        store = open_array(out / rows[rows["folder"] == study.folder]["store_path"].iloc[0])[...]
+        path = rows[rows["folder"] == study.folder]["store_path"].iloc[0]
+        store = open_array(out / path)[...]
+        series = tables["series"].set_index("store_path").loc[path]
+        affine = np.reshape(series["affine"], (4, 4))
+        shape = (series["rows"], series["columns"], series["n_slices"])
+        turn = nib.orientations.ornt_transform(
+            nib.io_orientation(affine), nib.orientations.axcodes2ornt(("S", "P", "L"))
+        )
         raw = json.loads((src / study.annotation).read_text())["Annotation"]
         mine = rows[(rows["folder"] == study.folder) & (rows["release"] == "v1")]
         for expert, vertebrae in raw.items():
@@ -130,7 +138,21 @@ def test_keypoints_land_on_the_right_voxel_and_world_point(sample) -> None:
                     s = len(datasets) - 1 - n
                     hu = datasets[n].pixel_array.astype(int) * float(datasets[n].RescaleSlope)
                     hu += float(datasets[n].RescaleIntercept)
-                    assert store[int(r), int(c), s] == hu[int(r), int(c)]
+                    # Store frame: the array turned the right way up, as nibabel turns it.
+                    stored = [row[f"{name}_store_{a}"] for a in "zyx"]
+                    np.testing.assert_allclose(
+                        _upright_index((r, c, row[f"{name}_slice"]), turn, shape), stored
+                    )
+                    at = _upright_index((int(r), int(c), s), turn, shape).astype(int)
+                    assert store[tuple(at)] == hu[int(r), int(c)]
+
+
+def _upright_index(voxel, turn: np.ndarray, shape) -> np.ndarray:
+    """Source voxel -> its index in the source turned by the nibabel orientation ``turn``."""
+    out = np.zeros(3)
+    for i, (axis, flip) in enumerate(turn):
+        out[int(axis)] = voxel[i] if flip > 0 else shape[i] - 1 - voxel[i]
+    return out
 
 
 def test_heights_are_keypoint_distances_times_spacing(sample) -> None:
@@ -320,7 +342,7 @@ def test_packed_study_converts_like_its_files_and_leaves_no_unpacked_files(edge)
     expected = np.stack(
         [d.pixel_array.astype(np.int32) + int(d.RescaleIntercept) for d in datasets], axis=-1
     )
-    np.testing.assert_array_equal(open_array(out / row["store_path"])[...], expected)
+    np.testing.assert_array_equal(read_source_order(out / row["store_path"]), expected)
     assert list(unpack.iterdir()) == []  # the temporary unpack folder is gone
 
 

@@ -37,13 +37,23 @@ def sample(tmp_path_factory: pytest.TempPathFactory):
     return out, write_sample(out, seed=7, verse_cases=4, mosmed_studies=1, size="tiny")
 
 
-def _levels(store: Path, group: str, source: np.ndarray) -> None:
-    """Every pyramid level holds every 2**l-th source voxel; NGFF readers open the group."""
+def _upright(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The source volume turned to superior, posterior, left by nibabel (the store frame)."""
+    turn = nib.orientations.ornt_transform(
+        nib.io_orientation(affine), nib.orientations.axcodes2ornt(("S", "P", "L"))
+    )
+    return nib.orientations.apply_orientation(volume, turn)
+
+
+def _levels(store: Path, group: str, source: np.ndarray, affine: np.ndarray) -> None:
+    """Every pyramid level holds every 2**l-th voxel of the source turned the right way up;
+    NGFF readers open the group."""
     multiscales = from_ngff_zarr(store / group if group else store, validate=True)
     assert len(multiscales.images) == PARAMS.pyramid_levels + 1
+    upright = _upright(source, affine)
     for level, image in enumerate(multiscales.images):
         step = 2**level
-        expected = source[::step, ::step, ::step]
+        expected = upright[::step, ::step, ::step]
         np.testing.assert_array_equal(
             open_array(store, f"{group}/{level}".lstrip("/"))[...], expected
         )
@@ -70,19 +80,34 @@ def test_verse_stores_keep_ct_dtype_labels_and_geometry(sample, tmp_path: Path) 
         labels = np.asanyarray(mask.dataobj).astype(np.uint8)
         assert open_array(store).dtype == np.int16
         assert open_array(store, LABELS_PATH).dtype == np.uint8
-        _levels(store, "", ct_voxels)
-        _levels(store, "labels/vertebrae", labels)
+        _levels(store, "", ct_voxels, ct.affine)
+        _levels(store, "labels/vertebrae", labels, ct.affine)
         assert row["store_verified"] is True
         assert row["ct_voxel_xxh3"] == _f_xxh3(ct_voxels)
         assert row["mask_voxel_xxh3"] == _f_xxh3(labels)
 
         group = zarr.open_group(store, mode="r")
         validate(dict(group.attrs), version="0.5", model="image", strict=True)
-        np.testing.assert_allclose(group.attrs["verse_etl"]["affine"], ct.affine)
-        assert group.attrs["verse_etl"]["orientation"] == "".join(expected.orientation)
+        attributes = group.attrs["verse_etl"]
+        np.testing.assert_array_equal(attributes["source_affine"], ct.affine)
+        assert attributes["source_orientation"] == "".join(expected.orientation)
+        assert attributes["orientation"] == "SPL"  # the store frame
+        np.testing.assert_allclose(attributes["affine"], np.reshape(row["store_affine"], (4, 4)))
+        np.testing.assert_allclose(
+            attributes["affine"],
+            ct.affine
+            @ nib.orientations.inv_ornt_aff(
+                nib.orientations.ornt_transform(
+                    nib.io_orientation(ct.affine), nib.orientations.axcodes2ornt(("S", "P", "L"))
+                ),
+                ct.shape,
+            ),
+        )
         datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
         np.testing.assert_allclose(
-            datasets[0]["coordinateTransformations"][0]["scale"], expected.spacing_mm, rtol=1e-5
+            datasets[0]["coordinateTransformations"][0]["scale"],
+            nib.affines.voxel_sizes(np.asarray(attributes["affine"])),
+            rtol=1e-5,
         )
         label_attrs = dict(group["labels/vertebrae"].attrs)
         validate(label_attrs, version="0.5", model="label", strict=True)
@@ -118,12 +143,15 @@ def test_mosmed_stores_hold_sorted_hu_slices(sample, tmp_path: Path) -> None:
         ).astype(np.int16)
         store = tmp_path / rows[uid]["store_path"]
         assert open_array(store).dtype == np.int16
-        _levels(store, "", hu)
+        affine = np.reshape(rows[uid]["affine"], (4, 4))
+        _levels(store, "", hu, affine)
         assert rows[uid]["voxel_xxh3"] == _f_xxh3(hu)
         group = zarr.open_group(store, mode="r")
+        np.testing.assert_allclose(group.attrs["verse_etl"]["source_affine"], affine)
         np.testing.assert_allclose(
-            group.attrs["verse_etl"]["affine"], np.reshape(rows[uid]["affine"], (4, 4))
+            group.attrs["verse_etl"]["affine"], np.reshape(rows[uid]["store_affine"], (4, 4))
         )
+        assert group.attrs["verse_etl"]["orientation"] == "SPL"
         assert "labels" not in group
 
 
