@@ -533,6 +533,10 @@ def keep(home: Path, idle: float) -> int:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     env |= {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in _IDLE_SERVICES}
+    # The UI asks its /ui-settings where the API is: without these, the default port (4200),
+    # not this server's, and the UI of a local server showed nothing.
+    env |= {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
+    env.setdefault("PREFECT_UI_API_URL", url)
     seeded = _seed_database(home)
     if seeded:
         # The copy is migrated to this Prefect version and holds the block types already.

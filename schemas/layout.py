@@ -3,7 +3,7 @@ query``, ``summary``, a ``pip install .`` reading a release): table names, row o
 partition keys.
 
 A copy: each table's contract (its :class:`~verse_etl.schemas.table.Table` in the other modules
-of this package) is the source of truth, and ``tests/unit/test_contracts.py`` fails when this
+of this package) is the source of truth, and ``tests/unit/schemas/test_table.py`` fails when this
 copy differs from it.
 """
 

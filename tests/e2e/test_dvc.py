@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     runs = _prefect(["flow-run", "ls"], project, api)
     for name in ("ingest verse -> data/build", "ingest mosmed -> data/build", "tables ->"):
         assert name in runs, runs
+    # The UI (same server) is told where that API is, not Prefect's default port.
+    with urllib.request.urlopen(f"{api.removesuffix('/api')}/ui-settings", timeout=30) as r:
+        assert json.loads(r.read())["api_url"] == api
     artifacts = _prefect(["artifact", "ls"], project, api)
     for key in ("build-summary", "quarantine-by-check", "ingest-progress"):
         assert key in artifacts, artifacts

@@ -70,3 +70,28 @@ def test_no_early_server_when_an_api_is_configured(
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert not server.start_in_background(home)
     assert not (home / server.STARTING_FILE).exists()
+
+
+def test_threads_without_the_flows_context_see_the_api_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Dask client's threads resolve `--runner dask` futures outside the flow's context:
+    # they read Prefect's process-wide settings, which must follow the exported API (without
+    # it they started a temporary server of their own).
+    import threading
+
+    from prefect.settings import get_current_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = "http://127.0.0.1:9/api"
+    seen: list[str | None] = []
+
+    def look() -> None:
+        seen.append(get_current_settings().api.url)
+
+    with server._exported(url):
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    assert seen == [url, None]
