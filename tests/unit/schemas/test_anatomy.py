@@ -74,6 +74,13 @@ def _mosmed_rows(drop: tuple[str, str, str, str] | None = None) -> pd.DataFrame:
                         }
                     )
                     row[f"{name}_slice"] = float(point[2])
+                    # Store frame of an axial series: slice, row, column.
+                    row.update(
+                        {
+                            f"{name}_store_{a}": float(point[i])
+                            for a, i in zip("zyx", (2, 0, 1), strict=True)
+                        }
+                    )
                     row.update({f"{name}_{a}_mm": float(c) for a, c in zip("xyz", w, strict=True)})
                 rows.append(row)
     return pd.DataFrame(rows)
