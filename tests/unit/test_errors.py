@@ -53,6 +53,14 @@ INTERNAL_RAISES = {
     "validation did not settle": "unreachable guard (pragma: no cover)",
     "does not fit array": "stream protocol: slab shapes come from our own reader",
     "must end with level '0'": "array names are made by our own store writer",
+    "slab of shape": "stream protocol: slab shapes come from our own reader",
+    "stream stopped before the array was full": "stream protocol between our own writer and reader",
+    "more voxels than the array holds": "stream protocol between our own writer and reader",
+    "frame of": "the store writer frames each level from the array's own shape",
+    "in a store framed for": "the case builders frame a store from the shape they write into it",
+    "pyramid needs an even chunk depth": "VolumeParams refuses odd chunks with a pyramid on load",
+    "not one grid up to axis permutation": "a table row's affine and store_affine are written "
+    "together, from one frame",
     # The sample generator (a developer tool): preconditions on its own parameters.
     "base dataset must not hold": "sample generator precondition",
     "slabs cover": "sample generator precondition",
