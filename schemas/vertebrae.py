@@ -133,6 +133,15 @@ class VertebraeTable(pa.DataFrameModel):
     com_z_mm: Series[float] = pa.Field(
         nullable=True, description="Centre of mass in world RAS+ mm, z (superior)."
     )
+    centroid_to_com_mm: Series[float] = pa.Field(
+        nullable=True,
+        ge=0,
+        description="Distance between the centroid and the label's centre of mass (mm): the "
+        "centroid file checked against the mask. The centroid marks the vertebral body, the "
+        "centre of mass includes the posterior elements, so they differ; an outlier among a "
+        "scan's vertebrae points at a misplaced centroid or a mislabelled mask. Null unless "
+        "the vertebra is in both.",
+    )
     n_components: Series[int] = pa.Field(
         ge=0, description="26-connected pieces the label forms in the mask (0 if absent)."
     )

@@ -38,9 +38,10 @@ from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile
 from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
 from verse_etl.paths import case_result_path
+from verse_etl.schemas.verse_fracture_grades import VERSE_FRACTURE_GRADES
 
 SOURCE = "verse"
-TABLE = "verse_fracture_grades"
+TABLE = VERSE_FRACTURE_GRADES.name
 CASE_ID = "_fracture_grades"
 SHEET = "VerSe_dataset"
 SCAN_COLUMNS: tuple[str, ...] = (
@@ -291,9 +292,6 @@ def fracture_grades_result(
     With ``out``, the result is saved like a case's and reused while the spreadsheets and the
     scans and labels it joins to are unchanged.
     """
-    # Imported here: the contract imports GRADED_LABELS from this module.
-    from verse_etl.schemas.verse_fracture_grades import VERSE_FRACTURE_GRADES as contract
-
     parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
     for source in sources:
         try:
@@ -338,7 +336,7 @@ def fracture_grades_result(
         join_vertebrae(rows, results)
         for row in rows:
             # Checked against the contract once complete (join_vertebrae adds two columns).
-            result.add(TABLE, contract.row(row))
+            result.add(TABLE, VERSE_FRACTURE_GRADES.row(row))
         result.quarantine.extend(problems)
     if cache is not None:
         write_text_atomic(cache, result.to_json())

@@ -61,6 +61,7 @@ def vertebra_rows(
             level=VERSE_LEVELS.get(label, f"label{label}"),
             **_centroid(c, at, ct.shape, frame),
             **_mask(summaries.get(label), ct, voxel_mm3, min_island_voxels),
+            centroid_to_com_mm=centroid_to_com_mm(c, summaries.get(label), ct.affine),
         )
         for label, c, at in sorted(entries, key=lambda e: e[0])
     ]
@@ -109,6 +110,25 @@ def _mask(
         "n_islands": len(islands),
         "island_voxels": int(sum(islands)),
     }
+
+
+def centroid_to_com_mm(
+    c: Centroid | None, s: LabelSummary | None, affine: np.ndarray
+) -> float | None:
+    """Distance (mm) between a vertebra's centroid and its label's centre of mass; None unless
+    both exist.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Fake
+    >>> centroid_to_com_mm(Fake(world=(0.0, 3.0, 0.0)), Fake(centre_of_mass=(0, 0, 4)), np.eye(4))
+    5.0
+    >>> centroid_to_com_mm(None, Fake(centre_of_mass=(0, 0, 4)), np.eye(4)) is None
+    True
+    """
+    if c is None or s is None:
+        return None
+    return float(np.linalg.norm(np.subtract(c.world, _world(affine, s.centre_of_mass))))
 
 
 def _world(affine: np.ndarray, voxel: tuple[float, float, float]) -> list[float]:
