@@ -484,10 +484,25 @@ def prepare() -> Path:
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
         with contextlib.closing(sqlite3.connect(Path(tmp) / DATABASE)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+        if not _migrated(Path(tmp) / DATABASE):
+            raise PrefectApiError(
+                f"{Path(tmp) / DATABASE}: the prepared Prefect database has no schema (expected "
+                "an alembic revision and the block types); run `make setup` again"
+            )
         partial = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.copyfile(Path(tmp) / DATABASE, partial)
         os.replace(partial, target)
     return target
+
+
+def _migrated(database: Path) -> bool:
+    """Whether ``database`` holds Prefect's schema: an alembic revision and the block types."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            revisions = db.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            return bool(revisions and db.execute("SELECT count(*) FROM block_type").fetchone()[0])
+    except sqlite3.Error:
+        return False
 
 
 def _default_database(home: Path) -> bool:
@@ -507,8 +522,8 @@ def _seed_database(home: Path) -> bool:
     """Copy the template database into a home that has none; returns whether it did."""
     template = template_database()
     database = home / DATABASE
-    if database.exists() or not template.exists() or not _default_database(home):
-        return False
+    if database.exists() or not _migrated(template) or not _default_database(home):
+        return False  # (a template without the schema would start a server on nothing)
     partial = home / f".{DATABASE}.{os.getpid()}"
     shutil.copyfile(template, partial)
     os.replace(partial, database)
