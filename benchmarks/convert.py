@@ -9,7 +9,7 @@ variant's own peak RSS (``VmHWM`` of the child read by itself at its end; dcm2ni
 small launcher: see ``benchmarks/peak_memory.py``):
 
   limit          the fastest gzip decoder available reading into a reused buffer, writing nowhere
-  ours           verse_etl.volumes.StoreWriter with params.yaml volumes as the case builders call
+  ours           verse_etl.stores.volumes.StoreWriter with params.yaml volumes as the case builders call
                  it (CT: NiftiVoxelReader with the HU range as statistics; mask: iter_nifti_slabs
                  + as_labels; DICOM: SeriesReader), pyramid, XXH3-128 voxel digest and
                  verification (every chunk decoded, every shard file read back) included
@@ -136,13 +136,13 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
     import numpy as np
 
     from verse_etl.params import load_params
-    from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
+    from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
 
     volumes = load_params(ROOT / "params.yaml").build.volumes
     volumes = volumes.__class__(**{**volumes.__dict__, **overrides})
     if source.is_dir():
+        from verse_etl.geometry.series import check_series
         from verse_etl.io.dicom import SeriesReader, scan_folder
-        from verse_etl.io.series_geometry import check_series
 
         (headers,) = scan_folder(source).series.values()
         geometry = check_series(headers)
@@ -171,7 +171,7 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
 
             reader = NiftiVoxelReader(info)
             if histogram:  # as cases/verse.py computes it: percentiles need every value
-                from verse_etl.hu_histogram import HuHistogram
+                from verse_etl.stores.hu_histogram import HuHistogram
 
                 counts = HuHistogram()
                 writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, statistics=counts)
@@ -244,7 +244,7 @@ def run_writer(kind: str, source: Path, out: Path) -> tuple[float, float]:
 
     from verse_etl.io.nifti import iter_nifti_slabs, read_nifti_info
     from verse_etl.params import load_params
-    from verse_etl.volumes import IMAGE_PATH, StoreWriter, _codec, _zarr_codecs, layout
+    from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter, _codec, _zarr_codecs, layout
 
     info = read_nifti_info(source)
     volume = np.empty(info.shape, info.dtype, order="F")
@@ -337,19 +337,25 @@ def run_writer(kind: str, source: Path, out: Path) -> tuple[float, float]:
 
 
 PRELOAD: dict[str, tuple[str, ...]] = {
-    "ours": ("numpy", "zarr", "verse_etl.volumes", "verse_etl.io.nifti", "verse_etl.io.dicom"),
+    "ours": (
+        "numpy",
+        "zarr",
+        "verse_etl.stores.volumes",
+        "verse_etl.io.nifti",
+        "verse_etl.io.dicom",
+    ),
     "ours-hu": (
         "numpy",
         "zarr",
-        "verse_etl.volumes",
+        "verse_etl.stores.volumes",
         "verse_etl.io.nifti",
-        "verse_etl.hu_histogram",
+        "verse_etl.stores.hu_histogram",
     ),
-    "ours-noverify": ("numpy", "zarr", "verse_etl.volumes", "verse_etl.io.nifti"),
-    "ours-lz4": ("numpy", "zarr", "verse_etl.volumes", "verse_etl.io.nifti"),
+    "ours-noverify": ("numpy", "zarr", "verse_etl.stores.volumes", "verse_etl.io.nifti"),
+    "ours-lz4": ("numpy", "zarr", "verse_etl.stores.volumes", "verse_etl.io.nifti"),
     "naive": ("numpy", "zarr", "nibabel"),
     "limit": ("isal.isal_zlib", "isal.igzip", "gzip", "zlib", "verse_etl.io.nifti"),
-    "writer": ("numpy", "zarr", "verse_etl.volumes", "verse_etl.io.nifti"),
+    "writer": ("numpy", "zarr", "verse_etl.stores.volumes", "verse_etl.io.nifti"),
 }
 
 

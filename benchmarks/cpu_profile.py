@@ -51,11 +51,11 @@ def main() -> None:
     import xxhash
     from isal import isal_zlib
 
-    from verse_etl.hu_histogram import HuHistogram, HuRange
     from verse_etl.io.nifti import NiftiVoxelReader, read_nifti_info
     from verse_etl.params import load_params
-    from verse_etl.shards import staging_array
-    from verse_etl.volumes import _codec
+    from verse_etl.stores.hu_histogram import HuHistogram, HuRange
+    from verse_etl.stores.shards import staging_array
+    from verse_etl.stores.volumes import _codec
 
     params = load_params(ROOT / "params.yaml").build.volumes
     info = read_nifti_info(source)

@@ -24,7 +24,7 @@ from pathlib import Path
 _CHILD = r"""
 import json, sys, time
 from pathlib import Path
-import verse_etl.cases.verse as case
+import verse_etl.verse.case as case
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.verse import discover_verse_sources
 

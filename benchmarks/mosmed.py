@@ -29,7 +29,7 @@ from peak_memory import HOW, own_peak_mb
 
 def convert(root: Path, out: Path, shard_chunks: tuple[int, int, int]) -> dict[str, float]:
     """Build every study below ``root`` (child process side)."""
-    from verse_etl.cases.mosmed import build_mosmed_study
+    from verse_etl.mosmed.case import build_mosmed_study
     from verse_etl.params import MosmedParams, VolumeParams
     from verse_etl.sources.mosmed import discover_mosmed
 

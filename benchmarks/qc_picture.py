@@ -23,7 +23,7 @@ _CHILD = r"""
 import json, sys, time
 from pathlib import Path
 import pandas as pd
-from verse_etl.qc import verse_picture
+from verse_etl.report.qc import verse_picture
 
 def status(key):  # this process's own figures (ru_maxrss would count the parent before exec)
     line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
@@ -46,7 +46,7 @@ def _write_store(path: Path, slices: int):
 
     from verse_etl.levels import VERSE_LEVELS
     from verse_etl.params import VolumeParams
-    from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter
+    from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter
 
     shape = (512, 512, slices)
     affine = np.array([[-0.7, 0, 0, 179], [0, -0.7, 0, 179], [0, 0, 0.5, -350], [0, 0, 0, 1]])

@@ -48,7 +48,7 @@ def generate(work: Path) -> tuple[Path, Path]:
     from verse_etl.sample.nifti import stored_affine, write_nifti_gz
     from verse_etl.sample.phantom import iter_slabs
     from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
-    from verse_etl.volumes import IMAGE_PATH, StoreWriter
+    from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
     work.mkdir(parents=True, exist_ok=True)
     nifti, store = work / "ct-512x512x300.nii.gz", work / "ct-512x512x300.zarr"
@@ -111,7 +111,7 @@ def child(variant: str, path: str, patches: int, repeat: int) -> None:
         import zarr
 
         from verse_etl.dataset import read_patch
-        from verse_etl.volumes import IMAGE_PATH
+        from verse_etl.stores.volumes import IMAGE_PATH
 
         array = zarr.open_array(Path(path) / IMAGE_PATH, mode="r")
 

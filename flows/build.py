@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
@@ -30,38 +31,31 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
-from verse_etl.assemble import BuildSummary, assemble
-from verse_etl.card import write_card
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.mosmed import source_results as mosmed_source_results
+from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
-from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.errors import InputError, VerseEtlError, is_transient, one_line
-from verse_etl.lock import workspace_lock
-from verse_etl.outputs import SOURCES, load_case_results, save_case_result
+from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
+from verse_etl.mosmed.case import build_mosmed_study
+from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
-from verse_etl.pruning import PruneDecision, collect_garbage_after_switch, settle_source
-from verse_etl.publish import (
+from verse_etl.publish.card import write_card
+from verse_etl.publish.lock import workspace_lock
+from verse_etl.publish.outputs import SOURCES, load_case_results, save_case_result
+from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
+from verse_etl.publish.staging import (
     fetch_case_results,
     local_root,
     publish_results,
     publish_tables,
     run_case,
 )
-from verse_etl.records import CaseResult
-from verse_etl.report import write_report
+from verse_etl.publish.targets import is_url
+from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
-from verse_etl.targets import is_url
-
-
-class BuildFailed(VerseEtlError):
-    """Some records failed checks whose mode is ``raise``; everything else was written."""
-
-    exit_code = 1
-    label = "build failed"
+from verse_etl.tables.assemble import BuildSummary, assemble
+from verse_etl.verse.case import build_verse_scan, source_results
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -78,9 +72,10 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 # The library caches each case by the content hash of its files and the volume parameters
-# (cases/<source>/<id>.json), so an unchanged case costs one hashing pass; Prefect's own cache is
+# (cases/<source>/<id>.json), and the hash of each file by its stat (digests/<source>/<id>.json),
+# so an unchanged case reads no source file; Prefect's own cache is
 # off to keep a single source of truth. Retries cover transient I/O only.
-_CASE_TASK = {
+_CASE_TASK: dict[str, Any] = {
     "retries": 2,
     "retry_delay_seconds": [2, 10],
     "retry_condition_fn": _transient,
@@ -94,7 +89,7 @@ def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams
     with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"):
         return run_case(
             lambda out, exists: build_verse_scan(
-                scan, root, out, params.volumes, params.checks, exists
+                scan, root, out, params.volumes, params.checks, exists, params.rehash
             ),
             params.out,
             work,
@@ -111,7 +106,14 @@ def mosmed_study_task(
     with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
         return run_case(
             lambda out, exists: build_mosmed_study(
-                study, root, out, params.volumes, params.mosmed, exists, params.checks.limits
+                study,
+                root,
+                out,
+                params.volumes,
+                params.mosmed,
+                exists,
+                params.checks.limits,
+                params.rehash,
             ),
             params.out,
             work,
@@ -138,7 +140,7 @@ def _submit_source(source: str, params: BuildParams) -> _Submitted:
 
     Returns the futures and what to compute once the cases are done: for VerSe the dropped
     duplicates, the files that cannot be placed and the VerSe'19 fracture grades, which are
-    joined to the scans' vertebrae (:func:`verse_etl.cases.verse.source_results`).
+    joined to the scans' vertebrae (:func:`verse_etl.verse.case.source_results`).
     """
     out = local_root(params.out, params.work)
     root_text = getattr(params.sources, source)
@@ -247,7 +249,7 @@ class Ingested:
 
 def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Ingested:
     """Wait for every case, log progress as cases finish, save and prune per source (only as
-    :func:`verse_etl.pruning.decide_pruning` allows)."""
+    :func:`verse_etl.publish.pruning.decide_pruning` allows)."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
     cases = {c.future: c for s in source_futures.values() for c in s.cases}
@@ -257,11 +259,14 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
         key="ingest-progress",
         description=f"Cases of {', '.join(source_futures)} built into {params.out}",
     )
+    # A sync flow: Prefect's async_dispatch ran the sync function, which returns the id.
+    assert isinstance(artifact, UUID)
+
+    def report_progress(percent: float) -> None:
+        update_progress_artifact(artifact, percent)
+
     with IngestProgress(
-        total,
-        sum(c.size for c in cases.values()),
-        logger.info,
-        lambda percent: update_progress_artifact(artifact, percent),
+        total, sum(c.size for c in cases.values()), logger.info, report_progress
     ) as progress:
         for future in as_completed(list(cases)):
             result: CaseResult = cases[future].result(out, params.case_timeout_s)
@@ -325,7 +330,7 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
     """Convert every case of the given ``sources`` to stores and saved case results.
 
     A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
-    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.pruning`).
+    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.publish.pruning`).
     """
     logger = get_run_logger()
     given = tuple(s for s in sources if getattr(params.sources, s))

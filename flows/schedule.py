@@ -12,8 +12,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from verse_etl.pipeline import lock_changed_since_release, push, release_tag, reproduce
-from verse_etl.release import release
+from verse_etl.publish.pipeline import lock_changed_since_release, push, release_tag, reproduce
+from verse_etl.publish.release import release
 
 
 @task(name="dvc-repro", retries=1, retry_delay_seconds=30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -11,8 +13,10 @@ ORIENTATION_LETTERS = set("LRAPSI")
 
 def is_affine(value: object) -> bool:
     """A row-major 4x4 affine flattened to 16 finite floats with last row 0 0 0 1."""
+    if not isinstance(value, Iterable):
+        return False
     try:
-        items = [float(v) for v in value]  # type: ignore[union-attr]
+        items = [float(v) for v in value]
     except (TypeError, ValueError):
         return False
     return (
@@ -22,7 +26,7 @@ def is_affine(value: object) -> bool:
     )
 
 
-def _elementwise(series: pd.Series, check) -> pd.Series:  # type: ignore[no-untyped-def]
+def _elementwise(series: pd.Series, check: Callable[[Any], object]) -> pd.Series:
     # Not Series.map: on pandas' Arrow-backed str dtype it returns str-typed results.
     return pd.Series([bool(check(v)) for v in series], index=series.index, dtype=bool)
 

@@ -1,6 +1,6 @@
 """Contract of ``mosmed_consensus.parquet``: one row per study, release and vertebra across experts.
 
-Built from the validated ``mosmed_vertebrae`` rows (``verse_etl.consensus``): the experts'
+Built from the validated ``mosmed_vertebrae`` rows (``verse_etl.mosmed.consensus``): the experts'
 readings of one vertebra are grouped by level where every reading has one, else by position
 (centres closer than half a vertebra height), and compared.
 """
@@ -12,7 +12,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 
-from verse_etl.annotations import LEVELS
+from verse_etl.mosmed.annotations import LEVELS
 
 
 class MosmedConsensusTable(pa.DataFrameModel):

@@ -2,7 +2,7 @@
 
 The readers were renumbered between the two annotation releases, so the keys say nothing about
 who read what. Every v1 expert of a study is compared with every v2 expert of the same study by
-their keypoints (``verse_etl.expert_matching``); a pair that repeats vertebrae with identical
+their keypoints (``verse_etl.mosmed.expert_matching``); a pair that repeats vertebrae with identical
 keypoints is one reader in both releases (``same_reader``), and the level transfer of
 ``mosmed_vertebrae`` (``level_source = v2_same_reader``) uses exactly these pairs.
 """

@@ -2,10 +2,10 @@
 
 Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order), as store indices
 (``slice``: position order) and in world RAS+ millimetres; heights, deformity ratios and the
-Genant grade are derived from the world coordinates (``verse_etl.measures``). Row checks: six
+Genant grade are derived from the world coordinates (``verse_etl.mosmed.measures``). Row checks: six
 complete points, heights above zero, superior above inferior, anterior before posterior, every
 point inside the series' volume, one vertebra per level and expert. Quality checks (the row stays,
-a quarantine record names the levels, ``verse_etl.anatomy``): each expert's vertebrae in
+a quarantine record names the levels, ``verse_etl.tables.anatomy``): each expert's vertebrae in
 cranio-caudal order without overlap, and no gap in their run of levels.
 """
 
@@ -16,9 +16,9 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 
-from verse_etl.anatomy import level_gap_findings, mosmed_order_findings, passes
-from verse_etl.annotations import LEVELS, POINT_NAMES
-from verse_etl.matching import LEVEL_RULES
+from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES
+from verse_etl.mosmed.matching import LEVEL_RULES
+from verse_etl.tables.anatomy import level_gap_findings, mosmed_order_findings, passes
 
 LEVEL_SOURCES = ["annotation", *LEVEL_RULES]
 ID_MATCHES = ["exact", "mapping", "folder"]

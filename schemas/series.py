@@ -13,7 +13,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE, is_affine, orientation_column
 
-from verse_etl.io.series_geometry import ORDERS, VERDICTS
+from verse_etl.geometry.series import ORDERS, VERDICTS
 
 
 class SeriesTable(pa.DataFrameModel):
@@ -153,7 +153,7 @@ class SeriesTable(pa.DataFrameModel):
         nullable=True,
         isin=["tilt", "equidistant", "tilt,equidistant"],
         description="How a tilted or unevenly spaced series was resampled into its store "
-        "(mosmed.tilt = correct; verse_etl.io.tilt, as dcm2niix's _Tilt_Eq): tilt (each slice "
+        "(mosmed.tilt = correct; verse_etl.geometry.tilt, as dcm2niix's _Tilt_Eq): tilt (each slice "
         "shifted in its plane by its drift, the plane extended), equidistant (slices "
         "interpolated linearly onto a regular spacing), or both; null when the store holds the "
         "slices as acquired. affine, spacing_slice_mm and the store then describe the resampled "

@@ -11,8 +11,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
 
-from verse_etl.fracture_grades import GRADED_LABELS
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.verse.fracture_grades import GRADED_LABELS
 
 CELL_VALUES = ["", "0", "1", "2", "3", "x"]
 

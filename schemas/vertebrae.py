@@ -17,8 +17,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
 
-from verse_etl.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
+from verse_etl.tables.anatomy import centroid_label_findings, level_gap_findings, passes
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))
 """Labels from cranial to caudal: C1..C7, T1..T12, T13 (label 28), L1..L6."""

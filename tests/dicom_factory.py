@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,18 @@ def write_series(
 ) -> list[Path]:
     """Write ``volume[row, col, n]`` as slices n = 0..N-1 (InstanceNumber n+1, head to feet)."""
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
+    if series_uid is None:
+        # Derived from what is written, not random: builds of the same test files are then
+        # byte-identical (tests/output_digests.py compares them with a committed manifest).
+        written = (spacing, positions, orientation, intercept, study_uid, instance_numbers)
+        series_uid = generate_uid(
+            entropy_srcs=[
+                folder.parent.name,
+                folder.name,
+                hashlib.sha256(np.ascontiguousarray(volume).tobytes()).hexdigest(),
+                repr((*written, image_type, pixel_spacings, patient_name)),
+            ]
+        )
     n = volume.shape[2]
     if positions is None:
         positions = [(-100.0, -120.0, 50.0 - 1.25 * i) for i in range(n)]
@@ -36,7 +48,9 @@ def write_series(
     for i in range(n):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.MediaStorageSOPInstanceUID = generate_uid(
+            entropy_srcs=[folder.parent.name, folder.name, series_uid, str(i)]
+        )
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta

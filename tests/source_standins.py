@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from verse_etl.source_catalog import ENTRIES, V1_COMMIT, V1_FIRST_COMMIT, V2_COMMIT, SourceEntry
+from verse_etl.sources.catalog import ENTRIES, V1_COMMIT, V1_FIRST_COMMIT, V2_COMMIT, SourceEntry
 
 _STAMP = (2020, 12, 7, 0, 0, 0)
 _VERSE20_NUMBER = {"training": "01", "validation": "02", "test": "03"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from verse_etl.errors import VerseEtlError, output_error, output_trouble
 from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
 
 if TYPE_CHECKING:
-    from verse_etl.assemble import BuildSummary
+    from verse_etl.tables.assemble import BuildSummary
 
 # Every command imports what it needs when it runs: `--help`, `query` and `summary` must answer
 # at once, so nothing here may import pandas, the contracts, Prefect or the image readers
@@ -140,6 +140,14 @@ PruneOption = Annotated[
         "for a source left out, a missing folder, or more than build.prune_max_loss of its cases.",
     ),
 ]
+RehashOption = Annotated[
+    bool,
+    typer.Option(
+        "--rehash",
+        help="Read and hash every source file again (else a file whose size, mtime, ctime, inode "
+        "and device are unchanged since it was hashed keeps its digest; build.rehash).",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -157,11 +165,14 @@ def _build_params(
     workers: int | None,
     mosmed_id_mapping: Path | None = None,
     prune: bool = False,
+    rehash: bool = False,
 ) -> BuildParams:
     with _reported():
         params = _params(params_file).build
         if prune:
             params = replace(params, prune=True)
+        if rehash:
+            params = replace(params, rehash=True)
         if verse is not None or mosmed is not None:
             params = replace(
                 params,
@@ -235,9 +246,12 @@ def build(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
-    params = _build_params(params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune)
+    params = _build_params(
+        params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
+    )
     from verse_etl.flows.build import run_build
 
     start = time.perf_counter()
@@ -256,15 +270,16 @@ def ingest(
     wait: WaitOption = 0.0,
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
+    rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.outputs import SOURCES
+    from verse_etl.publish.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
-    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune)
+    params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
     from verse_etl.flows.build import run_ingest
 
     start = time.perf_counter()
@@ -307,8 +322,8 @@ def release(
 
     Exits 1 without a tag when nothing changed since the previous release.
     """
-    from verse_etl.pipeline import unchanged_release
-    from verse_etl.release import release as make_release
+    from verse_etl.publish.pipeline import unchanged_release
+    from verse_etl.publish.release import release as make_release
 
     params = _params(params_file).build
     repo = Path.cwd()
@@ -373,8 +388,8 @@ def query(
     fmt: Annotated[QueryFormat, typer.Option("--format", help="Output format.")] = "table",
 ) -> None:
     """Run SQL on the DuckDB catalog of a build (one view per Parquet table)."""
-    from verse_etl.catalog import query as run_query
-    from verse_etl.query_output import render
+    from verse_etl.read.catalog import query as run_query
+    from verse_etl.read.query_output import render
 
     with _reported():
         # Descriptions are for SQL clients browsing the catalog; a one-off query skips them
@@ -393,12 +408,15 @@ def dictionary(
     ] = Path("README.md"),
 ) -> None:
     """Write the data dictionary and the README's table overview from the table contracts."""
-    from verse_etl.dictionary import render_dictionary, update_readme
-    from verse_etl.records import write_text_atomic
+    from verse_etl.cases.records import write_text_atomic
     from verse_etl.schemas import TABLES
+    from verse_etl.tables.dictionary import render_dictionary, update_readme
 
-    write_text_atomic(out, render_dictionary(TABLES))
-    write_text_atomic(readme, update_readme(readme.read_text(), TABLES))
+    with _reported():
+        # The README first: a README without its block fails before anything is written.
+        overview = update_readme(readme.read_text(), TABLES, readme)
+        write_text_atomic(out, render_dictionary(TABLES))
+        write_text_atomic(readme, overview)
     console.print(f"data dictionary written to {out}, table overview to {readme}")
 
 
@@ -427,9 +445,9 @@ def fetch(
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Fetch the public releases of the built-in catalog (resumable), each pinned by DVC."""
-    from verse_etl import raw_sources
-    from verse_etl.mosmed_images import check_mosmed_images, render_images_report
-    from verse_etl.source_catalog import MOSMED_IMAGES, select_entries
+    from verse_etl.mosmed.images import check_mosmed_images, render_images_report
+    from verse_etl.sources import fetch as raw_sources
+    from verse_etl.sources.catalog import MOSMED_IMAGES, select_entries
     from verse_etl.sources.mosmed import read_id_mapping
 
     with _reported():
@@ -464,8 +482,8 @@ def report(
     wait: WaitOption = 0.0,
 ) -> None:
     """Draw QC pictures from the stores and write the HTML build report (<out>/report)."""
-    from verse_etl.lock import workspace_lock
-    from verse_etl.report import write_report
+    from verse_etl.publish.lock import workspace_lock
+    from verse_etl.report.page import write_report
 
     # The report reads tables and stores: never while a build is rewriting them.
     with _reported(), workspace_lock(out, timeout=wait):
@@ -478,7 +496,7 @@ def summary(
     out: Annotated[Path, typer.Argument(help="Build output folder.")] = Path("data/build"),
 ) -> None:
     """Print what a finished build holds: rows per table, stores and their size, quarantine."""
-    from verse_etl.inventory import read_inventory
+    from verse_etl.tables.inventory import read_inventory
 
     with _reported():
         inventory = read_inventory(out)
@@ -514,11 +532,12 @@ def export_nnunet_command(
     name: Annotated[str, typer.Option(help="nnU-Net dataset name.")] = "VerSe",
 ) -> None:
     """The labelled VerSe scans as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)."""
-    from verse_etl.export import export_nnunet
+    from verse_etl.read.export import export_nnunet
 
     with _reported():
-        root = export_nnunet(build, out, dataset_id, name)
-    console.print(f"nnU-Net v2 raw dataset written to {root}")
+        exported = export_nnunet(build, out, dataset_id, name)
+    console.print(f"nnU-Net v2 raw dataset written to {exported.root}")
+    _report_skipped(exported.skipped)
 
 
 @export_app.command("nifti")
@@ -527,11 +546,21 @@ def export_nifti_command(
     build: BuildOption = "data/build",
 ) -> None:
     """Every case as NIfTI (CT, and the VerSe label image) with its source affine."""
-    from verse_etl.export import export_nifti
+    from verse_etl.read.export import export_nifti
 
     with _reported():
-        written = export_nifti(build, out)
-    console.print(f"{len(written)} NIfTI files written to {out}")
+        exported = export_nifti(build, out)
+    console.print(f"{len(exported.written)} NIfTI files written to {out}")
+    _report_skipped(exported.skipped)
+
+
+def _report_skipped(skipped: Sequence[VerseEtlError]) -> None:
+    """One line per case an export skipped, then exit 1 if there was any (the rest is written)."""
+    for error in skipped:
+        console.print(f"[red]skipped:[/red] {error}", soft_wrap=True)
+    if skipped:
+        console.print(f"{len(skipped)} case(s) skipped: nothing written for them")
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from verse_etl.errors import InputError
+from verse_etl.errors import InputError, UnknownCaseError
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH, TABLES_DIR, VOLUMES_DIR
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Case:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         """Voxel size along each array axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]  # a tuple of 3 (one per axis): tuple() of a generator is typed variable-length
 
     @cached_property
     def metadata(self) -> pd.Series:
@@ -234,7 +234,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.targets import read_pointer
+            from verse_etl.publish.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.
@@ -353,15 +353,18 @@ class Dataset:
 
         Raises
         ------
-        KeyError
-            If there is no such case (unknown id, or a MosMed series that was not converted).
+        UnknownCaseError
+            (a ``KeyError``) If there is no such case (unknown id, or a MosMed series that was not converted).
         VolumesNotPulledError
             If its store is missing: the tables were pulled without the volumes.
         """
         case_id = self.ids[key] if isinstance(key, int) else key
         if case_id not in self._index:
             where = self.url or self.path
-            raise KeyError(f"{where}: no case {case_id!r} (see Dataset.ids)")
+            raise UnknownCaseError(
+                f"{where}: no case {case_id!r} in this build (expected one of Dataset.ids); "
+                "check the id, or build the case first"
+            )
         source, row = self._index[case_id]
         relative = row["store_path"]
         if not self._exists(f"{relative}/zarr.json"):
@@ -398,10 +401,12 @@ class Dataset:
         index = key if isinstance(key, int) else self.ids.index(key)
         case = self.case(index)
         image, mask = case.image, case.mask
+        ct: np.ndarray
+        label: np.ndarray | None
         if self.patch_size is None:
             offset: tuple[int, ...] = (0, 0, 0)
-            ct = image[...]
-            label = mask[...] if mask is not None else None
+            ct = np.asarray(image[...])
+            label = np.asarray(mask[...]) if mask is not None else None
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             offset = random_offset(image.shape, self.patch_size, rng)
@@ -430,7 +435,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch  # type: ignore[no-redef]
+            import torch  # type: ignore[no-redef]  # torch is optional: the module or None
         except ImportError:
             torch = None
     batch: dict[str, Any] = {}

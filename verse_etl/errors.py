@@ -30,7 +30,8 @@ class InputError(VerseEtlError, ValueError):
     Parameters
     ----------
     path
-        The file (or folder) at fault.
+        The file (or folder) at fault: anything whose ``str()`` names it (a ``Path``, a string,
+        an archive member's ``SourceFile``).
     problem
         What is wrong, with expected and found values where they exist.
     fix
@@ -39,7 +40,7 @@ class InputError(VerseEtlError, ValueError):
         A short machine-readable name of the failed check (goes to ``quarantine.check_name``).
     """
 
-    def __init__(self, path: Path | str, problem: str, fix: str = "", check: str = "read") -> None:
+    def __init__(self, path: object, problem: str, fix: str = "", check: str = "read") -> None:
         self.path = str(path)
         # One line: a quarantine reason or a log line (library messages such as pydicom's list
         # every plugin's error on its own line).
@@ -67,6 +68,29 @@ class WorkspaceBusyError(VerseEtlError, RuntimeError):
 class OutputPathError(VerseEtlError, ValueError):
     """A path about to be written or deleted lies outside the build root (or escapes it through
     a symbolic link): refused before anything is touched."""
+
+
+class BuildFailed(VerseEtlError):
+    """Some records failed checks whose mode is ``raise``; everything else was written.
+
+    Raised by the tables step after every table is written; the CLI exits 1.
+    """
+
+    exit_code = 1
+    label = "build failed"
+
+
+class StaleResultError(VerseEtlError, ValueError):
+    """A saved intermediate result (a case result) is of an older format than this code reads:
+    the step that makes it has to run again."""
+
+
+class UnknownCaseError(VerseEtlError, KeyError):
+    """A case id that a built dataset does not hold (``Dataset[...]``, exports)."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message (repr); the CLI prints it as a sentence.
+        return str(self.args[0]) if self.args else ""
 
 
 class OutputError(VerseEtlError, OSError):

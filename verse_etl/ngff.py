@@ -157,7 +157,7 @@ def level_shapes(shape: Sequence[int], levels: int) -> list[tuple[int, int, int]
     shapes = [tuple(int(n) for n in shape)]
     for _ in range(levels):
         shapes.append(tuple(-(-n // 2) for n in shapes[-1]))
-    return shapes  # type: ignore[return-value]
+    return shapes  # type: ignore[return-value]  # tuples of 3 (one per axis), typed variable-length
 
 
 def multiscale(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:

@@ -86,7 +86,11 @@ class VolumeParams:
                 "pick a Blosc compressor"
             )
         # true/false as written before bit shuffling was offered
-        shuffle = {True: "shuffle", False: "noshuffle"}.get(self.shuffle, self.shuffle)  # type: ignore[call-overload]
+        shuffle = (
+            ("shuffle" if self.shuffle else "noshuffle")
+            if isinstance(self.shuffle, bool)
+            else self.shuffle
+        )
         if shuffle not in SHUFFLES:
             raise ParamsError(
                 f"params.yaml: volumes.shuffle is {self.shuffle!r} (expected one of {SHUFFLES}); "
@@ -206,7 +210,7 @@ class GenantParams:
     25 % and 40 % height reduction). ``closed`` says on which side a bin is closed: ``left``
     puts a ratio equal to a threshold into the higher grade (``[0.20, 0.25) -> 1``), ``right``
     into the lower one (``(0.20, 0.25] -> 1``). The grade is taken from the largest of the
-    ``ratios`` named (see :mod:`verse_etl.measures`).
+    ``ratios`` named (see :mod:`verse_etl.mosmed.measures`).
     """
 
     thresholds: tuple[float, float, float] = (0.20, 0.25, 0.40)
@@ -251,7 +255,7 @@ class MosmedParams:
     image plane before the series counts as sheared (gantry tilt), ``orientation_tolerance``
     how far direction cosines may be from unit length, orthogonality and equality. ``tilt``:
     ``correct`` resamples a series whose only findings are gantry tilt, uneven spacing or
-    missing slices onto a regular unsheared grid (:mod:`verse_etl.io.tilt`); ``report`` leaves
+    missing slices onto a regular unsheared grid (:mod:`verse_etl.geometry.tilt`); ``report`` leaves
     it unconverted.
     """
 
@@ -314,17 +318,22 @@ class BuildParams:
     # a case between blocking calls, so this bounds runaway cases, not a single slow read.
     case_timeout_s: int = 0
     mosmed: MosmedParams = field(default_factory=MosmedParams)
-    # Delete the outputs of cases no longer in a given source (see verse_etl.pruning): only when
+    # Delete the outputs of cases no longer in a given source (see verse_etl.publish.pruning): only when
     # asked, never for a source left out, a missing folder, or more than prune_max_loss of the
     # previous cases at once.
     prune: bool = False
     prune_max_loss: float = 0.25
+    # Read and hash every source file, even those whose stat (size, mtime, ctime, inode,
+    # device) is unchanged since they were last hashed (see verse_etl.cases.stat_cache).
+    rehash: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prune, bool):
-            raise ParamsError(
-                f"params.yaml: build.prune is {self.prune!r} (expected true or false); fix the value"
-            )
+        for name in ("prune", "rehash"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParamsError(
+                    f"params.yaml: build.{name} is {getattr(self, name)!r} (expected true or "
+                    "false); fix the value"
+                )
         try:
             ok = 0.0 <= float(self.prune_max_loss) <= 1.0
         except (TypeError, ValueError):
@@ -383,7 +392,7 @@ def _triple(name: str, value: Any) -> tuple[int, int, int]:
         raise ParamsError(
             f"params.yaml: {name} is {value!r} (expected three positive integers); fix the value"
         )
-    return items  # type: ignore[return-value]
+    return items
 
 
 def _section(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
@@ -424,10 +433,11 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
     work = str(build.pop("work", BuildParams.work) or "")
     prune = build.pop("prune", BuildParams.prune)
     prune_max_loss = build.pop("prune_max_loss", BuildParams.prune_max_loss)
+    rehash = build.pop("rehash", BuildParams.rehash)
     if build:
         raise ParamsError(
             f"params.yaml: unknown key(s) {sorted(build)} in build (expected out, work, workers, "
-            "case_timeout_s, prune, prune_max_loss); remove or rename them"
+            "case_timeout_s, prune, prune_max_loss, rehash); remove or rename them"
         )
     return Params(
         sample=_section(SampleParams, data.get("sample"), "sample"),
@@ -440,6 +450,7 @@ def params_from_mapping(data: Mapping[str, Any]) -> Params:
             case_timeout_s=case_timeout_s,
             prune=prune,
             prune_max_loss=prune_max_loss,
+            rehash=rehash,
             sources=_section(SourceParams, data.get("sources"), "sources"),
             volumes=_section(VolumeParams, data.get("volumes"), "volumes"),
             checks=_section(CheckParams, data.get("checks"), "checks"),

@@ -6,10 +6,11 @@
     <out>/volumes/verse/<scan_id>.<key>.zarr           CT at 0, labels at labels/vertebrae/0
     <out>/volumes/mosmed/<Folder>/<SeriesUID>.<key>.zarr  CT at 0
     <out>/cases/<source>/<case_id>.json                per-case results (incremental rebuilds)
+    <out>/digests/<source>/<case_id>.json              stat -> sha256 of its source files (local state)
     <out>/metrics.json                                 counts, for `dvc metrics`
 
 ``<key>`` is the start of the key of the case result that wrote the store (see
-:mod:`verse_etl.generations`: a rebuild never overwrites a store published tables point at).
+:mod:`verse_etl.publish.generations`: a rebuild never overwrites a store published tables point at).
 
 Identifiers that come from the sources (a VerSe scan id read from a file name, a MosMed study
 folder name, a SeriesInstanceUID read from a DICOM header) are never used as path components as
@@ -33,6 +34,7 @@ from verse_etl.errors import OutputPathError
 TABLES_DIR = "tables"
 VOLUMES_DIR = "volumes"
 CASES_DIR = "cases"
+DIGESTS_DIR = "digests"
 IMAGE_PATH = "0"
 """Level 0 of the CT inside a volume store."""
 LABELS_PATH = "labels/vertebrae/0"
@@ -175,6 +177,11 @@ def case_result_name(source: str, case_id: str) -> str:
 def case_result_path(out: Path, source: str, case_id: str) -> Path:
     """Saved result of one case."""
     return ensure_inside(out, out / CASES_DIR / source / case_result_name(source, case_id))
+
+
+def digest_cache_path(out: Path, source: str, case_id: str) -> Path:
+    """The stat -> sha256 cache of one case's source files (:mod:`verse_etl.cases.stat_cache`)."""
+    return ensure_inside(out, out / DIGESTS_DIR / source / case_result_name(source, case_id))
 
 
 def metrics_path(out: Path) -> Path:

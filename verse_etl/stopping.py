@@ -93,7 +93,7 @@ def stop_on_signals(grace_s: float = 10.0) -> Iterator[None]:
         threading.Thread(
             target=_exit_after, args=(grace_s, signum), name="verse-etl-stop", daemon=True
         ).start()
-        earlier = previous[signum]
+        earlier = previous[signal.Signals(signum)]
         if callable(earlier) and earlier is not signal.default_int_handler:
             earlier(signum, frame)
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")

@@ -50,7 +50,7 @@ def make_project(repo: Path, verse_cases: int = 4, mosmed_studies: int = 1) -> P
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sample"].update(size="tiny", verse_cases=verse_cases, mosmed_studies=mosmed_studies)
     # These projects follow their sources: a scan removed from a source leaves the dataset, which
-    # is pruning and must be asked for (verse_etl/pruning.py).
+    # is pruning and must be asked for (verse_etl/publish/pruning.py).
     params["build"]["prune"] = True
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/data/\n.prefect/\n__pycache__/\n")

@@ -335,7 +335,7 @@ def damage_mosmed(mosmed: Path) -> None:
 
 def _j2k(path: Path) -> bytes:
     ds = pydicom.dcmread(path)
-    ds.compress(JPEG2000Lossless)
+    ds.compress(JPEG2000Lossless, generate_instance_uid=False)
     return ds.PixelData
 
 
@@ -344,7 +344,7 @@ def _compress(path: Path, payload) -> None:  # type: ignore[no-untyped-def]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path)
-        ds.compress(JPEG2000Lossless)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
         frames = pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)
         ds.PixelData = pydicom.encaps.encapsulate([payload(next(frames))])
         ds.save_as(path)

@@ -15,6 +15,7 @@ build folder.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from verse_etl.flows.build import BuildFailed
 
 from tests.archive_factory import BOMB_BYTES, add_tar_member, add_zip_member, corrupt_zip_member
 from tests.dicom_factory import write_series
@@ -42,8 +42,9 @@ from tests.e2e.hostile_kinds import (
     damage_verse,
 )
 from tests.e2e.library_build import build_sources
-from verse_etl.catalog import query
+from tests.output_digests import build_digests, check_manifest
 from verse_etl.dataset import Dataset
+from verse_etl.errors import BuildFailed
 from verse_etl.params import (
     BuildParams,
     CheckParams,
@@ -52,6 +53,7 @@ from verse_etl.params import (
     SourceParams,
     VolumeParams,
 )
+from verse_etl.read.catalog import query
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.edge_cases import rewrite_dicom
 from verse_etl.sample.verse_variants import (
@@ -298,7 +300,11 @@ def _pack(dicom: Path, name: str, hostile: list[tuple[str, bytes, dict]]) -> Non
     """Replace ``dicom/<name>/`` by ``dicom/<name>.tar.gz`` (members ``<name>/<name>/<file>``)
     holding ``hostile`` members too: ``(name, data, TarInfo attributes)``."""
     folder = dicom / name
-    with tarfile.open(dicom / f"{name}.tar.gz", "w:gz") as tar:
+    # gzip's header holds a time unless told otherwise: mtime=0 keeps the corpus byte-stable.
+    with (
+        gzip.GzipFile(dicom / f"{name}.tar.gz", "wb", mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as tar,
+    ):
         for path in sorted(folder.rglob("*")):
             add_tar_member(tar, f"{name}/{name}/{path.name}", path.read_bytes())
         for member, data, attrs in hostile:
@@ -527,6 +533,14 @@ def test_nothing_is_written_outside_the_build_folder(corpus: Corpus) -> None:
 GOOD_SCANS = ("verse201", "verse253", "gl144", "gl195")
 """VerSe scans left undamaged in the corpus (verse401's two split scans on disk; two in the zip)."""
 GOOD_SUBJECTS = ("sub-verse401", "sub-gl144", "sub-gl195")
+
+
+def test_corpus_output_digests(corpus: Corpus) -> None:
+    """Behaviour does not change under refactoring: every table (the quarantine's reasons and
+    records above all) and store of the corpus build equals the committed manifest."""
+    digests = build_digests(corpus.out, corpus.root)
+    assert any(p.startswith("tables/quarantine/") for p in digests), "no quarantine compared"
+    check_manifest("bad_input_corpus", digests)
 
 
 @pytest.fixture(scope="module")

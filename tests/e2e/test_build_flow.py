@@ -14,10 +14,10 @@ from verse_etl.schemas import TABLES
 from zarr import open_group
 
 from tests.file_digests import file_digests
-from verse_etl.geometry import LPS_TO_RAS
+from verse_etl.geometry.affines import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
-from verse_etl.tables import read_table
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.tables.parquet import read_table
 
 pytestmark = pytest.mark.slow
 

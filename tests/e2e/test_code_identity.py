@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from tests.e2e.dvc_project import ROOT
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
-from verse_etl.hashing import code_identity
+from verse_etl.cases.hashing import code_identity
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse
+from verse_etl.verse.case import build_verse_scan
 
 PARAMS = VolumeParams(chunks=(16, 16, 16), shard_chunks=(1, 1, 1), pyramid_levels=0)
 
@@ -26,8 +26,8 @@ BUILD = """
 import json, sys
 from pathlib import Path
 import verse_etl
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
+from verse_etl.mosmed.case import build_mosmed_study
+from verse_etl.verse.case import build_verse_scan
 from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse
@@ -109,11 +109,11 @@ def test_a_changed_nifti_reader_rebuilds_the_verse_cases_and_only_them(tmp_path:
 
 def test_code_identity_follows_the_modules_a_case_imports(tmp_path: Path) -> None:
     code = _copy_package(tmp_path)
-    verse, mosmed = ("verse_etl.cases.verse",), ("verse_etl.cases.mosmed",)
+    verse, mosmed = ("verse_etl.verse.case",), ("verse_etl.mosmed.case",)
     before = {e: code_identity(code, e) for e in (verse, mosmed)}
     assert before == {e: code_identity(ROOT, e) for e in (verse, mosmed)}  # location-free
     code_identity.cache_clear()
-    (code / "verse_etl" / "report.py").write_text("# not imported by any case builder\n")
+    (code / "verse_etl" / "report" / "page.py").write_text("# not imported by any case builder\n")
     assert {e: code_identity(code, e) for e in (verse, mosmed)} == before
     code_identity.cache_clear()
     dicom = code / "verse_etl" / "io" / "dicom.py"

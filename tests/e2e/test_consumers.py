@@ -18,11 +18,11 @@ import pytest
 from typer.testing import CliRunner
 from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
 
-from verse_etl.catalog import connect
 from verse_etl.cli import app
 from verse_etl.dataset import Dataset
-from verse_etl.dictionary import render_dictionary, render_readme_tables
-from verse_etl.tables import read_table
+from verse_etl.read.catalog import connect
+from verse_etl.tables.dictionary import render_dictionary, render_readme_tables
+from verse_etl.tables.parquet import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from zarr.storage import LocalStore, WrapperStore
 from tests.e2e.s3_server import BUCKET, S3_ENV
 from verse_etl.dataset import Dataset, VolumesNotPulledError, collate, read_patch
 from verse_etl.params import VolumeParams
-from verse_etl.volumes import IMAGE_PATH, StoreWriter
+from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_STACK = ("prefect", "dvc", "dask", "distributed", "pydicom", "nibabel", "pandera", "scipy")
@@ -31,7 +31,7 @@ def test_reading_a_case_and_exporting_import_none_of_the_build_stack(tiny_build)
     code = (
         "import sys\n"
         "from verse_etl.dataset import Dataset\n"
-        "import verse_etl.export\n"
+        "import verse_etl.read.export\n"
         f"sample = Dataset({str(out)!r})[0]\n"
         "assert sample['image'].size > 0\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {NOT_FOR_A_SAMPLE!r}))\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.dvc_project import make_project, run, set_param, stages_run, stop_local_server
-from verse_etl.tables import read_table
+from verse_etl.tables.parquet import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     # ingest@verse ran alone: every MosMed row is still there.
     assert metrics["rows"]["series"] == before["rows"]["series"] > 0
     # gl003's store stays until the next ingestion of VerSe: when ingest@verse ran, the published
-    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.generations).
+    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.publish.generations).
     stores = (project / "data" / "build" / "volumes" / "verse").glob("*.zarr")
     published = read_table(project / "data" / "build", "scans").column("store_path").to_pylist()
     assert not [p for p in published if "gl003" in p]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from verse_etl.cli import app
-from verse_etl.export import nnunet_labels
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.read.export import nnunet_labels
 
 
 def _source(src: Path, manifest, scan_id: str):
@@ -73,3 +76,36 @@ def test_export_nnunet_writes_a_raw_dataset_with_vertebra_classes(
         np.testing.assert_array_equal(np.vectorize(back.get)(classes), source)
         for value in np.unique(source[source > 0]):
             assert labels[VERSE_LEVELS[int(value)]] in np.unique(classes[source == value])
+
+
+def test_export_skips_a_case_whose_id_is_unsafe_and_exits_1(tiny_build, tmp_path: Path) -> None:
+    out, *_ = tiny_build
+    # A copy of the build whose first scan is renamed to a path outside the export folder.
+    build = tmp_path / "build"
+    (build / "tables").mkdir(parents=True)
+    shutil.copytree(out / "tables" / "scans", build / "tables" / "scans")
+    (build / "volumes").symlink_to(out / "volumes")
+    parts = sorted((build / "tables" / "scans").glob("*/*/*.parquet"))
+    n_cases = sum(pq.read_metadata(p).num_rows for p in parts)
+    part = parts[0]
+    table = pq.read_table(part)
+    ids = table.column("scan_id").to_pylist()
+    index = table.schema.get_field_index("scan_id")
+    renamed = pa.array(["../escape", *ids[1:]], pa.string())
+    table = table.set_column(index, table.schema.field(index), renamed)
+    pq.write_table(table, part)
+    runner = CliRunner()
+    for command in (["nifti"], ["nnunet", "--dataset-id", "9"]):
+        target = tmp_path / command[0] / "out"
+        result = runner.invoke(
+            app, ["export", *command, "--build", str(build), "--out", str(target)]
+        )
+        assert result.exit_code == 1, result.output
+        assert "skipped:" in result.output and "'../escape'" in result.output, result.output
+        assert "1 case(s) skipped" in result.output
+        written = sorted(p.name for p in target.rglob("*.nii.gz"))
+        per_case = 2  # CT and labels
+        assert len(written) == per_case * (n_cases - 1), written
+        assert not any("escape" in p.name for p in tmp_path.rglob("*"))
+    dataset = json.loads((tmp_path / "nnunet/out/Dataset009_VerSe/dataset.json").read_text())
+    assert dataset["numTraining"] == n_cases - 1

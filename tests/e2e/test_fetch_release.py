@@ -19,11 +19,11 @@ from tests.e2e.library_build import build_sources
 from tests.http_server import Served
 from tests.source_standins import new_dvc_project
 from verse_etl.cli import app
-from verse_etl.dvc_imports import dvc_file_of, read_import
 from verse_etl.params import load_params
-from verse_etl.release import release
-from verse_etl.report import write_report
-from verse_etl.source_catalog import ENTRIES
+from verse_etl.publish.release import release
+from verse_etl.report.page import write_report
+from verse_etl.sources.catalog import ENTRIES
+from verse_etl.sources.dvc_imports import dvc_file_of, read_import
 
 pytestmark = pytest.mark.slow
 

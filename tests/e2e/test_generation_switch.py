@@ -22,18 +22,18 @@ import zarr
 from verse_etl.schemas import TABLES
 
 from tests.file_digests import file_digests
-from verse_etl.assemble import assemble
-from verse_etl.card import card_path, write_card
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.mosmed import source_results as mosmed_source_results
-from verse_etl.cases.verse import build_verse_scan, source_results
-from verse_etl.outputs import load_case_results, save_case_result
+from verse_etl.mosmed.case import build_mosmed_study
+from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
-from verse_etl.pruning import collect_garbage_after_switch, settle_source
+from verse_etl.publish.card import card_path, write_card
+from verse_etl.publish.outputs import load_case_results, save_case_result
+from verse_etl.publish.pruning import collect_garbage_after_switch, settle_source
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse_sources
-from verse_etl.tables import read_frame
-from verse_etl.volumes import IMAGE_PATH
+from verse_etl.stores.volumes import IMAGE_PATH
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_frame
+from verse_etl.verse.case import build_verse_scan, source_results
 
 pytestmark = pytest.mark.slow
 
@@ -91,21 +91,23 @@ def _kill_at(module: object, name: str, call: int, after: bool = False) -> None:
 
 
 def _steps() -> dict[str, Callable[[], None]]:
-    import verse_etl.assemble
-    import verse_etl.generations
-    import verse_etl.outputs
+    import verse_etl.publish.generations
+    import verse_etl.publish.outputs
+    import verse_etl.tables.assemble
 
     return {
         # ingest: the removed scan's result goes; its store (published) must stay
-        "ingest-prune": lambda: _kill_at(verse_etl.outputs, "remove_path", 1),
+        "ingest-prune": lambda: _kill_at(verse_etl.publish.outputs, "remove_path", 1),
         # every case ingested and pruned, nothing of the tables written yet
-        "after-ingest": lambda: _kill_at(verse_etl.assemble, "remove_stale_generations", 1),
-        "tables-half-written": lambda: _kill_at(verse_etl.assemble, "write_table", 3),
-        "before-exchange": lambda: _kill_at(verse_etl.generations, "exchange", 1),
-        "after-exchange": lambda: _kill_at(verse_etl.generations, "exchange", 1, after=True),
-        "before-metrics": lambda: _kill_at(verse_etl.assemble, "write_text_atomic", 1),
+        "after-ingest": lambda: _kill_at(verse_etl.tables.assemble, "remove_stale_generations", 1),
+        "tables-half-written": lambda: _kill_at(verse_etl.tables.assemble, "write_table", 3),
+        "before-exchange": lambda: _kill_at(verse_etl.publish.generations, "exchange", 1),
+        "after-exchange": lambda: _kill_at(
+            verse_etl.publish.generations, "exchange", 1, after=True
+        ),
+        "before-metrics": lambda: _kill_at(verse_etl.tables.assemble, "write_text_atomic", 1),
         # the first deletion is the old generation folder, the second the first old store
-        "garbage-collection": lambda: _kill_at(verse_etl.generations, "remove_path", 2),
+        "garbage-collection": lambda: _kill_at(verse_etl.publish.generations, "remove_path", 2),
     }
 
 

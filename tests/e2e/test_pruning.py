@@ -13,8 +13,8 @@ import pytest
 from tests.file_digests import file_digests
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
 from verse_etl.paths import case_result_name
-from verse_etl.pruning import decide_pruning
-from verse_etl.tables import read_frame
+from verse_etl.publish.pruning import decide_pruning
+from verse_etl.tables.parquet import read_frame
 
 pytestmark = pytest.mark.slow
 

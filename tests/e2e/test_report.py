@@ -16,8 +16,8 @@ import zarr
 from PIL import Image
 
 from tests.e2e.library_build import build_tiny
-from verse_etl.qc import TEXT, Panel
-from verse_etl.report import _tables, render_report, write_pictures, write_report
+from verse_etl.report.page import _tables, render_report, write_pictures, write_report
+from verse_etl.report.qc import TEXT, Panel
 
 pytestmark = pytest.mark.slow
 

@@ -20,15 +20,15 @@ import pandas as pd
 import pydicom
 import pytest
 
-from verse_etl.assemble import assemble
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.geometry import apply_affine
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.series import check_series
 from verse_etl.io.dicom import scan_folder
-from verse_etl.io.series_geometry import check_series
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.tables import read_table
-from verse_etl.volumes import open_array
+from verse_etl.stores.volumes import open_array
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_table
 
 # case -> (verdict, every finding, tilt in degrees or None, slices missing from whole gaps)
 EXPECTED: dict[str, tuple[str, tuple[str, ...], float | None, int]] = {

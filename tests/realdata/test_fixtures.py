@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 from verse_etl.schemas import ScansTable, VertebraeTable
 
-from verse_etl.annotations import read_annotation
-from verse_etl.cases.verse import build_verse_scan
-from verse_etl.geometry import apply_affine
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.mosmed.annotations import read_annotation
 from verse_etl.params import VolumeParams
-from verse_etl.qc import TEXT, label_color, verse_picture
+from verse_etl.report.qc import TEXT, label_color, verse_picture
 from verse_etl.sources.verse import discover_verse
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.verse.case import build_verse_scan
 
 SUB = "sub-verse004"
 BODY_CENTROID_MM = 5.0

@@ -10,8 +10,8 @@ import math
 import shutil
 from pathlib import Path
 
-from verse_etl.mosmed_images import check_mosmed_images
-from verse_etl.raw_sources import derive_id_mapping
+from verse_etl.mosmed.images import check_mosmed_images
+from verse_etl.sources.fetch import derive_id_mapping
 
 
 def _triples(value: object) -> list[list[float]]:

@@ -20,13 +20,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.geometry.series import check_series
+from verse_etl.geometry.tilt import iter_resampled, tilt_grid
 from verse_etl.io.dicom import scan_folder
-from verse_etl.io.series_geometry import check_series
-from verse_etl.io.tilt import iter_resampled, tilt_grid
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import MosmedParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.volumes import open_array
+from verse_etl.stores.volumes import open_array
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GE = SHARED / "corpora" / "dcm_qa_ct" / "In" / "GE"

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 from verse_etl.schemas import MosmedVertebraeTable, VertebraeTable
 
-from verse_etl.annotations import POINT_NAMES, read_annotation
-from verse_etl.cases.verse import build_verse_scan
-from verse_etl.measures import deformity_ratios, heights_mm
+from verse_etl.mosmed.annotations import POINT_NAMES, read_annotation
+from verse_etl.mosmed.measures import deformity_ratios, heights_mm
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.verse import discover_verse
-from verse_etl.validation import validate_table
+from verse_etl.tables.validation import validate_table
+from verse_etl.verse.case import build_verse_scan
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MOSMED = SHARED / "fixtures" / "mosmed"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verse_etl.annotations import read_annotation
 from verse_etl.errors import InputError
+from verse_etl.mosmed.annotations import read_annotation
 
 UID = "1.2.643.5.1.13.13.12.2.77.8252.572573629130436.028237831627236."
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verse_etl.centroids import read_centroids
 from verse_etl.errors import InputError
-from verse_etl.geometry import apply_affine, axcodes
+from verse_etl.geometry.affines import apply_affine, axcodes
+from verse_etl.verse.centroids import read_centroids
 
 
 def _write(path: Path, direction: list[str], entries: list[dict]) -> Path:

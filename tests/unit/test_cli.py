@@ -22,8 +22,8 @@ HEAVY = ("pandas", "pandera", "pydicom", "nibabel", "prefect", "zarr", "dask", "
 CONTRACTS = (
     "verse_etl.schemas.scans",
     "verse_etl.schemas.quarantine",
-    "verse_etl.tables",
-    "verse_etl.assemble",
+    "verse_etl.tables.parquet",
+    "verse_etl.tables.assemble",
 )
 
 _PROBE = """
@@ -96,7 +96,7 @@ def test_enumerated_options_reject_other_values_with_the_valid_list(
 
 
 def test_contracts_end_with_the_partition_keys_the_catalog_appends() -> None:
-    # verse_etl.catalog selects `*` from the files plus the hive keys DuckDB appends: contract
+    # verse_etl.read.catalog selects `*` from the files plus the hive keys DuckDB appends: contract
     # order only while every contract declares the partition keys last, in PARTITION_BY order.
     from verse_etl.schemas import TABLES
 

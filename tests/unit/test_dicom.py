@@ -14,15 +14,16 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from tests.dicom_factory import write_series
 from verse_etl.errors import InputError
+from verse_etl.geometry.series import check_series
 from verse_etl.io.dicom import (
     SeriesReader,
     SkippedFile,
+    _pixels_in_place,
     iter_slabs,
     read_slice_header,
     read_slice_hu,
     scan_folder,
 )
-from verse_etl.io.series_geometry import check_series
 
 
 def _volume(n: int = 6) -> np.ndarray:
@@ -212,3 +213,40 @@ def test_series_reader_fills_caller_arrays_in_position_order(tmp_path: Path) -> 
     np.testing.assert_array_equal(np.concatenate([first, rest], axis=2), vol[:, :, ::-1])
     with pytest.raises(ValueError, match="cannot read"):
         reader.read_into(np.empty((8, 10, 1), np.int16, order="F"))  # past the last slice
+
+
+@pytest.mark.parametrize(
+    ("syntax", "bits", "value", "in_place"),
+    [
+        ("explicit", 16, 3000, True),
+        ("implicit", 16, 3000, True),
+        ("explicit", 12, 4095, True),  # within BitsStored: the same whatever pydicom does above
+        ("explicit", 12, 5000, False),  # bit 12 set: pydicom decides what it means
+        ("rle", 16, 3000, False),  # compressed: pydicom decodes it
+    ],
+)
+def test_native_pixels_are_read_in_place_and_equal_pydicoms(
+    tmp_path: Path, syntax: str, bits: int, value: int, in_place: bool
+) -> None:
+    """The header read records where the pixels lie; read there (no second parse of the
+    header) only when the bytes are exactly what pydicom would decode the same way."""
+    vol = _volume(1)
+    vol[0, 0, 0] = value - 1024  # stored value ``value`` (intercept -1024, unsigned)
+    (path,) = write_series(tmp_path / "s", vol)
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = bits, bits - 1
+    if syntax == "implicit":
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    elif syntax == "rle":
+        ds.compress(RLELossless)
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, enforce_file_format=True)
+    header = read_slice_header(path)
+    assert (header.pixel_offset is not None) == (syntax != "rle")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = pydicom.dcmread(path).pixel_array.astype(np.int32) - 1024
+    assert (_pixels_in_place(header) is not None) == in_place
+    np.testing.assert_array_equal(read_slice_hu(header), expected)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from verse_etl.download import Download, fetch
 from verse_etl.errors import InputError
+from verse_etl.sources.download import Download, fetch
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verse_etl.annotations import read_annotation
-from verse_etl.expert_matching import pair_experts
-from verse_etl.matching import levels_from_reference
+from verse_etl.mosmed.annotations import read_annotation
+from verse_etl.mosmed.expert_matching import pair_experts
+from verse_etl.mosmed.matching import levels_from_reference
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 V1 = SHARED / "fixtures" / "mosmed" / "annotation"

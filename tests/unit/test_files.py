@@ -14,10 +14,10 @@ import pytest
 
 from tests.archive_factory import BOMB_BYTES, add_zip_member, corrupt_zip_member
 from tests.e2e.library_build import build_sources
-from verse_etl.catalog import query
 from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile, list_files
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
+from verse_etl.read.catalog import query
 from verse_etl.sample import write_sample
 from verse_etl.sample.verse_variants import zip_release
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 from openpyxl import Workbook
 
-from verse_etl.assemble import assemble
-from verse_etl.fracture_grades import COLUMNS, fracture_grades_result, read_fracture_grades
+from verse_etl.cases.records import CaseResult
 from verse_etl.io.files import SourceFile
 from verse_etl.params import CheckParams
-from verse_etl.records import CaseResult
 from verse_etl.sample import write_sample
 from verse_etl.sample.fracture_grades import HEADER
-from verse_etl.tables import read_table
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_table
+from verse_etl.verse.fracture_grades import COLUMNS, fracture_grades_result, read_fracture_grades
 
 
 def _workbook(path: Path, rows: list[list[object]], header=HEADER, sheet="VerSe_dataset") -> Path:
@@ -125,7 +125,7 @@ def test_grades_are_cross_checked_with_the_masks(tmp_path: Path) -> None:
     assert got["scan_in_build"].all()
     from verse_etl.schemas import VerseFractureGradesTable
 
-    from verse_etl.validation import validate_table
+    from verse_etl.tables.validation import validate_table
 
     # The partition keys are filled in by assemble for every table.
     df = pd.DataFrame(result.rows["verse_fracture_grades"]).assign(

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verse_etl.hu_histogram import HuHistogram, HuRange
 from verse_etl.params import VolumeParams
-from verse_etl.volumes import IMAGE_PATH, StoreWriter, open_array
+from verse_etl.stores.hu_histogram import HuHistogram, HuRange
+from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter, open_array
 
 QUANTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
 

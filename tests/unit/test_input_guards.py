@@ -13,7 +13,6 @@ import pydicom
 import pytest
 
 from tests.dicom_factory import write_series
-from verse_etl.centroids import read_centroids
 from verse_etl.errors import InputError
 from verse_etl.io.dicom import read_slice_header
 from verse_etl.io.files import list_files
@@ -21,6 +20,7 @@ from verse_etl.io.json_files import read_json
 from verse_etl.io.nifti import read_nifti_info
 from verse_etl.params import InputLimits
 from verse_etl.sources.mosmed import read_id_mapping
+from verse_etl.verse.centroids import read_centroids
 
 
 def _refused(call, check: str) -> InputError:  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from verse_etl.hu_histogram import HuHistogram
-from verse_etl.label_stats import LabelStatistics
+from verse_etl.stores.hu_histogram import HuHistogram
+from verse_etl.stores.label_stats import LabelStatistics
 
 
 @pytest.mark.parametrize("seed", range(12))

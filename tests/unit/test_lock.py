@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from verse_etl.errors import WorkspaceBusyError
-from verse_etl.lock import LOCK_NAME, workspace_lock
+from verse_etl.publish.lock import LOCK_NAME, workspace_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from verse_etl.lock import workspace_lock
+from verse_etl.publish.lock import workspace_lock
 with workspace_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -11,11 +11,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from verse_etl.cases.verse import build_verse_scan
-from verse_etl.io.reorient import axis_map
+from verse_etl.geometry.reorient import axis_map
 from verse_etl.params import VolumeParams
 from verse_etl.sources.verse import discover_verse
-from verse_etl.volumes import LABELS_PATH, open_array
+from verse_etl.stores.volumes import LABELS_PATH, open_array
+from verse_etl.verse.case import build_verse_scan
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SUB = "sub-verse004"

@@ -8,11 +8,17 @@ import pandas as pd
 import pytest
 from verse_etl.schemas import MosmedConsensusTable
 
-from verse_etl.annotations import POINT_NAMES
-from verse_etl.consensus import consensus_rows
 from verse_etl.errors import ParamsError
-from verse_etl.matching import group_vertebrae, levels_from_reference
-from verse_etl.measures import crush_ratio, deformity_ratios, genant_grade, grade_ratio, heights_mm
+from verse_etl.mosmed.annotations import POINT_NAMES
+from verse_etl.mosmed.consensus import consensus_rows
+from verse_etl.mosmed.matching import group_vertebrae, levels_from_reference
+from verse_etl.mosmed.measures import (
+    crush_ratio,
+    deformity_ratios,
+    genant_grade,
+    grade_ratio,
+    heights_mm,
+)
 from verse_etl.params import GenantParams
 
 

@@ -19,16 +19,16 @@ import pandas as pd
 import pydicom
 import pytest
 
-from verse_etl.annotations import POINT_NAMES
-from verse_etl.assemble import assemble
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.measures import genant_grade, grade_ratio
+from verse_etl.mosmed.annotations import POINT_NAMES
+from verse_etl.mosmed.case import build_mosmed_study
+from verse_etl.mosmed.measures import genant_grade, grade_ratio
 from verse_etl.params import CheckParams, GenantParams, MosmedParams, VolumeParams
 from verse_etl.sample import write_sample
 from verse_etl.sample.edge_cases import write_edge_cases
 from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
-from verse_etl.tables import read_table
-from verse_etl.volumes import open_array
+from verse_etl.stores.volumes import open_array
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_table
 
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2))
 TABLE_NAMES = (

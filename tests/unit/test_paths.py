@@ -13,9 +13,8 @@ import pytest
 import zarr
 
 from tests.dicom_factory import write_series
-from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.errors import OutputPathError, VerseEtlError
-from verse_etl.outputs import prune_source, remove_path
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.paths import (
     READABLE_MAX,
@@ -25,8 +24,9 @@ from verse_etl.paths import (
     safe_name,
     verse_store_path,
 )
+from verse_etl.publish.outputs import prune_source, remove_path
+from verse_etl.publish.targets import Target
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.targets import Target
 
 REAL_UID = "1.2.643.5.1.13.13.12.2.77.8252.604378326291304.583."  # MosMed UIDs end in '.'
 REAL_FOLDER = "RLAD95D386-84122_RLSD95D386-84122"

@@ -26,11 +26,11 @@ from pydicom.uid import (
 )
 from verse_etl.schemas import TABLES
 
-from verse_etl.assemble import assemble
-from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.tables import read_table
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_table
 
 CHARSET_FILES = [
     "chrArab.dcm",

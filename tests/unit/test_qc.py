@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from verse_etl.params import VolumeParams
-from verse_etl.qc import FLAG, TEXT, Picture, label_color, mosmed_picture, verse_picture
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter
+from verse_etl.report.qc import FLAG, TEXT, Picture, label_color, mosmed_picture, verse_picture
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter
 
 PARAMS = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2), pyramid_levels=1, threads=1)
 BOX = {20: ((-15.0, 25.0), (-18.0, 2.0), (-10.0, 50.0))}
@@ -279,7 +279,7 @@ def test_mosmed_panels_per_release_with_expert_colours_and_grades(tmp_path: Path
             x, y = panel.pixel((plane[level], 4.5, z))
             assert pixels[round(y), round(x)].min() > 150, (panel.name, level)
     # Each expert's keypoint segments are drawn in its own palette colour.
-    from verse_etl.qc import expert_colours
+    from verse_etl.report.qc import expert_colours
 
     colours = expert_colours(["expert0", "expert1", "expert3"])
     assert len(set(colours.values())) == 3

@@ -14,16 +14,16 @@ from typer.testing import CliRunner
 from tests.http_server import Served, etag_of
 from tests.source_standins import mirror_path, new_dvc_project, old_identifiers
 from verse_etl.cli import app
-from verse_etl.dvc_imports import dvc_file_of, read_import
-from verse_etl.mosmed_images import check_mosmed_images, render_images_report
-from verse_etl.raw_sources import (
+from verse_etl.mosmed.images import check_mosmed_images, render_images_report
+from verse_etl.sources.catalog import ENTRIES, ID_MAPPING, select_entries
+from verse_etl.sources.dvc_imports import dvc_file_of, read_import
+from verse_etl.sources.fetch import (
     check_upstream,
     fetch_sources,
     list_sources,
     render_checks,
     render_outcomes,
 )
-from verse_etl.source_catalog import ENTRIES, ID_MAPPING, select_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from verse_etl.release import ReleaseNotes, compare_tables
+from verse_etl.publish.release import ReleaseNotes, compare_tables
 
 
 def _tables(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.file_digests import file_digests
-from verse_etl.annotations import ANNOTATED_LEVELS
+from verse_etl.mosmed.annotations import ANNOTATED_LEVELS
 from verse_etl.sample import write_sample
 
 

@@ -14,13 +14,13 @@ from prefect.task_engine import TaskRunTimeoutError
 from verse_etl.flows.build import _transient
 
 from tests.dicom_factory import write_series
-from verse_etl.cases.mosmed import build_mosmed_study
+from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import seal_case
 from verse_etl.errors import InputError, OutputError, is_transient
-from verse_etl.outputs import load_case_results
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.paths import case_result_path
-from verse_etl.records import CaseResult
+from verse_etl.publish.outputs import load_case_results
 from verse_etl.sources.mosmed import discover_mosmed
 
 VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(1, 1, 1), pyramid_levels=0)

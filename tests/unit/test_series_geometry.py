@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from tests.dicom_factory import write_series
-from verse_etl.geometry import apply_affine
-from verse_etl.io.dicom import scan_folder
-from verse_etl.io.series_geometry import (
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.series import (
     GeometryTolerances,
     SeriesGeometry,
     check_series,
     store_slice_index,
 )
+from verse_etl.io.dicom import SliceHeader, scan_folder
 
 
 def _volume(n: int = 6) -> np.ndarray:
@@ -199,3 +199,66 @@ def test_instance_order_and_store_index(tmp_path: Path, numbers: list, order: st
     else:
         with pytest.raises(ValueError, match=order):
             store_slice_index(0.0, g)
+
+
+# Each check on headers made in memory (no files): one finding per check, then several at once
+# in the driver's order.
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _headers(n: int = 4, **per_slice: list) -> list[SliceHeader]:
+    fields = {
+        "position": [(-100.0, -120.0, 1.25 * i) for i in range(n)],
+        "orientation": [AXIAL] * n,
+        "pixel_spacing": [(0.7, 0.7)] * n,
+        "rows": [8] * n,
+        "instance_number": list(range(1, n + 1)),
+    } | per_slice
+    return [
+        SliceHeader(
+            path=Path(f"/series/{i:03d}.dcm"),
+            series_uid="1.2.3",
+            study_uid="1.2",
+            columns=10,
+            slope=1.0,
+            intercept=0.0,
+            image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+            **{name: values[i] for name, values in fields.items()},
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    "per_slice, verdict",
+    [
+        ({}, "volume"),
+        ({"position": [(0.0, 0.0, 0.0)] * 4}, "not_a_volume"),
+        ({"orientation": [AXIAL] * 3 + [(0.0, 1.0, 0.0, 0.0, 0.0, -1.0)]}, "mixed_orientation"),
+        ({"orientation": [(1.0, 0.0, 0.0, 0.2, 1.0, 0.0)] * 4}, "not_orthogonal"),
+        ({"rows": [8, 8, 8, 9]}, "mixed_matrix"),
+        ({"position": [(-100.0, -120.0 + 0.2 * i, 1.25 * i) for i in range(4)]}, "gantry_tilt"),
+        (
+            {"position": [(-100.0 + 3 * (i == 2), -120.0, 1.25 * i) for i in range(4)]},
+            "in_plane_shift",
+        ),
+        ({"position": [(-100.0, -120.0, z) for z in (0, 1.25, 3.75, 5.0)]}, "missing_slices"),
+        ({"position": [(-100.0, -120.0, z) for z in (0, 1.25, 3.0, 4.25)]}, "uneven_spacing"),
+    ],
+)
+def test_each_check_alone(per_slice: dict, verdict: str) -> None:
+    g = check_series(_headers(**per_slice))
+    assert g.verdict == verdict
+    assert g.findings == (() if verdict == "volume" else (verdict,))
+    assert len(g.problems) == len(g.findings), g.problems
+
+
+def test_several_findings_keep_severity_and_check_order() -> None:
+    # Duplicate positions, a second matrix size and an in-plane jump at once.
+    positions = [(-100.0 + 3 * (i == 3), -120.0, z) for i, z in enumerate((0, 1.25, 1.25, 2.5))]
+    g = check_series(_headers(position=positions, rows=[8, 8, 8, 9]))
+    assert g.findings == ("not_a_volume", "mixed_matrix", "in_plane_shift")
+    assert g.verdict == "not_a_volume" and g.affine is None
+    assert [p.split(" ")[0] for p in g.problems] == ["1", "slices", "slice"]
+    assert "duplicate" in g.problems[0] and "matrix" in g.problems[1]
+    assert not g.checks.unique_slice_positions and not g.checks.consistent_image_dimensions

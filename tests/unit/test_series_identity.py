@@ -11,12 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from verse_etl.cases.mosmed import build_mosmed_study
 from verse_etl.io.dicom import scan_files, walk_files
 from verse_etl.io.series_identity import DERIVED_UID_ROOT
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.volumes import open_array
+from verse_etl.stores.volumes import open_array
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PHILIPS = SHARED / "corpora" / "dcm_qa_ct" / "In" / "Philips_S21570_S2010"

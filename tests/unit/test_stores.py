@@ -3,6 +3,8 @@ read-back verification and reruns that convert nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -15,13 +17,14 @@ import zarr
 from ngff_zarr import from_ngff_zarr
 from ngff_zarr.validate import validate
 
-from verse_etl.cases.mosmed import build_mosmed_study
-from verse_etl.cases.verse import build_verse_scan
+from verse_etl.io.dicom import walk_files
 from verse_etl.levels import VERSE_LEVELS
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse
-from verse_etl.volumes import LABELS_PATH, open_array
+from verse_etl.stores.volumes import LABELS_PATH, open_array
+from verse_etl.verse.case import build_verse_scan
 
 PARAMS = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2))
 
@@ -149,6 +152,16 @@ def test_unchanged_rerun_converts_nothing(sample, tmp_path: Path) -> None:
     assert any("/c/" in name for name in before)  # shard files are among them
     assert build(PARAMS) == 0
     assert _files(tmp_path) == before  # not one store file rewritten, not even touched
+    # Each case keeps the digest of every source file by its stat: a rerun reads none of them
+    # (verse_etl.cases.stat_cache; what reuse sees and does not is tests/unit/test_stat_cache.py).
+    kept = {
+        key: entry[5]
+        for path in (tmp_path / "digests").rglob("*.json")
+        for key, entry in json.loads(path.read_text())["entries"].items()
+    }
+    sources = [f.path for s in verse for f in s.files]
+    sources += [*walk_files(study.dicom_dir), *study.annotations]
+    assert kept == {str(p.absolute()): hashlib.sha256(p.read_bytes()).hexdigest() for p in sources}
 
     # A changed codec setting is part of the key: every store is rebuilt, beside the one the
     # published tables point at (named after the new key), which is left as it was.

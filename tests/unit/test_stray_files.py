@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verse_etl.cases.mosmed import source_results
+from verse_etl.mosmed.case import source_results
 from verse_etl.sources.mosmed import discover_mosmed
 
 

@@ -12,7 +12,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from verse_etl.errors import OutputPathError
-from verse_etl.targets import POINTER_NAME, STORE_ROOT_META, Target
+from verse_etl.publish.targets import POINTER_NAME, STORE_ROOT_META, Target
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def _tables(folder: Path, ids: list[str], tag: str) -> Path:
 def _seen(target: Target) -> tuple[list[str], list[str], str]:
     """What a reader of the build sees: the catalog's two views and the card of the generation
     the pointer names."""
-    from verse_etl.catalog import connect
+    from verse_etl.read.catalog import connect
 
     con = connect(target.url, comments=False)
     try:

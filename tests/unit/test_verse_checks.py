@@ -14,13 +14,10 @@ import pytest
 from scipy import ndimage
 
 from tests.archive_factory import corrupt_zip_member
-from verse_etl.assemble import assemble
-from verse_etl.cases.verse import build_verse_scan, duplicate_scans_result
-from verse_etl.fracture_grades import fracture_grades_result
-from verse_etl.geometry import apply_affine
-from verse_etl.outputs import load_case_results
+from verse_etl.cases.records import discovery_result
+from verse_etl.geometry.affines import apply_affine
 from verse_etl.params import CheckParams, VolumeParams
-from verse_etl.records import discovery_result
+from verse_etl.publish.outputs import load_case_results
 from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sample.verse_variants import (
     copy_scan,
@@ -30,7 +27,10 @@ from verse_etl.sample.verse_variants import (
     zip_release,
 )
 from verse_etl.sources.verse import discover_verse_sources
-from verse_etl.tables import read_table
+from verse_etl.tables.assemble import assemble
+from verse_etl.tables.parquet import read_table
+from verse_etl.verse.case import build_verse_scan, duplicate_scans_result
+from verse_etl.verse.fracture_grades import fracture_grades_result
 
 VOLUMES = VolumeParams(chunks=(16, 16, 16), shard_chunks=(2, 2, 2))
 

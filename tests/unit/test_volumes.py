@@ -16,11 +16,11 @@ import pytest
 import xxhash
 import zarr
 
-from verse_etl import shards
 from verse_etl.errors import InputError
 from verse_etl.params import VolumeParams
-from verse_etl.shards import ChunkCodec, StoreMismatchError, decode_index, verify_shard_file
-from verse_etl.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, open_array
+from verse_etl.stores import shards
+from verse_etl.stores.shards import ChunkCodec, StoreMismatchError, decode_index, verify_shard_file
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, open_array
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -327,7 +327,7 @@ import sys, time
 from pathlib import Path
 import numpy as np
 from verse_etl.params import VolumeParams
-from verse_etl.volumes import IMAGE_PATH, StoreWriter
+from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
 final, marker = Path(sys.argv[1]), Path(sys.argv[2])
 vol = np.random.default_rng(5).integers(-1000, 2000, (64, 64, 96)).astype(np.int16)

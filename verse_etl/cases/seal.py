@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from verse_etl.cases.records import CaseResult, QuarantineRecord, write_text_atomic
 from verse_etl.errors import (
     InputError,
     VerseEtlError,
@@ -28,7 +29,6 @@ from verse_etl.errors import (
 )
 from verse_etl.io.files import SourceFile
 from verse_etl.paths import case_result_path
-from verse_etl.records import CaseResult, QuarantineRecord, write_text_atomic
 
 
 def seal_case(

@@ -7,7 +7,7 @@ in :data:`HEADER_TAGS`; pixels are decoded one slice at a time when a store is w
 stays bounded by one slice whatever the series size. Compressed transfer syntaxes (JPEG,
 JPEG-LS, JPEG 2000, HTJ2K, RLE) decode through pydicom's pylibjpeg and pillow plugins.
 
-How slices are ordered and which series are clean volumes is :mod:`verse_etl.io.series_geometry`.
+How slices are ordered and which series are clean volumes is :mod:`verse_etl.geometry.series`.
 
 **PHI.** What reaches the Parquet tables is decided by the allow-list :data:`SERIES_TAGS`; the
 header of every file is read with ``specific_tags`` so that patient names, ids, birth dates and
@@ -70,6 +70,9 @@ HEADER_TAGS: tuple[str, ...] = (
     "PhotometricInterpretation",
     "RescaleSlope",
     "RescaleIntercept",
+    "BitsAllocated",  # with BitsStored and PixelRepresentation: whether the pixels can be
+    "BitsStored",  # read where they lie (see SliceHeader.pixel_offset)
+    "PixelRepresentation",
     *SERIES_TAGS,
 )
 """Every tag read from a header (pydicom ``specific_tags``)."""
@@ -118,6 +121,12 @@ class SliceHeader:
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
     acquisition_number: int | None = None
     uid_derived: bool = False  # series_uid derived from the content (no UID in the header)
+    # Where the header read stopped: the PixelData element, when the pixels are native
+    # little-endian 16-bit greyscale (read there, without parsing the header again: see
+    # read_slice_hu); None for anything else (decoded by pydicom).
+    pixel_offset: int | None = field(default=None, compare=False)
+    pixel_signed: bool = field(default=False, compare=False)
+    bits_stored: int = field(default=16, compare=False)
 
     @property
     def is_localizer(self) -> bool:
@@ -164,10 +173,11 @@ def read_slice_header(path: Path, limits: InputLimits | None = None) -> SliceHea
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         try:
-            ds = _read_header(path)
-            if isinstance(ds, SkippedFile):
-                return ds
-            return _header(path, ds, limits or InputLimits())
+            read = _read_header(path)
+            if isinstance(read, SkippedFile):
+                return read
+            ds, end = read
+            return _header(path, ds, limits or InputLimits(), end)
         except InputError:
             raise
         except Exception as e:
@@ -183,9 +193,13 @@ def read_slice_header(path: Path, limits: InputLimits | None = None) -> SliceHea
             ) from e
 
 
-def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
+def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None] | SkippedFile:
+    """The header, and the file offset where reading stopped (pydicom rewinds to the start of
+    the PixelData element when it stops before the pixels)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        with open(path, "rb") as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            return ds, f.tell()
     except InvalidDicomError:
         # Files written without the 128-byte preamble and 'DICM' (older or hand-made ones)
         # still start with an element of group 0008 in little endian; anything else is not DICOM.
@@ -194,9 +208,10 @@ def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
         if len(start) < 4 or start[:2] != b"\x08\x00":
             return SkippedFile(path, "not a DICOM file")
         try:
-            return pydicom.dcmread(
+            forced = pydicom.dcmread(
                 path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=True
             )
+            return forced, None
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
             return SkippedFile(path, f"not a DICOM file ({type(e).__name__})")
     except (EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -205,7 +220,9 @@ def _read_header(path: Path) -> pydicom.Dataset | SkippedFile:
         return SkippedFile(path, f"not a readable DICOM file ({type(e).__name__}: {e})")
 
 
-def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader | SkippedFile:
+def _header(
+    path: Path, ds: pydicom.Dataset, limits: InputLimits, end: int | None = None
+) -> SliceHeader | SkippedFile:
     if "Rows" not in ds or "Columns" not in ds:
         sop = ds.get("SOPClassUID")
         if sop is None and hasattr(ds, "file_meta"):
@@ -249,7 +266,7 @@ def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader
         series_uid=str(ds.SeriesInstanceUID) if uid else "",
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         instance_number=_integer(number),
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]  # 3 numbers or None
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing=_spacing(ds.get("PixelSpacing")),
         rows=rows,
@@ -260,6 +277,26 @@ def _header(path: Path, ds: pydicom.Dataset, limits: InputLimits) -> SliceHeader
         transfer_syntax=syntax,
         attributes={k: _plain(ds.get(k)) for k in SERIES_TAGS if k in ds},
         acquisition_number=_integer(ds.get("AcquisitionNumber")),
+        pixel_offset=end if _native_16bit(ds, syntax, samples) else None,
+        pixel_signed=_integer(ds.get("PixelRepresentation")) == 1,
+        bits_stored=_integer(ds.get("BitsStored")) or 16,
+    )
+
+
+_NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # implicit VR?
+
+
+def _native_16bit(ds: pydicom.Dataset, syntax: str, samples: int) -> bool:
+    """Whether the pixels are uncompressed little-endian 16-bit greyscale (Implicit or
+    Explicit VR Little Endian; not deflated, big endian or encapsulated)."""
+    stored = _integer(ds.get("BitsStored"))
+    return (
+        syntax in _NATIVE_LITTLE_ENDIAN
+        and samples == 1
+        and _integer(ds.get("BitsAllocated")) == 16
+        and stored is not None
+        and 1 <= stored <= 16
+        and _integer(ds.get("PixelRepresentation")) in (0, 1)
     )
 
 
@@ -269,7 +306,7 @@ def _values(value: object) -> tuple[object, ...]:
     if isinstance(value, (str, bytes)):
         return (value,)
     try:
-        return tuple(value)  # type: ignore[arg-type]
+        return tuple(value)  # type: ignore[arg-type]  # TypeError (not iterable) caught below
     except TypeError:
         return (value,)
 
@@ -278,7 +315,7 @@ def _integer(value: object) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload]  # TypeError/ValueError caught below
     except (TypeError, ValueError):
         return None
 
@@ -290,7 +327,7 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
     if value in (None, ""):
         return default
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError, OverflowError):
         number = math.nan
     if not math.isfinite(number):
@@ -306,14 +343,14 @@ def _rescale(path: Path, ds: pydicom.Dataset, keyword: str, default: float) -> f
 def _spacing(value: object) -> tuple[float, float] | None:
     """PixelSpacing as two positive numbers, else None (``0\\0`` made a singular affine)."""
     spacing = _floats(value, 2)
-    return spacing if spacing is not None and min(spacing) > 0 else None  # type: ignore[return-value]
+    return spacing if spacing is not None and min(spacing) > 0 else None  # type: ignore[return-value]  # 2 numbers (_floats(value, 2))
 
 
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
-        items = tuple(float(v) for v in _values(value))  # type: ignore[arg-type]
+        items = tuple(float(v) for v in _values(value))  # type: ignore[arg-type]  # TypeError/ValueError caught below
     except (TypeError, ValueError):
         return None
     if len(items) != n or not all(np.isfinite(items)):
@@ -402,28 +439,9 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
         If the pixel data is missing or undecodable, or the rescaled values are not exact
         integers within int16 (they would be silently rounded or clipped).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            ds = pydicom.dcmread(header.path)
-            if "PixelData" not in ds:
-                raise InputError(
-                    header.path,
-                    f"has no pixel data (expected a PixelData element of {header.rows} x "
-                    f"{header.columns} pixels, as Rows and Columns say)",
-                    "the file holds no image; re-export the series or remove the file",
-                    check="dicom_pixels",
-                )
-            pixels = ds.pixel_array
-    except InputError:
-        raise
-    except Exception as e:  # pydicom raises many types for broken or unsupported pixel data
-        raise InputError(
-            header.path,
-            f"cannot decode pixel data ({type(e).__name__}: {e})",
-            "the file is corrupt or its transfer syntax needs a decoder plugin",
-            check="dicom_pixels",
-        ) from e
+    pixels = _pixels_in_place(header)
+    if pixels is None:
+        pixels = _decoded_pixels(header)
     if pixels.shape != (header.rows, header.columns):
         raise InputError(
             header.path,
@@ -454,11 +472,90 @@ def read_slice_hu(header: SliceHeader) -> np.ndarray:
     return hu.astype(np.int16)
 
 
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def _pixels_in_place(header: SliceHeader) -> np.ndarray | None:
+    """The stored pixel values read where the header said the PixelData element starts
+    (:attr:`SliceHeader.pixel_offset`): one read, no second parse of the header.
+
+    Used only when the bytes there are what pydicom would decode the same way: the PixelData
+    tag, VR OB/OW (explicit VR), a defined length of exactly Rows x Columns x 2 bytes, and
+    values within BitsStored (so that pydicom's handling of the unused high bits cannot
+    differ). Anything else returns None and pydicom decodes the file (and names what is wrong).
+    """
+    if header.pixel_offset is None:
+        return None
+    implicit = _NATIVE_LITTLE_ENDIAN.get(header.transfer_syntax)
+    if implicit is None:
+        return None
+    count = header.rows * header.columns
+    try:
+        with open(header.path, "rb") as f:
+            f.seek(header.pixel_offset)
+            head = f.read(8 if implicit else 12)
+            if implicit:
+                ok = head[:4] == _PIXEL_DATA_TAG and head[4:8] == (2 * count).to_bytes(4, "little")
+            else:
+                ok = (
+                    head[:4] == _PIXEL_DATA_TAG
+                    and head[4:6] in (b"OW", b"OB")
+                    and head[8:12] == (2 * count).to_bytes(4, "little")
+                )
+            if not ok:
+                return None
+            dtype = np.dtype("<i2" if header.pixel_signed else "<u2")
+            data = f.read(2 * count)
+    except OSError as e:
+        if is_transient(e):
+            raise
+        return None  # pydicom's read names the trouble
+    if len(data) != 2 * count:
+        return None
+    pixels = np.frombuffer(data, dtype=dtype).reshape(header.rows, header.columns)
+    bits = header.bits_stored
+    if bits < 16 and pixels.size:
+        lo, hi = (
+            (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+            if header.pixel_signed
+            else (0, (1 << bits) - 1)
+        )
+        if pixels.min() < lo or pixels.max() > hi:
+            return None  # bits above BitsStored in use: pydicom decides what they mean
+    return pixels.astype(pixels.dtype.newbyteorder("="), copy=False)
+
+
+def _decoded_pixels(header: SliceHeader) -> np.ndarray:
+    """The pixel array as pydicom decodes it (the whole file parsed, any transfer syntax)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(header.path)
+            if "PixelData" not in ds:
+                raise InputError(
+                    header.path,
+                    f"has no pixel data (expected a PixelData element of {header.rows} x "
+                    f"{header.columns} pixels, as Rows and Columns say)",
+                    "the file holds no image; re-export the series or remove the file",
+                    check="dicom_pixels",
+                )
+            return ds.pixel_array
+    except InputError:
+        raise
+    except Exception as e:  # pydicom raises many types for broken or unsupported pixel data
+        raise InputError(
+            header.path,
+            f"cannot decode pixel data ({type(e).__name__}: {e})",
+            "the file is corrupt or its transfer syntax needs a decoder plugin",
+            check="dicom_pixels",
+        ) from e
+
+
 class SeriesReader:
     """Decode slices in order straight into arrays the caller owns.
 
     The zero-copy way to stream a series into a Zarr writer's staging rows (see
-    :meth:`verse_etl.volumes.StoreWriter.write_array`); :func:`iter_slabs` allocates a slab per
+    :meth:`verse_etl.stores.volumes.StoreWriter.write_array`); :func:`iter_slabs` allocates a slab per
     step that the writer then copies.
     """
 

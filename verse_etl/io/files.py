@@ -96,7 +96,7 @@ class SourceFile:
             ) from e
         with archive, stream:
             try:
-                yield stream  # type: ignore[misc]
+                yield stream  # type: ignore[misc]  # a ZipExtFile: a binary stream, typed IO[bytes]
             except (zipfile.BadZipFile, zlib.error) as e:  # bad CRC, corrupt deflate data
                 raise InputError(
                     self,

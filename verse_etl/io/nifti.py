@@ -20,13 +20,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Protocol, cast
 
 import nibabel as nib
 import numpy as np
 from isal import isal_zlib
+from nibabel.arrayproxy import ArrayProxy
 
 from verse_etl.errors import InputError
-from verse_etl.geometry import axcodes, is_valid_affine, spacing
+from verse_etl.geometry.affines import axcodes, is_valid_affine, spacing
 from verse_etl.io.files import SourceFile, require_regular
 from verse_etl.params import InputLimits
 from verse_etl.stopping import check_stop
@@ -61,6 +63,15 @@ class NiftiInfo:
         return not (slope == 1 and (not np.isfinite(inter) or inter == 0))
 
 
+class _Stream(Protocol):
+    """What the voxel readers need of a byte stream: a file opened ``rb`` (or a zip member) or
+    an :class:`InflateReader`."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+    def readinto(self, view: memoryview, /) -> int | None: ...
+
+
 class InflateReader:
     """Read-only stream of the decompressed bytes of a gzip file (all members), via ISA-L.
 
@@ -79,7 +90,7 @@ class InflateReader:
         If the compressed data is corrupt or not gzip.
     """
 
-    def __init__(self, raw: io.BufferedIOBase, block: int = 1 << 20):
+    def __init__(self, raw: BinaryIO, block: int = 1 << 20):
         self._reader = isal_zlib._GzipReader(raw, block)  # compressed bytes read per call
 
     def readinto(self, view: memoryview) -> int:
@@ -99,7 +110,8 @@ class InflateReader:
         return bytes(buffer[: self.readinto(memoryview(buffer))])
 
 
-_STREAM_ERRORS = (
+# python-isal's stub declares isal_zlib.error as an instance; it is an exception class.
+_STREAM_ERRORS: tuple[type[Exception], ...] = (  # type: ignore[assignment]
     OSError,
     EOFError,
     zlib.error,
@@ -120,14 +132,15 @@ def _undecodable(path: Path | SourceFile, error: Exception) -> InputError:
 
 
 @contextmanager
-def _open(path: Path | SourceFile) -> Iterator[io.RawIOBase]:
+def _open(path: Path | SourceFile) -> Iterator[_Stream]:
     if isinstance(path, SourceFile) and path.member is not None:
         with path.open() as raw:  # a member of a release zip, read in place
-            yield InflateReader(raw) if path.name.endswith(".gz") else raw  # type: ignore[misc]
+            # A zip member (ZipExtFile) reads into a buffer; SourceFile.open types it as BinaryIO.
+            yield InflateReader(raw) if path.name.endswith(".gz") else cast(_Stream, raw)
         return
     disk = path.path if isinstance(path, SourceFile) else path
     with open(disk, "rb") as raw:
-        yield InflateReader(raw) if disk.name.endswith(".gz") else raw  # type: ignore[misc]
+        yield InflateReader(raw) if disk.name.endswith(".gz") else raw
 
 
 def _load(
@@ -150,7 +163,8 @@ def _load(
                 check="read",
             )
         # Like vox_offset, the scaling lives on the proxy: nibabel clears it in img.header.
-        proxy = img.dataobj
+        # A loaded image's dataobj is its ArrayProxy (nibabel types it as any array-like).
+        proxy = cast(ArrayProxy, img.dataobj)
         return img.header, img.affine, int(proxy.offset), proxy.slope, proxy.inter
     with _open(path) as stream:
         raw = stream.read(348)
@@ -229,7 +243,7 @@ def read_nifti_info(path: Path | SourceFile, limits: InputLimits | None = None) 
         )
     return NiftiInfo(
         path=path,
-        shape=shape,  # type: ignore[arg-type]
+        shape=shape,
         dtype=dtype,
         affine=affine,
         qform_code=int(hdr["qform_code"]),
@@ -260,12 +274,12 @@ class NiftiVoxelReader:
         self.dtype = np.dtype(np.float32) if info.scaled else info.dtype.newbyteorder("=")
         self.position = 0  # slices read so far
         self._stack = contextlib.ExitStack()
-        self._stream: io.RawIOBase | None = None
+        self._stream: _Stream | None = None
 
     def __enter__(self) -> NiftiVoxelReader:
         with self._errors():
             self._stream = self._stack.enter_context(_open(self.info.path))
-            _skip(self._stream, self.info.vox_offset, self.info.path)  # type: ignore[arg-type]
+            _skip(self._stream, self.info.vox_offset, self.info.path)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -291,19 +305,19 @@ class NiftiVoxelReader:
         with self._errors():
             if self.info.scaled:
                 raw = np.empty(out.shape, self.info.dtype, order="F")
-                _read_exact(self._stream, _bytes(raw), self.info.path, self.position)  # type: ignore[arg-type]
+                _read_exact(self._stream, _bytes(raw), self.info.path, self.position)
                 inter = self.info.scl_inter if np.isfinite(self.info.scl_inter) else 0.0
                 np.multiply(raw, np.float32(self.info.scl_slope), out=out, casting="unsafe")
                 out += np.float32(inter)
             else:
                 view = _bytes(out)
-                _read_exact(self._stream, view, self.info.path, self.position)  # type: ignore[arg-type]
+                _read_exact(self._stream, view, self.info.path, self.position)
                 if self.info.dtype.byteorder == ">" or (
                     self.info.dtype.byteorder == "=" and not np.little_endian
                 ):
                     out.byteswap(inplace=True)  # stored big-endian; out is native
             if self.position + k == nz:
-                _drain(self._stream)  # type: ignore[arg-type]
+                _drain(self._stream)
         self.position += k
 
     @contextlib.contextmanager
@@ -316,7 +330,8 @@ class NiftiVoxelReader:
 
 def _bytes(array: np.ndarray) -> memoryview:
     """The bytes of a contiguous array, in memory order, as a writable memoryview."""
-    return memoryview(array.reshape(-1, order="A").view(np.uint8))
+    # numpy's stubs give ndarray the buffer protocol (__buffer__) for Python >= 3.12 only.
+    return memoryview(array.reshape(-1, order="A").view(np.uint8))  # type: ignore[arg-type]
 
 
 def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -358,7 +373,7 @@ def iter_nifti_slabs(info: NiftiInfo, depth: int) -> Iterator[tuple[int, np.ndar
         raise _undecodable(info.path, e) from e
 
 
-def _drain(stream: io.RawIOBase | InflateReader) -> None:
+def _drain(stream: _Stream) -> None:
     """Read a gzip stream to its end after the last voxel.
 
     Only the end of a gzip member carries its CRC-32 and length: a stream that is damaged but
@@ -372,7 +387,7 @@ def _drain(stream: io.RawIOBase | InflateReader) -> None:
         pass
 
 
-def _skip(stream: io.BufferedIOBase, n: int, path: Path) -> None:
+def _skip(stream: _Stream, n: int, path: Path | SourceFile) -> None:
     while n > 0:
         got = stream.read(min(n, 1 << 20))
         if not got:
@@ -385,7 +400,7 @@ def _skip(stream: io.BufferedIOBase, n: int, path: Path) -> None:
         n -= len(got)
 
 
-def _read_exact(stream: io.BufferedIOBase, view: memoryview, path: Path, k0: int) -> None:
+def _read_exact(stream: _Stream, view: memoryview, path: Path | SourceFile, k0: int) -> None:
     filled = 0
     while filled < len(view):
         n = stream.readinto(view[filled:])

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verse_etl.annotations import ANNOTATED_LEVELS, LEVELS, normalise_level
 from verse_etl.errors import InputError
+from verse_etl.mosmed.annotations import ANNOTATED_LEVELS, LEVELS, normalise_level
 from verse_etl.sample.manifest import MosmedStudyManifest, MosmedVertebraManifest
 from verse_etl.sample.mosmed import (
     REAL_PIXEL_SPACINGS,
@@ -395,7 +395,7 @@ def write_annotation_study(
         series_uid=ann.series_uid,
         decoy_series_uid=decoy_uid,
         study_uid=study.study_uid,
-        annotation=copies.get("v1", copies.get("v2")).relative_to(out),  # type: ignore[union-attr]
+        annotation=copies.get("v1", copies.get("v2")).relative_to(out),  # type: ignore[union-attr]  # at least one copy made
         files=tuple(p.relative_to(out) for p in written[ann.series_uid]),
         decoy_files=tuple(p.relative_to(out) for p in written[decoy_uid]),
         rows=MATRIX,

@@ -32,6 +32,7 @@ import io
 import shutil
 import tarfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class EdgeCaseManifest:
         return dict(self.studies)[name]
 
 
-def rewrite_dicom(paths: list[Path], change) -> None:  # type: ignore[no-untyped-def]
+def rewrite_dicom(paths: list[Path], change: Callable[..., object]) -> None:
     """Rewrite DICOM files in place after ``change(dataset, index)`` (atomically, UIDs verbatim).
 
     ``index`` is the file's position in ``paths``; ``change`` edits the pydicom dataset.
@@ -204,7 +205,7 @@ def write_edge_cases(out: Path, *, seed: int = 0) -> EdgeCaseManifest:
     # uid_not_found: both annotation files name a series that is not there; tilted decoy.
     s = studies["uid_not_found"]
     wrong = f"{s.series_uid[:-4]}999."
-    for path in (out / s.annotation, out / s.annotation_v2):  # type: ignore[operator]
+    for path in (out / s.annotation, out / s.annotation_v2):  # type: ignore[operator]  # this study has both
         path.write_bytes(path.read_bytes().replace(s.series_uid.encode(), wrong.encode()))
     shear = float(np.tan(np.radians(GANTRY_TILT_DEG)))
 

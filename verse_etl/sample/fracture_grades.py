@@ -115,8 +115,8 @@ def write_fracture_grades(
     for row in grading_rows(scans, rng):
         sheet.append(row)
     info = workbook.create_sheet("info")
-    for row in LEGEND:
-        info.append(list(row))
+    for entry in LEGEND:
+        info.append(list(entry))
     workbook.properties.created = _FIXED_TIME
     workbook.properties.modified = _FIXED_TIME
     workbook.properties.creator = "verse-etl sample"

@@ -256,7 +256,7 @@ def _base_dataset(study: StudyPlan, series: SeriesPlan) -> Dataset:
     ds.RescaleType = "HU"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.TransferSyntaxUID = study.transfer_syntax
+    meta.TransferSyntaxUID = UID(study.transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
@@ -330,7 +330,7 @@ class SliceEncoder:
         elem = per_slice["PixelData"]
         elem.VR = "OB" if self.compressed else "OW"
         elem.is_undefined_length = self.compressed
-        self.meta.MediaStorageSOPInstanceUID = sop_instance_uid
+        self.meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
         fp = _explicit_le()
         fp.write(b"\x00" * 128 + b"DICM")
         write_file_meta_info(fp, self.meta, enforce_standard=True)

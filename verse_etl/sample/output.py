@@ -11,15 +11,16 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-# The writers live in verse_etl.atomic (standard library only, for the light reader install).
-from verse_etl.atomic import (  # noqa: F401  (re-exported for the sample writers)
+from verse_etl.errors import ParamsError
+
+# The writers live in verse_etl.io.atomic (standard library only, for the light reader install).
+from verse_etl.io.atomic import (  # noqa: F401  (re-exported for the sample writers)
     GZIP_LEVEL,
     atomic_file,
     gzip_member,
     write_bytes_atomic,
     write_text_atomic,
 )
-from verse_etl.errors import ParamsError
 
 
 def claim_outputs(roots: Iterable[Path], *, overwrite: bool) -> None:

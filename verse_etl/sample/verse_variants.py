@@ -13,6 +13,7 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -81,7 +82,7 @@ def zip_release(
 
 
 def miccai_coordinates(
-    voxel: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int], axes: str
+    voxel: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], axes: str
 ) -> np.ndarray:
     """Voxel indices of a centroid -> the MICCAI millimetre coordinates along ``axes``.
 
@@ -141,7 +142,7 @@ def write_miccai_copy(
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(sample_root / scan.ct, ct)
     shutil.copyfile(sample_root / scan.mask, mask)
-    img = nib.load(str(sample_root / scan.ct))
+    img = cast(nib.Nifti1Image, nib.load(str(sample_root / scan.ct)))  # written by the sample
     entries = json.loads((sample_root / scan.centroids).read_text())[1:]
     axes = MICCAI_AXES[release]
     converted = []
@@ -190,7 +191,7 @@ def rewrite_mask(
     ``change`` gets the labels as float64 (so it may write non-integer values) and returns the
     new array; the header conventions of the release are kept (see ``sample.nifti``).
     """
-    img = nib.load(str(path))
+    img = cast(nib.Nifti1Image, nib.load(str(path)))  # a NIfTI-1 file of the sample
     labels = np.asanyarray(img.dataobj).astype(np.float64)
     new = change(labels)
     target = np.dtype(dtype) if dtype is not None else img.get_data_dtype()

@@ -94,7 +94,7 @@ class VerseScan:
     sidecar: SourceFile | None
     snapshot: SourceFile | None
     layout: str = "subject"  # "subject" or "miccai"
-    centroid_format: str = "subject"  # see verse_etl.centroids.CENTROID_FORMATS
+    centroid_format: str = "subject"  # see verse_etl.verse.centroids.CENTROID_FORMATS
     other_copies: tuple[SourceFile, ...] = field(default=())  # CTs of copies left out
 
     @property

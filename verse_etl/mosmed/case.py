@@ -1,0 +1,976 @@
+"""Build one MosMed study: clean CT series to Zarr stores; series, keypoint and quarantine rows.
+
+1. The study's files: ``dicom/<Folder>/**``, or ``dicom/<Folder>.tar.gz`` unpacked safely into a
+   temporary folder (:mod:`verse_etl.io.archives`) that is deleted afterwards.
+2. Headers read and grouped by SeriesInstanceUID (:mod:`verse_etl.io.dicom`); files that are not
+   DICOM images are recorded, never silently skipped.
+3. Each series checked (:mod:`verse_etl.geometry.series`); a clean volume is streamed slice by
+   slice into its store, anything else is reported with its verdict and not converted.
+4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
+   Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
+   RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.mosmed.measures`); the v1 and v2
+   readers are paired by identical keypoints (:mod:`verse_etl.mosmed.expert_matching`) and v1
+   vertebrae take their level from the matching v2 vertebra (:mod:`verse_etl.mosmed.matching`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verse_etl.cases.hashing import case_code_identity, fingerprint
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    discovery_result,
+    load_cached,
+    relative,
+    write_text_atomic,
+)
+from verse_etl.cases.seal import seal_case
+from verse_etl.cases.stat_cache import DigestCache
+from verse_etl.errors import InputError, blame, is_transient, output_trouble
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.series import (
+    GeometryTolerances,
+    SeriesGeometry,
+    check_series,
+    store_slice_index,
+)
+from verse_etl.geometry.tilt import TiltGrid, iter_resampled, tilt_grid
+from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
+from verse_etl.io.dicom import (
+    SERIES_TAGS,
+    SeriesReader,
+    irregular_files,
+    read_slice_hu,
+    scan_files,
+    walk_files,
+)
+from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
+from verse_etl.mosmed.expert_matching import pair_experts
+from verse_etl.mosmed.matching import levels_from_reference
+from verse_etl.mosmed.measures import (
+    crush_ratio,
+    deformity_ratios,
+    genant_grade,
+    grade_ratio,
+    heights_mm,
+)
+from verse_etl.params import InputLimits, MosmedParams, VolumeParams
+from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
+from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
+from verse_etl.stores.hu_histogram import HuRange
+from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
+
+SOURCE = "mosmed"
+MOSMED_FORMAT = 5
+"""Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
+
+_NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
+_UNGRADED = -1  # only with a zero height, which fails the height checks too
+
+
+def tolerances(params: MosmedParams) -> GeometryTolerances:
+    """The geometry tolerances of ``params``."""
+    return GeometryTolerances(
+        slice_mm=params.slice_tolerance_mm,
+        in_plane_mm=params.in_plane_tolerance_mm,
+        orientation=params.orientation_tolerance,
+    )
+
+
+def build_mosmed_study(
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams | None = None,
+    store_exists: Callable[[Path], bool] = Path.exists,
+    limits: InputLimits | None = None,
+    rehash: bool = False,
+) -> CaseResult:
+    """Convert one study and return its rows; reuse the saved result if nothing changed.
+
+    Parameters
+    ----------
+    study
+        From :func:`verse_etl.sources.mosmed.discover_mosmed`.
+    root
+        MosMed source root (paths in rows and records are relative to it).
+    out
+        Build root.
+    volumes
+        Store layout.
+    params
+        Geometry tolerances, Genant grading and where archives are unpacked.
+    store_exists
+        Whether a saved result's store is still there (see :mod:`verse_etl.publish.staging`).
+    limits
+        Inputs refused before they are read (``params.yaml: checks.limits``).
+    rehash
+        Read and hash every source file; else a file whose stat is unchanged since it was
+        hashed keeps its digest (:mod:`verse_etl.cases.stat_cache`).
+
+    Returns
+    -------
+    CaseResult
+        Whatever the study's files raise stays in the study: an error no reader anticipated
+        quarantines it with one record (:func:`verse_etl.cases.seal.seal_case`).
+    """
+    params = params or MosmedParams()
+    limits = limits or InputLimits()
+    first = study.dicom_dir or study.archive or (study.annotations or [root])[0]
+    return seal_case(
+        lambda: _build_study(study, root, out, volumes, params, store_exists, limits, rehash),
+        SOURCE,
+        study.folder,
+        first,
+        root,
+        out,
+        "series",
+    )
+
+
+def _build_study(
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams,
+    store_exists: Callable[[Path], bool],
+    limits: InputLimits,
+    rehash: bool,
+) -> CaseResult:
+    sources = walk_files(study.dicom_dir) if study.dicom_dir else []
+    if study.dicom_dir is None and study.archive is not None:
+        sources = [study.archive]
+    digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
+    try:
+        hashes = {relative(p, root): digests.sha256(p) for p in [*sources, *study.annotations]}
+    except OSError as e:
+        if is_transient(e) or output_trouble(e):
+            raise
+        # An unreadable file quarantines the study. The result is saved (table assembly reads
+        # saved results) under an empty fingerprint, which no build matches: a fixed file is
+        # picked up by the next build.
+        result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint="")
+        file = Path(getattr(e, "filename", None) or study.dicom_dir or study.archive or root)
+        _quarantine(
+            result,
+            relative(file, root),
+            "read",
+            f"cannot read ({e})",
+            fix="check the file's permissions and the disk",
+        )
+        write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
+        return result
+    digests.save()  # out of the try: a failed write is the output's trouble, not the input's
+    key = fingerprint(
+        case_code_identity("verse_etl.mosmed.case"),
+        MOSMED_FORMAT,
+        hashes,
+        volumes,
+        asdict(tolerances(params)),
+        params.genant,
+        params.tilt,
+        [asdict(m) for m in study.id_mappings],
+        limits,
+    )
+    cache = case_result_path(out, SOURCE, study.folder)
+    cached = load_cached(cache, key)
+    if cached is not None and all(
+        store_exists(out / row["store_path"])
+        for row in cached.rows.get("series", [])
+        if row["store_path"]
+    ):
+        return cached
+    result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
+    annotations = _read_annotations(study, root, result, limits)
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
+    if not study.has_images:
+        for ann in annotations:
+            _quarantine(
+                result,
+                relative(ann.path, root),
+                "study_missing",
+                f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
+                f"{len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+            )
+    else:
+        with _study_files(study, sources, root, params, result) as names:
+            series = _convert_series(
+                study, names, root, out, volumes, params, annotations, result, limits
+            )
+    _add_vertebrae(result, study, annotations, series, root, params)
+    write_text_atomic(cache, result.to_json())
+    return result
+
+
+def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResult]:
+    """What a MosMed source gives beyond its studies: the files discovery could not place
+    (:func:`verse_etl.sources.mosmed.discovery_problems`), if any. The caller saves them."""
+    problems = discovery_problems(root, annotation_dirs)
+    return [discovery_result(SOURCE, problems, root)] if problems else []
+
+
+def drop_duplicate_series(
+    results: Sequence[CaseResult],
+) -> tuple[list[CaseResult], list[QuarantineRecord]]:
+    """Keep one copy of a series found in more than one study folder; record the others.
+
+    A copied study (``dicom/<Folder>_copy/``, a folder beside its ``.tar.gz``, a re-export)
+    holds the same SeriesInstanceUIDs as the original: without this both copies fail the
+    ``series`` table's uniqueness check and the good study loses its series and vertebrae.
+    The rule, like VerSe's for scans found twice: the copy kept is a converted one before one
+    that was not, then the first by source path (``dicom/<Folder>``); every other copy becomes a
+    ``duplicate_series`` record naming the copy kept, and leaves its series and keypoint rows
+    out. Saved case results are not changed: the choice is made again at every assembly.
+
+    Returns
+    -------
+    list of CaseResult, list of QuarantineRecord
+        The results without the rows of the copies left out, and one record per copy.
+    """
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if result.source == SOURCE:
+            for row in result.rows.get("series", []):
+                copies.setdefault(row["series_uid"], []).append(row)
+    left_out: dict[tuple[str, str], dict[str, Any]] = {}
+    for uid, rows in copies.items():
+        ranked = sorted(rows, key=lambda r: (not r["is_volume"], r["source_path"], r["folder"]))
+        left_out.update({(row["folder"], uid): ranked[0] for row in ranked[1:]})
+    if not left_out:
+        return list(results), []
+    records: list[QuarantineRecord] = []
+    kept_results: list[CaseResult] = []
+    for result in results:
+        by_table = result.rows
+        if result.source == SOURCE and any(
+            (r["folder"], r["series_uid"]) in left_out for r in by_table.get("series", [])
+        ):
+            by_table = {
+                table: [
+                    r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
+                ]
+                if table in ("series", "mosmed_vertebrae")
+                else table_rows
+                for table, table_rows in by_table.items()
+            }
+            result = replace(result, rows=by_table)
+        kept_results.append(result)
+    for (folder, uid), kept in sorted(left_out.items()):
+        row = next(r for r in copies[uid] if r["folder"] == folder)
+        points = sum(
+            (r.get("folder"), r.get("series_uid")) == (folder, uid)
+            for res in results
+            for r in res.rows.get("mosmed_vertebrae", [])
+        )
+        path = row["source_path"]
+        records.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=folder,
+                table="series",
+                file=path,
+                check="duplicate_series",
+                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
+                f"{kept['folder']}); that copy was kept, this one left out with its "
+                f"{points} keypoint row(s); remove one of the copies",
+            )
+        )
+    return kept_results, records
+
+
+def _quarantine(
+    result: CaseResult, file: str, check: str, problem: str, table: str = "", fix: str = ""
+) -> None:
+    result.quarantine.append(
+        QuarantineRecord(
+            source=SOURCE,
+            case_id=result.case_id,
+            table=table,
+            file=file,
+            check=check,
+            reason=f"{file}: {problem}" + (f"; {fix}" if fix else ""),
+        )
+    )
+
+
+def _record(
+    result: CaseResult, error: InputError, root: Path, names: dict[Path, str], table: str = ""
+) -> None:
+    """Quarantine ``error`` under the file's source name (archive members as archive!/member)."""
+    display = names.get(Path(error.path)) or relative(Path(error.path), root)
+    _quarantine(result, display, error.check, error.problem, table=table, fix=error.fix)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _study_files(
+    study: MosmedStudy, files: list[Path], root: Path, params: MosmedParams, result: CaseResult
+) -> Iterator[dict[Path, str]]:
+    """Yield every file of the study: local path -> name relative to the source root.
+
+    ``files`` are the study folder's files as already listed for the fingerprint (unused for an
+    archive, which is unpacked here)."""
+    if study.dicom_dir is not None:
+        if study.archive is not None:
+            _quarantine(
+                result,
+                relative(study.archive, root),
+                "archive_unused",
+                f"both dicom/{study.folder}/ and this archive exist; the folder was converted "
+                "and the archive ignored",
+                fix="remove one of the two",
+            )
+        for path in irregular_files(study.dicom_dir):
+            _quarantine(
+                result,
+                relative(path, root),
+                "not_regular_file",
+                "not a regular file (a broken or folder link, a FIFO, a socket or a device); "
+                "not read, the rest of the study is",
+                fix="replace it with the file it stands for, or remove it",
+            )
+        yield {p: relative(p, root) for p in files}
+        return
+    assert study.archive is not None
+    archive_name = relative(study.archive, root)
+    with tempfile.TemporaryDirectory(
+        prefix="verse-etl-unpack-", dir=params.unpack_dir or None
+    ) as tmp:
+        try:
+            unpacked = unpack_archive(study.archive, Path(tmp))
+        except InputError as e:
+            _record(result, e, root, {}, table="series")
+            yield {}
+            return
+        for refusal in unpacked.refused:
+            member = refusal.path.split(MEMBER_SEPARATOR, 1)[1]
+            _quarantine(
+                result,
+                f"{archive_name}{MEMBER_SEPARATOR}{member}",
+                refusal.check,
+                refusal.problem,
+                table="series",
+                fix=refusal.fix,
+            )
+        yield {f.path: f"{archive_name}{MEMBER_SEPARATOR}{f.member}" for f in unpacked.files}
+
+
+# -- series ---------------------------------------------------------------------------------
+
+
+def _convert_series(
+    study: MosmedStudy,
+    names: dict[Path, str],
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams,
+    annotations: list[AnnotationFile],
+    result: CaseResult,
+    limits: InputLimits,
+) -> dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]]:
+    """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
+    scan = scan_files(sorted(names), limits, study.folder)
+    for skipped in scan.skipped:
+        _quarantine(
+            result,
+            names[skipped.path],
+            "not_dicom_image",
+            f"{skipped.reason}; ignored",
+        )
+    for error in scan.errors:
+        _record(result, error, root, names, table="series")
+    annotated = {
+        target
+        for ann in annotations
+        if (target := _match_series(ann, study, set(scan.series), _derived(scan.series))[0])
+        is not None
+    }
+    source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]  # discovery gives one of the two
+    converted: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
+    for uid in sorted(scan.series):
+        headers = scan.series[uid]
+        geometry = check_series(headers, tolerances(params))
+        row = _series_row(study.folder, uid, headers, geometry, source_path)
+        row["annotated"] = uid in annotated
+        where = _common_parent(names[h.path] for h in headers)
+        if geometry.localizers and geometry.slices:
+            _quarantine(
+                result,
+                where,
+                "localizer_removed",
+                f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
+                f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
+                table="series",
+            )
+        grid = _tilt_grid(geometry, params)
+        shape = grid.shape if grid is not None else geometry.shape
+        voxels = shape and int(np.prod(shape, dtype=np.int64))
+        too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
+        if too_large:
+            _quarantine(
+                result,
+                where,
+                "too_large",
+                f"series {uid} has {voxels} voxels {shape} (expected at most "
+                f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
+                table="series",
+                fix="raise the limit if the series is real",
+            )
+            row["problems"] = f"too large: {voxels} voxels"
+            grid = None
+        elif not geometry.is_volume:
+            done = (
+                f"resampled onto a regular unsheared grid ({', '.join(grid.corrections)}; "
+                "mosmed.tilt = correct)"
+                if grid is not None
+                else "not converted"
+            )
+            _quarantine(
+                result,
+                where,
+                f"series_{geometry.verdict}",
+                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
+                table="series",
+            )
+        if grid is not None:
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
+            try:
+                with blame(root / where, f"resampling series {uid}"):
+                    digest, lo, hi = _write_corrected_store(
+                        store, geometry, grid, volumes, study.folder, uid
+                    )
+            except InputError as e:
+                _record(result, e, root, names, table="series")
+                row["problems"] += f"; pixel data: {e.problem}"
+                grid = None
+            else:
+                result.stores_written += 1
+                row.update(
+                    store_path=relative(store, out),
+                    voxel_xxh3=digest,
+                    hu_min=lo,
+                    hu_max=hi,
+                    affine=[float(v) for v in grid.affine.reshape(-1)],
+                    spacing_slice_mm=grid.slice_mm,
+                    correction=",".join(grid.corrections),
+                    acquired_positions_mm=[
+                        float(v) for v in (grid.acquired_positions() * [-1, -1, 1]).reshape(-1)
+                    ],
+                )
+        elif geometry.is_volume and not too_large:
+            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
+            try:
+                with blame(root / where, f"converting series {uid}"):
+                    digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
+            except InputError as e:
+                _record(result, e, root, names, table="series")
+                row["problems"] = f"pixel data: {e.problem}"
+            else:
+                if lo == hi:
+                    slope = geometry.slices[0].slope
+                    _quarantine(
+                        result,
+                        where,
+                        "voxel_constant",
+                        f"series {uid}: every voxel is {lo:g} HU"
+                        + (" (RescaleSlope is 0)" if slope == 0 else "")
+                        + " (expected a CT with contrast); kept",
+                        table="series",
+                        fix="check the pixel data and the rescale tags",
+                    )
+                result.stores_written += 1
+                row.update(
+                    is_volume=True,
+                    store_path=relative(store, out),
+                    voxel_xxh3=digest,
+                    hu_min=lo,
+                    hu_max=hi,
+                    affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
+                )
+        converted[uid] = (geometry, row, grid)
+        result.add("series", row)
+    return converted
+
+
+def _common_parent(names: Iterator[str] | Any) -> str:
+    parts = [n.split("/")[:-1] for n in names]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return "/".join(common)
+
+
+def _series_row(
+    folder: str, uid: str, headers: list, geometry: SeriesGeometry, source_path: str
+) -> dict[str, Any]:
+    first = (geometry.slices or geometry.localizers)[0]
+    row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
+    row["series_uid_derived"] = first.uid_derived
+    row["source_path"] = source_path
+    for keyword, column in SERIES_TAGS.items():
+        value = first.attributes.get(keyword)
+        if column in _NUMERIC_TAGS:
+            try:
+                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]  # TypeError/ValueError caught below
+            except (TypeError, ValueError):
+                row[column] = None
+        else:
+            row[column] = None if value in (None, "") else str(value)
+    ps = geometry.pixel_spacing
+    checks = asdict(geometry.checks)
+    row.update(
+        transfer_syntax=first.transfer_syntax,
+        n_files=len(headers),
+        n_localizers=len(geometry.localizers),
+        n_slices=len(geometry.slices),
+        rows=first.rows,
+        columns=first.columns,
+        spacing_row_mm=ps[0] if ps else None,
+        spacing_col_mm=ps[1] if ps else None,
+        slice_step_mm=geometry.slice_step_mm,
+        spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
+        orientation=geometry.orientation,
+        affine=None,
+        tilt_deg=geometry.tilt_deg,
+        rescale_slope=first.slope,
+        rescale_intercept=first.intercept,
+        **checks,
+        missing_slices=geometry.missing_slices,
+        instance_order=geometry.instance_order,
+        verdict=geometry.verdict,
+        findings=",".join(geometry.findings),
+        is_volume=False,
+        problems="; ".join(geometry.problems),
+        correction=None,
+        acquired_positions_mm=None,
+        annotated=False,
+        store_path=None,
+        voxel_xxh3=None,
+        hu_min=None,
+        hu_max=None,
+    )
+    return row
+
+
+def _write_store(
+    store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
+) -> tuple[str, float, float]:
+    """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
+    attributes = {
+        "verse_etl": {
+            "source": SOURCE,
+            "folder": folder,
+            "series_uid": uid,
+            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]  # a clean volume: affine set
+            "orientation": geometry.orientation,
+            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]  # a clean volume: spacing set
+            "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
+            "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
+            "instance_numbers": [s.instance_number for s in geometry.slices],
+        }
+    }
+    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = SeriesReader(geometry.slices)
+        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+    return info.voxel_xxh3, hu.minimum, hu.maximum
+
+
+_CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})
+"""Findings that resampling corrects: everything else about the series must be clean. Missing
+slices are lost data, not geometry: they are reported, never interpolated over."""
+
+
+def _tilt_grid(geometry: SeriesGeometry, params: MosmedParams) -> TiltGrid | None:
+    """The regular grid a sheared or irregular series is resampled to, or None (clean volume,
+    another problem, or mosmed.tilt = report)."""
+    if params.tilt != "correct" or geometry.is_volume or len(geometry.slices) < 3:
+        return None
+    if not geometry.findings or not set(geometry.findings) <= _CORRECTABLE:
+        return None
+    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm, params.slice_tolerance_mm)
+    return grid if grid.corrections else None
+
+
+def _write_corrected_store(
+    store: Path,
+    geometry: SeriesGeometry,
+    grid: TiltGrid,
+    volumes: VolumeParams,
+    folder: str,
+    uid: str,
+) -> tuple[str, float, float]:
+    """Resample the series onto ``grid`` slab by slab into its store (:mod:`verse_etl.geometry.tilt`);
+    return the voxel digest and the HU range."""
+    # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
+    # decoding pass for it (a slice at a time), then the resampling pass.
+    fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    attributes = {
+        "verse_etl": {
+            "source": SOURCE,
+            "folder": folder,
+            "series_uid": uid,
+            "affine": [[float(v) for v in row] for row in grid.affine],
+            "orientation": geometry.orientation,
+            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]  # geometry checked: spacing set
+            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
+            "columns along the row cosines, slices along the normal (no shear); affine maps "
+            "them to RAS+ mm",
+            "correction": list(grid.corrections),
+            "acquired_offset_px": list(grid.offset_px),
+        }
+    }
+    low, high = [np.inf], [-np.inf]
+
+    def hu_range(_k0: int, slab: np.ndarray) -> None:
+        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
+
+    slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
+    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
+        info = writer.write_array(
+            IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
+        )
+    return info.voxel_xxh3, float(low[0]), float(high[0])
+
+
+# -- annotations ----------------------------------------------------------------------------
+
+
+def _read_annotations(
+    study: MosmedStudy, root: Path, result: CaseResult, limits: InputLimits
+) -> list[AnnotationFile]:
+    """Parse every annotation file of the study; keep one per release (exact identifiers win)."""
+    parsed: list[AnnotationFile] = []
+    old_folders = {m.old_folder for m in study.id_mappings if m.folder == study.folder}
+    for path in study.annotations:
+        rel = relative(path, root)
+        try:
+            with blame(path, "reading the annotation"):
+                ann = read_annotation(path, limits)
+        except InputError as e:
+            _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            continue
+        for problem in ann.problems:
+            _quarantine(
+                result, rel, problem.check, problem.problem, "mosmed_vertebrae", problem.fix
+            )
+        if ann.folder != path.stem:
+            _quarantine(
+                result,
+                rel,
+                "annotation_folder",
+                f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
+                table="mosmed_vertebrae",
+                fix="rename the file or fix its Folder",
+            )
+            continue
+        if ann.folder != study.folder and ann.folder not in old_folders:
+            _quarantine(
+                result,
+                rel,
+                "annotation_folder",
+                f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
+                table="mosmed_vertebrae",
+                fix="check mosmed.id_mapping",
+            )
+            continue
+        parsed.append(ann)
+    kept: list[AnnotationFile] = []
+    for release in ("v1", "v2"):
+        same = sorted(
+            (a for a in parsed if a.release == release),
+            key=lambda a: (a.folder != study.folder, str(a.path)),
+        )
+        kept.extend(same[:1])
+        for extra in same[1:]:
+            _quarantine(
+                result,
+                relative(extra.path, root),
+                "annotation_duplicate",
+                f"a second {release} annotation of study {study.folder} (kept "
+                f"{relative(same[0].path, root)}); {len(extra.vertebrae)} vertebrae left out",
+                table="mosmed_vertebrae",
+                fix="remove one of the files",
+            )
+    return kept
+
+
+def _match_series(
+    ann: AnnotationFile, study: MosmedStudy, uids: set[str], derived: dict[str, int] | None = None
+) -> tuple[str | None, str]:
+    """The study's series an annotation refers to, and how: ``exact`` ids, ``mapping`` (older
+    ids), or ``folder``: the study's files carry no UIDs (``derived``: derived UID -> image
+    count, :mod:`verse_etl.io.series_identity`) and exactly one such series holds every slice
+    the annotation points at."""
+    exact_folder = ann.folder == study.folder
+    if ann.series_uid in uids:
+        return ann.series_uid, "exact" if exact_folder else "mapping"
+    for m in study.id_mappings:
+        if m.old_series_uid == ann.series_uid and m.folder == study.folder and m.series_uid in uids:
+            return m.series_uid, "mapping"
+    if derived and ann.vertebrae:
+        last_k = max(p[2] for v in ann.vertebrae for p in v.points)
+        fits = sorted(uid for uid, n in derived.items() if n > last_k)
+        if len(fits) == 1:
+            return fits[0], "folder"
+    return None, "exact" if exact_folder else "mapping"
+
+
+def _derived(series: dict[str, list[Any]]) -> dict[str, int]:
+    """Derived UID -> images that are not localizers, for the series without UIDs."""
+    return {
+        uid: sum(not h.is_localizer for h in headers)
+        for uid, headers in series.items()
+        if headers and headers[0].uid_derived
+    }
+
+
+def _add_vertebrae(
+    result: CaseResult,
+    study: MosmedStudy,
+    annotations: list[AnnotationFile],
+    series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]],
+    root: Path,
+    params: MosmedParams,
+) -> None:
+    rows_by_release: dict[str, list[dict[str, Any]]] = {}
+    for ann in annotations:
+        rel = relative(ann.path, root)
+        if not series:
+            if study.has_images:
+                _quarantine(
+                    result,
+                    rel,
+                    "series_missing",
+                    f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
+                    "vertebrae left out",
+                    table="mosmed_vertebrae",
+                )
+            continue
+        derived = {
+            uid: len(geometry.slices)
+            for uid, (geometry, row, _) in series.items()
+            if row["series_uid_derived"]
+        }
+        uid, id_match = _match_series(ann, study, set(series), derived)
+        if uid is None:
+            _quarantine(
+                result,
+                rel,
+                "series_missing",
+                f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
+                f"{' (nor a mapped one)' if study.id_mappings else ''}; "
+                f"{len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+            )
+            continue
+        geometry, series_row, grid = series[uid]
+        if series_row["store_path"] is None:
+            _quarantine(
+                result,
+                rel,
+                "series_not_volume",
+                f"series {uid} was not converted ({series_row['verdict']}: "
+                f"{series_row['problems']}); {len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+            )
+            continue
+        try:
+            store_slice_index(0.0, geometry)
+        except ValueError as e:
+            _quarantine(
+                result,
+                rel,
+                "instance_order",
+                f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",
+                table="mosmed_vertebrae",
+                fix="the annotation's k (InstanceNumber order) needs unique, monotonic "
+                "InstanceNumbers",
+            )
+            continue
+        rows = [
+            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
+            for v in ann.vertebrae
+        ]
+        rows_by_release[ann.release] = rows
+    v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
+    same_reader: dict[str, str] = {}
+    if v1 and v2 and _uid(v1) == _uid(v2):
+        pairs = _expert_pairs(v1, v2)
+        same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
+        for pair in pairs:
+            result.add("mosmed_expert_pairs", pair)
+    # A level given twice by one v2 expert is an error of that file (quarantined by the table
+    # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
+    counts = Counter((r["expert"], r["level"]) for r in v2)
+    labelled = [
+        r
+        for r in v2
+        if r["level"] is not None
+        and counts[(r["expert"], r["level"])] == 1
+        and r["series_uid"] == _uid(v1)
+    ]
+    if v1 and labelled:
+        found = levels_from_reference(
+            np.array([_centre(r) for r in v1]),
+            [_mean_height(r) for r in v1],
+            [r["expert"] for r in v1],
+            np.array([_centre(r) for r in labelled]),
+            [r["level"] for r in labelled],
+            [r["expert"] for r in labelled],
+            same_reader=same_reader,
+            points=np.array([_voxels(r) for r in v1]),
+            ref_points=np.array([_voxels(r) for r in labelled]),
+        )
+        for row, (level, source) in zip(v1, found, strict=True):
+            row["level"], row["level_source"] = level, source
+    for rows in (v1, v2):
+        _grade(rows, params)
+        for row in rows:
+            result.add("mosmed_vertebrae", row)
+
+
+def _uid(rows: list[dict[str, Any]]) -> str | None:
+    return rows[0]["series_uid"] if rows else None
+
+
+def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
+    by_release = []
+    for rows in (v1, v2):
+        experts: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            experts.setdefault(row["expert"], []).append(row)
+        by_release.append(experts)
+    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
+    return [
+        {
+            "folder": v1[0]["folder"],
+            "series_uid": v1[0]["series_uid"],
+            **asdict(pair),
+            "annotation_path_v1": v1[0]["annotation_path"],
+            "annotation_path_v2": v2[0]["annotation_path"],
+        }
+        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
+    ]
+
+
+def _voxels(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
+
+
+def _world(row: dict[str, Any]) -> np.ndarray:
+    return np.array([[row[f"{p}_{a}_mm"] for a in ("x", "y", "z")] for p in POINT_NAMES])
+
+
+def _centre(row: dict[str, Any]) -> np.ndarray:
+    return _world(row).mean(axis=0)
+
+
+def _mean_height(row: dict[str, Any]) -> float:
+    return float(np.mean([row["height_ant_mm"], row["height_mid_mm"], row["height_post_mm"]]))
+
+
+def _vertebra_row(
+    ann: AnnotationFile,
+    vertebra: Any,
+    uid: str,
+    id_match: str,
+    rel: str,
+    geometry: SeriesGeometry,
+    series_row: dict[str, Any],
+    grid: TiltGrid | None = None,
+) -> dict[str, Any]:
+    points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
+    shape = geometry.shape
+    if grid is None:
+        slices = store_slice_index(points[:, 2], geometry)
+        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]  # a clean volume: affine set
+    else:
+        # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
+        # slice was acquired (IPP interpolated between slices), not on the resampled grid.
+        order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
+        world = grid.acquired_world(points, order)
+        slices = grid.store_index(world)[:, 2]
+        shape = grid.shape
+    h_a, h_m, h_p = heights_mm(world)
+    row: dict[str, Any] = {
+        "folder": series_row["folder"],
+        "series_uid": uid,
+        "release": ann.release,
+        "expert": vertebra.expert,
+        "vertebra_index": vertebra.index,
+        "level": vertebra.level,
+        "level_source": "annotation" if vertebra.level else None,
+        "id_match": id_match,
+        "annotation_path": rel,
+        "store_path": series_row["store_path"],
+        "series_rows": shape[0],
+        "series_columns": shape[1],
+        "series_slices": shape[2],
+    }
+    for i, name in enumerate(POINT_NAMES):
+        row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
+        row[f"{name}_slice"] = float(slices[i])
+        row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
+    ratios = deformity_ratios(h_a, h_m, h_p)
+    row.update(
+        height_ant_mm=h_a,
+        height_mid_mm=h_m,
+        height_post_mm=h_p,
+        wedge_ratio=ratios["wedge"],
+        biconcave_ratio=ratios["biconcave"],
+        deformity_ratio=ratios["deformity"],
+        crush_ratio=None,
+        genant_grade=_UNGRADED,
+    )
+    return row
+
+
+def _grade(rows: list[dict[str, Any]], params: MosmedParams) -> None:
+    """Crush ratios (neighbours of the same expert) and Genant grades, in place."""
+    by_expert: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_expert.setdefault(row["expert"], []).append(row)
+    for row in rows:
+        own = by_expert[row["expert"]]
+        if row["level"] is not None:
+            at = LEVELS.index(row["level"])
+            neighbours = [
+                r for r in own if r["level"] is not None and abs(LEVELS.index(r["level"]) - at) == 1
+            ]
+        else:
+            neighbours = [r for r in own if abs(r["vertebra_index"] - row["vertebra_index"]) == 1]
+        row["crush_ratio"] = crush_ratio(
+            row["height_post_mm"], [r["height_post_mm"] for r in neighbours]
+        )
+        ratio = grade_ratio(
+            {
+                "deformity": row["deformity_ratio"],
+                "wedge": row["wedge_ratio"],
+                "biconcave": row["biconcave_ratio"],
+                "crush": row["crush_ratio"],
+            },
+            params.genant,
+        )
+        row["genant_grade"] = _UNGRADED if ratio is None else genant_grade(ratio, params.genant)

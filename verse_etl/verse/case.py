@@ -1,0 +1,659 @@
+"""Build one VerSe scan: CT and mask to a Zarr store; header, intensity, label and centroid rows.
+
+Everything is computed in one streaming pass over each file: the CT's exact HU histogram while
+its slabs go to the store, and the mask's label statistics (counts, bounding boxes, centres of
+mass, connected components) while it is read in thin slabs of at most :data:`MASK_SLAB_BYTES`,
+converted to uint8 and regrouped into the store's slab depth. A 512x512x229 float64 mask (480 MB
+whole) is never in memory at once (``benchmarks/label_stats.py`` measures it).
+
+What is a check of a table (labels in the label map, islands, centroids inside the volume,
+cranio-caudal order, mask vs centroid labels) is a pandera check in ``schemas/``; what makes the
+scan unusable (unreadable file, image and mask on different grids, a float mask holding
+non-integer values) rejects the scan here with one quarantine record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from verse_etl.cases.hashing import case_code_identity, fingerprint
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    discovery_result,
+    load_cached,
+    write_text_atomic,
+)
+from verse_etl.cases.seal import seal_case
+from verse_etl.cases.stat_cache import DigestCache
+from verse_etl.errors import InputError, blame, is_transient, output_trouble
+from verse_etl.geometry.affines import apply_affine
+from verse_etl.geometry.reorient import AxisMap, axis_map, iter_aligned_slabs
+from verse_etl.io.files import SourceFile
+from verse_etl.io.json_files import read_json
+from verse_etl.io.nifti import (
+    NiftiInfo,
+    NiftiVoxelReader,
+    header_matches_data,
+    iter_nifti_slabs,
+    read_nifti_info,
+)
+from verse_etl.levels import VERSE_LEVELS
+from verse_etl.params import CheckParams, InputLimits, VolumeParams
+from verse_etl.paths import case_result_path, digest_cache_path, verse_store_path
+from verse_etl.sources.verse import VerseScan, VerseSources
+from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
+from verse_etl.stores.label_stats import LabelStatistics, LabelSummary
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
+from verse_etl.verse.centroids import Centroid, CentroidFile, read_centroids
+from verse_etl.verse.fracture_grades import fracture_grades_result
+
+SOURCE = "verse"
+MASK_SLAB_BYTES = 16 << 20
+"""Most bytes of source mask read at once (16 MiB: 8 slices of a 512x512 float64 mask)."""
+
+
+def build_verse_scan(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams | None = None,
+    store_exists: Callable[[Path], bool] = Path.exists,
+    rehash: bool = False,
+) -> CaseResult:
+    """Convert one scan and return its rows; reuse the saved result if nothing changed.
+
+    Parameters
+    ----------
+    scan
+        The scan's files, as discovered.
+    root
+        VerSe source root (paths in the tables are relative to it).
+    out
+        Build root.
+    volumes
+        Zarr layout.
+    checks
+        Check parameters (``min_island_voxels``, ``geometry_tolerance_mm``); defaults if None.
+    store_exists
+        Whether the saved result's store is still there (an object store's check for builds
+        published to a URL; see :mod:`verse_etl.publish.staging`).
+    rehash
+        Read and hash every source file; else a file whose stat is unchanged since it was
+        hashed keeps its digest (:mod:`verse_etl.cases.stat_cache`).
+
+    Returns
+    -------
+    CaseResult
+        Rows for ``scans`` and ``vertebrae``, and quarantine records. Any :class:`InputError`
+        that makes the scan unusable quarantines the case (one record naming file and reason);
+        other cases are unaffected.
+    """
+    checks = checks or CheckParams()
+    return seal_case(
+        lambda: _build_scan(scan, root, out, volumes, checks, store_exists, rehash),
+        SOURCE,
+        scan.scan_id,
+        scan.ct,
+        root,
+        out,
+        "scans",
+    )
+
+
+def _build_scan(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+    store_exists: Callable[[Path], bool],
+    rehash: bool,
+) -> CaseResult:
+    cache = case_result_path(out, SOURCE, scan.scan_id)
+    digests = DigestCache(digest_cache_path(out, SOURCE, scan.scan_id), rehash)
+    try:
+        hashes = {f.relative(root): digests.sha256(f) for f in scan.files}
+    except (InputError, OSError) as e:
+        if is_transient(e) or output_trouble(e):
+            raise
+        # Saved (with no fingerprint, so the next build tries again) like every other result:
+        # the tables are assembled from the saved results, and the record must reach them.
+        error = e if isinstance(e, InputError) else _unreadable(scan, e)
+        result = _rejected(scan, root, error, "")
+        write_text_atomic(cache, result.to_json())
+        return result
+    digests.save()  # out of the try: a failed write is the output's trouble, not the input's
+    identity = {
+        "patient_id": scan.patient_id,
+        "release": scan.release,
+        "split": scan.split,
+        "direction": scan.direction,
+        "layout": scan.layout,
+        "centroid_format": scan.centroid_format,
+        "other_copies": [c.relative(root) for c in scan.other_copies],
+    }
+    case_checks = {
+        "min_island_voxels": checks.min_island_voxels,
+        "geometry_tolerance_mm": checks.geometry_tolerance_mm,
+        "limits": checks.limits,
+        # Masks in another orientation on the same grid are aligned, no longer rejected: a
+        # saved rejection from before must not be reused.
+        "mask_alignment": "axis-map-1",
+    }
+    key = fingerprint(
+        case_code_identity("verse_etl.verse.case"), hashes, volumes, identity, case_checks
+    )
+    store = verse_store_path(out, scan.scan_id, key)
+    cached = load_cached(cache, key)
+    # A cached rejection has no store; a cached success needs its store to still be there.
+    if cached is not None and (store_exists(store) or not cached.rows.get("scans")):
+        return cached
+    try:
+        result = _convert(scan, root, out, volumes, checks, hashes, key)
+    except InputError as e:
+        if is_transient(e):
+            raise
+        result = _rejected(scan, root, e, key)
+    write_text_atomic(cache, result.to_json())
+    return result
+
+
+def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path) -> CaseResult:
+    """Quarantine records (severity warn) naming every dropped duplicate and the copy kept."""
+    result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
+    for dropped, kept in pairs:
+        path = dropped.ct.relative(root)
+        result.quarantine.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=dropped.scan_id,
+                table="scans",
+                file=path,
+                check="duplicate_scan",
+                reason=f"{path}: scan {dropped.scan_id} ({dropped.release}, {dropped.layout} "
+                f"layout) is also in {kept.release} ({kept.layout} layout) as "
+                f"{kept.ct.relative(root)}; that copy was kept, this one left out",
+            )
+        )
+    return result
+
+
+def source_results(
+    found: VerseSources, root: Path, scans: list[CaseResult], out: Path
+) -> list[CaseResult]:
+    """What a VerSe source gives beyond its scans, once they are built.
+
+    The copies of scans left out (:func:`duplicate_scans_result`), the files discovery could not
+    use (:func:`~verse_etl.cases.records.discovery_result`) and the VerSe'19 fracture grades, joined to ``scans``; each
+    only where there is something to say. The caller saves them beside the scans' results.
+    """
+    results = [duplicate_scans_result(list(found.duplicates), root)] if found.duplicates else []
+    results += [discovery_result(SOURCE, found.problems, root)] if found.problems else []
+    if found.grade_tables:
+        results.append(fracture_grades_result(found.grade_tables, root, scans, out))
+    return results
+
+
+def _unreadable(scan: VerseScan, error: OSError) -> InputError:
+    return InputError(
+        getattr(error, "filename", None) or scan.ct,
+        f"cannot read ({error})",
+        "check the file's permissions and the disk",
+        check="read",
+    )
+
+
+def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseResult:
+    result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
+    result.quarantine.append(
+        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table="scans")
+    )
+    return result
+
+
+def _flag(result: CaseResult, scan: VerseScan, root: Path, error: InputError, table: str) -> None:
+    """Record a problem with one file that does not stop the scan."""
+    result.quarantine.append(
+        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table=table)
+    )
+
+
+def _convert(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+    hashes: dict[str, str],
+    key: str,
+) -> CaseResult:
+    result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
+    with blame(scan.ct, "reading the CT header"):
+        ct = read_nifti_info(scan.ct, checks.limits)
+    with blame(scan.mask or scan.ct, "reading the mask header"):
+        mask = read_nifti_info(scan.mask, checks.limits) if scan.mask else None
+    aligned = _align_mask(scan, root, result, ct, mask, checks) if mask is not None else None
+    centroids = _read_centroids(scan, ct, root, result, checks.limits)
+    sidecar = _read_sidecar(scan, root, result, checks.limits)
+    points = [c.voxel for c in centroids.centroids] if centroids else []
+    hu = HuHistogram()
+    stats = LabelStatistics(ct.shape, probes=points)
+    depth = layout(ct.shape, volumes)[1][2]
+    store = verse_store_path(out, scan.scan_id, key)
+
+    def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
+        assert mask is not None
+        thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
+        slabs = (
+            iter_aligned_slabs(mask.path, aligned, ct.shape, min(thin, depth))  # type: ignore[arg-type]  # shape of 3 (a NIfTI volume)
+            if aligned is not None
+            else iter_nifti_slabs(mask, min(thin, depth))
+        )
+        labels = as_labels(slabs, mask.path)  # type: ignore[arg-type]  # both readers yield (k0, slab)
+        for k0, slab in labels:
+            stats.add(k0, slab)
+            yield k0, slab
+
+    with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
+        # The reader decodes straight into the writer's staging rows (no copy on this thread).
+        reader = NiftiVoxelReader(ct)
+        # The HU histogram is counted chunk by chunk as the encoder threads gather them.
+        with blame(scan.ct, "converting the CT"):
+            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
+        mask_array = None
+        if mask is not None:
+            with blame(mask.path, "converting the mask"):
+                mask_array = writer.write_array(
+                    LABELS_PATH,
+                    ct.shape,
+                    np.dtype(np.uint8),
+                    regroup_slabs(mask_slabs(), ct.shape, depth),
+                    attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
+                    label_names=VERSE_LEVELS,
+                )
+    result.stores_written = 1
+    for check, problem in voxel_findings(ct, hu):
+        _flag(result, scan, root, InputError(scan.ct, problem, check=check), "scans")
+
+    summaries = stats.result() if mask is not None else {}
+    probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
+    _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
+    _add_scan(
+        result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
+        ct_array.voxel_xxh3, mask_array.voxel_xxh3 if mask_array else None,
+        ct_array.verified and (mask_array is None or mask_array.verified),
+    )  # fmt: skip
+    return result
+
+
+def voxel_findings(ct: NiftiInfo, hu: HuHistogram) -> list[tuple[str, str]]:
+    """Voxel sanity of a converted CT, from the statistics gathered while it streamed.
+
+    Returns ``(check, problem)`` pairs: ``voxel_nonfinite`` (NaN or infinite voxels: a float CT
+    holding them, or an ``scl_slope``/``scl_inter`` that overflows float32) and
+    ``voxel_constant`` (every voxel the same value). The scan is kept; the check's mode decides
+    whether the build fails.
+    """
+    findings = []
+    scaling = (
+        f"; scl_slope {ct.scl_slope:g} and scl_inter {ct.scl_inter:g} scale the stored "
+        f"{ct.dtype.newbyteorder('=').name} values to float32"
+        if ct.scaled
+        else ""
+    )
+    if hu.nonfinite:
+        findings.append(
+            (
+                "voxel_nonfinite",
+                f"{hu.nonfinite} of {hu.nonfinite + hu.n} voxels are NaN or infinite{scaling} "
+                "(expected finite CT values); kept, HU statistics use the finite ones",
+            )
+        )
+    if hu.n and hu.minimum == hu.maximum:
+        findings.append(
+            (
+                "voxel_constant",
+                f"every finite voxel is {hu.minimum:g}{scaling} (expected a CT with contrast); "
+                "kept",
+            )
+        )
+    return findings
+
+
+def regroup_slabs(
+    slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, int], depth: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Regroup thin uint8 slabs into slabs of ``depth`` slices (the last may be thinner).
+
+    The yielded array is one reused Fortran-ordered buffer, valid until the next iteration.
+
+    Examples
+    --------
+    >>> thin = ((k, np.full((2, 2, 1), k, np.uint8)) for k in range(5))
+    >>> [(k0, s[0, 0].tolist()) for k0, s in regroup_slabs(thin, (2, 2, 5), 2)]
+    [(0, [0, 1]), (2, [2, 3]), (4, [4])]
+    """
+    buffer = np.empty((shape[0], shape[1], depth), dtype=np.uint8, order="F")
+    filled = start = 0
+    for _, slab in slabs:
+        position = 0
+        while position < slab.shape[2]:
+            take = min(depth - filled, slab.shape[2] - position)
+            buffer[:, :, filled : filled + take] = slab[:, :, position : position + take]
+            filled, position = filled + take, position + take
+            if filled == depth:
+                yield start, buffer
+                start, filled = start + depth, 0
+    if filled:
+        yield start, buffer[:, :, :filled]
+
+
+def _read_centroids(
+    scan: VerseScan, ct: NiftiInfo, root: Path, result: CaseResult, limits: InputLimits
+) -> CentroidFile | None:
+    if scan.centroids is None:
+        return None
+    try:
+        with blame(scan.centroids, "reading the centroid file"):
+            parsed = read_centroids(
+                scan.centroids, ct.shape, ct.affine, ct.orientation, scan.centroid_format, limits
+            )
+    except InputError as e:
+        # The CT and mask are still good: keep the scan, report the file, list no centroids.
+        _flag(result, scan, root, e, "vertebrae")
+        return None
+    path = scan.centroids.relative(root)
+    for note in parsed.skipped:
+        check = "centroid_nan" if "NaN" in note else "centroid_subregion"
+        result.quarantine.append(
+            QuarantineRecord(
+                source=SOURCE,
+                case_id=scan.scan_id,
+                table="vertebrae",
+                file=path,
+                check=check,
+                reason=f"{path}: {note}; the entry is left out",
+            )
+        )
+    return parsed
+
+
+def _world(affine: np.ndarray, voxel: tuple[float, float, float]) -> list[float]:
+    return [float(v) for v in apply_affine(affine, [voxel])[0]]
+
+
+def _add_vertebrae(
+    result: CaseResult,
+    scan: VerseScan,
+    ct: NiftiInfo,
+    summaries: dict[int, LabelSummary],
+    centroids: CentroidFile | None,
+    probed: list[int | None],
+    min_island_voxels: int,
+) -> None:
+    """One row per centroid entry, plus one per mask label without a centroid.
+
+    A label listed twice in the centroid file gives two rows, which the table's uniqueness
+    check then rejects, naming both.
+    """
+    entries: list[tuple[int, Centroid | None, int | None]] = []
+    listed = set()
+    for centroid, at in zip(centroids.centroids if centroids else (), probed, strict=True):
+        entries.append((centroid.label, centroid, at))
+        listed.add(centroid.label)
+    entries += [(label, None, None) for label in summaries if label not in listed]
+    voxel_mm3 = float(abs(np.linalg.det(ct.affine[:3, :3])))
+    for label, c, at in sorted(entries, key=lambda e: e[0]):
+        s = summaries.get(label)
+        inside = c is not None and all(-0.5 <= c.voxel[t] <= ct.shape[t] - 0.5 for t in range(3))
+        com = _world(ct.affine, s.centre_of_mass) if s else [None, None, None]
+        islands = [n for n in s.component_sizes if n < min_island_voxels] if s else []
+        result.add(
+            "vertebrae",
+            {
+                "scan_id": scan.scan_id,
+                "label": label,
+                "level": VERSE_LEVELS.get(label, f"label{label}"),
+                "in_mask": s is not None,
+                "in_centroids": c is not None,
+                "centroid_i": c.voxel[0] if c else None,
+                "centroid_j": c.voxel[1] if c else None,
+                "centroid_k": c.voxel[2] if c else None,
+                "centroid_x_mm": c.world[0] if c else None,
+                "centroid_y_mm": c.world[1] if c else None,
+                "centroid_z_mm": c.world[2] if c else None,
+                "centroid_in_volume": inside,
+                "mask_label_at_centroid": at if inside else None,
+                "mask_voxels": s.voxels if s else 0,
+                "volume_mm3": (s.voxels if s else 0) * voxel_mm3,
+                "bbox_i_min": s.bbox_min[0] if s else None,
+                "bbox_i_max": s.bbox_max[0] if s else None,
+                "bbox_j_min": s.bbox_min[1] if s else None,
+                "bbox_j_max": s.bbox_max[1] if s else None,
+                "bbox_k_min": s.bbox_min[2] if s else None,
+                "bbox_k_max": s.bbox_max[2] if s else None,
+                "com_x_mm": com[0],
+                "com_y_mm": com[1],
+                "com_z_mm": com[2],
+                "n_components": len(s.component_sizes) if s else 0,
+                "n_islands": len(islands),
+                "island_voxels": int(sum(islands)),
+            },
+        )
+
+
+def _add_scan(
+    result: CaseResult,
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    ct: NiftiInfo,
+    mask: NiftiInfo | None,
+    hashes: dict[str, str],
+    hu: HuHistogram,
+    sidecar: dict[str, Any],
+    centroids: CentroidFile | None,
+    summaries: dict[int, LabelSummary],
+    store: Path,
+    ct_voxel_xxh3: str,
+    mask_voxel_xxh3: str | None,
+    store_verified: bool,
+) -> None:
+    ct_rel = scan.ct.relative(root)
+    mask_rel = scan.mask.relative(root) if scan.mask else None
+    result.add(
+        "scans",
+        {
+            "scan_id": scan.scan_id,
+            "patient_id": scan.patient_id,
+            "release": scan.release,
+            "split": scan.split,
+            "layout": scan.layout,
+            "direction": scan.direction,
+            "ct_path": ct_rel,
+            "ct_sha256": hashes[ct_rel],
+            "mask_path": mask_rel,
+            "mask_sha256": hashes[mask_rel] if mask_rel else None,
+            "centroids_path": scan.centroids.relative(root) if scan.centroids else None,
+            "centroids_sha256": hashes[scan.centroids.relative(root)] if scan.centroids else None,
+            "centroid_format": scan.centroid_format if scan.centroids else None,
+            "centroid_axes": centroids.direction if centroids else None,
+            "sidecar_path": scan.sidecar.relative(root) if scan.sidecar else None,
+            "other_copies": "; ".join(c.relative(root) for c in scan.other_copies) or None,
+            "shape_i": ct.shape[0],
+            "shape_j": ct.shape[1],
+            "shape_k": ct.shape[2],
+            "dtype": ct.dtype.newbyteorder("=").name,
+            "mask_dtype": mask.dtype.newbyteorder("=").name if mask else None,
+            "spacing_i_mm": ct.spacing_mm[0],
+            "spacing_j_mm": ct.spacing_mm[1],
+            "spacing_k_mm": ct.spacing_mm[2],
+            "affine": [float(v) for v in ct.affine.reshape(-1)],
+            "orientation": ct.orientation,
+            "qform_code": ct.qform_code,
+            "sform_code": ct.sform_code,
+            "hu_min": hu.minimum,
+            "hu_max": hu.maximum,
+            "hu_mean": hu.mean,
+            **{f"hu_p{q:02d}": hu.percentile(q) for q in PERCENTILES},
+            "kvp": sidecar.get("kvp"),
+            "manufacturer": sidecar.get("manufacturer"),
+            "model": sidecar.get("model"),
+            "n_mask_labels": len(summaries),
+            "n_centroids": len(centroids.centroids) if centroids else 0,
+            "store_path": store.relative_to(out).as_posix(),
+            "ct_voxel_xxh3": ct_voxel_xxh3,
+            "mask_voxel_xxh3": mask_voxel_xxh3,
+            "store_verified": store_verified,
+        },
+    )
+
+
+def _align_mask(
+    scan: VerseScan,
+    root: Path,
+    result: CaseResult,
+    ct: NiftiInfo,
+    mask: NiftiInfo,
+    checks: CheckParams,
+) -> AxisMap | None:
+    """None when the mask is on the CT's grid; the axis map when it is the same grid stored in
+    another orientation (VerSe'19 MICCAI verse201), recorded as ``mask_reoriented``.
+
+    Raises
+    ------
+    InputError
+        As :func:`check_same_grid` for any other mismatch.
+    """
+    try:
+        check_same_grid(ct, mask, checks.geometry_tolerance_mm)
+        return None
+    except InputError as e:
+        if e.check != "image_mask_geometry":
+            raise
+        found = axis_map(ct.affine, ct.shape, mask.affine, mask.shape, checks.geometry_tolerance_mm)
+        if found is None or found.is_identity:
+            raise
+    _flag(
+        result,
+        scan,
+        root,
+        InputError(
+            mask.path,
+            f"mask stored as {mask.orientation} {mask.shape}, CT as {ct.orientation} {ct.shape}: "
+            f"the same voxel grid up to axis order and flips ({found.describe()}); the mask "
+            "was aligned to the CT's axes voxel for voxel (no resampling) and built",
+            "nothing to do; store the mask in the CT's orientation to silence this",
+            check="mask_reoriented",
+        ),
+        "scans",
+    )
+    return found
+
+
+def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None:
+    """Refuse a mask that is not on the CT's voxel grid.
+
+    The affines are compared by where they put the corners of the volume (a rotation error
+    shows up in millimetres, like a translation), within ``tolerance_mm``.
+
+    Raises
+    ------
+    InputError
+        ``image_mask_geometry``: different shape, or a corner further than ``tolerance_mm``;
+        ``shape`` naming the CT (or mask) whose header shape does not fit its own voxel data,
+        when that is why the shapes differ.
+    """
+    if ct.shape != mask.shape:
+        for liar, other in ((ct, mask), (mask, ct)):
+            if header_matches_data(liar) is False and header_matches_data(other) is not False:
+                # The header that does not fit its own voxel data is the one at fault.
+                raise InputError(
+                    liar.path,
+                    f"header shape {liar.shape} of {liar.dtype} does not fit the file's voxel "
+                    f"data (expected {math.prod(liar.shape) * liar.dtype.itemsize} bytes; the "
+                    f"{'mask' if liar is mask else 'CT'} on the other side has shape "
+                    f"{other.shape})",
+                    "the header was edited or the file is damaged; re-download it",
+                    check="shape",
+                )
+        raise InputError(
+            mask.path,
+            f"mask shape {mask.shape} differs from the CT's (expected {ct.shape})",
+            "the mask belongs to another image or was cropped",
+            check="image_mask_geometry",
+        )
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (0, ct.shape[0] - 1)
+            for j in (0, ct.shape[1] - 1)
+            for k in (0, ct.shape[2] - 1)
+        ],
+        dtype=float,
+    )
+    gap = float(np.abs(apply_affine(ct.affine, corners) - apply_affine(mask.affine, corners)).max())
+    if gap > tolerance_mm:
+        raise InputError(
+            mask.path,
+            f"mask affine differs from the CT's by up to {gap:.3g} mm at the volume's corners "
+            f"(expected at most {tolerance_mm} mm; CT {ct.orientation} "
+            f"{ct.affine.round(3).tolist()}, mask {mask.orientation} "
+            f"{mask.affine.round(3).tolist()})",
+            "the mask belongs to another image, was resampled, or is stored in another "
+            "orientation; resample it onto the CT grid",
+            check="image_mask_geometry",
+        )
+
+
+def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
+    return {
+        "verse_etl": {
+            "source": SOURCE,
+            "scan_id": scan.scan_id,
+            "affine": [[float(v) for v in row] for row in ct.affine],
+            "orientation": ct.orientation,
+            "spacing_mm": list(ct.spacing_mm),
+            "axes": "NIfTI array axes as stored; affine maps (i, j, k) to RAS+ mm",
+        }
+    }
+
+
+def _read_sidecar(
+    scan: VerseScan, root: Path, result: CaseResult, limits: InputLimits
+) -> dict[str, Any]:
+    """Scanner fields of the ``_ct.json`` sidecar; a broken sidecar is reported, not fatal."""
+    if scan.sidecar is None:
+        return {}
+    try:
+        with blame(scan.sidecar, "reading the sidecar"):
+            data = _sidecar_fields(scan.sidecar, limits)
+    except InputError as e:
+        _flag(result, scan, root, e, "scans")
+        return {}
+    return data
+
+
+def _sidecar_fields(path: SourceFile, limits: InputLimits) -> dict[str, Any]:
+    data = read_json(path, limits, "sidecar", what="sidecar ")
+    if not isinstance(data, dict):
+        raise InputError(
+            path, f"sidecar must be a JSON object, got {type(data).__name__}", check="sidecar"
+        )
+    kvp = data.get("KVP")
+    try:
+        kvp = float(kvp) if kvp not in (None, "") else None
+    except (TypeError, ValueError):
+        kvp = None
+    return {
+        "kvp": kvp,
+        "manufacturer": data.get("Manufacturer"),
+        "model": data.get("ManufacturerModelName"),
+    }
