@@ -29,9 +29,13 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_API_KEY"):
     os.environ.pop(key, None)
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"verse-etl-tests-prefect-{WORKER}-")
-# pytest's own tmp_path folders stay where they were (kept after the run for a look).
+# pytest's own tmp_path folders stay where they were (kept after the run for a look). The
+# workers inherit the controller's TMPDIR: theirs go beside it in the system's temp folder, with
+# short names (Chromium's socket path under TMPDIR must fit in 108 bytes).
 os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
-os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"verse-etl-tests-tmp-{WORKER}-")
+os.environ["TMPDIR"] = tempfile.mkdtemp(
+    prefix=f"vet-{WORKER}-", dir=os.environ["PYTEST_DEBUG_TEMPROOT"]
+)
 tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 for key, value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
