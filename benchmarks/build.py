@@ -123,7 +123,7 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
         def verse(out: Path, ct=ct, mask=mask, name=scan.scan_id) -> None:
             with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=ct.affine) as writer:
                 reader = NiftiVoxelReader(ct)
-                writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader)
+                writer.write_reader(IMAGE_PATH, ct.shape, reader)
                 if mask is not None:
                     slabs = iter_nifti_slabs(mask, slab_depth(mask.shape, mask.dtype))
                     labels = as_labels(slabs, mask.path)
@@ -143,7 +143,7 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
             def series(out: Path, geometry=geometry, name=f"{study.folder}-{uid}") -> None:
                 with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=geometry.affine) as w:
                     reader = SeriesReader(geometry.slices)
-                    w.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader)
+                    w.write_reader(IMAGE_PATH, geometry.shape, reader)
 
             jobs.append(series)
     return jobs, voxels / MB
@@ -194,9 +194,9 @@ def library_build(params: object, workers: int) -> dict[str, float]:
     ``workers`` threads, what each source adds, the tables; wall seconds of each phase."""
     from verse_etl.flows.build import tables
 
+    from verse_etl.cases.outputs import save_case_result
     from verse_etl.mosmed.case import build_mosmed_study
     from verse_etl.mosmed.case import source_results as mosmed_results
-    from verse_etl.publish.outputs import save_case_result
     from verse_etl.report.page import write_report
     from verse_etl.sources.mosmed import discover_mosmed
     from verse_etl.sources.verse import discover_verse_sources

@@ -58,9 +58,9 @@ def generate(work: Path) -> None:
     """Write the NIfTI files and DICOM series once (kept in ``work`` between runs)."""
     import numpy as np
 
-    from verse_etl.sample.nifti import stored_affine, write_nifti_gz
-    from verse_etl.sample.phantom import iter_slabs
-    from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
+    from verse_etl_sample.nifti import stored_affine, write_nifti_gz
+    from verse_etl_sample.phantom import iter_slabs
+    from verse_etl_sample.verse import NOISE_HU, build_case_phantom, plan_cases
 
     for name, shape, spacing, mask_dtype in VOLUMES:
         path = work / f"{name}.nii.gz"
@@ -148,7 +148,7 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
         geometry = check_series(headers)
         with StoreWriter(out, volumes, {}, affine=geometry.affine) as writer:
             reader = SeriesReader(geometry.slices)
-            writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader)
+            writer.write_reader(IMAGE_PATH, geometry.shape, reader)
         return
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
@@ -174,9 +174,9 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
                 from verse_etl.stores.hu_histogram import HuHistogram
 
                 counts = HuHistogram()
-                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, statistics=counts)
+                writer.write_reader(IMAGE_PATH, info.shape, reader, statistics=counts)
             else:
-                writer.write_array(IMAGE_PATH, info.shape, reader.dtype, reader, on_slab=stats)
+                writer.write_reader(IMAGE_PATH, info.shape, reader, on_slab=stats)
 
 
 def run_naive(source: Path, out: Path) -> None:

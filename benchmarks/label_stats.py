@@ -52,7 +52,7 @@ def main() -> None:
 
     import numpy as np
 
-    from verse_etl.sample.verse import VerseCase, write_verse_case
+    from verse_etl_sample.verse import VerseCase, write_verse_case
 
     work = Path(tempfile.mkdtemp(prefix="verse-etl-labels-"))
     try:

@@ -67,8 +67,8 @@ def main() -> None:
 
     import numpy as np
 
-    from verse_etl.sample.edge_cases import pack_study
-    from verse_etl.sample.mosmed import write_mosmed_sample_study
+    from verse_etl_sample.edge_cases import pack_study
+    from verse_etl_sample.mosmed import write_mosmed_sample_study
 
     print(HOW)
     print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))

@@ -3,7 +3,8 @@ source ``.nii.gz``, and the light reader's import + first case, in one run.
 
 Generates a real-size phantom CT once (512x512x300 int16, gzip level 1 as nibabel writes, LPS
 axial, as ``benchmarks/convert.py`` does) and converts it with ``StoreWriter`` and the
-``params.yaml`` volumes settings, as the case builders do. Each variant then runs in its own
+``params.yaml`` volumes settings, in the store frame (superior, posterior, left), as the case
+builders do. Each variant then runs in its own
 child process, which prints patches per second (best of ``--repeat`` rounds) and its own peak
 RSS:
 
@@ -15,7 +16,8 @@ RSS:
                     (wall and CPU seconds: on a loaded machine the CPU time says what an idle
                     one would take; needs a build folder, e.g. data/build after `make run`)
 
-Patch positions are the same random draws for every variant (seed 0). The page cache holds the
+Patch positions are the same random draws for every variant (seed 0; the store's in its own
+axis order, a permutation of the source's). The page cache holds the
 files after the first round, as it would during training on a machine with enough memory.
 
     python benchmarks/read.py [--work /tmp/verse-etl-read] [--patches 200] [--repeat 3]
@@ -43,12 +45,13 @@ def generate(work: Path) -> tuple[Path, Path]:
     """The phantom CT (.nii.gz) and its store, made once and kept in ``work``."""
     import numpy as np
 
+    from verse_etl.geometry.store_frame import store_frame
     from verse_etl.io.nifti import NiftiVoxelReader, read_nifti_info
     from verse_etl.params import load_params
-    from verse_etl.sample.nifti import stored_affine, write_nifti_gz
-    from verse_etl.sample.phantom import iter_slabs
-    from verse_etl.sample.verse import NOISE_HU, build_case_phantom, plan_cases
     from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
+    from verse_etl_sample.nifti import stored_affine, write_nifti_gz
+    from verse_etl_sample.phantom import iter_slabs
+    from verse_etl_sample.verse import NOISE_HU, build_case_phantom, plan_cases
 
     work.mkdir(parents=True, exist_ok=True)
     nifti, store = work / "ct-512x512x300.nii.gz", work / "ct-512x512x300.zarr"
@@ -66,18 +69,19 @@ def generate(work: Path) -> tuple[Path, Path]:
     if not store.exists():
         info = read_nifti_info(nifti)
         volumes = load_params(ROOT / "params.yaml").build.volumes
-        with StoreWriter(store, volumes, {}, affine=info.affine) as writer:
-            writer.write_array(IMAGE_PATH, info.shape, info.dtype, NiftiVoxelReader(info))
+        frame = store_frame(info.affine, info.shape)
+        with StoreWriter(store, volumes, {}, affine=info.affine, frame=frame) as writer:
+            writer.write_reader(IMAGE_PATH, info.shape, NiftiVoxelReader(info))
     return nifti, store
 
 
-def offsets(n: int) -> list[tuple[int, int, int]]:
+def offsets(n: int, shape: tuple[int, ...] = SHAPE) -> list[tuple[int, int, int]]:
     import numpy as np
 
     from verse_etl.dataset import random_offset
 
     rng = np.random.default_rng(0)
-    return [random_offset(SHAPE, PATCH, rng) for _ in range(n)]
+    return [random_offset(shape, PATCH, rng) for _ in range(n)]
 
 
 def _peak_mb() -> float:
@@ -114,6 +118,7 @@ def child(variant: str, path: str, patches: int, repeat: int) -> None:
         from verse_etl.stores.volumes import IMAGE_PATH
 
         array = zarr.open_array(Path(path) / IMAGE_PATH, mode="r")
+        positions = offsets(patches, array.shape)
 
         def read(offset: tuple[int, int, int]) -> np.ndarray:
             return read_patch(array, offset, PATCH)

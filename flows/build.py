@@ -9,8 +9,13 @@ leaves artifacts in Prefect: ingest progress, the build summary, the quarantine 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +33,11 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ThreadPoolTaskRunner
+from verse_etl.flows import timing
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
+from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
 from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
@@ -40,7 +47,6 @@ from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
 from verse_etl.publish.card import write_card
 from verse_etl.publish.lock import workspace_lock
-from verse_etl.publish.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish.staging import (
     fetch_case_results,
@@ -49,12 +55,12 @@ from verse_etl.publish.staging import (
     publish_tables,
     run_case,
 )
-from verse_etl.publish.targets import is_url
 from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
+from verse_etl.targets import is_url
 from verse_etl.verse.case import build_verse_scan, source_results
 
 
@@ -86,7 +92,7 @@ _CASE_TASK: dict[str, Any] = {
 @task(name="verse-scan", task_run_name="verse-{scan.scan_id}", **_CASE_TASK)
 def verse_scan_task(scan: VerseScan, root: Path, work: Path, params: BuildParams) -> CaseResult:
     """Build one VerSe scan (and publish it when the build goes to a URL)."""
-    with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"):
+    with heartbeat(get_run_logger().info, f"verse {scan.scan_id}"), timing.COST.case_body():
         return run_case(
             lambda out, exists: build_verse_scan(
                 scan, root, out, params.volumes, params.checks, exists, params.rehash
@@ -103,7 +109,7 @@ def mosmed_study_task(
     study: MosmedStudy, root: Path, work: Path, params: BuildParams
 ) -> CaseResult:
     """Build one MosMed study (and publish it when the build goes to a URL)."""
-    with heartbeat(get_run_logger().info, f"mosmed {study.folder}"):
+    with heartbeat(get_run_logger().info, f"mosmed {study.folder}"), timing.COST.case_body():
         return run_case(
             lambda out, exists: build_mosmed_study(
                 study,
@@ -150,6 +156,7 @@ def _submit_source(source: str, params: BuildParams) -> _Submitted:
     if source == "verse":
         found = discover_verse_sources(root)
         run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
+        timing.COST.submitted = timing.COST.submitted or time.perf_counter()
         futures = [
             _Case(
                 run_scan.submit(scan, root, out, params),
@@ -167,6 +174,7 @@ def _submit_source(source: str, params: BuildParams) -> _Submitted:
     run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
+    timing.COST.submitted = timing.COST.submitted or time.perf_counter()
     futures = [
         _Case(
             run_study.submit(s, root, out, params),
@@ -281,6 +289,7 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
                 len(result.quarantine),
                 figures,
             )
+    timing.COST.collected = time.perf_counter()
     results: list[CaseResult] = []
     decisions: list[PruneDecision] = []
     derived_all: list[CaseResult] = []
@@ -332,6 +341,11 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
     A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
     are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.publish.pruning`).
     """
+    with timing.COST.body("flow run"):
+        return _ingest(sources, params)
+
+
+def _ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
     logger = get_run_logger()
     given = tuple(s for s in sources if getattr(params.sources, s))
     for source in sorted(set(sources) - set(given)):
@@ -417,7 +431,8 @@ def tables_task(params: BuildParams) -> BuildSummary:
     """Write the tables (see :func:`tables`) and leave the summary and quarantine as artifacts,
     also when records failed a ``raise`` check (the tables are written then too)."""
     try:
-        summary = tables(params)
+        with timing.COST.body("task runs"):
+            summary = tables(params)
     except BuildFailed:
         _table_artifacts(params, None)
         raise
@@ -428,26 +443,39 @@ def tables_task(params: BuildParams) -> BuildSummary:
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(out: Path) -> Path:
     """Draw the QC pictures and write the HTML build report."""
-    return write_report(out)
+    with timing.COST.body("task runs"):
+        return write_report(out)
 
 
 @flow(name="verse-etl-tables", flow_run_name=_run_name("tables"), validate_parameters=False)
 def tables_flow(params: BuildParams) -> BuildSummary:
     """Assemble, validate and write the tables from the saved case results (the DVC stage)."""
-    return tables_task(params)
+    with timing.COST.body("flow run"):
+        return _call_task(tables_task, params)
+
+
+def _call_task(task: Any, *args: Any) -> Any:
+    """Call a task in the flow's thread, its time around its body counted as Prefect's."""
+    with timing.COST.part("task runs"):
+        return task(*args)
 
 
 @flow(name="verse-etl-build", flow_run_name=_run_name("build"), validate_parameters=False)
 def build_dataset(params: BuildParams) -> BuildSummary:
     """Ingest every source, then write the tables and the report (``verse-etl build``)."""
-    ingested = ingest.fn(SOURCES, params)
-    summary = tables_task(params)
+    with timing.COST.body("flow run"):
+        return _build_dataset(params)
+
+
+def _build_dataset(params: BuildParams) -> BuildSummary:
+    ingested = _ingest(SOURCES, params)
+    summary = _call_task(tables_task, params)
     # The new tables are published: stores only the old ones pointed at can go now.
     logger = get_run_logger()
     for path in collect_garbage_after_switch(params):
         logger.info("%s: removed (no longer published)", path)
     if not is_url(params.out):  # the report reads the local build; a URL build has none
-        report_task(Path(params.out))
+        _call_task(report_task, Path(params.out))
     # Counted as the ingest counted them: cases (a task each); the source-level results computed
     # after them (fracture grades, ...) are logged apart, so the counts agree from start to end.
     cases = ingested.cases
@@ -473,6 +501,10 @@ def task_runner(
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        if os.environ.get("DASK_LOGGING__DISTRIBUTED") == "warning":
+            # The default of verse_etl.flows, also when Dask was imported before it was set.
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+
         if dask_address:
             return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(
@@ -485,6 +517,26 @@ def task_runner(
     raise VerseEtlError(f"unknown task runner {runner!r} (expected threads or dask)")
 
 
+@contextlib.contextmanager
+def _costed(command: str) -> Iterator[None]:
+    """Around a command's flow on the API: the flow run timed, then Prefect's queued logs and
+    events sent (timed, instead of at exit); the cost line logged even when the flow failed."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    timing.COST.new_run()
+    patience = 5.0  # stopped (Ctrl-C) or failed: do not keep the user waiting on the API
+    try:
+        with timing.COST.part("flow run"):
+            yield
+        patience = 30.0
+    finally:
+        with timing.COST.part("flush"):
+            APILogWorker.drain_all(timeout=patience, at_exit=False)
+            EventsWorker.drain_all(timeout=patience, at_exit=False)
+        print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
+
+
 def run_build(
     params: BuildParams, runner: str = "threads", dask_address: str | None = None, wait: float = 0.0
 ) -> BuildSummary:
@@ -494,9 +546,11 @@ def run_build(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        return build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))(
-            params
+        flow_with_runner = build_dataset.with_options(
+            task_runner=task_runner(params, runner, dask_address)
         )
+        with _costed("build"):
+            return flow_with_runner(params)
 
 
 def run_ingest(
@@ -512,12 +566,18 @@ def run_ingest(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        return ingest.with_options(task_runner=task_runner(params, runner, dask_address))(
-            sources, params
+        flow_with_runner = ingest.with_options(
+            task_runner=task_runner(params, runner, dask_address)
         )
+        with _costed(f"ingest {'+'.join(sources)}"):
+            return flow_with_runner(sources, params)
 
 
 def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
     """Run :func:`tables_flow` holding the workspace lock."""
-    with workspace_lock(local_root(params.out, params.work), timeout=wait), prefect_api():
+    with (
+        workspace_lock(local_root(params.out, params.work), timeout=wait),
+        prefect_api(),
+        _costed("tables"),
+    ):
         return tables_flow(params)

@@ -16,6 +16,15 @@ the server still stops when idle, and the server dies with its keeper (``PR_SET_
 nothing is orphaned. The runs stay in the database: ``prefect server start`` with the same
 ``PREFECT_HOME`` shows them later.
 
+Starting that server costs seconds of CPU (Prefect's server imports, and on a new database
+a hundred migrations), so the build keeps it off its critical path:
+
+- :func:`start_in_background` spawns the keeper without waiting, at the very start of a
+  command (before the build's own imports) or of ``make run`` (while the sample is written);
+  :func:`local_server` later waits only for what is left of the start;
+- ``make setup`` migrates an empty database once per Prefect version (:func:`prepare`); a new
+  Prefect home gets a copy of it instead of running the migrations again.
+
 This module imports nothing from Prefect at import time: the keeper must start quickly.
 """
 
@@ -24,17 +33,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from verse_etl.flows.timing import COST, import_prefect
 
 from verse_etl.errors import VerseEtlError
 
@@ -46,6 +61,20 @@ STATE_FILE = "verse-etl-server.json"
 LOCK_FILE = "verse-etl-server.lock"
 LEASE_DIR = "verse-etl-server.clients"
 LOG_FILE = "verse-etl-server.log"
+STARTING_FILE = "verse-etl-server.starting"  # the pid of a keeper whose server is not up yet
+DATABASE = "prefect.db"  # Prefect's default SQLite database in its home
+
+# The local server runs the services a build's runs need (task runs and events recorded); the
+# ones for deployments, schedules, workers and automations have nothing to do on a server that
+# stops when idle, and each polls the database every few seconds during the build.
+_IDLE_SERVICES = (
+    "SCHEDULER",
+    "LATE_RUNS",
+    "FOREMAN",
+    "PAUSE_EXPIRATIONS",
+    "REPOSSESSOR",
+    "TRIGGERS",
+)
 
 
 class PrefectApiError(VerseEtlError):
@@ -95,6 +124,8 @@ def _local_url(url: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # a keeper this process started and that ended: reap it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -154,10 +185,10 @@ def _dvc_ancestor() -> int | None:
     return None
 
 
-def _start(home: Path, idle: float) -> LocalServer:
-    """Start a keeper (and through it a server) for ``home``; wait until the server answers."""
+def _spawn_keeper(home: Path, idle: float) -> subprocess.Popen[bytes]:
+    """Start a keeper for ``home`` (call with the lock held); it announces itself as starting."""
     (home / STATE_FILE).unlink(missing_ok=True)
-    args = [sys.executable, "-m", "verse_etl.flows.server", str(home), str(idle)]
+    args = [sys.executable, "-m", "verse_etl.flows.server", "keep", str(home), str(idle)]
     with open(home / LOG_FILE, "ab") as log:
         # Own session: Ctrl-C in the terminal of the first stage must not stop the shared server.
         keeper = subprocess.Popen(
@@ -168,21 +199,86 @@ def _start(home: Path, idle: float) -> LocalServer:
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
+    (home / STARTING_FILE).write_text(str(keeper.pid))
+    return keeper
+
+
+def _starting_keeper(home: Path) -> int | None:
+    """The pid of a live keeper whose server is still starting, if any."""
+    try:
+        pid = int((home / STARTING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _running_keeper(home: Path) -> bool:
+    """Whether the keeper named by the state file of ``home`` is alive."""
+    try:
+        return _alive(int(json.loads((home / STATE_FILE).read_text())["keeper_pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _wait_for(home: Path, keeper_pid: int) -> LocalServer:
+    """Wait until the server of the keeper ``keeper_pid`` answers."""
     deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if keeper.poll() is not None:
-            break
+    while time.monotonic() < deadline and _alive(keeper_pid):
         server = read_state(home)
-        if server is not None and server.keeper_pid == keeper.pid:
+        if server is not None and server.keeper_pid == keeper_pid:
             return server
-        time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):
-        keeper.terminate()
+        time.sleep(0.2)
+    if _alive(keeper_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(keeper_pid, signal.SIGTERM)
     raise PrefectApiError(
         f"{home / LOG_FILE}: the local Prefect server did not start within {STARTUP_SECONDS:.0f} s "
-        f"(keeper exit code {keeper.poll()}); read the log, or set PREFECT_API_URL to a running "
-        "server (`prefect server start`)"
+        "(or its keeper ended); read the log, or set PREFECT_API_URL to a running server "
+        "(`prefect server start`)"
     )
+
+
+def _api_in_config() -> bool:
+    """Whether a Prefect settings file may configure an API (read as text, no Prefect import):
+    then only Prefect's settings can tell, later, and no local server is started early."""
+    user_home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    profiles = os.environ.get("PREFECT_PROFILES_PATH") or str(user_home / "profiles.toml")
+    for config in (Path(profiles), Path("prefect.toml"), Path(".env")):
+        with contextlib.suppress(OSError):
+            text = config.read_text().upper()
+            if "API_URL" in text or "[API]" in text:
+                return True
+    return False
+
+
+def start_prefect() -> None:
+    """First thing in a command that runs a flow: start the local server in the background
+    (:func:`start_in_background`), then import Prefect (timed) while it starts."""
+    start_in_background()
+    import_prefect()
+
+
+def start_in_background(home: Path | None = None, idle: float | None = None) -> bool:
+    """Start the local server of ``home`` without waiting for it, unless an API is configured
+    in the environment or a server of ``home`` runs or starts already. Returns whether a keeper
+    was started.
+
+    Cheap (no Prefect import): called first thing by the commands that run flows, so the
+    server starts while they import the build's modules. A profile's API (which only Prefect's
+    settings can tell) is not looked at here: a keeper started in vain stops when idle.
+    """
+    if os.environ.get("PREFECT_API_URL") or _api_in_config():
+        return False
+    if "prefect.settings" in sys.modules and configured_api():
+        return False  # Prefect already imported (a command run in-process): it can tell, cheaply
+    home = home or local_home()
+    if idle is None:
+        idle = float(os.environ.get("VERSE_ETL_PREFECT_IDLE_SECONDS", IDLE_SECONDS))
+    with _locked(home):
+        if _starting_keeper(home) is not None or _running_keeper(home):
+            return False  # whether it answers is for local_server to find out, patiently
+        _spawn_keeper(home, idle)
+        return True
 
 
 def _pythonpath() -> str:
@@ -202,7 +298,10 @@ def local_server(home: Path, idle: float = IDLE_SECONDS) -> Iterator[LocalServer
     lease = home / LEASE_DIR / str(os.getpid())
     dvc = _dvc_ancestor()
     with _locked(home):
-        server = read_state(home) or _start(home, idle)
+        server = read_state(home)
+        if server is None:
+            keeper = _starting_keeper(home) or _spawn_keeper(home, idle).pid
+            server = _wait_for(home, keeper)
         lease.parent.mkdir(parents=True, exist_ok=True)
         lease.write_text(server.url)
         if dvc is not None:
@@ -220,14 +319,15 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     Sets ``PREFECT_API_URL`` in the environment too, so that the processes started inside (Dask
     workers) report to the same API instead of starting servers of their own.
     """
-    configured = configured_api()
-    if configured:
-        if _local_url(configured) and not _healthy(configured, 10):
+    with COST.part("server"):
+        configured = configured_api()
+        if configured and _local_url(configured) and not _healthy(configured, 10):
             raise PrefectApiError(
                 f"{configured}: the configured Prefect API does not answer (expected a running "
                 "server); start it (`prefect server start`), or unset PREFECT_API_URL to let the "
                 "build start a local one"
             )
+    if configured:
         with _exported(configured):
             yield configured
         return
@@ -236,14 +336,23 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     if idle is None:
         idle = float(os.environ.get("VERSE_ETL_PREFECT_IDLE_SECONDS", IDLE_SECONDS))
     home = local_home()
-    with local_server(home, idle) as server, _exported(server.url):
+    # Timed: getting the server (what is left of its start) and the lease; held: until the end.
+    with COST.part("server"), contextlib.ExitStack() as stack:
+        server = stack.enter_context(local_server(home, idle))
+        stack.enter_context(_exported(server.url))
+        held = stack.pop_all()
+    with held:
         print(
             f"Prefect: local server {server.url} (UI {server.ui}), runs kept in {home}; it stops "
             f"after {idle:.0f} s unused (browse later: PREFECT_HOME={home} prefect server start)",
             file=sys.stderr,
             flush=True,
         )
-        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        # No flow-run heartbeats: they serve automations, which the local server does not run,
+        # and stopping their thread costs up to a second at the end of every flow run.
+        with temporary_settings(
+            updates={PREFECT_API_URL: server.url, "flows.heartbeat_frequency": None}
+        ):
             yield server.url
 
 
@@ -252,6 +361,7 @@ def _exported(url: str) -> Iterator[None]:
     """``PREFECT_API_URL`` set in the environment while inside, for the processes started there."""
     before = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
+    _refresh_prefect_settings()
     try:
         yield
     finally:
@@ -259,6 +369,20 @@ def _exported(url: str) -> Iterator[None]:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = before
+        _refresh_prefect_settings()
+
+
+def _refresh_prefect_settings() -> None:
+    """Make Prefect's process-wide settings follow the environment again.
+
+    Prefect reads the environment once, at import; threads that do not inherit the flow's
+    context (the Dask client's, which resolves the futures of `--runner dask`) see those
+    settings, and without an API URL there they started a temporary server of their own.
+    """
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 def serve_api() -> str:
@@ -314,13 +438,113 @@ def _leases(home: Path) -> list[int]:
     return live
 
 
+def template_database(version: str | None = None) -> Path:
+    """Where :func:`prepare` keeps the migrated empty database of a Prefect version (in the
+    environment's prefix: it belongs to the installed Prefect, like its UI build)."""
+    version = version or importlib.metadata.version("prefect")
+    return Path(sys.prefix) / "share" / "verse-etl" / f"prefect-{version}.db"
+
+
+def prepare() -> Path:
+    """Migrate an empty Prefect database once and keep it as the template of new homes.
+
+    Run by ``make setup``: the first server start on a new home then copies it instead of
+    running every migration. It also registers the block types in it and writes Prefect's UI
+    build (kept in the installed package for every later start).
+    """
+    target = template_database()
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="verse-etl-prefect-") as tmp:
+        env = {
+            k: v for k, v in os.environ.items() if "DATABASE" not in k and k != "PREFECT_API_URL"
+        }
+        env |= {
+            "PREFECT_HOME": tmp,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        # What the server's start does on a new database, without serving: the migrations,
+        # the block types, and (create_app) Prefect's UI build.
+        code = (
+            "import asyncio\n"
+            "from prefect.server.api.server import create_app\n"
+            "from prefect.server.database import provide_database_interface\n"
+            "from prefect.server.models.block_registration import run_block_auto_registration\n"
+            "db = provide_database_interface()\n"
+            "async def main():\n"
+            "    await db.create_db()\n"
+            "    async with await db.session() as session:\n"
+            "        await run_block_auto_registration(session=session)\n"
+            "        await session.commit()\n"
+            "    await (await db.engine()).dispose()\n"
+            "asyncio.run(main())\n"
+            "create_app(final=True)\n"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+        with contextlib.closing(sqlite3.connect(Path(tmp) / DATABASE)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+        partial = target.with_name(f".{target.name}.{os.getpid()}")
+        shutil.copyfile(Path(tmp) / DATABASE, partial)
+        os.replace(partial, target)
+    return target
+
+
+def _default_database(home: Path) -> bool:
+    """Whether the server of ``home`` uses Prefect's default SQLite file in it: no database
+    setting in the environment, and none in the home's profiles or the project's Prefect files
+    (read as text: importing Prefect's settings here would delay the server)."""
+    if any("DATABASE" in key for key in os.environ if key.startswith("PREFECT_")):
+        return False
+    for config in (home / "profiles.toml", Path("prefect.toml"), Path(".env")):
+        with contextlib.suppress(OSError):
+            if "DATABASE" in config.read_text().upper():
+                return False
+    return True
+
+
+def _seed_database(home: Path) -> bool:
+    """Copy the template database into a home that has none; returns whether it did."""
+    template = template_database()
+    database = home / DATABASE
+    if database.exists() or not template.exists() or not _default_database(home):
+        return False
+    partial = home / f".{DATABASE}.{os.getpid()}"
+    shutil.copyfile(template, partial)
+    os.replace(partial, database)
+    return True
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a live process has used, from /proc (0 when unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def keep(home: Path, idle: float) -> int:
     """Run a local server for ``home`` until no process has leased it for ``idle`` seconds."""
+    started = time.monotonic()
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     prefect = str(Path(sys.executable).parent / "prefect")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
+    env |= {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in _IDLE_SERVICES}
+    # The UI asks its /ui-settings where the API is: without these, the default port (4200),
+    # not this server's, and the UI of a local server showed nothing.
+    env |= {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
+    env.setdefault("PREFECT_UI_API_URL", url)
+    seeded = _seed_database(home)
+    if seeded:
+        # The copy is migrated to this Prefect version and holds the block types already.
+        env |= {
+            "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
+            "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+            "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+        }
     server = subprocess.Popen(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -340,12 +564,18 @@ def keep(home: Path, idle: float) -> int:
         while not _healthy(url, 2):
             if server.poll() is not None or stopping or time.monotonic() > deadline:
                 return 1
-            time.sleep(0.3)
+            time.sleep(0.1)
         state = {"url": url, "keeper_pid": os.getpid(), "server_pid": server.pid}
         tmp = home / f".{STATE_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, home / STATE_FILE)
-        print(f"verse-etl: Prefect server {url} up (database in {home})", flush=True)
+        _forget_starting(home)
+        print(
+            f"verse-etl: Prefect server {url} up in {time.monotonic() - started:.1f} s, "
+            f"{_cpu_seconds(server.pid):.1f} s CPU (database in {home}"
+            f"{', copied from the migrated template' if seeded else ''})",
+            flush=True,
+        )
         idle_since = time.monotonic()
         while not stopping and server.poll() is None:
             time.sleep(1.0)
@@ -357,9 +587,11 @@ def keep(home: Path, idle: float) -> int:
                     break
         return 0
     finally:
+        _forget_starting(home)
         with _locked(home), contextlib.suppress(OSError, ValueError):
             if json.loads((home / STATE_FILE).read_text())["keeper_pid"] == os.getpid():
                 (home / STATE_FILE).unlink()
+        cpu = _cpu_seconds(server.pid)
         if server.poll() is None:
             server.terminate()
             try:
@@ -367,8 +599,31 @@ def keep(home: Path, idle: float) -> int:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        print(f"verse-etl: Prefect server {url} stopped", flush=True)
+        print(f"verse-etl: Prefect server {url} stopped ({cpu:.1f} s CPU in all)", flush=True)
 
 
-if __name__ == "__main__":  # the keeper: python -m verse_etl.flows.server HOME IDLE_SECONDS
-    sys.exit(keep(Path(sys.argv[1]), float(sys.argv[2])))
+def _forget_starting(home: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int((home / STARTING_FILE).read_text()) == os.getpid():
+            (home / STARTING_FILE).unlink()
+
+
+def main(argv: list[str]) -> int:
+    """``keep HOME IDLE_SECONDS`` (the keeper), ``prepare`` (make setup), ``start`` (make run:
+    start the local server in the background unless an API is configured)."""
+    if argv[:1] == ["keep"] and len(argv) == 3:
+        return keep(Path(argv[1]), float(argv[2]))
+    if argv == ["prepare"]:
+        print(f"Prefect: migrated empty database in {prepare()}")
+        return 0
+    if argv == ["start"]:
+        start_in_background()
+        return 0
+    print(
+        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start", file=sys.stderr
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,15 @@
-"""How the tables are laid out on disk, without the contracts: names, row order and partition
-keys. Plain data, so that reading a build (``verse-etl query``, ``summary``) need not import
-pandas and pandera; the contracts themselves are in the other modules of this package."""
+"""How the tables are laid out on disk, for readers without pandas and pandera (``verse-etl
+query``, ``summary``, a ``pip install .`` reading a release): table names, row order and
+partition keys.
+
+A copy: each table's contract (its :class:`~verse_etl.schemas.table.Table` in the other modules
+of this package) is the source of truth, and ``tests/unit/schemas/test_table.py`` fails when this
+copy differs from it.
+"""
 
 from __future__ import annotations
+
+from verse_etl.schemas.table import PARTITION_BY
 
 TABLE_NAMES: tuple[str, ...] = (
     "scans",
@@ -26,9 +33,6 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "mosmed_expert_pairs": ("folder", "expert_v1", "expert_v2"),
     "quarantine": ("source", "case_id", "table_name", "file", "check_name", "reason"),
 }
-"""Row order of each table: files are byte-identical from build to build."""
+"""Row order of each table (files are byte-identical from build to build): the contracts'."""
 
-PARTITION_BY: tuple[str, ...] = ("source", "release")
-"""Hive partition keys of every table: ``tables/<table>/source=<s>/release=<r>/part-0.parquet``.
-Each contract declares both as its last columns; their values live in the folder names, not in
-the files, so a reader that appends the partition keys to a file's columns gets contract order."""
+__all__ = ["PARTITION_BY", "SORT_KEYS", "TABLE_NAMES"]

@@ -11,8 +11,9 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
-from verse_etl.mosmed.annotations import LEVELS
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 
 
 class MosmedConsensusTable(pa.DataFrameModel):
@@ -80,3 +81,17 @@ class MosmedConsensusTable(pa.DataFrameModel):
         return (df["genant_grade_min"] <= df["genant_grade"]) & (
             df["genant_grade"] <= df["genant_grade_max"]
         )
+
+
+MOSMED_CONSENSUS = Table(
+    name="mosmed_consensus",
+    model=MosmedConsensusTable,
+    sort_keys=("folder", "release", "vertebra"),
+    step="derived",
+    source="mosmed",
+    case_column="folder",
+    file_column="folder",
+    derived_from="mosmed_vertebrae",
+    derive="verse_etl.mosmed.consensus:consensus_rows",
+)
+"""``mosmed_consensus``: computed from the validated ``mosmed_vertebrae`` rows."""

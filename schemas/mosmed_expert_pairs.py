@@ -13,6 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
 
 class MosmedExpertPairsTable(pa.DataFrameModel):
@@ -86,3 +87,17 @@ class MosmedExpertPairsTable(pa.DataFrameModel):
             ["folder", "expert_v2"], keep=False
         )
         return ~repeated.reindex(df.index, fill_value=False)
+
+
+MOSMED_EXPERT_PAIRS = Table(
+    name="mosmed_expert_pairs",
+    model=MosmedExpertPairsTable,
+    sort_keys=("folder", "expert_v1", "expert_v2"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="annotation_path_v1",
+    release="v2",
+    parent=("series_uid", "series"),
+)
+"""``mosmed_expert_pairs``: added by each study's case (``verse_etl.mosmed.keypoints``)."""

@@ -1,11 +1,12 @@
 """Contract of ``mosmed_vertebrae.parquet``: one row per study, release, expert and vertebra.
 
-Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order), as store indices
-(``slice``: position order) and in world RAS+ millimetres; heights, deformity ratios and the
+Keypoints are kept as annotated (``row``, ``col``, ``k`` in InstanceNumber order), as source grid
+indices (``row``, ``col``, ``slice``: position order), as store indices (``store_z``, ``store_y``,
+``store_x``: the Zarr array, right way up) and in world RAS+ millimetres; heights, deformity ratios and the
 Genant grade are derived from the world coordinates (``verse_etl.mosmed.measures``). Row checks: six
 complete points, heights above zero, superior above inferior, anterior before posterior, every
 point inside the series' volume, one vertebra per level and expert. Quality checks (the row stays,
-a quarantine record names the levels, ``verse_etl.tables.anatomy``): each expert's vertebrae in
+a quarantine record names the levels, ``verse_etl.schemas.anatomy``): each expert's vertebrae in
 cranio-caudal order without overlap, and no gap in their run of levels.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.anatomy import level_gap_findings, mosmed_order_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
-from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES
-from verse_etl.mosmed.matching import LEVEL_RULES
-from verse_etl.tables.anatomy import level_gap_findings, mosmed_order_findings, passes
+from verse_etl.levels import LEVEL_RULES, POINT_NAMES
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
 
 LEVEL_SOURCES = ["annotation", *LEVEL_RULES]
 ID_MATCHES = ["exact", "mapping", "folder"]
@@ -69,11 +71,13 @@ class MosmedVertebraeTable(pa.DataFrameModel):
     store_path: Series[str] = pa.Field(
         description="Zarr store of the annotated series, relative to the build root."
     )
-    series_rows: Series[int] = pa.Field(gt=0, description="Rows of the series (array axis 0).")
-    series_columns: Series[int] = pa.Field(
-        gt=0, description="Columns of the series (array axis 1)."
+    series_rows: Series[int] = pa.Field(
+        gt=0, description="Rows of the series (source axis 0; of the resampled grid if resampled)."
     )
-    series_slices: Series[int] = pa.Field(gt=0, description="Slices of the series (array axis 2).")
+    series_columns: Series[int] = pa.Field(
+        gt=0, description="Columns of the series (source axis 1)."
+    )
+    series_slices: Series[int] = pa.Field(gt=0, description="Slices of the series (source axis 2).")
     ant_sup_row: Series[float] = pa.Field(
         description="Anterior superior endplate point: pixel row (array axis 0), as annotated."
     )
@@ -86,8 +90,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     ant_sup_slice: Series[float] = pa.Field(
-        description="Anterior superior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Anterior superior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    ant_sup_store_z: Series[float] = pa.Field(
+        description="Anterior superior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    ant_sup_store_y: Series[float] = pa.Field(
+        description="Anterior superior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    ant_sup_store_x: Series[float] = pa.Field(
+        description="Anterior superior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     ant_sup_x_mm: Series[float] = pa.Field(
         description="Anterior superior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -110,8 +126,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     ant_inf_slice: Series[float] = pa.Field(
-        description="Anterior inferior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Anterior inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    ant_inf_store_z: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    ant_inf_store_y: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    ant_inf_store_x: Series[float] = pa.Field(
+        description="Anterior inferior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     ant_inf_x_mm: Series[float] = pa.Field(
         description="Anterior inferior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -134,8 +162,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     mid_sup_slice: Series[float] = pa.Field(
-        description="Middle superior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Middle superior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    mid_sup_store_z: Series[float] = pa.Field(
+        description="Middle superior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    mid_sup_store_y: Series[float] = pa.Field(
+        description="Middle superior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    mid_sup_store_x: Series[float] = pa.Field(
+        description="Middle superior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     mid_sup_x_mm: Series[float] = pa.Field(
         description="Middle superior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -158,8 +198,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     mid_inf_slice: Series[float] = pa.Field(
-        description="Middle inferior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Middle inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    mid_inf_store_z: Series[float] = pa.Field(
+        description="Middle inferior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    mid_inf_store_y: Series[float] = pa.Field(
+        description="Middle inferior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    mid_inf_store_x: Series[float] = pa.Field(
+        description="Middle inferior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     mid_inf_x_mm: Series[float] = pa.Field(
         description="Middle inferior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -182,8 +234,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     post_sup_slice: Series[float] = pa.Field(
-        description="Posterior superior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Posterior superior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    post_sup_store_z: Series[float] = pa.Field(
+        description="Posterior superior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    post_sup_store_y: Series[float] = pa.Field(
+        description="Posterior superior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    post_sup_store_x: Series[float] = pa.Field(
+        description="Posterior superior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     post_sup_x_mm: Series[float] = pa.Field(
         description="Posterior superior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -206,8 +270,20 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         "as annotated."
     )
     post_inf_slice: Series[float] = pa.Field(
-        description="Posterior inferior endplate point: slice index in the store (array axis 2, slices "
-        "sorted by position)."
+        description="Posterior inferior endplate point: source frame slice index (axis 2 of series.affine: slices "
+        "sorted by position, or the resampled grid's)."
+    )
+    post_inf_store_z: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: store frame, voxel index along the Zarr array's axis 0 (NGFF "
+        "z, growing toward superior; series.store_affine maps it to RAS+ mm)."
+    )
+    post_inf_store_y: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: store frame, voxel index along the Zarr array's axis 1 (NGFF "
+        "y, growing toward posterior; series.store_affine maps it to RAS+ mm)."
+    )
+    post_inf_store_x: Series[float] = pa.Field(
+        description="Posterior inferior endplate point: store frame, voxel index along the Zarr array's axis 2 (NGFF "
+        "x, growing toward the patient's left; series.store_affine maps it to RAS+ mm)."
     )
     post_inf_x_mm: Series[float] = pa.Field(
         description="Posterior inferior endplate point: world RAS+ x in mm (toward the patient's right)."
@@ -324,3 +400,16 @@ class MosmedVertebraeTable(pa.DataFrameModel):
         labelled = df["level"].notna()
         repeated = df[labelled].duplicated(subset=keys, keep=False)
         return ~repeated.reindex(df.index, fill_value=False)
+
+
+MOSMED_VERTEBRAE = Table(
+    name="mosmed_vertebrae",
+    model=MosmedVertebraeTable,
+    sort_keys=("folder", "release", "expert", "vertebra_index"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="annotation_path",
+    parent=("series_uid", "series"),
+)
+"""``mosmed_vertebrae``: keypoint rows added by each study's case (``verse_etl.mosmed.keypoints``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import MOSMED_RELEASES, PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.schemas.table import Table
 
 
 class QuarantineTable(pa.DataFrameModel):
@@ -44,3 +45,15 @@ class QuarantineTable(pa.DataFrameModel):
         strict = True
         coerce = True
         description = "Rejected and flagged records with file, check and reason."
+
+
+QUARANTINE = Table(
+    name="quarantine",
+    model=QuarantineTable,
+    sort_keys=("source", "case_id", "table_name", "file", "check_name", "reason"),
+    step="quarantine",
+    source="",
+    case_column="case_id",
+    file_column="file",
+)
+"""``quarantine``: every record the cases and the tables step collected (each names its source)."""

@@ -13,6 +13,7 @@ from verse_etl.schemas.checks import (
     affine_column,
     orientation_column,
 )
+from verse_etl.schemas.table import Table
 
 
 class ScansTable(pa.DataFrameModel):
@@ -77,21 +78,37 @@ class ScansTable(pa.DataFrameModel):
         description="CT files of other copies of this scan that were left out ('; '-separated), "
         "e.g. the same scan in the other release.",
     )
-    shape_i: Series[int] = pa.Field(gt=0, description="Voxels along array axis 0 (as stored).")
-    shape_j: Series[int] = pa.Field(gt=0, description="Voxels along array axis 1.")
-    shape_k: Series[int] = pa.Field(gt=0, description="Voxels along array axis 2.")
+    shape_i: Series[int] = pa.Field(
+        gt=0, description="Voxels along axis 0 of the source NIfTI (source frame)."
+    )
+    shape_j: Series[int] = pa.Field(gt=0, description="Voxels along source axis 1.")
+    shape_k: Series[int] = pa.Field(gt=0, description="Voxels along source axis 2.")
     dtype: Series[str] = pa.Field(description="On-disk dtype of the CT voxels (kept in the store).")
     mask_dtype: Series[str] = pa.Field(
         nullable=True,
         description="On-disk dtype of the source mask (the store holds uint8 labels).",
     )
-    spacing_i_mm: Series[float] = pa.Field(gt=0, description="Voxel size along axis 0 in mm.")
-    spacing_j_mm: Series[float] = pa.Field(gt=0, description="Voxel size along axis 1 in mm.")
-    spacing_k_mm: Series[float] = pa.Field(gt=0, description="Voxel size along axis 2 in mm.")
-    affine: Series[object] = pa.Field(
-        description="Voxel (i, j, k) to RAS+ mm affine, row-major 4x4 as 16 floats."
+    spacing_i_mm: Series[float] = pa.Field(
+        gt=0, description="Voxel size along source axis 0 in mm."
     )
-    orientation: Series[str] = pa.Field(description="Axis codes of the voxel axes, e.g. PIR, LPS.")
+    spacing_j_mm: Series[float] = pa.Field(
+        gt=0, description="Voxel size along source axis 1 in mm."
+    )
+    spacing_k_mm: Series[float] = pa.Field(
+        gt=0, description="Voxel size along source axis 2 in mm."
+    )
+    affine: Series[object] = pa.Field(
+        description="Source frame: the NIfTI's voxel (i, j, k) to RAS+ mm affine, exactly as in "
+        "the file, row-major 4x4 as 16 floats."
+    )
+    orientation: Series[str] = pa.Field(
+        description="Axis codes of the source voxel axes, e.g. PIR, LPS."
+    )
+    store_affine: Series[object] = pa.Field(
+        description="Store frame: the Zarr arrays' voxel (z, y, x) to RAS+ mm affine, row-major "
+        "16 floats. The store holds the source grid with its axes permuted and flipped so that "
+        "z, y, x grow toward superior, posterior, patient's left (nearest axes; no resampling)."
+    )
     qform_code: Series[int] = pa.Field(ge=0, le=4, description="NIfTI qform_code of the CT.")
     sform_code: Series[int] = pa.Field(ge=0, le=4, description="NIfTI sform_code of the CT.")
     hu_min: Series[float] = pa.Field(description="Minimum CT value (HU).")
@@ -149,6 +166,10 @@ class ScansTable(pa.DataFrameModel):
     def _affine(cls, series: pd.Series) -> pd.Series:
         return affine_column(series)
 
+    @pa.check("store_affine", name="store_affine_is_4x4")
+    def _store_affine(cls, series: pd.Series) -> pd.Series:
+        return affine_column(series)
+
     @pa.check("orientation", name="orientation_codes")
     def _orientation(cls, series: pd.Series) -> pd.Series:
         return orientation_column(series)
@@ -162,3 +183,15 @@ class ScansTable(pa.DataFrameModel):
             # Float CTs are binned at whole HU, so a percentile may sit 0.5 HU beyond min/max.
             ordered &= df[lower] <= df[upper] + 0.5
         return ordered
+
+
+SCANS = Table(
+    name="scans",
+    model=ScansTable,
+    sort_keys=("scan_id",),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column="ct_path",
+)
+"""``scans``: one row per VerSe scan, added by its case (``verse_etl.verse.scan``)."""

@@ -12,6 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE, is_affine, orientation_column
+from verse_etl.schemas.table import Table
 
 from verse_etl.geometry.series import ORDERS, VERDICTS
 
@@ -61,8 +62,8 @@ class SeriesTable(pa.DataFrameModel):
     n_slices: Series[int] = pa.Field(
         ge=0, description="Slices of the volume: n_files minus n_localizers."
     )
-    rows: Series[int] = pa.Field(gt=0, description="Rows of each slice (array axis 0).")
-    columns: Series[int] = pa.Field(gt=0, description="Columns of each slice (array axis 1).")
+    rows: Series[int] = pa.Field(gt=0, description="Rows of each slice (source axis 0).")
+    columns: Series[int] = pa.Field(gt=0, description="Columns of each slice (source axis 1).")
     spacing_row_mm: Series[float] = pa.Field(
         nullable=True, gt=0, description="PixelSpacing[0]: distance between rows (mm)."
     )
@@ -86,8 +87,15 @@ class SeriesTable(pa.DataFrameModel):
     )
     affine: Series[object] = pa.Field(
         nullable=True,
-        description="Store voxel (row, column, slice) to RAS+ mm affine, row-major 16 floats; "
-        "null unless converted. RAS = diag(-1, -1, 1) x DICOM LPS.",
+        description="Source frame: voxel (row, column, slice; slices sorted by position, or "
+        "the resampled grid's) to RAS+ mm affine, row-major 16 floats; null unless converted. "
+        "RAS = diag(-1, -1, 1) x DICOM LPS.",
+    )
+    store_affine: Series[object] = pa.Field(
+        nullable=True,
+        description="Store frame: the Zarr array's voxel (z, y, x) to RAS+ mm affine, row-major "
+        "16 floats; null unless converted. The store holds the source grid with its axes "
+        "permuted and flipped so that z, y, x grow toward superior, posterior, patient's left.",
     )
     tilt_deg: Series[float] = pa.Field(
         nullable=True,
@@ -195,6 +203,10 @@ class SeriesTable(pa.DataFrameModel):
     def _affine(cls, series: pd.Series) -> pd.Series:
         return series.map(lambda v: v is None or is_affine(v))
 
+    @pa.check("store_affine", name="store_affine_is_4x4_or_null")
+    def _store_affine(cls, series: pd.Series) -> pd.Series:
+        return series.map(lambda v: v is None or is_affine(v))
+
     @pa.check("orientation", name="orientation_codes")
     def _orientation(cls, series: pd.Series) -> pd.Series:
         return orientation_column(series) | series.isna()
@@ -206,3 +218,16 @@ class SeriesTable(pa.DataFrameModel):
         converted = df["store_path"].notna()
         corrected = df["correction"].notna()
         return (converted == (df["is_volume"] | corrected)) & (converted == df["affine"].notna())
+
+
+SERIES = Table(
+    name="series",
+    model=SeriesTable,
+    sort_keys=("folder", "series_uid"),
+    step="cases",
+    source="mosmed",
+    case_column="folder",
+    file_column="folder",
+    release="ctlungca500",
+)
+"""``series``: one row per DICOM series, added by its study's case (``verse_etl.mosmed.series``)."""

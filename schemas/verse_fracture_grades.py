@@ -10,9 +10,9 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import PARTITION_NOTE
+from verse_etl.schemas.table import Table
 
-from verse_etl.levels import VERSE_LEVELS
-from verse_etl.verse.fracture_grades import GRADED_LABELS
+from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
 
 CELL_VALUES = ["", "0", "1", "2", "3", "x"]
 
@@ -159,3 +159,17 @@ class VerseFractureGradesTable(pa.DataFrameModel):
     )
     def _bmd(cls, df: pd.DataFrame) -> pd.Series:
         return (df["bmd"].isna() | (df["bmd"] > 0)).astype(bool)
+
+
+VERSE_FRACTURE_GRADES = Table(
+    name="verse_fracture_grades",
+    model=VerseFractureGradesTable,
+    sort_keys=("scan_id", "label"),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column="source_path",
+    release="verse19",
+)
+"""``verse_fracture_grades``: the VerSe'19 grade spreadsheet's rows, added by the VerSe source's
+grades result (``verse_etl.verse.fracture_grades``)."""

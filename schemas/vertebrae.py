@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from verse_etl.schemas.anatomy import centroid_label_findings, level_gap_findings, passes
 from verse_etl.schemas.checks import PARTITION_NOTE, VERSE_RELEASES
+from verse_etl.schemas.table import Table
 
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
-from verse_etl.tables.anatomy import centroid_label_findings, level_gap_findings, passes
 
 ANATOMICAL_ORDER: tuple[int, ...] = (*range(1, 20), 28, *range(20, 26))
 """Labels from cranial to caudal: C1..C7, T1..T12, T13 (label 28), L1..L6."""
@@ -43,13 +44,29 @@ class VertebraeTable(pa.DataFrameModel):
     )
     centroid_i: Series[float] = pa.Field(
         nullable=True,
-        description="Centroid along array axis 0 (voxel index; the source NIfTI and the store share this frame, NGFF axis z).",
+        description="Source frame: centroid along axis 0 of the source NIfTI (voxel index; "
+        "scans.affine maps it to RAS+ mm).",
     )
     centroid_j: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 1 (voxel index, NGFF axis y)."
+        nullable=True, description="Source frame: centroid along source axis 1 (voxel index)."
     )
     centroid_k: Series[float] = pa.Field(
-        nullable=True, description="Centroid along array axis 2 (voxel index, NGFF axis x)."
+        nullable=True, description="Source frame: centroid along source axis 2 (voxel index)."
+    )
+    centroid_store_z: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along the Zarr arrays' axis 0 (voxel index, NGFF "
+        "axis z, growing toward superior; scans.store_affine maps it to RAS+ mm).",
+    )
+    centroid_store_y: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along store axis 1 (voxel index, NGFF y, growing "
+        "toward posterior).",
+    )
+    centroid_store_x: Series[float] = pa.Field(
+        nullable=True,
+        description="Store frame: centroid along store axis 2 (voxel index, NGFF x, growing "
+        "toward the patient's left).",
     )
     centroid_x_mm: Series[float] = pa.Field(
         nullable=True, description="Centroid in world RAS+ mm, x (toward patient's right)."
@@ -76,22 +93,34 @@ class VertebraeTable(pa.DataFrameModel):
         ge=0, description="mask_voxels times the voxel volume, in mm3."
     )
     bbox_i_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box of the label: first voxel along axis 0."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box of the label, first voxel along source axis 0.",
     )
     bbox_i_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 0 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 0 (inclusive).",
     )
     bbox_j_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: first voxel along axis 1."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, first voxel along source axis 1.",
     )
     bbox_j_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 1 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 1 (inclusive).",
     )
     bbox_k_min: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: first voxel along axis 2."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, first voxel along source axis 2.",
     )
     bbox_k_max: Series[pd.Int64Dtype] = pa.Field(
-        nullable=True, ge=0, description="Bounding box: last voxel along axis 2 (inclusive)."
+        nullable=True,
+        ge=0,
+        description="Source frame: bounding box, last voxel along source axis 2 (inclusive).",
     )
     com_x_mm: Series[float] = pa.Field(
         nullable=True,
@@ -103,6 +132,15 @@ class VertebraeTable(pa.DataFrameModel):
     )
     com_z_mm: Series[float] = pa.Field(
         nullable=True, description="Centre of mass in world RAS+ mm, z (superior)."
+    )
+    centroid_to_com_mm: Series[float] = pa.Field(
+        nullable=True,
+        ge=0,
+        description="Distance between the centroid and the label's centre of mass (mm): the "
+        "centroid file checked against the mask. The centroid marks the vertebral body, the "
+        "centre of mass includes the posterior elements, so they differ; an outlier among a "
+        "scan's vertebrae points at a misplaced centroid or a mislabelled mask. Null unless "
+        "the vertebra is in both.",
     )
     n_components: Series[int] = pa.Field(
         ge=0, description="26-connected pieces the label forms in the mask (0 if absent)."
@@ -228,3 +266,19 @@ def craniocaudal_ok(df: pd.DataFrame) -> pd.Series:
             ok[group.index[n]] = False
             ok[group.index[n + 1]] = False
     return ok
+
+
+VERTEBRAE = Table(
+    name="vertebrae",
+    model=VertebraeTable,
+    sort_keys=("scan_id", "label"),
+    step="cases",
+    source="verse",
+    case_column="scan_id",
+    file_column=None,
+    file_of="verse_etl.verse.vertebrae:quarantine_file",
+    parent=("scan_id", "scans"),
+    release_from_parent=True,
+)
+"""``vertebrae``: rows added by each scan's case (``verse_etl.verse.vertebrae``); a record names
+the scan's mask or centroid file, whichever the check is about."""

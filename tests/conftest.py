@@ -139,7 +139,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def catalog_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic sample (4 VerSe scans, 2 MosMed studies): the stand-ins' content."""
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     out = tmp_path_factory.mktemp("catalog-sample")
     write_sample(out, seed=3, verse_cases=4, mosmed_studies=2, size="tiny")

@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def package_dirs(root: Path = ROOT) -> dict[str, Path]:
-    """Installed package name -> source folder, for the top package and every remapped one."""
+    """Installed package name -> source folder, for the top-level packages (verse_etl,
+    verse_etl_sample) and every remapped one."""
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     remapped = config["tool"]["setuptools"].get("package-dir", {})
-    return {"verse_etl": root / "verse_etl"} | {name: root / d for name, d in remapped.items()}
+    top = {p: root / p for p in config["tool"]["setuptools"]["packages"] if "." not in p}
+    return top | {name: root / d for name, d in remapped.items()}
 
 
 def install_tree(dest: Path, root: Path = ROOT) -> Path:

@@ -8,7 +8,7 @@ inputs, or between two versions of the code that write the same data:
 
 - the folder the test ran in (pytest's tmp_path), which the dataset card's source roots and the
   quarantine reasons of inputs a hostile corpus puts outside the source root name: ``<root>``;
-- the case keys (``verse_etl.hashing.fingerprint`` of inputs, parameters *and the code's source*,
+- the case keys (``verse_etl.cases.hashing.fingerprint`` of inputs, parameters *and the code's source*,
   so any edit of a case module changes them): the ``fingerprint`` of each saved case result, and
   its first 12 hex digits in store names and ``store_path`` values: ``<key>``;
 - Python object addresses in error messages a decoder library writes

@@ -63,6 +63,13 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(error.exit_code) from e
 
 
+def _start_prefect() -> None:
+    # Before the build's imports: the local Prefect server (if one is needed) starts meanwhile.
+    from verse_etl import flows
+
+    flows.start_prefect()
+
+
 def _params(path: Path) -> Params:
     # Without a params file every value comes from the defaults and the options.
     return load_params(path) if path.exists() else Params()
@@ -94,7 +101,7 @@ def sample(
     ] = False,
 ) -> None:
     """Write deterministic sample sources in the real VerSe and MosMed layouts."""
-    from verse_etl.sample import write_annotation_studies, write_sample
+    from verse_etl_sample import write_annotation_studies, write_sample
 
     start = time.perf_counter()
     with _reported():
@@ -252,11 +259,12 @@ def build(
     params = _build_params(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
-    from verse_etl.flows.build import run_build
+    _start_prefect()
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_build(params, runner, dask_address, wait)
+        summary = flows.run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -273,18 +281,19 @@ def ingest(
     rehash: RehashOption = False,
 ) -> None:
     """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
-    from verse_etl.publish.outputs import SOURCES
+    from verse_etl.cases.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
-    from verse_etl.flows.build import run_ingest
+    _start_prefect()
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
+        ingested = flows.run_ingest(tuple(sources), params, runner, dask_address, wait)
     cases, derived = ingested.cases, ingested.derived
     built = sum(r.converted for r in cases)
     states = ", ".join(f"{r.case_id} {'built' if r.converted else 'unchanged'}" for r in derived)
@@ -304,11 +313,12 @@ def ingest(
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
     """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
     params = _build_params(params_file, None, None, None, None)
-    from verse_etl.flows.build import run_tables
+    _start_prefect()
+    from verse_etl import flows
 
     start = time.perf_counter()
     with _reported():
-        summary = run_tables(params, wait)
+        summary = flows.run_tables(params, wait)
     _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 
@@ -363,13 +373,12 @@ def serve(
             cron=cron or params.schedule.cron,
             deployment=name or params.schedule.deployment,
         )
-    from verse_etl.flows.schedule import serve as serve_deployment
-    from verse_etl.flows.server import serve_api
+    from verse_etl import flows
 
     with _reported():
-        api = serve_api()
+        api = flows.serve_api()
     console.print(f"serving deployment {schedule.deployment!r} on {api} (cron {schedule.cron})")
-    serve_deployment(
+    flows.serve_deployment(
         Path.cwd(),
         schedule.cron,
         schedule.deployment,

@@ -15,12 +15,15 @@ Only numpy, zarr and pyarrow are imported to read cases and samples (pandas on f
 ``Case`` table attribute): none of the build stack (Prefect, DVC, Dask, pydicom, nibabel,
 pandera). Volumes are Zarr arrays read lazily: a patch reads only the chunks it overlaps.
 
-Arrays are in the stores' frame, the axis order of the source (see :mod:`verse_etl.ngff`);
-``affine`` maps the indices of the returned array (a patch's own indices for a patch) to RAS+ mm.
+Arrays are in the store frame (:mod:`verse_etl.geometry.store_frame`): axes 0, 1, 2 grow toward superior,
+posterior and the patient's left, whatever the source's acquisition; ``affine`` maps the indices
+of the returned array (a patch's own indices for a patch) to RAS+ mm exactly. ``Case.frame``
+leads back to the source's voxel order (``Case.source_affine``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import posixpath
 import sys
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from verse_etl.errors import InputError, UnknownCaseError
+from verse_etl.geometry.store_frame import StoreFrame, frame_between
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH, TABLES_DIR, VOLUMES_DIR
 
 if TYPE_CHECKING:
@@ -59,11 +63,18 @@ class Case:
     id: str
     source: str
     store: Path | str  # the Zarr store: a folder, or a URL (str) for a release on object storage
-    affine: np.ndarray  # stored voxel indices -> RAS+ mm (4x4)
+    affine: np.ndarray  # store voxel indices -> RAS+ mm (4x4)
     rows: dict[str, Any]  # its row of scans (VerSe) or series (MosMed)
     vertebra_rows: list[dict[str, Any]] = field(default_factory=list)  # vertebrae / keypoints
     grade_rows: list[dict[str, Any]] = field(default_factory=list)  # VerSe'19 grades
     storage_options: dict[str, Any] | None = None
+    source_affine: np.ndarray | None = None  # source voxel indices -> RAS+ mm (None: affine)
+
+    @cached_property
+    def frame(self) -> StoreFrame:
+        """How the source's voxel axes became the store's (reads the image's metadata)."""
+        source = self.affine if self.source_affine is None else self.source_affine
+        return frame_between(source, self.affine, self.image.shape)
 
     @property
     def image(self) -> zarr.Array:
@@ -234,7 +245,7 @@ class Dataset:
         self.storage_options = storage_options
         self._tables_dir = TABLES_DIR
         if self.url is not None:
-            from verse_etl.publish.targets import read_pointer
+            from verse_etl.targets import read_pointer
 
             # An object-store build: the generation its pointer names now, kept for the life of
             # this dataset so that its tables never mix two builds.
@@ -377,11 +388,15 @@ class Dataset:
                 check="dataset",
             )
         table = "vertebrae" if source == "verse" else "mosmed_vertebrae"
+        source_affine = np.asarray(row["affine"], dtype=float).reshape(4, 4)
+        # Builds before the store frame stored arrays in the source's axis order.
+        store_affine = np.asarray(row.get("store_affine") or row["affine"], float).reshape(4, 4)
         return Case(
             id=case_id,
             source=source,
             store=self._location(relative) if self.url else Path(self._location(relative)),
-            affine=np.asarray(row["affine"], dtype=float).reshape(4, 4),
+            affine=store_affine,
+            source_affine=source_affine,
             rows=row,
             vertebra_rows=self._rows_by_case.get((table, case_id), []),
             grade_rows=self._rows_by_case.get(("verse_fracture_grades", case_id), []),
@@ -432,10 +447,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Pass it as ``collate_fn`` to ``torch.utils.data.DataLoader``: torch's default collate cannot
     batch the variable-length ``vertebrae`` rows or a missing ``label``.
     """
-    torch = sys.modules.get("torch")
+    # torch is optional (installed or not, the same code type-checks).
+    torch: Any = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch  # type: ignore[no-redef]  # torch is optional: the module or None
+            torch = importlib.import_module("torch")
         except ImportError:
             torch = None
     batch: dict[str, Any] = {}

@@ -6,42 +6,38 @@ ome-zarr-py's reader and ngff-zarr's JSON-Schema validation (tests/e2e/test_ngff
 
 Frames, and why
 ---------------
-Arrays are stored in the axis order of their source (``[i, j, k]`` of the NIfTI, ``[row,
-column, slice]`` of the DICOM series): the writer streams them slab by slab along the source's
-last axis with bounded memory, the voxel digest is the source's, and every table's voxel
-coordinates (``vertebrae.centroid_i/j/k``, ``mosmed_vertebrae.*_row/_col/_slice``) index the
-store and the source alike, so there is one voxel frame and no second set of columns.
+NGFF 0.5 knows only per-axis ``scale`` and ``translation``: no rotation, no axis permutation (NGFF
+0.6 adds them, RFC-5, but the readers above and napari-ome-zarr show 0.5 stores). So the arrays
+themselves are stored the right way up (:mod:`verse_etl.geometry.store_frame`): the source's voxel grid
+with its axes permuted and flipped so that array axes 0, 1, 2 (NGFF ``z, y, x``, the Zarr
+``dimension_names``) grow toward superior, posterior and the patient's left. napari shows axis 0
+on the slider and axial slices with anterior up and the patient's right on the viewer's left
+(radiological), for axial and sagittal acquisitions alike. No voxel is resampled.
 
-The exact geometry is the root attribute ``verse_etl.affine``: a 4x4 matrix mapping stored
-indices to RAS+ millimetres (x toward the patient's right, y anterior, z superior), oblique and
-tilted grids included. Use it for world coordinates (``Dataset`` does).
-
-NGFF 0.5 knows only per-axis ``scale`` and ``translation``: no rotation, no axis permutation.
-The coordinate system written for viewers is therefore the RAS+ space *turned onto the voxel
-axes*: NGFF axes ``z, y, x`` (the Zarr ``dimension_names``) name array axes 0, 1, 2, not
-anatomical directions. With the unit direction columns ``R`` and voxel sizes ``s`` of the affine
+The exact geometry is the root attribute ``verse_etl.affine``: a 4x4 matrix mapping store indices
+to RAS+ millimetres (x toward the patient's right, y anterior, z superior), oblique and tilted
+grids included; ``verse_etl.source_affine`` is the source's own (tables: ``store_affine`` and
+``affine``). With the unit direction columns ``R`` and voxel sizes ``s`` of the store affine
 ``A = [R diag(s) | o]``, a voxel ``v`` sits at NGFF coordinates ``diag(s) v + R^T o``
 (:func:`voxel_frame`), which is ``R^T`` times its RAS+ position when the voxel axes are
-orthogonal. Distances, voxel sizes and the alignment of the CT with its label image are exact;
-the anatomical orientation on screen follows the voxel axes (an ``LPS``-stored scan shows axial
-slices, a ``PIR``-stored one sagittal slices). :func:`ngff_coordinates` puts RAS+ points (the
-tables' ``*_mm`` columns) into that same NGFF space, so centroids overlay the CT and labels in
-napari (napari-ome-zarr) exactly, for oblique grids too.
+orthogonal: the NGFF space is RAS+ turned onto the store axes, exactly the radiological frame
+(superior, posterior, left) for a grid aligned with the patient, within the obliquity otherwise.
+Distances, voxel sizes and the alignment of the CT with its label image are exact.
+:func:`ngff_coordinates` puts RAS+ points (the tables' ``*_mm`` columns) into that NGFF space;
+the tables' store-frame voxel columns (``vertebrae.centroid_store_z/y/x``,
+``mosmed_vertebrae.*_store_z/y/x``) give it directly as ``scale * index + translation``. Either
+way centroids overlay the CT and labels in napari exactly, oblique grids included.
 
-For radiological display from Python, :func:`display_affine` gives napari (or any viewer
-taking a 4x4 per layer) the exact stored-index -> display transform with axes superior,
-posterior, patient's left, and :func:`display_points` the tables' RAS+ points in that frame::
+For an exactly radiological display of an oblique grid from Python, :func:`display_affine`
+gives napari (or any viewer taking a 4x4 per layer) the exact store-index -> display transform
+with axes superior, posterior, patient's left, and :func:`display_points` the tables' RAS+
+points in that frame::
 
     frame = display_affine(case.affine)
     viewer.add_image(case.image, affine=frame)
     viewer.add_labels(case.mask, affine=frame)
     viewer.add_points(display_points(case.vertebrae[["centroid_x_mm", "centroid_y_mm",
                                                      "centroid_z_mm"]]))
-
-Not done (yet): arrays reoriented to one canonical anatomical order (e.g. ``S, P, L`` for
-radiological axial display) would need the streaming writer to permute and flip along its slab
-axis; NGFF 0.6's ``rotation``/``affine``/``mapAxis`` transformations would say it in metadata
-but the readers above do not implement 0.6 for Python 3.11.
 """
 
 from __future__ import annotations
@@ -54,10 +50,10 @@ import numpy as np
 
 NGFF_VERSION = "0.5"
 NGFF_AXES: tuple[str, str, str] = ("z", "y", "x")
-"""NGFF names of array axes 0, 1, 2 (``i, j, k``), also the Zarr ``dimension_names`` of every
-array, as NGFF 0.5 requires them to match. NGFF readers (ngff-zarr, napari) expect 3-D space
-axes to be called ``z, y, x`` in array order. They name array axes, not RAS directions: NGFF
-``x`` runs along array axis 2."""
+"""NGFF names of store axes 0, 1, 2, also the Zarr ``dimension_names`` of every array, as NGFF
+0.5 requires them to match. NGFF readers (ngff-zarr, napari) expect 3-D space axes to be called
+``z, y, x`` in array order. In the store frame they grow toward superior, posterior and the
+patient's left (nearest axes: :mod:`verse_etl.geometry.store_frame`)."""
 
 PYRAMID_METHOD = "nearest"
 """How levels 1, 2, ... are made: every second voxel along each axis of the level above."""
@@ -183,8 +179,9 @@ def multiscale(name: str, affine: np.ndarray, levels: int) -> dict[str, Any]:
         "type": PYRAMID_METHOD,
         "metadata": {
             "method": "numpy slicing [::2, ::2, ::2] of the level above",
-            "frame": "RAS+ mm turned onto the voxel axes (translation = R^T origin); the full "
-            "affine is in the verse_etl attributes of the store root",
+            "frame": "RAS+ mm turned onto the store axes (translation = R^T origin): z, y, x "
+            "toward superior, posterior, patient's left; the exact affine is in the verse_etl "
+            "attributes of the store root",
         },
     }
 

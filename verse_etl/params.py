@@ -117,10 +117,11 @@ class VolumeParams:
                 f"params.yaml: volumes.encoder_nice is {self.encoder_nice} (expected 0..19, a "
                 "Unix niceness added to the encoder threads'); fix the value"
             )
-        if self.pyramid_levels and self.chunks[2] % 2:
+        if self.pyramid_levels and any(c % 2 for c in self.chunks):
+            # Stores stream along whichever axis the source's slices run (store_frame.py).
             raise ParamsError(
                 f"params.yaml: volumes.chunks is {list(self.chunks)} with pyramid_levels "
-                f"{self.pyramid_levels} (expected an even last size, so that every second voxel "
+                f"{self.pyramid_levels} (expected even sizes, so that every second voxel "
                 "of a chunk row is every second voxel of the volume); fix the value"
             )
         if not isinstance(self.verify, bool):

@@ -10,7 +10,7 @@
     <out>/metrics.json                                 counts, for `dvc metrics`
 
 ``<key>`` is the start of the key of the case result that wrote the store (see
-:mod:`verse_etl.publish.generations`: a rebuild never overwrites a store published tables point at).
+:mod:`verse_etl.tables.generations`: a rebuild never overwrites a store published tables point at).
 
 Identifiers that come from the sources (a VerSe scan id read from a file name, a MosMed study
 folder name, a SeriesInstanceUID read from a DICOM header) are never used as path components as

@@ -43,7 +43,7 @@ def run(
 def make_project(repo: Path, verse_cases: int = 4, mosmed_studies: int = 1) -> Path:
     """A git + DVC repository holding the project's pipeline, set to a tiny sample."""
     repo.mkdir(parents=True, exist_ok=True)
-    for name in ("verse_etl", "schemas", "flows"):
+    for name in ("verse_etl", "verse_etl_sample", "schemas", "flows"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)

@@ -22,7 +22,7 @@ import pydicom
 from pydicom.uid import JPEG2000Lossless
 
 from tests.dicom_factory import write_series
-from verse_etl.sample.verse_variants import rewrite_centroids
+from verse_etl_sample.verse_variants import rewrite_centroids
 
 V19 = "dataset-verse19training"
 TEMPLATE = "verse008"

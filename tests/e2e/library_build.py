@@ -7,15 +7,15 @@ from pathlib import Path
 
 from verse_etl.flows.build import tables
 
+from verse_etl.cases.outputs import save_case_result
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams, SourceParams
-from verse_etl.publish.outputs import save_case_result
-from verse_etl.sample import SampleManifest, write_sample
 from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import discover_verse, discover_verse_sources
 from verse_etl.tables.assemble import BuildSummary
 from verse_etl.verse.case import build_verse_scan, source_results
+from verse_etl_sample import SampleManifest, write_sample
 
 
 def build_tiny(src: Path, out: Path, seed: int) -> SampleManifest:

@@ -1,6 +1,6 @@
 """Issue #7's bad-input corpus: one build over good and bad sources mixed in their real layouts.
 
-The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl.sample`, small
+The fixture writes good data (VerSe scans and MosMed studies from :mod:`verse_etl_sample`, small
 DICOM series from ``tests/dicom_factory.py``) into ``pristine/``, copies it to ``src/`` and damages
 the copy case by case, in place, beside the good cases: on-disk VerSe files, the VerSe'20
 release zip (read in place) with hostile members, MosMed study folders, annotation files and
@@ -54,16 +54,16 @@ from verse_etl.params import (
     VolumeParams,
 )
 from verse_etl.read.catalog import query
-from verse_etl.sample import SampleManifest, write_sample
-from verse_etl.sample.edge_cases import rewrite_dicom
-from verse_etl.sample.verse_variants import (
+from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.sources.verse import discover_verse_sources
+from verse_etl_sample import SampleManifest, write_sample
+from verse_etl_sample.edge_cases import rewrite_dicom
+from verse_etl_sample.verse_variants import (
     rewrite_centroids,
     rewrite_mask,
     rewrite_sform,
     zip_release,
 )
-from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.sources.verse import discover_verse_sources
 
 V20_ZIP = "dataset-verse20training.zip"
 
@@ -420,10 +420,12 @@ def test_scan_builds_with_the_source_voxels(corpus: Corpus, scan_id: str, case: 
     truth = next(s for s in corpus.manifest.verse if s.scan_id == scan_id)
     built = Dataset(corpus.out).case(scan_id)
     ct = nib.load(corpus.root / "pristine" / truth.ct)
-    np.testing.assert_array_equal(built.image[...], np.asanyarray(ct.dataobj))
-    np.testing.assert_allclose(built.affine, ct.affine, atol=1e-6)
+    source = built.frame.to_source(built.image[...])  # the store holds it the right way up
+    np.testing.assert_array_equal(source, np.asanyarray(ct.dataobj))
+    np.testing.assert_allclose(built.source_affine, ct.affine, atol=1e-6)  # type: ignore[arg-type]
     labels = np.asanyarray(nib.load(corpus.root / "pristine" / truth.mask).dataobj)
-    np.testing.assert_array_equal(built.mask[...], labels.astype(np.uint8))  # type: ignore[index]
+    stored = built.frame.to_source(built.mask[...])  # type: ignore[index]
+    np.testing.assert_array_equal(stored, labels.astype(np.uint8))
     assert set(truth.labels) <= set(built.vertebrae["label"])
 
 
@@ -457,7 +459,8 @@ def test_study_builds_with_the_source_voxels(corpus: Corpus, study: str) -> None
     assert sorted(series["series_uid"]) == sorted(expected)
     dataset = Dataset(corpus.out)
     for uid, volume in expected.items():
-        np.testing.assert_array_equal(dataset.case(uid).image[...], volume)
+        case = dataset.case(uid)
+        np.testing.assert_array_equal(case.frame.to_source(case.image[...]), volume)
     if study == "mosmed_good":
         rows = _table(corpus, f"SELECT * FROM mosmed_vertebrae WHERE folder = '{study}'")
         assert set(rows["release"]) == {"v1", "v2"}
@@ -637,7 +640,8 @@ def test_hostile_series_uids_get_stores_inside_the_build(corpus: Corpus) -> None
         assert store.resolve().is_relative_to(corpus.out.resolve())
         assert store.is_dir() and len(store.name) < 255
         stores[uid] = store
-        assert dataset.case(uid).image.shape == (8, 10, 6)
+        case = dataset.case(uid)
+        assert case.frame.shape == (8, 10, 6) and case.image.shape == (6, 8, 10)  # S, P, L
     assert len(set(stores.values())) == len(UID_KINDS)
     assert not Path(UID_KINDS["h_uid_absolute"]).exists()
     assert not Path(UID_KINDS["h_uid_absolute"] + ".zarr").exists()

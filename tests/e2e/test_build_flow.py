@@ -16,7 +16,7 @@ from zarr import open_group
 from tests.file_digests import file_digests
 from verse_etl.geometry.affines import LPS_TO_RAS
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
-from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array, read_source_order
 from verse_etl.tables.parquet import read_table
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory):
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     out = tmp_path_factory.mktemp("sample")
     return out, write_sample(out, seed=3, verse_cases=5, mosmed_studies=2, size="tiny")
@@ -89,11 +89,15 @@ def test_verse_voxels_affine_and_spacing_carried_over(built) -> None:
         image = open_array(store, IMAGE_PATH)
         labels = open_array(store, LABELS_PATH)
         assert image.dtype == np.int16 and labels.dtype == np.uint8
-        np.testing.assert_array_equal(image[...], np.asanyarray(ct.dataobj))
-        np.testing.assert_array_equal(labels[...], np.asanyarray(mask.dataobj).astype(np.uint8))
+        # The source's voxels (the store holds them turned the right way up: store_frame.py).
+        np.testing.assert_array_equal(read_source_order(store), np.asanyarray(ct.dataobj))
+        np.testing.assert_array_equal(
+            read_source_order(store, LABELS_PATH), np.asanyarray(mask.dataobj).astype(np.uint8)
+        )
         np.testing.assert_allclose(np.reshape(row["affine"], (4, 4)), ct.affine)
         attrs = open_group(store, mode="r").attrs["verse_etl"]
-        np.testing.assert_allclose(attrs["affine"], ct.affine)
+        np.testing.assert_allclose(attrs["source_affine"], ct.affine)
+        np.testing.assert_allclose(attrs["affine"], np.reshape(row["store_affine"], (4, 4)))
         np.testing.assert_allclose(
             [row["spacing_i_mm"], row["spacing_j_mm"], row["spacing_k_mm"]],
             scan.spacing_mm,
@@ -127,7 +131,7 @@ def test_mosmed_voxels_and_affine_match_dicom(built) -> None:
                 ],
                 axis=-1,
             )
-            stored = open_array(out / row["store_path"])[...]
+            stored = read_source_order(out / row["store_path"])
             np.testing.assert_array_equal(stored, expected.astype(np.int16))
             first = datasets[0]
             ps = [float(v) for v in first.PixelSpacing]
@@ -159,7 +163,7 @@ def real_annotations_built(shared: Path, prefect_server, tmp_path_factory: pytes
     `sample --annotations` makes (one study per Folder for both releases)."""
     from verse_etl.flows.build import run_build
 
-    from verse_etl.sample import write_annotation_studies
+    from verse_etl_sample import write_annotation_studies
 
     src = tmp_path_factory.mktemp("real-ann")
     real = shared / "fixtures" / "mosmed"
@@ -224,16 +228,24 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
     assert len(annotated) == len(files) and annotated["is_volume"].all()
 
 
-def test_dask_runner_with_two_workers_gives_identical_outputs(built, tmp_path: Path) -> None:
+def test_dask_runner_with_two_workers_gives_identical_outputs(
+    built, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from dataclasses import replace
 
     from verse_etl.flows.build import run_build
 
     params, first, *_, out = built
     dask_out = tmp_path / "dask-build"
+    capfd.readouterr()
     summary = run_build(replace(params, out=str(dask_out), workers=2), runner="dask")
     assert summary.rows == first.rows and summary.converted == first.cases
     assert file_digests(dask_out, skip=("cases",)) == file_digests(out, skip=("cases",))
+    # One API for the whole build (the Dask client's threads started a temporary server of
+    # their own), Dask quiet at INFO, and its workers stopped without being killed.
+    said = "".join(capfd.readouterr())
+    assert "temporary server" not in said, said
+    assert "distributed.scheduler" not in said and "still alive" not in said, said
 
 
 def test_real_annotations_heights_are_keypoint_distances_times_spacing(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from verse_etl.cases.outputs import load_case_results
 from verse_etl.errors import OutputError
-from verse_etl.publish.outputs import load_case_results
 
 
 def test_a_failed_case_task_is_quarantined_and_the_build_error_is_raised(

@@ -69,7 +69,7 @@ def _build_twice_with(code: Path, src: Path, out: Path) -> list[dict[str, bool]]
 
 
 def test_a_changed_nifti_reader_rebuilds_the_verse_cases_and_only_them(tmp_path: Path) -> None:
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     src, out = tmp_path / "src", tmp_path / "out"
     manifest = write_sample(src, seed=2, verse_cases=4, mosmed_studies=1, size="tiny")

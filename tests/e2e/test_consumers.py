@@ -181,12 +181,15 @@ def test_python_reader_gives_lazy_volumes_affines_and_rows(build) -> None:
     for scan in manifest.verse:
         case = ds.case(scan.scan_id)
         ct = nib.load(str(src / scan.ct))
-        np.testing.assert_array_equal(case.image[:, :, 3], np.asanyarray(ct.dataobj)[:, :, 3])
+        # Store frame (superior, posterior, left); Case.frame leads back to the source's order.
+        source = case.frame.to_source(case.image[...])
+        np.testing.assert_array_equal(source[:, :, 3], np.asanyarray(ct.dataobj)[:, :, 3])
         np.testing.assert_array_equal(
-            np.asarray(case.mask),
+            case.frame.to_source(np.asarray(case.mask)),
             np.asanyarray(nib.load(str(src / scan.mask)).dataobj).astype(np.uint8),
         )
-        np.testing.assert_allclose(case.affine, ct.affine)
+        np.testing.assert_array_equal(case.source_affine, ct.affine)
+        np.testing.assert_allclose(case.affine, case.source_affine @ case.frame.index_matrix())
         assert tuple(sorted(case.vertebrae["label"])) == scan.labels
     mosmed = ds.case(manifest.mosmed[0].series_uid)
     assert mosmed.source == "mosmed" and mosmed.mask is None and len(mosmed.vertebrae) > 0

@@ -25,7 +25,7 @@ BUILD_PARTS = ("tables", "volumes")  # the outputs a rerun must reproduce byte f
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     src = tmp_path_factory.mktemp("crash-src")
     write_sample(src, seed=7, verse_cases=6, mosmed_studies=2, size="small")

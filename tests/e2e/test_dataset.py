@@ -52,11 +52,20 @@ def test_samples_are_dicts_of_the_source_voxels_with_a_transform_hook(tiny_build
     for index, scan in enumerate(sorted(manifest.verse, key=lambda s: s.scan_id)):
         sample = ds[index]
         ct, mask = nib.load(src / scan.ct), nib.load(src / scan.mask)
-        np.testing.assert_array_equal(sample["image"][0], np.asanyarray(ct.dataobj))
+        # The source's voxels, turned the right way up (superior, posterior, left) without
+        # resampling: nibabel's own reorientation of the source gives the same array.
+        target = nib.orientations.axcodes2ornt(("S", "P", "L"))
+        turn = nib.orientations.ornt_transform(nib.io_orientation(ct.affine), target)
+        upright = nib.orientations.apply_orientation(np.asanyarray(ct.dataobj), turn)
+        np.testing.assert_array_equal(sample["image"][0], upright)
         assert sample["image"].dtype == np.int16 and sample["image"].shape[0] == 1
-        np.testing.assert_array_equal(sample["label"][0], np.asanyarray(mask.dataobj))
-        np.testing.assert_allclose(sample["affine"], ct.affine, atol=1e-6)
-        np.testing.assert_allclose(sample["spacing"], ct.header.get_zooms()[:3], rtol=1e-6)
+        labels = nib.orientations.apply_orientation(np.asanyarray(mask.dataobj), turn)
+        np.testing.assert_array_equal(sample["label"][0], labels)
+        assert "".join(nib.aff2axcodes(sample["affine"])) == "SPL"
+        expected = ct.affine @ nib.orientations.inv_ornt_aff(turn, ct.shape)
+        np.testing.assert_allclose(sample["affine"], expected, atol=1e-6)
+        zooms = nib.affines.voxel_sizes(sample["affine"])
+        np.testing.assert_allclose(sample["spacing"], zooms, rtol=1e-6)
         assert sample["id"] == scan.scan_id and sample["source"] == "verse"
         assert sorted(v["label"] for v in sample["vertebrae"]) == sorted(scan.labels)
     assert seen == ds.ids

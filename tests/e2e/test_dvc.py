@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def _prefect(args: list[str], project: Path, api: str) -> str:
 
 def _servers(project: Path) -> int:
     log = project / ".prefect" / "verse-etl-server.log"
-    return log.read_text().count(" up (database in ") if log.exists() else 0
+    return log.read_text().count(" up in ") if log.exists() else 0
 
 
 def repro(project: Path) -> str:
@@ -43,6 +44,12 @@ def repro(project: Path) -> str:
 def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Path) -> None:
     first = repro(project)
     assert stages_run(first) == {"sample", "ingest@verse", "ingest@mosmed", "tables", "report"}
+    # Each stage that runs a flow says what Prefect cost it (benchmarks/prefect_share.py adds
+    # these up); the local server started from the migrated template, not by migrating.
+    for stage in ("ingest verse", "ingest mosmed", "tables"):
+        assert f"verse-etl prefect cost: {stage}: " in first, first
+    log = (project / ".prefect" / "verse-etl-server.log").read_text()
+    assert "copied from the migrated template" in log, log
     # No API configured: the first stage started one local server, the later stages reused it,
     # and Prefect's own CLI lists the runs and their artifacts (fastapi pinned by Prefect).
     assert _servers(project) == 1
@@ -50,6 +57,9 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     runs = _prefect(["flow-run", "ls"], project, api)
     for name in ("ingest verse -> data/build", "ingest mosmed -> data/build", "tables ->"):
         assert name in runs, runs
+    # The UI (same server) is told where that API is, not Prefect's default port.
+    with urllib.request.urlopen(f"{api.removesuffix('/api')}/ui-settings", timeout=30) as r:
+        assert json.loads(r.read())["api_url"] == api
     artifacts = _prefect(["artifact", "ls"], project, api)
     for key in ("build-summary", "quarantine-by-check", "ingest-progress"):
         assert key in artifacts, artifacts
@@ -94,7 +104,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     # ingest@verse ran alone: every MosMed row is still there.
     assert metrics["rows"]["series"] == before["rows"]["series"] > 0
     # gl003's store stays until the next ingestion of VerSe: when ingest@verse ran, the published
-    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.publish.generations).
+    # tables still pointed at it, and the tables stage writes only tables/ (verse_etl.tables.generations).
     stores = (project / "data" / "build" / "volumes" / "verse").glob("*.zarr")
     published = read_table(project / "data" / "build", "scans").column("store_path").to_pylist()
     assert not [p for p in published if "gl003" in p]

@@ -55,7 +55,7 @@ def test_readme_get_the_data_then_build_and_release_names_the_raw_sources(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project = new_dvc_project(tmp_path / "project")
-    for name in ("verse_etl", "schemas", "flows"):
+    for name in ("verse_etl", "verse_etl_sample", "schemas", "flows"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

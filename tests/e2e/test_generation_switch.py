@@ -22,11 +22,11 @@ import zarr
 from verse_etl.schemas import TABLES
 
 from tests.file_digests import file_digests
+from verse_etl.cases.outputs import load_case_results, save_case_result
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams, SourceParams, VolumeParams
 from verse_etl.publish.card import card_path, write_card
-from verse_etl.publish.outputs import load_case_results, save_case_result
 from verse_etl.publish.pruning import collect_garbage_after_switch, settle_source
 from verse_etl.sources.mosmed import discover_mosmed
 from verse_etl.sources.verse import discover_verse_sources
@@ -91,23 +91,21 @@ def _kill_at(module: object, name: str, call: int, after: bool = False) -> None:
 
 
 def _steps() -> dict[str, Callable[[], None]]:
-    import verse_etl.publish.generations
-    import verse_etl.publish.outputs
+    import verse_etl.cases.outputs
     import verse_etl.tables.assemble
+    import verse_etl.tables.generations
 
     return {
         # ingest: the removed scan's result goes; its store (published) must stay
-        "ingest-prune": lambda: _kill_at(verse_etl.publish.outputs, "remove_path", 1),
+        "ingest-prune": lambda: _kill_at(verse_etl.cases.outputs, "remove_path", 1),
         # every case ingested and pruned, nothing of the tables written yet
         "after-ingest": lambda: _kill_at(verse_etl.tables.assemble, "remove_stale_generations", 1),
         "tables-half-written": lambda: _kill_at(verse_etl.tables.assemble, "write_table", 3),
-        "before-exchange": lambda: _kill_at(verse_etl.publish.generations, "exchange", 1),
-        "after-exchange": lambda: _kill_at(
-            verse_etl.publish.generations, "exchange", 1, after=True
-        ),
+        "before-exchange": lambda: _kill_at(verse_etl.tables.generations, "exchange", 1),
+        "after-exchange": lambda: _kill_at(verse_etl.tables.generations, "exchange", 1, after=True),
         "before-metrics": lambda: _kill_at(verse_etl.tables.assemble, "write_text_atomic", 1),
         # the first deletion is the old generation folder, the second the first old store
-        "garbage-collection": lambda: _kill_at(verse_etl.publish.generations, "remove_path", 2),
+        "garbage-collection": lambda: _kill_at(verse_etl.tables.generations, "remove_path", 2),
     }
 
 
@@ -152,7 +150,7 @@ def _same(seen: tuple[dict, str], expected: tuple[dict, str]) -> bool:
 @pytest.fixture(scope="module")
 def generations(tmp_path_factory: pytest.TempPathFactory):
     """Sources v1 and v2 (one CT changed, one scan removed), v1 built, and v2 built on it."""
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     base = tmp_path_factory.mktemp("generations")
     manifest = write_sample(base / "v1", seed=4, verse_cases=4, mosmed_studies=1, size="tiny")

@@ -10,6 +10,7 @@ import numpy as np
 import zarr
 
 from verse_etl.dataset import Dataset
+from verse_etl.geometry.store_frame import axis_codes
 from verse_etl.ngff import NGFF_AXES, display_affine, display_points, ngff_coordinates
 
 
@@ -91,8 +92,9 @@ def _scale_translation(dataset: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def test_centroids_land_on_their_label_in_ngff_space(tiny_build) -> None:
     """What a napari user overlays: the tables' RAS+ centroids, as points in the NGFF space of the
-    image and label layers, fall in the voxel the table names at every level, and at level 0 that
-    voxel holds the label the table says."""
+    image and label layers, fall in the store voxel the table names at every level, and at level 0
+    that voxel of the store's label image holds the label the table says (probed at build time
+    in the source frame)."""
     out, *_ = tiny_build
     ds = Dataset(out)
     checked = 0
@@ -105,7 +107,18 @@ def test_centroids_land_on_their_label_in_ngff_space(tiny_build) -> None:
         points = ngff_coordinates(
             case.affine, rows[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()
         )
-        centroids = rows[["centroid_i", "centroid_j", "centroid_k"]].to_numpy()
+        # The store frame's voxel columns: the source's centroids permuted and flipped the way
+        # the arrays were, and on the same world point through the store affine.
+        centroids = rows[["centroid_store_z", "centroid_store_y", "centroid_store_x"]].to_numpy()
+        source = rows[["centroid_i", "centroid_j", "centroid_k"]].to_numpy()
+        np.testing.assert_allclose(case.frame.to_store_index(source), centroids, atol=1e-9)
+        np.testing.assert_allclose(
+            centroids @ case.affine[:3, :3].T + case.affine[:3, 3],
+            rows[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(),
+            atol=1e-4,
+        )
+        # Right way up: store axes grow toward superior, posterior, the patient's left.
+        assert axis_codes(case.affine) == "SPL", case.id
         for group in ("", "labels/vertebrae"):
             ome = zarr.open_group(case.store / group, mode="r").attrs["ome"]
             for level, dataset in enumerate(ome["multiscales"][0]["datasets"]):

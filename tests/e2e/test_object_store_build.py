@@ -20,10 +20,10 @@ from tests.e2e.s3_server import BUCKET, S3_ENV
 from tests.file_digests import file_digests
 from verse_etl.cli import app
 from verse_etl.params import BuildParams, SourceParams
-from verse_etl.publish.targets import POINTER_NAME
-from verse_etl.sample import write_sample
 from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH
 from verse_etl.tables.parquet import read_table
+from verse_etl.targets import POINTER_NAME
+from verse_etl_sample import write_sample
 
 pytestmark = pytest.mark.slow
 

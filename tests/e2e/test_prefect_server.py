@@ -43,7 +43,7 @@ def _wait(condition, seconds: float, what: str) -> None:
 
 
 def test_sigkilled_build_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     write_sample(tmp_path / "src", seed=2, verse_cases=4, mosmed_studies=1, size="tiny")
     home = tmp_path / "prefect-home"

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def built(prefect_server, tmp_path_factory: pytest.TempPathFactory):
     from verse_etl.flows.build import run_build
 
-    from verse_etl.sample import write_sample
+    from verse_etl_sample import write_sample
 
     src = tmp_path_factory.mktemp("prune-src")
     manifest = write_sample(src, seed=11, verse_cases=4, mosmed_studies=1, size="tiny")

@@ -130,7 +130,8 @@ def _readme_consumer_commands() -> list[str]:
 def test_readme_consumer_commands_get_a_release_elsewhere_byte_identical(built: Path) -> None:
     """With the project's own default remote (a folder relative to each clone), the README's
     consumer commands, run verbatim in a fresh folder, give the producer's bytes; the release
-    notes print the same commands."""
+    notes print the same commands. Then issue 18's done-when: the light reader there opens a
+    case of the tagged release, trains on patches and exports nnU-Net and NIfTI."""
     shutil.copy(ROOT / ".dvc" / "config", built / ".dvc" / "config")
     run(["git", "add", ".dvc/config"], built)
     run(["git", "commit", "-q", "-m", "the project's default remote"], built)
@@ -172,3 +173,76 @@ def test_readme_consumer_commands_get_a_release_elsewhere_byte_identical(built: 
 
     ds = Dataset(consumer, sources=("verse",))
     assert ds[0]["image"].size > 0
+
+    # Done when: in that fresh folder, the light install (the build stack is not importable)
+    # opens a case of the pulled release, feeds patches to a DataLoader and exports nnU-Net and
+    # NIfTI; the exports hold the source files' voxels and affines.
+    proc = subprocess.run(
+        [sys.executable, "-c", LIGHT_READER, "verse-etl/data/build"],
+        cwd=consumer,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "batches 2 x (2, 1, 32, 32, 32)" in proc.stdout, proc.stdout
+    _assert_exports_are_the_sources(built, consumer)
+
+
+LIGHT_READER = """
+import importlib.abc, sys
+
+BUILD_STACK = ("prefect", "prefect_dask", "dvc", "dask", "distributed", "pydicom", "nibabel",
+               "pandera", "scipy", "isal")
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    # The light install: none of the build extra is there to import.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BUILD_STACK:
+            raise ModuleNotFoundError(f"No module named {name!r} (light install)", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import torch
+from verse_etl.cli import app
+from verse_etl.dataset import Dataset, collate
+
+build = sys.argv[1]
+case = Dataset(build).case(0)
+assert case.image[0, 0, 0] is not None and case.affine.shape == (4, 4)
+train = Dataset(build, sources=("verse",), patch_size=(32, 32, 32), seed=1)
+loader = torch.utils.data.DataLoader(train, batch_size=2, collate_fn=collate, num_workers=1)
+shapes = [tuple(b["image"].shape) for b in loader]
+print(f"batches {len(shapes)} x {shapes[0]}")
+for command in (["nnunet", "--dataset-id", "42"], ["nifti"]):
+    try:
+        app(["export", *command, "--build", build, "--out", f"export-{command[0]}"])
+    except SystemExit as e:
+        assert e.code in (0, None), (command, e.code)
+"""
+
+
+def _assert_exports_are_the_sources(producer: Path, consumer: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    scans = pd.read_parquet(producer / "data" / "build" / "tables" / "scans")
+    sources = {p.name: p for p in (producer / "data" / "sample").rglob("*.nii.gz")}
+    nnunet = consumer / "export-nnunet" / "Dataset042_VerSe"
+    assert len(list((nnunet / "imagesTr").iterdir())) == len(scans)
+    for row in scans.itertuples():
+        ct = nib.load(sources[Path(row.ct_path).name])
+        for exported in (
+            consumer / "export-nifti" / "verse" / f"{row.scan_id}_ct.nii.gz",
+            nnunet / "imagesTr" / f"{row.scan_id}_0000.nii.gz",
+        ):
+            got = nib.load(exported)
+            np.testing.assert_array_equal(got.affine, ct.affine)
+            np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(ct.dataobj))
+        mask = nib.load(sources[Path(row.mask_path).name])
+        got = nib.load(consumer / "export-nifti" / "verse" / f"{row.scan_id}_msk.nii.gz")
+        source = np.asanyarray(mask.dataobj).astype(np.uint8)
+        np.testing.assert_array_equal(np.asanyarray(got.dataobj), source)
+        labels = np.asanyarray(nib.load(nnunet / "labelsTr" / f"{row.scan_id}.nii.gz").dataobj)
+        assert ((labels > 0) == (source > 0)).all()

@@ -26,7 +26,7 @@ from verse_etl.io.dicom import scan_folder
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.stores.volumes import open_array
+from verse_etl.stores.volumes import read_source_order
 from verse_etl.tables.assemble import assemble
 from verse_etl.tables.parquet import read_table
 
@@ -143,7 +143,7 @@ def test_philips_series_equals_dcm2niix_voxels_and_affine(shared: Path, built) -
     the two is checked directly as well."""
     _, out, tables = built
     row = tables["series"].set_index("folder").loc[PHILIPS.replace("/", "_")]
-    ours = open_array(out / row["store_path"])[...]
+    ours = read_source_order(out / row["store_path"])  # [row, column, slice]
     affine = np.reshape(row["affine"], (4, 4))
     reference = nib.load(str(shared / "corpora" / f"{REFERENCE}.nii.gz"))
     # dcm2niix stores the raw int16 pixel values with scl_slope 1, scl_inter -1024 (the DICOM

@@ -19,7 +19,7 @@ from verse_etl.mosmed.annotations import read_annotation
 from verse_etl.params import VolumeParams
 from verse_etl.report.qc import TEXT, label_color, verse_picture
 from verse_etl.sources.verse import discover_verse
-from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array
+from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, open_array, read_source_order
 from verse_etl.verse.case import build_verse_scan
 
 SUB = "sub-verse004"
@@ -104,7 +104,18 @@ def test_real_verse_case_ingests_and_validates(verse004: Path, tmp_path: Path) -
     source = np.asanyarray(mask_file.dataobj)
     stored = open_array(store, LABELS_PATH)[...]
     assert stored.dtype == np.uint8
-    np.testing.assert_array_equal(stored, source.astype(np.uint8))
+    # Stored the right way up (an oblique PIR scan: axes permuted and flipped toward superior,
+    # posterior, left, as nibabel turns it), and back in the source's order voxel for voxel.
+    turn = nib.orientations.ornt_transform(
+        nib.io_orientation(mask_file.affine), nib.orientations.axcodes2ornt(("S", "P", "L"))
+    )
+    upright = nib.orientations.apply_orientation(source.astype(np.uint8), turn)
+    np.testing.assert_array_equal(stored, upright)
+    np.testing.assert_array_equal(read_source_order(store, LABELS_PATH), source.astype(np.uint8))
+    store_affine = np.asarray(scans.loc[0, "store_affine"], dtype=float).reshape(4, 4)
+    np.testing.assert_allclose(
+        store_affine, mask_file.affine @ nib.orientations.inv_ornt_aff(turn, source.shape)
+    )
     assert open_array(store, IMAGE_PATH).dtype == np.int16
     affine = np.asarray(scans.loc[0, "affine"], dtype=float).reshape(4, 4)
     np.testing.assert_allclose(affine, mask_file.affine)

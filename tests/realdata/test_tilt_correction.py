@@ -26,7 +26,7 @@ from verse_etl.io.dicom import scan_folder
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import MosmedParams, VolumeParams
 from verse_etl.sources.mosmed import discover_mosmed
-from verse_etl.stores.volumes import open_array
+from verse_etl.stores.volumes import read_source_order
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GE = SHARED / "corpora" / "dcm_qa_ct" / "In" / "GE"
@@ -91,7 +91,7 @@ def test_tilted_uneven_series_is_resampled_like_dcm2niix(built) -> None:
     (row,) = corrected.rows["series"]
     assert (row["verdict"], row["findings"]) == ("gantry_tilt", "gantry_tilt,uneven_spacing")
     assert row["correction"] == "tilt,equidistant" and not row["is_volume"]
-    ours = open_array(out / row["store_path"])[...]
+    ours = read_source_order(out / row["store_path"])  # [row, column, slice]
     affine = np.reshape(row["affine"], (4, 4))
     reference = nib.load(str(REFERENCE))
     theirs = np.asanyarray(reference.dataobj)

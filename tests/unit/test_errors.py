@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from verse_etl.cases.outputs import load_case_results
 from verse_etl.cli import app
 from verse_etl.errors import (
     BuildFailed,
@@ -19,12 +20,11 @@ from verse_etl.errors import (
     VerseEtlError,
 )
 from verse_etl.paths import CASES_DIR
-from verse_etl.publish.outputs import load_case_results
 from verse_etl.read.export import export_nnunet
 from verse_etl.tables.dictionary import update_readme
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = [ROOT / "verse_etl", ROOT / "schemas", ROOT / "flows"]
+LIBRARY = [ROOT / "verse_etl", ROOT / "schemas", ROOT / "flows", ROOT / "verse_etl_sample"]
 
 # Bare builtin raises that are not the user's doing: a broken promise between our own modules (a
 # caller passing what the signature forbids) or a platform limit. Keyed by a piece of the message,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import tomllib
 from pathlib import Path
@@ -40,16 +41,18 @@ def test_schemas_and_flows_install_under_verse_etl_and_every_package_is_listed()
     assert not {p for p in listed if not p.startswith("verse_etl")}
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "verse_etl").rglob("__init__.py")
+        for top in ("verse_etl", "verse_etl_sample")
+        for init in (ROOT / top).rglob("__init__.py")
     } | {"verse_etl.schemas", "verse_etl.flows"}
     assert found == listed, "list the package in pyproject.toml [tool.setuptools] packages"
 
 
-def test_nothing_imports_a_top_level_schemas_or_flows() -> None:
-    """In a checkout ``schemas`` is importable from the repository root, but an installed copy
-    has only ``verse_etl.schemas``: code importing ``schemas`` would break once installed."""
-    offenders = []
-    for folder in ("verse_etl", "schemas", "flows", "tests", "benchmarks"):
+@functools.cache
+def _absolute_imports() -> tuple[tuple[str, int, str], ...]:
+    """(file, line, module) of every absolute import in the repository's Python code, parsed
+    once for the tests below."""
+    found = []
+    for folder in ("verse_etl", "verse_etl_sample", "schemas", "flows", "tests", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 names = []
@@ -57,9 +60,28 @@ def test_nothing_imports_a_top_level_schemas_or_flows() -> None:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
-                offenders += [
-                    f"{path.relative_to(ROOT)}:{node.lineno}"
-                    for n in names
-                    if n.split(".")[0] in ("schemas", "flows")
-                ]
+                found += [(path.relative_to(ROOT).as_posix(), node.lineno, n) for n in names]
+    return tuple(found)
+
+
+def test_nothing_imports_a_top_level_schemas_or_flows() -> None:
+    """In a checkout ``schemas`` is importable from the repository root, but an installed copy
+    has only ``verse_etl.schemas``: code importing ``schemas`` would break once installed."""
+    offenders = [
+        f"{path}:{line}"
+        for path, line, name in _absolute_imports()
+        if name.split(".")[0] in ("schemas", "flows")
+    ]
     assert not offenders, f"import verse_etl.schemas / verse_etl.flows instead: {offenders}"
+
+
+def test_the_product_reaches_the_sample_generator_only_through_its_cli_command() -> None:
+    """``verse_etl_sample`` writes synthetic test data; the product (verse_etl, schemas, flows)
+    imports it in one place only, lazily, in ``verse-etl sample``."""
+    importers = [
+        f"{path}:{line}"
+        for path, line, name in _absolute_imports()
+        if name.split(".")[0] == "verse_etl_sample"
+        and path.split("/")[0] in ("verse_etl", "schemas", "flows")
+    ]
+    assert [i.split(":")[0] for i in importers] == ["verse_etl/cli.py"], importers

@@ -31,7 +31,7 @@ def test_project_params_load() -> None:
         ("volumes: {encoder_nice: 20}\n", "volumes.encoder_nice"),
         ("volumes: {encoder_nice: -1}\n", "volumes.encoder_nice"),
         ("volumes: {pyramid_levels: -1}\n", "volumes.pyramid_levels"),
-        ("volumes: {chunks: [64, 64, 63]}\n", "expected an even last size"),
+        ("volumes: {chunks: [64, 64, 63]}\n", "expected even sizes"),
         ("volumes: {verify: maybe}\n", "volumes.verify"),
         ("volume: {}\n", "unknown section"),
         ("checks: {default: explode}\n", "checks mode"),

@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from tests.dicom_factory import write_series
+from verse_etl.cases.outputs import prune_source, remove_path
 from verse_etl.errors import OutputPathError, VerseEtlError
 from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.params import VolumeParams
@@ -24,9 +25,8 @@ from verse_etl.paths import (
     safe_name,
     verse_store_path,
 )
-from verse_etl.publish.outputs import prune_source, remove_path
-from verse_etl.publish.targets import Target
 from verse_etl.sources.mosmed import discover_mosmed
+from verse_etl.targets import Target
 
 REAL_UID = "1.2.643.5.1.13.13.12.2.77.8252.604378326291304.583."  # MosMed UIDs end in '.'
 REAL_FOLDER = "RLAD95D386-84122_RLSD95D386-84122"

@@ -12,7 +12,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from verse_etl.errors import OutputPathError
-from verse_etl.publish.targets import POINTER_NAME, STORE_ROOT_META, Target
+from verse_etl.targets import POINTER_NAME, STORE_ROOT_META, Target
 
 
 @pytest.fixture

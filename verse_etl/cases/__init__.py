@@ -1,1 +1,2 @@
-"""One case in, its volume stores and table rows out: a VerSe scan or a MosMed study."""
+"""What any case needs: its result (rows per table, quarantine records), the seal that keeps
+whatever it throws inside it, its cache key (hashing, stat cache) and its saved result on disk."""

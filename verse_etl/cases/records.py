@@ -39,14 +39,48 @@ class QuarantineRecord:
         cls, error: InputError, source: str, case_id: str, root: Path, table: str = ""
     ) -> QuarantineRecord:
         """Quarantine a whole case (or one of its files) because of ``error``."""
-        return cls(
-            source=source,
-            case_id=case_id,
+        return quarantine_record(
+            source,
+            case_id,
+            relative(error.path, root),
+            error.check,
+            error.problem,
+            fix=error.fix,
             table=table,
-            file=relative(error.path, root),
-            check=error.check,
-            reason=str(error).replace(error.path, relative(error.path, root), 1),
         )
+
+
+def quarantine_record(
+    source: str,
+    case_id: str,
+    file: str,
+    check: str,
+    problem: str,
+    *,
+    fix: str = "",
+    table: str = "",
+    severity: str = "warn",
+    record: str = "",
+) -> QuarantineRecord:
+    """A quarantine record, its reason written the one way every record's is:
+    ``"<file>: <problem>; <fix>"`` (as :class:`~verse_etl.errors.InputError` reads).
+
+    Examples
+    --------
+    >>> quarantine_record("verse", "verse004", "a_ctd.json", "centroid_nan", "entry 2 holds NaN",
+    ...                   fix="the entry is left out", table="vertebrae").reason
+    'a_ctd.json: entry 2 holds NaN; the entry is left out'
+    """
+    return QuarantineRecord(
+        source=source,
+        case_id=case_id,
+        table=table,
+        file=file,
+        check=check,
+        reason=f"{file}: {problem}" + (f"; {fix}" if fix else ""),
+        severity=severity,
+        record=record,
+    )
 
 
 @dataclass
@@ -64,6 +98,32 @@ class CaseResult:
     def add(self, table: str, row: dict[str, Any]) -> None:
         """Append one row to ``table``."""
         self.rows.setdefault(table, []).append(row)
+
+    def flag(
+        self,
+        file: str,
+        check: str,
+        problem: str,
+        *,
+        fix: str = "",
+        table: str = "",
+        case_id: str | None = None,
+    ) -> None:
+        """Quarantine what ``file`` holds: the case's one collector of records (see
+        :func:`quarantine_record`)."""
+        self.quarantine.append(
+            quarantine_record(
+                self.source, case_id or self.case_id, file, check, problem, fix=fix, table=table
+            )
+        )
+
+    def flag_error(
+        self, error: InputError, root: Path, *, table: str = "", file: str | None = None
+    ) -> None:
+        """Quarantine ``error``, naming its file relative to the source ``root`` (or as
+        ``file``: an archive member's name)."""
+        name = file if file is not None else relative(error.path, root)
+        self.flag(name, error.check, error.problem, fix=error.fix, table=table)
 
     def to_json(self) -> str:
         """Serialise (deterministically) for the case cache."""

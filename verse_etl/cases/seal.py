@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from verse_etl.cases.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.cases.records import CaseResult, write_text_atomic
 from verse_etl.errors import (
     InputError,
     VerseEtlError,
@@ -82,5 +82,5 @@ def rejected_case(
 ) -> CaseResult:
     """A case result holding only the quarantine record of ``error`` (no fingerprint)."""
     result = CaseResult(source=source, case_id=case_id, fingerprint="")
-    result.quarantine.append(QuarantineRecord.from_error(error, source, case_id, root, table))
+    result.flag_error(error, root, table=table)
     return result

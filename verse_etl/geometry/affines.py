@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from nibabel.orientations import aff2axcodes
 from numpy.typing import ArrayLike
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -30,6 +29,10 @@ def axcodes(affine: np.ndarray) -> str:
     >>> axcodes(np.diag([-1.0, -1.0, 1.0, 1.0]))
     'LPS'
     """
+    # Imported here: the series contract (schemas/series.py) imports this package for its
+    # verdict names, and importing a contract must not load nibabel.
+    from nibabel.orientations import aff2axcodes
+
     return "".join(aff2axcodes(np.asarray(affine, dtype=float)))
 
 

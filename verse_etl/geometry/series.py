@@ -22,11 +22,14 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from verse_etl.geometry.affines import axcodes, dicom_affine
-from verse_etl.io.dicom import SliceHeader
+
+if TYPE_CHECKING:  # type hints only: geometry stays free of the DICOM reader (and pydicom)
+    from verse_etl.io.dicom import SliceHeader
 
 VERDICTS: tuple[str, ...] = (
     "volume",

@@ -30,11 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from verse_etl.geometry.affines import dicom_affine
-from verse_etl.io.dicom import SliceHeader
+
+if TYPE_CHECKING:  # type hints only: geometry stays free of the DICOM reader (and pydicom)
+    from verse_etl.io.dicom import SliceHeader
 
 CORRECTIONS = ("tilt", "equidistant")
 """What a resampling can correct (the ``series.correction`` values, comma-joined)."""

@@ -134,6 +134,45 @@ def _check_gzip(archive: Path, budget: float, max_ratio: float) -> None:
         raise _unreadable(archive, f"the gzip stream ends early, after {produced} bytes")
 
 
+def _member_path(
+    member: tarfile.TarInfo, dest: Path, dest_resolved: Path, seen: set[PurePosixPath]
+) -> PurePosixPath | str:
+    """Where a non-folder member goes below ``dest``, or why it is refused (a sentence)."""
+    if member.issym() or member.islnk():
+        return f"is a link to {member.linkname!r} (links are refused)"
+    if not member.isreg():
+        return "is not a regular file (device, FIFO or special member)"
+    relative = safe_member_path(member.name)
+    if relative is None:
+        return "has an unsafe name (absolute, or with '..' leading outside the archive)"
+    if not (dest / relative).resolve().is_relative_to(dest_resolved):
+        return "would be written outside the unpack folder"
+    if relative in seen:
+        return "appears twice in the archive (the first copy was kept)"
+    return relative
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> bool:
+    """Copy a regular member's bytes to ``target`` (a new file); False if it has no data.
+
+    Raises
+    ------
+    EOFError
+        If the member ends early: tarfile's stream mode returns short data at a truncated end,
+        silently.
+    """
+    source = tar.extractfile(member)
+    if source is None:  # pragma: no cover - regular members always have data
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source, open(target, "xb") as out:
+        shutil.copyfileobj(source, out, length=1 << 20)
+        copied = out.tell()
+    if copied != member.size:
+        raise EOFError(f"member {member.name!r} ends after {copied} of {member.size} bytes")
+    return True
+
+
 def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> Unpacked:
     """Write every safe regular member of a ``.tar.gz`` archive below ``dest``.
 
@@ -182,25 +221,9 @@ def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> U
             for member in tar:
                 if member.isdir():
                     continue
-                if member.issym() or member.islnk():
-                    refuse(member.name, f"is a link to {member.linkname!r} (links are refused)")
-                    continue
-                if not member.isreg():
-                    refuse(member.name, "is not a regular file (device, FIFO or special member)")
-                    continue
-                relative = safe_member_path(member.name)
-                if relative is None:
-                    refuse(
-                        member.name,
-                        "has an unsafe name (absolute, or with '..' leading outside the archive)",
-                    )
-                    continue
-                target = dest / relative
-                if not target.resolve().is_relative_to(dest_resolved):
-                    refuse(member.name, "would be written outside the unpack folder")
-                    continue
-                if relative in seen:
-                    refuse(member.name, "appears twice in the archive (the first copy was kept)")
+                relative = _member_path(member, dest, dest_resolved, seen)
+                if isinstance(relative, str):
+                    refuse(member.name, relative)
                     continue
                 seen.add(relative)
                 unpacked += member.size
@@ -211,19 +234,10 @@ def unpack_archive(archive: Path, dest: Path, max_ratio: float = MAX_RATIO) -> U
                         max_ratio,
                         f"{unpacked} bytes declared up to {member.name!r}",
                     )
-                source = tar.extractfile(member)
-                if source is None:  # pragma: no cover - regular members always have data
+                target = dest / relative
+                if not _extract(tar, member, target):
                     refuse(member.name, "has no data")
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with source, open(target, "xb") as out:
-                    shutil.copyfileobj(source, out, length=1 << 20)
-                    copied = out.tell()
-                if copied != member.size:
-                    # tarfile's stream mode returns short data at a truncated end, silently.
-                    raise EOFError(
-                        f"member {member.name!r} ends after {copied} of {member.size} bytes"
-                    )
                 written.append(UnpackedFile(path=target, member=str(relative)))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise _unreadable(archive, f"{type(e).__name__}: {e}") from e

@@ -30,22 +30,12 @@ from pathlib import Path
 
 from verse_etl.errors import InputError
 from verse_etl.io.json_files import read_json
+from verse_etl.levels import MOSMED_ANNOTATED_LEVELS as ANNOTATED_LEVELS
+from verse_etl.levels import MOSMED_LEVELS as LEVELS
+from verse_etl.levels import POINT_NAMES as POINT_NAMES  # re-exported: the readers' vocabulary
 from verse_etl.params import InputLimits
 
-POINT_NAMES: tuple[str, ...] = ("ant_sup", "ant_inf", "mid_sup", "mid_inf", "post_sup", "post_inf")
-"""Keypoint order within one vertebra, as in both annotation releases."""
-
 RELEASES: tuple[str, ...] = ("v1", "v2")
-
-ANNOTATED_LEVELS: tuple[str, ...] = (
-    *(f"C{i}" for i in range(1, 8)),
-    *(f"Th{i}" for i in range(1, 13)),
-    *(f"L{i}" for i in range(1, 6)),
-)
-"""The v2 label alphabet, cranial to caudal."""
-
-LEVELS: tuple[str, ...] = tuple(name.replace("Th", "T") for name in ANNOTATED_LEVELS)
-"""Level names in the tables (``T7`` for v2's ``Th7``: the same names as VerSe's ``level``)."""
 
 
 def normalise_level(label: object) -> str | None:

@@ -31,39 +31,40 @@ from verse_etl.cases.records import (
     QuarantineRecord,
     discovery_result,
     load_cached,
+    quarantine_record,
     relative,
     write_text_atomic,
 )
 from verse_etl.cases.seal import seal_case
 from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
-from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.series import (
     GeometryTolerances,
     SeriesGeometry,
     check_series,
     store_slice_index,
 )
+from verse_etl.geometry.store_frame import frame_attributes, store_frame
 from verse_etl.geometry.tilt import TiltGrid, iter_resampled, tilt_grid
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
 from verse_etl.io.dicom import (
-    SERIES_TAGS,
     SeriesReader,
     irregular_files,
     read_slice_hu,
     scan_files,
     walk_files,
 )
-from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES, AnnotationFile, read_annotation
-from verse_etl.mosmed.expert_matching import pair_experts
-from verse_etl.mosmed.matching import levels_from_reference
-from verse_etl.mosmed.measures import (
-    crush_ratio,
-    deformity_ratios,
-    genant_grade,
-    grade_ratio,
-    heights_mm,
+from verse_etl.mosmed.annotations import AnnotationFile, read_annotation
+from verse_etl.mosmed.keypoints import (
+    centre,
+    expert_pairs,
+    grade,
+    keypoint_voxels,
+    mean_height,
+    vertebra_row,
 )
+from verse_etl.mosmed.matching import levels_from_reference
+from verse_etl.mosmed.series import series_row
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
@@ -73,9 +74,6 @@ from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 SOURCE = "mosmed"
 MOSMED_FORMAT = 5
 """Bump when the rows of a MosMed study change meaning, so that saved results are recomputed."""
-
-_NUMERIC_TAGS = {"kvp", "slice_thickness_mm", "series_number", "gantry_detector_tilt_deg"}
-_UNGRADED = -1  # only with a zero height, which fails the height checks too
 
 
 def tolerances(params: MosmedParams) -> GeometryTolerances:
@@ -163,8 +161,7 @@ def _build_study(
         # picked up by the next build.
         result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint="")
         file = Path(getattr(e, "filename", None) or study.dicom_dir or study.archive or root)
-        _quarantine(
-            result,
+        result.flag(
             relative(file, root),
             "read",
             f"cannot read ({e})",
@@ -197,8 +194,7 @@ def _build_study(
     series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     if not study.has_images:
         for ann in annotations:
-            _quarantine(
-                result,
+            result.flag(
                 relative(ann.path, root),
                 "study_missing",
                 f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
@@ -277,41 +273,25 @@ def drop_duplicate_series(
         )
         path = row["source_path"]
         records.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=folder,
+            quarantine_record(
+                SOURCE,
+                folder,
+                path,
+                "duplicate_series",
+                f"series {uid} is also in {kept['source_path']} (study {kept['folder']}); that "
+                f"copy was kept, this one left out with its {points} keypoint row(s)",
+                fix="remove one of the copies",
                 table="series",
-                file=path,
-                check="duplicate_series",
-                reason=f"{path}: series {uid} is also in {kept['source_path']} (study "
-                f"{kept['folder']}); that copy was kept, this one left out with its "
-                f"{points} keypoint row(s); remove one of the copies",
             )
         )
     return kept_results, records
-
-
-def _quarantine(
-    result: CaseResult, file: str, check: str, problem: str, table: str = "", fix: str = ""
-) -> None:
-    result.quarantine.append(
-        QuarantineRecord(
-            source=SOURCE,
-            case_id=result.case_id,
-            table=table,
-            file=file,
-            check=check,
-            reason=f"{file}: {problem}" + (f"; {fix}" if fix else ""),
-        )
-    )
 
 
 def _record(
     result: CaseResult, error: InputError, root: Path, names: dict[Path, str], table: str = ""
 ) -> None:
     """Quarantine ``error`` under the file's source name (archive members as archive!/member)."""
-    display = names.get(Path(error.path)) or relative(Path(error.path), root)
-    _quarantine(result, display, error.check, error.problem, table=table, fix=error.fix)
+    result.flag_error(error, root, table=table, file=names.get(Path(error.path)))
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -327,8 +307,7 @@ def _study_files(
     archive, which is unpacked here)."""
     if study.dicom_dir is not None:
         if study.archive is not None:
-            _quarantine(
-                result,
+            result.flag(
                 relative(study.archive, root),
                 "archive_unused",
                 f"both dicom/{study.folder}/ and this archive exist; the folder was converted "
@@ -336,8 +315,7 @@ def _study_files(
                 fix="remove one of the two",
             )
         for path in irregular_files(study.dicom_dir):
-            _quarantine(
-                result,
+            result.flag(
                 relative(path, root),
                 "not_regular_file",
                 "not a regular file (a broken or folder link, a FIFO, a socket or a device); "
@@ -359,8 +337,7 @@ def _study_files(
             return
         for refusal in unpacked.refused:
             member = refusal.path.split(MEMBER_SEPARATOR, 1)[1]
-            _quarantine(
-                result,
+            result.flag(
                 f"{archive_name}{MEMBER_SEPARATOR}{member}",
                 refusal.check,
                 refusal.problem,
@@ -387,8 +364,7 @@ def _convert_series(
     """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
     scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
-        _quarantine(
-            result,
+        result.flag(
             names[skipped.path],
             "not_dicom_image",
             f"{skipped.reason}; ignored",
@@ -406,12 +382,11 @@ def _convert_series(
     for uid in sorted(scan.series):
         headers = scan.series[uid]
         geometry = check_series(headers, tolerances(params))
-        row = _series_row(study.folder, uid, headers, geometry, source_path)
+        row = series_row(study.folder, uid, headers, geometry, source_path)
         row["annotated"] = uid in annotated
         where = _common_parent(names[h.path] for h in headers)
         if geometry.localizers and geometry.slices:
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 "localizer_removed",
                 f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
@@ -423,8 +398,7 @@ def _convert_series(
         voxels = shape and int(np.prod(shape, dtype=np.int64))
         too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
         if too_large:
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 "too_large",
                 f"series {uid} has {voxels} voxels {shape} (expected at most "
@@ -441,8 +415,7 @@ def _convert_series(
                 if grid is not None
                 else "not converted"
             )
-            _quarantine(
-                result,
+            result.flag(
                 where,
                 f"series_{geometry.verdict}",
                 f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
@@ -467,6 +440,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in grid.affine.reshape(-1)],
+                    store_affine=_store_affine(grid.affine, grid.shape),
                     spacing_slice_mm=grid.slice_mm,
                     correction=",".join(grid.corrections),
                     acquired_positions_mm=[
@@ -484,8 +458,7 @@ def _convert_series(
             else:
                 if lo == hi:
                     slope = geometry.slices[0].slope
-                    _quarantine(
-                        result,
+                    result.flag(
                         where,
                         "voxel_constant",
                         f"series {uid}: every voxel is {lo:g} HU"
@@ -502,6 +475,7 @@ def _convert_series(
                     hu_min=lo,
                     hu_max=hi,
                     affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
+                    store_affine=_store_affine(geometry.affine, geometry.shape),  # type: ignore[arg-type]  # a clean volume: affine and shape set
                 )
         converted[uid] = (geometry, row, grid)
         result.add("series", row)
@@ -518,80 +492,27 @@ def _common_parent(names: Iterator[str] | Any) -> str:
     return "/".join(common)
 
 
-def _series_row(
-    folder: str, uid: str, headers: list, geometry: SeriesGeometry, source_path: str
-) -> dict[str, Any]:
-    first = (geometry.slices or geometry.localizers)[0]
-    row: dict[str, Any] = {"folder": folder, "series_uid": uid, "study_uid": first.study_uid}
-    row["series_uid_derived"] = first.uid_derived
-    row["source_path"] = source_path
-    for keyword, column in SERIES_TAGS.items():
-        value = first.attributes.get(keyword)
-        if column in _NUMERIC_TAGS:
-            try:
-                row[column] = float(value) if value not in (None, "") else None  # type: ignore[arg-type]  # TypeError/ValueError caught below
-            except (TypeError, ValueError):
-                row[column] = None
-        else:
-            row[column] = None if value in (None, "") else str(value)
-    ps = geometry.pixel_spacing
-    checks = asdict(geometry.checks)
-    row.update(
-        transfer_syntax=first.transfer_syntax,
-        n_files=len(headers),
-        n_localizers=len(geometry.localizers),
-        n_slices=len(geometry.slices),
-        rows=first.rows,
-        columns=first.columns,
-        spacing_row_mm=ps[0] if ps else None,
-        spacing_col_mm=ps[1] if ps else None,
-        slice_step_mm=geometry.slice_step_mm,
-        spacing_slice_mm=geometry.slice_spacing_mm if geometry.is_volume else None,
-        orientation=geometry.orientation,
-        affine=None,
-        tilt_deg=geometry.tilt_deg,
-        rescale_slope=first.slope,
-        rescale_intercept=first.intercept,
-        **checks,
-        missing_slices=geometry.missing_slices,
-        instance_order=geometry.instance_order,
-        verdict=geometry.verdict,
-        findings=",".join(geometry.findings),
-        is_volume=False,
-        problems="; ".join(geometry.problems),
-        correction=None,
-        acquired_positions_mm=None,
-        annotated=False,
-        store_path=None,
-        voxel_xxh3=None,
-        hu_min=None,
-        hu_max=None,
-    )
-    return row
-
-
 def _write_store(
     store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
 ) -> tuple[str, float, float]:
     """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
+    frame = store_frame(geometry.affine, geometry.shape)  # type: ignore[arg-type]  # a clean volume: affine and shape set
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in geometry.affine],  # type: ignore[union-attr]  # a clean volume: affine set
-            "orientation": geometry.orientation,
-            "spacing_mm": list(geometry.spacing_mm),  # type: ignore[arg-type]  # a clean volume: spacing set
-            "axes": "[row, column, slice]; slices sorted by position along the slice normal; "
-            "affine maps (row, column, slice) to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
+            **frame_attributes(geometry.affine, frame),  # type: ignore[arg-type]  # a clean volume: affine set
+            "source_axes": "[row, column, slice]; slices sorted by position along the slice "
+            "normal; source_affine maps them to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
             "instance_numbers": [s.instance_number for s in geometry.slices],
         }
     }
     hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
-    with StoreWriter(store, volumes, attributes, affine=geometry.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=geometry.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = SeriesReader(geometry.slices)
-        info = writer.write_array(IMAGE_PATH, geometry.shape, reader.dtype, reader, statistics=hu)
+        info = writer.write_reader(IMAGE_PATH, geometry.shape, reader, statistics=hu)
     return info.voxel_xxh3, hu.minimum, hu.maximum
 
 
@@ -624,17 +545,16 @@ def _write_corrected_store(
     # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
     # decoding pass for it (a slice at a time), then the resampling pass.
     fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
+    frame = store_frame(grid.affine, grid.shape)
     attributes = {
         "verse_etl": {
             "source": SOURCE,
             "folder": folder,
             "series_uid": uid,
-            "affine": [[float(v) for v in row] for row in grid.affine],
-            "orientation": geometry.orientation,
-            "spacing_mm": [*geometry.pixel_spacing, grid.slice_mm],  # type: ignore[misc]  # geometry checked: spacing set
-            "axes": "[row, column, slice] of the resampled grid: rows along the column cosines, "
-            "columns along the row cosines, slices along the normal (no shear); affine maps "
-            "them to RAS+ mm",
+            **frame_attributes(grid.affine, frame),
+            "source_axes": "[row, column, slice] of the resampled grid: rows along the column "
+            "cosines, columns along the row cosines, slices along the normal (no shear); "
+            "source_affine maps them to RAS+ mm",
             "correction": list(grid.corrections),
             "acquired_offset_px": list(grid.offset_px),
         }
@@ -645,7 +565,7 @@ def _write_corrected_store(
         low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
 
     slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
-    with StoreWriter(store, volumes, attributes, affine=grid.affine) as writer:
+    with StoreWriter(store, volumes, attributes, affine=grid.affine, frame=frame) as writer:
         info = writer.write_array(
             IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
         )
@@ -667,15 +587,14 @@ def _read_annotations(
             with blame(path, "reading the annotation"):
                 ann = read_annotation(path, limits)
         except InputError as e:
-            _quarantine(result, rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            result.flag(rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
             continue
         for problem in ann.problems:
-            _quarantine(
-                result, rel, problem.check, problem.problem, "mosmed_vertebrae", problem.fix
+            result.flag(
+                rel, problem.check, problem.problem, table="mosmed_vertebrae", fix=problem.fix
             )
         if ann.folder != path.stem:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
@@ -684,8 +603,7 @@ def _read_annotations(
             )
             continue
         if ann.folder != study.folder and ann.folder not in old_folders:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
@@ -702,8 +620,7 @@ def _read_annotations(
         )
         kept.extend(same[:1])
         for extra in same[1:]:
-            _quarantine(
-                result,
+            result.flag(
                 relative(extra.path, root),
                 "annotation_duplicate",
                 f"a second {release} annotation of study {study.folder} (kept "
@@ -757,8 +674,7 @@ def _add_vertebrae(
         rel = relative(ann.path, root)
         if not series:
             if study.has_images:
-                _quarantine(
-                    result,
+                result.flag(
                     rel,
                     "series_missing",
                     f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
@@ -773,8 +689,7 @@ def _add_vertebrae(
         }
         uid, id_match = _match_series(ann, study, set(series), derived)
         if uid is None:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "series_missing",
                 f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
@@ -785,8 +700,7 @@ def _add_vertebrae(
             continue
         geometry, series_row, grid = series[uid]
         if series_row["store_path"] is None:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "series_not_volume",
                 f"series {uid} was not converted ({series_row['verdict']}: "
@@ -797,8 +711,7 @@ def _add_vertebrae(
         try:
             store_slice_index(0.0, geometry)
         except ValueError as e:
-            _quarantine(
-                result,
+            result.flag(
                 rel,
                 "instance_order",
                 f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",
@@ -808,14 +721,14 @@ def _add_vertebrae(
             )
             continue
         rows = [
-            _vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
+            vertebra_row(ann, v, uid, id_match, rel, geometry, series_row, grid)
             for v in ann.vertebrae
         ]
         rows_by_release[ann.release] = rows
     v1, v2 = rows_by_release.get("v1", []), rows_by_release.get("v2", [])
     same_reader: dict[str, str] = {}
     if v1 and v2 and _uid(v1) == _uid(v2):
-        pairs = _expert_pairs(v1, v2)
+        pairs = expert_pairs(v1, v2)
         same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
         for pair in pairs:
             result.add("mosmed_expert_pairs", pair)
@@ -831,20 +744,20 @@ def _add_vertebrae(
     ]
     if v1 and labelled:
         found = levels_from_reference(
-            np.array([_centre(r) for r in v1]),
-            [_mean_height(r) for r in v1],
+            np.array([centre(r) for r in v1]),
+            [mean_height(r) for r in v1],
             [r["expert"] for r in v1],
-            np.array([_centre(r) for r in labelled]),
+            np.array([centre(r) for r in labelled]),
             [r["level"] for r in labelled],
             [r["expert"] for r in labelled],
             same_reader=same_reader,
-            points=np.array([_voxels(r) for r in v1]),
-            ref_points=np.array([_voxels(r) for r in labelled]),
+            points=np.array([keypoint_voxels(r) for r in v1]),
+            ref_points=np.array([keypoint_voxels(r) for r in labelled]),
         )
         for row, (level, source) in zip(v1, found, strict=True):
             row["level"], row["level_source"] = level, source
     for rows in (v1, v2):
-        _grade(rows, params)
+        grade(rows, params)
         for row in rows:
             result.add("mosmed_vertebrae", row)
 
@@ -853,124 +766,6 @@ def _uid(rows: list[dict[str, Any]]) -> str | None:
     return rows[0]["series_uid"] if rows else None
 
 
-def _expert_pairs(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of ``mosmed_expert_pairs``: every v1 reader against every v2 reader of the study."""
-    by_release = []
-    for rows in (v1, v2):
-        experts: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            experts.setdefault(row["expert"], []).append(row)
-        by_release.append(experts)
-    voxels = [{e: np.array([_voxels(r) for r in rs]) for e, rs in x.items()} for x in by_release]
-    world = [{e: np.array([_world(r) for r in rs]) for e, rs in x.items()} for x in by_release]
-    return [
-        {
-            "folder": v1[0]["folder"],
-            "series_uid": v1[0]["series_uid"],
-            **asdict(pair),
-            "annotation_path_v1": v1[0]["annotation_path"],
-            "annotation_path_v2": v2[0]["annotation_path"],
-        }
-        for pair in pair_experts(voxels[0], voxels[1], world[0], world[1])
-    ]
-
-
-def _voxels(row: dict[str, Any]) -> np.ndarray:
-    return np.array([[row[f"{p}_{a}"] for a in ("row", "col", "k")] for p in POINT_NAMES])
-
-
-def _world(row: dict[str, Any]) -> np.ndarray:
-    return np.array([[row[f"{p}_{a}_mm"] for a in ("x", "y", "z")] for p in POINT_NAMES])
-
-
-def _centre(row: dict[str, Any]) -> np.ndarray:
-    return _world(row).mean(axis=0)
-
-
-def _mean_height(row: dict[str, Any]) -> float:
-    return float(np.mean([row["height_ant_mm"], row["height_mid_mm"], row["height_post_mm"]]))
-
-
-def _vertebra_row(
-    ann: AnnotationFile,
-    vertebra: Any,
-    uid: str,
-    id_match: str,
-    rel: str,
-    geometry: SeriesGeometry,
-    series_row: dict[str, Any],
-    grid: TiltGrid | None = None,
-) -> dict[str, Any]:
-    points = np.asarray(vertebra.points, dtype=float)  # (6, 3): row, col, k
-    shape = geometry.shape
-    if grid is None:
-        slices = store_slice_index(points[:, 2], geometry)
-        world = apply_affine(geometry.affine, np.column_stack([points[:, :2], slices]))  # type: ignore[arg-type]  # a clean volume: affine set
-    else:
-        # A resampled series: the reader's pixel (row, col) of acquired slice k lies where that
-        # slice was acquired (IPP interpolated between slices), not on the resampled grid.
-        order = store_slice_index(np.arange(shape[2]), geometry).astype(int)
-        world = grid.acquired_world(points, order)
-        slices = grid.store_index(world)[:, 2]
-        shape = grid.shape
-    h_a, h_m, h_p = heights_mm(world)
-    row: dict[str, Any] = {
-        "folder": series_row["folder"],
-        "series_uid": uid,
-        "release": ann.release,
-        "expert": vertebra.expert,
-        "vertebra_index": vertebra.index,
-        "level": vertebra.level,
-        "level_source": "annotation" if vertebra.level else None,
-        "id_match": id_match,
-        "annotation_path": rel,
-        "store_path": series_row["store_path"],
-        "series_rows": shape[0],
-        "series_columns": shape[1],
-        "series_slices": shape[2],
-    }
-    for i, name in enumerate(POINT_NAMES):
-        row[f"{name}_row"], row[f"{name}_col"], row[f"{name}_k"] = (float(v) for v in points[i])
-        row[f"{name}_slice"] = float(slices[i])
-        row[f"{name}_x_mm"], row[f"{name}_y_mm"], row[f"{name}_z_mm"] = (float(v) for v in world[i])
-    ratios = deformity_ratios(h_a, h_m, h_p)
-    row.update(
-        height_ant_mm=h_a,
-        height_mid_mm=h_m,
-        height_post_mm=h_p,
-        wedge_ratio=ratios["wedge"],
-        biconcave_ratio=ratios["biconcave"],
-        deformity_ratio=ratios["deformity"],
-        crush_ratio=None,
-        genant_grade=_UNGRADED,
-    )
-    return row
-
-
-def _grade(rows: list[dict[str, Any]], params: MosmedParams) -> None:
-    """Crush ratios (neighbours of the same expert) and Genant grades, in place."""
-    by_expert: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_expert.setdefault(row["expert"], []).append(row)
-    for row in rows:
-        own = by_expert[row["expert"]]
-        if row["level"] is not None:
-            at = LEVELS.index(row["level"])
-            neighbours = [
-                r for r in own if r["level"] is not None and abs(LEVELS.index(r["level"]) - at) == 1
-            ]
-        else:
-            neighbours = [r for r in own if abs(r["vertebra_index"] - row["vertebra_index"]) == 1]
-        row["crush_ratio"] = crush_ratio(
-            row["height_post_mm"], [r["height_post_mm"] for r in neighbours]
-        )
-        ratio = grade_ratio(
-            {
-                "deformity": row["deformity_ratio"],
-                "wedge": row["wedge_ratio"],
-                "biconcave": row["biconcave_ratio"],
-                "crush": row["crush_ratio"],
-            },
-            params.genant,
-        )
-        row["genant_grade"] = _UNGRADED if ratio is None else genant_grade(ratio, params.genant)
+def _store_affine(affine: np.ndarray, shape: tuple[int, int, int]) -> list[float]:
+    """The series table's ``store_affine``: store indices -> RAS+ mm (store_frame.py)."""
+    return [float(v) for v in store_frame(affine, shape).store_affine(affine).reshape(-1)]

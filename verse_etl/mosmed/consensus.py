@@ -17,6 +17,7 @@ import pandas as pd
 
 from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES
 from verse_etl.mosmed.matching import group_vertebrae
+from verse_etl.schemas.mosmed_consensus import MOSMED_CONSENSUS
 
 _WORLD = [f"{p}_{axis}_mm" for p in POINT_NAMES for axis in ("x", "y", "z")]
 
@@ -78,25 +79,29 @@ def _group_row(
     levels = {v for v in part["level"] if isinstance(v, str)}
     grades = [int(g) for g in part["genant_grade"]]
     grade, agreement = consensus_grade(grades)
-    return {
-        "folder": folder,
-        "series_uid": str(part["series_uid"].iloc[0]),
-        "release": release,
-        "vertebra": number,
-        "level": levels.pop() if len(levels) == 1 else None,
-        "grouped_by": "level" if by_level else "position",
-        "n_experts": len(members),
-        "experts": ",".join(sorted(part["expert"].astype(str))),
-        "mean_keypoint_distance_mm": float(np.mean([d.mean() for d in distances]))
-        if distances
-        else None,
-        "max_keypoint_distance_mm": float(max(d.max() for d in distances)) if distances else None,
-        "height_ant_mm": float(part["height_ant_mm"].mean()),
-        "height_mid_mm": float(part["height_mid_mm"].mean()),
-        "height_post_mm": float(part["height_post_mm"].mean()),
-        "deformity_ratio": float(part["deformity_ratio"].mean()),
-        "genant_grade": grade,
-        "genant_grade_min": min(grades),
-        "genant_grade_max": max(grades),
-        "grade_agreement": agreement,
-    }
+    return MOSMED_CONSENSUS.row(
+        {
+            "folder": folder,
+            "series_uid": str(part["series_uid"].iloc[0]),
+            "release": release,
+            "vertebra": number,
+            "level": levels.pop() if len(levels) == 1 else None,
+            "grouped_by": "level" if by_level else "position",
+            "n_experts": len(members),
+            "experts": ",".join(sorted(part["expert"].astype(str))),
+            "mean_keypoint_distance_mm": float(np.mean([d.mean() for d in distances]))
+            if distances
+            else None,
+            "max_keypoint_distance_mm": float(max(d.max() for d in distances))
+            if distances
+            else None,
+            "height_ant_mm": float(part["height_ant_mm"].mean()),
+            "height_mid_mm": float(part["height_mid_mm"].mean()),
+            "height_post_mm": float(part["height_post_mm"].mean()),
+            "deformity_ratio": float(part["deformity_ratio"].mean()),
+            "genant_grade": grade,
+            "genant_grade_min": min(grades),
+            "genant_grade_max": max(grades),
+            "grade_agreement": agreement,
+        }
+    )

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from verse_etl.levels import LEVEL_RULES as LEVEL_RULES  # re-exported: the rules applied here
+
 SAME_VERTEBRA_FRACTION = 0.5
 """Centres closer than this fraction of the vertebra's mean height are the same vertebra."""
 
@@ -74,10 +76,6 @@ def group_vertebrae(
                 continue
         groups.append([i])
     return [sorted(g) for g in groups]
-
-
-LEVEL_RULES: tuple[str, ...] = ("v2_identical_keypoints", "v2_same_reader", "v2_other_reader")
-"""How a v1 vertebra got its level from the labelled release, in the order the rules are tried."""
 
 
 def levels_from_reference(

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from verse_etl.cases.outputs import SOURCES, load_case_results, prune_source
 from verse_etl.cases.records import CaseResult
 from verse_etl.params import BuildParams
 from verse_etl.paths import case_result_name
-from verse_etl.publish.generations import collect_garbage, published_store_paths
-from verse_etl.publish.outputs import SOURCES, load_case_results, prune_source
 from verse_etl.publish.staging import load_saved_results, prune_target, saved_case_names
-from verse_etl.publish.targets import Target, is_url
+from verse_etl.tables.generations import collect_garbage, published_store_paths
+from verse_etl.targets import Target, is_url
 
 DERIVED_CASE_IDS: tuple[str, ...] = ("_discovery", "_duplicates")
 """Results a source computes as a whole on every build that hold only quarantine records about

@@ -2,7 +2,7 @@
 
 A case task on any machine fetches the case's saved result from the target (the incremental
 cache), builds in its own work folder only if the sources, parameters or stores changed, uploads
-what it wrote (see :mod:`verse_etl.publish.targets` for the order that keeps readers safe) and clears its
+what it wrote (see :mod:`verse_etl.targets` for the order that keeps readers safe) and clears its
 local copy, so a worker's disk holds one case at a time. Table assembly fetches every case result
 and publishes the tables, the card and the metrics.
 """
@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from verse_etl.cases.outputs import remove_path, store_paths
 from verse_etl.cases.records import CaseResult
 from verse_etl.paths import (
     CASES_DIR,
@@ -24,8 +25,7 @@ from verse_etl.paths import (
     case_result_path,
     metrics_path,
 )
-from verse_etl.publish.outputs import remove_path, store_paths
-from verse_etl.publish.targets import Target, is_url
+from verse_etl.targets import Target, is_url
 
 StoreExists = Callable[[Path], bool]
 CaseBuild = Callable[[Path, StoreExists], CaseResult]
@@ -83,7 +83,7 @@ def prune_target(
 ) -> list[str]:
     """Delete case results and stores of ``source`` on the target that ``results`` do not hold
     and the published tables (``published``) do not point at (the object-store twin of
-    :func:`verse_etl.publish.outputs.prune_source`). Returns what was deleted."""
+    :func:`verse_etl.cases.outputs.prune_source`). Returns what was deleted."""
     if not is_url(out):
         return []
     target = Target(out)
@@ -144,7 +144,7 @@ def fetch_case_results(out: str, work: Path) -> Path:
 
 def publish_tables(out: str, work: Path) -> None:
     """Publish the tables folder (partition files, card) of a URL build as one generation (see
-    :meth:`verse_etl.publish.targets.Target.publish_generation`), then upload the metrics."""
+    :meth:`verse_etl.targets.Target.publish_generation`), then upload the metrics."""
     if not is_url(out):
         return
     target = Target(out)

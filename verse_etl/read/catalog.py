@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from verse_etl.errors import InputError
 from verse_etl.paths import TABLES_DIR, table_dir
-from verse_etl.publish.targets import Target, is_url
 from verse_etl.schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
+from verse_etl.targets import Target, is_url
 
 
 def connect(

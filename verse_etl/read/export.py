@@ -4,9 +4,10 @@ source affine, and an nnU-Net v2 raw dataset.
 Spec: NIfTI-1 (https://nifti.nimh.nih.gov/nifti-1/), nnU-Net v2 dataset format
 (https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/dataset_format.md).
 
-Volumes are streamed from the Zarr stores one chunk-deep slab at a time (the file's last axis is
-its slowest, so each slab is a contiguous run of the file): memory stays bounded whatever the
-scan size. The header is written here (348 bytes + an empty extension flag, as nibabel writes
+Volumes are streamed from the Zarr stores one chunk-deep slab at a time, back in the source's
+voxel order (the stores hold the source grid permuted and flipped, :mod:`verse_etl.geometry.store_frame`):
+a slab of the file's last axis, its slowest, is a chunk row along one store axis, so each slab
+is a contiguous run of the file and memory stays bounded whatever the scan size. The header is written here (348 bytes + an empty extension flag, as nibabel writes
 it) so that only numpy, zarr and pyarrow are needed: a light install exports. The affine goes to
 the sform (``sform_code`` 2, aligned; ``qform_code`` 0), which NIfTI keeps as float32: VerSe
 affines, read from NIfTI, come back exactly; DICOM-derived (MosMed) ones to float32 precision.
@@ -27,6 +28,7 @@ import numpy as np
 
 from verse_etl.dataset import Case, Dataset
 from verse_etl.errors import InputError, ParamsError
+from verse_etl.geometry.store_frame import StoreFrame
 from verse_etl.io.atomic import atomic_file, gzip_member, write_text_atomic
 from verse_etl.levels import VERSE_LEVELS, VERTEBRA_LABELS
 
@@ -75,10 +77,17 @@ def nifti1_header(shape: Sequence[int], dtype: np.dtype, affine: np.ndarray) -> 
     return bytes(h)
 
 
-def _slabs(array: Any, lut: np.ndarray | None, allowed: np.ndarray | None) -> Iterator[np.ndarray]:
-    depth = int(array.chunks[2])
-    for k0 in range(0, array.shape[2], depth):
-        slab = array[:, :, k0 : k0 + depth]
+def _slabs(
+    array: Any, frame: StoreFrame, lut: np.ndarray | None, allowed: np.ndarray | None
+) -> Iterator[np.ndarray]:
+    """The source's slabs along its last axis (source axis order), read from the store."""
+    axis = frame.stream_axis
+    depth = int(array.chunks[axis])
+    for k0 in range(0, frame.shape[2], depth):
+        lo, hi = frame.store_range(k0, min(depth, frame.shape[2] - k0))
+        where = [slice(None)] * 3
+        where[axis] = slice(lo, hi)
+        slab = frame.to_source(np.asarray(array[tuple(where)]))
         if allowed is not None and not allowed[slab].all():
             found = sorted(int(v) for v in np.unique(slab[~allowed[slab]]))
             raise InputError(
@@ -95,21 +104,31 @@ def write_nifti(
     array: Any,
     affine: np.ndarray,
     *,
+    frame: StoreFrame | None = None,
     lut: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
 ) -> Path:
     """Stream a 3-D array (a Zarr array: read slab by slab) into ``path`` (``.nii.gz``).
 
-    ``lut`` maps each voxel value to another (e.g. VerSe labels to consecutive classes);
+    ``frame`` says how the source's axes became the array's: the file gets the source's voxel
+    order back, for ``affine`` (the source affine); None writes the array as it is. ``lut``
+    maps each voxel value to another (e.g. VerSe labels to consecutive classes);
     ``allowed[value]`` False makes a voxel of that value an error (nothing is written).
     """
     dtype = lut.dtype if lut is not None else np.dtype(array.dtype)
+    frame = frame or StoreFrame.identity(array.shape)
     with atomic_file(path) as raw, gzip_member(raw) as gz:
-        gz.write(nifti1_header(array.shape, dtype, affine))
-        for slab in _slabs(array, lut, allowed):
+        gz.write(nifti1_header(frame.shape, dtype, affine))
+        for slab in _slabs(array, frame, lut, allowed):
             # Fortran order of (n0, n1, d) = C order of its transpose.
             gz.write(np.ascontiguousarray(slab.astype(dtype, copy=False).T).tobytes())
     return path
+
+
+def _write_case(path: Path, case: Case, array: Any, **labels: Any) -> Path:
+    """One array of a case as NIfTI in the source's voxel order, with the source affine."""
+    affine = case.affine if case.source_affine is None else case.source_affine
+    return write_nifti(path, array, affine, frame=case.frame, **labels)
 
 
 def _file_stem(case: Case) -> str:
@@ -153,10 +172,10 @@ def export_nifti(
     exported = Exported(out)
     for case, stem in _stems(ds, exported):
         folder = out / case.source
-        exported.written.append(write_nifti(folder / f"{stem}_ct.nii.gz", case.image, case.affine))
+        exported.written.append(_write_case(folder / f"{stem}_ct.nii.gz", case, case.image))
         mask = case.mask
         if mask is not None:
-            exported.written.append(write_nifti(folder / f"{stem}_msk.nii.gz", mask, case.affine))
+            exported.written.append(_write_case(folder / f"{stem}_msk.nii.gz", case, mask))
     return exported
 
 
@@ -206,12 +225,10 @@ def export_nnunet(
         mask = case.mask
         assert mask is not None  # every VerSe scan has a label image
         exported.written.append(
-            write_nifti(root / "imagesTr" / f"{stem}_0000.nii.gz", case.image, case.affine)
+            _write_case(root / "imagesTr" / f"{stem}_0000.nii.gz", case, case.image)
         )
         exported.written.append(
-            write_nifti(
-                root / "labelsTr" / f"{stem}.nii.gz", mask, case.affine, lut=lut, allowed=known
-            )
+            _write_case(root / "labelsTr" / f"{stem}.nii.gz", case, mask, lut=lut, allowed=known)
         )
     dataset = {
         "name": name,

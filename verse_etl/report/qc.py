@@ -673,16 +673,7 @@ def verse_picture(
     rasters = [(lat_hu, lat_lab), *values]
 
     footer_lines = [p for p in points if p["checks"] or p["islands"]]
-    voxel = np.linalg.norm(source.affine[:3, :3], axis=0) / 2**source.level
-    footer = []
-    for p in footer_lines:
-        failed = [*p["checks"], *([f"{p['islands']} island(s)"] if p["islands"] else [])]
-        footer.append(f"{p['level']}: {', '.join(failed)}")
-    footer += [title] if title else []
-    footer.append(
-        f"voxel {'x'.join(f'{v:.2f}' for v in voxel)} mm, read at pyramid level {source.level}; "
-        f"1 px = {pixel_mm:g} mm"
-    )
+    footer = _verse_footer(footer_lines, title, source, pixel_mm)
     height = TITLE_PX + lateral.height + ROOM_PX + (FONT_PX + 5) * len(footer)
     width = coronal.left + coronal.width + (GAP_PX + NOTES_PX if footer_lines else 0)
     width = max(width, *(_width(line) + 8 for line in footer))
@@ -703,28 +694,68 @@ def verse_picture(
 
     islands = {p["label"]: _islands(store, p, index_affine) for p in points if p["islands"]}
     order = sorted((p for p in points if p["at"] is not None), key=lambda p: -float(p["at"][2]))
-    notes_left = coronal.left + coronal.width + GAP_PX
     for panel in panels:  # markers first, so that no marker covers a name
-        for p in order:
-            xy = panel.pixel(p["at"])
-            if p["centroid"]:
-                _dot(draw, xy, label_color(p["label"]))
-            else:
-                _cross(draw, xy)
-            if p["checks"]:
-                _ring(draw, xy, 8)
-        for centres in islands.values():
-            for centre in centres:
-                _ring(draw, panel.pixel(centre), 6)
+        _draw_markers(draw, panel, order, islands)
     for panel, (_, lab) in zip(panels, rasters, strict=True):
-        lab = lab.reshape(panel.height, panel.width)
-        for p in order:
-            xy = panel.pixel(p["at"])
-            clear = _clearance(lab, panel, xy, p["label"])
-            labeller.place(
-                panel, "level", [(p["level"], TEXT)], xy, "left", p["at"], p["label"], clear=clear
-            )
+        _place_levels(labeller, panel, lab.reshape(panel.height, panel.width), order)
     # What failed, in a column right of the panels, level with where it failed (coronal panel).
+    _place_checks(labeller, coronal, points, order, islands)
+    top = _below(labeller, TITLE_PX + lateral.height)
+    return _finish(canvas, labeller, footer, top, out_png, source.level, pixel_mm, panels)
+
+
+def _verse_footer(failing: list[dict], title: str, source: _Source, pixel_mm: float) -> list[str]:
+    """The lines under the panels: what failed per level, the title, voxel and pixel size."""
+    voxel = np.linalg.norm(source.affine[:3, :3], axis=0) / 2**source.level
+    footer = []
+    for p in failing:
+        failed = [*p["checks"], *([f"{p['islands']} island(s)"] if p["islands"] else [])]
+        footer.append(f"{p['level']}: {', '.join(failed)}")
+    footer += [title] if title else []
+    footer.append(
+        f"voxel {'x'.join(f'{v:.2f}' for v in voxel)} mm, read at pyramid level {source.level}; "
+        f"1 px = {pixel_mm:g} mm"
+    )
+    return footer
+
+
+def _draw_markers(
+    draw: ImageDraw.ImageDraw, panel: Panel, order: list[dict], islands: dict[int, list]
+) -> None:
+    """A dot per centroid (a cross where only the centre of mass is known), a ring where a
+    check failed, a smaller ring per label island."""
+    for p in order:
+        xy = panel.pixel(p["at"])
+        if p["centroid"]:
+            _dot(draw, xy, label_color(p["label"]))
+        else:
+            _cross(draw, xy)
+        if p["checks"]:
+            _ring(draw, xy, 8)
+    for centres in islands.values():
+        for centre in centres:
+            _ring(draw, panel.pixel(centre), 6)
+
+
+def _place_levels(labeller: _Labeller, panel: Panel, lab: np.ndarray, order: list[dict]) -> None:
+    """Each level's name left of its point, clear of its own label's voxels."""
+    for p in order:
+        xy = panel.pixel(p["at"])
+        clear = _clearance(lab, panel, xy, p["label"])
+        labeller.place(
+            panel, "level", [(p["level"], TEXT)], xy, "left", p["at"], p["label"], clear=clear
+        )
+
+
+def _place_checks(
+    labeller: _Labeller,
+    coronal: Panel,
+    points: list[dict],
+    order: list[dict],
+    islands: dict[int, list],
+) -> None:
+    """Failed checks and label islands, right of the coronal panel, level with where."""
+    notes_left = coronal.left + coronal.width + GAP_PX
     for p in order:
         if p["checks"]:
             text = f"{p['level']}: {', '.join(p['checks'])}"
@@ -746,17 +777,29 @@ def verse_picture(
                 label,
                 notes_left,
             )
-    y = _below(labeller, TITLE_PX + lateral.height)
+
+
+def _finish(
+    canvas: Image.Image,
+    labeller: _Labeller,
+    footer: list[str],
+    top: int,
+    out_png: Path,
+    level: int,
+    pixel_mm: float,
+    panels: Sequence[Panel],
+) -> Picture:
+    """Write the footer lines from ``top`` down, crop the canvas below them, save."""
+    y = top
     for line in footer:
         labeller.note("footer", line, (4, y))
         y += FONT_PX + 5
-    height = y
-    canvas = canvas.crop((0, 0, width, height))
+    canvas = canvas.crop((0, 0, canvas.width, y))
     picture = Picture(
         png=out_png,
-        width=width,
-        height=height,
-        level=source.level,
+        width=canvas.width,
+        height=y,
+        level=level,
         pixel_mm=pixel_mm,
         panels=list(panels),
         placements=labeller.placements,
@@ -825,17 +868,7 @@ def mosmed_picture(
     samples = []
     for panel, release in zip(panels, releases, strict=True):
         rows = keypoints[keypoints["release"] == release] if "release" in keypoints else keypoints
-        groups: dict[str, dict] = {}
-        for row in rows.itertuples():
-            pts = np.array([_keypoint_world(row, n, e) for n in _ENDS for e in ("sup", "inf")])
-            g = groups.setdefault(_vertebra_key(row), {"points": [], "rows": []})
-            g["points"].append(pts)
-            g["rows"].append(row)
-        for g in groups.values():
-            pts = np.concatenate(g["points"])
-            pts = pts[np.isfinite(pts).all(axis=1)]
-            g["centre"] = pts.mean(axis=0) if len(pts) else None
-            g["x"] = float(np.median(pts[:, 0])) if len(pts) else None
+        groups = _vertebra_groups(rows)
         per_release.append((rows, groups))
         centres = [g for g in groups.values() if g["centre"] is not None]
         _, z = panel.centres()
@@ -872,49 +905,87 @@ def mosmed_picture(
     for panel, (rows, groups) in zip(panels, per_release, strict=True):
         n_experts = rows["expert"].nunique() if len(rows) else 0
         labeller.note(panel.name, f"{panel.name}: {n_experts} expert(s)", (panel.left + 2, 3))
-        x = panel.left + 2
-        for expert in sorted(rows["expert"].unique()) if len(rows) else []:
-            draw.rectangle([x, TITLE_PX + 2, x + 10, TITLE_PX + 12], fill=colours[expert])
-            x += 13
-            w, _ = _text_box(draw, expert, typeface)
-            _text(draw, (x, TITLE_PX), expert, colours[expert], typeface)
-            x += w + 8
+        _draw_legend(draw, panel, rows, colours, typeface)
         for row in rows.itertuples():
-            colour = colours[row.expert]
-            for name in _ENDS:
-                ends = [panel.pixel(_keypoint_world(row, name, e)) for e in ("sup", "inf")]
-                if not all(np.isfinite(v) for xy in ends for v in xy):
-                    continue
-                draw.line(ends, fill=colour, width=1)
-                for ex, ey in ends:
-                    draw.ellipse([ex - 2, ey - 2, ex + 2, ey + 2], outline=colour)
-        for key, g in sorted(
-            groups.items(),
-            key=lambda kv: -(kv[1]["centre"][2] if kv[1]["centre"] is not None else 0),
-        ):
-            if g["centre"] is None:
-                continue
-            xy = panel.pixel(g["centre"])
-            pts = np.concatenate(g["points"])
-            xs = [panel.pixel(q)[0] for q in pts[np.isfinite(pts).all(axis=1)]]
-            front, back = xy[0] - min(xs), max(xs) - xy[0]
-            labeller.place(panel, "level", [(key, TEXT)], xy, "left", g["centre"], clear=front)
-            lines = []
-            for row in sorted(g["rows"], key=lambda r: r.expert):
-                heights = "/".join(f"{_f(getattr(row, f'height_{n}_mm', None)):.0f}" for n in _ENDS)
-                lines.append((f"G{int(row.genant_grade)} {heights}", colours[row.expert]))
-            if lines:
-                labeller.place(
-                    panel, "grades", lines, xy, "right", g["centre"], clear=back, typeface=small
-                )
-    y = _below(labeller, panels[0].top + panels[0].height)
-    for line in footer:
-        labeller.note("footer", line, (4, y))
-        y += FONT_PX + 5
-    height = y
-    canvas = canvas.crop((0, 0, width, height))
-    picture = Picture(
-        png=out_png, width=width, height=height, level=source.level, pixel_mm=pixel_mm,
-        panels=list(panels), placements=labeller.placements,
-    )  # fmt: skip
-    return _save(canvas, picture)
+            _draw_keypoints(draw, panel, row, colours[row.expert])
+        _place_grades(labeller, panel, groups, colours, small)
+    top = _below(labeller, panels[0].top + panels[0].height)
+    return _finish(canvas, labeller, footer, top, out_png, source.level, pixel_mm, panels)
+
+
+def _vertebra_groups(rows: pd.DataFrame) -> dict[str, dict]:
+    """One release's keypoint rows per vertebra: every expert's points and rows, the centre
+    and median x of the finite points (None without any)."""
+    groups: dict[str, dict] = {}
+    for row in rows.itertuples():
+        pts = np.array([_keypoint_world(row, n, e) for n in _ENDS for e in ("sup", "inf")])
+        g = groups.setdefault(_vertebra_key(row), {"points": [], "rows": []})
+        g["points"].append(pts)
+        g["rows"].append(row)
+    for g in groups.values():
+        pts = np.concatenate(g["points"])
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        g["centre"] = pts.mean(axis=0) if len(pts) else None
+        g["x"] = float(np.median(pts[:, 0])) if len(pts) else None
+    return groups
+
+
+def _draw_legend(
+    draw: ImageDraw.ImageDraw,
+    panel: Panel,
+    rows: pd.DataFrame,
+    colours: dict[str, tuple[int, int, int]],
+    typeface: Typeface,
+) -> None:
+    """A colour square and the name of each expert, under the panel's title."""
+    x = panel.left + 2
+    for expert in sorted(rows["expert"].unique()) if len(rows) else []:
+        draw.rectangle([x, TITLE_PX + 2, x + 10, TITLE_PX + 12], fill=colours[expert])
+        x += 13
+        w, _ = _text_box(draw, expert, typeface)
+        _text(draw, (x, TITLE_PX), expert, colours[expert], typeface)
+        x += w + 8
+
+
+def _draw_keypoints(
+    draw: ImageDraw.ImageDraw, panel: Panel, row: Any, colour: tuple[int, int, int]
+) -> None:
+    """One expert's vertebra: a line from superior to inferior point per column (ant, mid,
+    post), circles at the ends; columns with a missing point are left out."""
+    for name in _ENDS:
+        ends = [panel.pixel(_keypoint_world(row, name, e)) for e in ("sup", "inf")]
+        if not all(np.isfinite(v) for xy in ends for v in xy):
+            continue
+        draw.line(ends, fill=colour, width=1)
+        for ex, ey in ends:
+            draw.ellipse([ex - 2, ey - 2, ex + 2, ey + 2], outline=colour)
+
+
+def _place_grades(
+    labeller: _Labeller,
+    panel: Panel,
+    groups: dict[str, dict],
+    colours: dict[str, tuple[int, int, int]],
+    small: Typeface,
+) -> None:
+    """Per vertebra, cranial first: its level on the left, each expert's grade and heights on
+    the right, clear of the keypoints."""
+    for key, g in sorted(
+        groups.items(),
+        key=lambda kv: -(kv[1]["centre"][2] if kv[1]["centre"] is not None else 0),
+    ):
+        if g["centre"] is None:
+            continue
+        xy = panel.pixel(g["centre"])
+        pts = np.concatenate(g["points"])
+        xs = [panel.pixel(q)[0] for q in pts[np.isfinite(pts).all(axis=1)]]
+        front, back = xy[0] - min(xs), max(xs) - xy[0]
+        labeller.place(panel, "level", [(key, TEXT)], xy, "left", g["centre"], clear=front)
+        lines = []
+        for row in sorted(g["rows"], key=lambda r: r.expert):
+            heights = "/".join(f"{_f(getattr(row, f'height_{n}_mm', None)):.0f}" for n in _ENDS)
+            lines.append((f"G{int(row.genant_grade)} {heights}", colours[row.expert]))
+        if lines:
+            labeller.place(
+                panel, "grades", lines, xy, "right", g["centre"], clear=back, typeface=small
+            )

@@ -112,14 +112,7 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
     part.parent.mkdir(parents=True, exist_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     state = _read_state(state_path, item.url)
-    start = part.stat().st_size if part.exists() else 0
-    headers: dict[str, str] = {}
-    if start and _strong(state.get("etag")):
-        headers = {"Range": f"bytes={start}-", "If-Range": state["etag"]}
-    elif start and expected_any:
-        headers = {"Range": f"bytes={start}-"}
-    else:
-        start = 0  # nothing to resume, or no way to know the rest belongs to the same file
+    start, headers = _resume(part.stat().st_size if part.exists() else 0, state, expected_any)
     fetched = 0
     expected: int | None = None
     etag: str | None = state.get("etag")
@@ -162,6 +155,34 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
             "run the fetch again: it resumes where it stopped",
             check="download",
         ) from e
+    size, sha256, md5 = _publish(item, part, state_path, expected)
+    return DownloadResult(dest, fetched, start, False, sha256, md5, size, etag)
+
+
+def _resume(start: int, state: dict, digests_known: bool) -> tuple[int, dict[str, str]]:
+    """Where to resume a part file of ``start`` bytes, and the request headers that do it.
+
+    Resumed only when the rest can be known to belong to the same file: a strong ETag
+    (``If-Range``), or digests to check the whole against; else from 0.
+    """
+    if start and _strong(state.get("etag")):
+        return start, {"Range": f"bytes={start}-", "If-Range": state["etag"]}
+    if start and digests_known:
+        return start, {"Range": f"bytes={start}-"}
+    return 0, {}
+
+
+def _publish(
+    item: Download, part: Path, state_path: Path, expected: int | None
+) -> tuple[int, str, str]:
+    """Check the finished part file and move it to ``item.dest``; its size, sha256 and md5.
+
+    Raises
+    ------
+    InputError
+        If it is shorter than announced (kept to resume) or its digests differ (deleted).
+    """
+    dest = item.dest
     size = part.stat().st_size
     if expected is not None and size < expected:
         # The connection dropped early: keep the part file for the next run to resume.
@@ -185,4 +206,4 @@ def fetch(item: Download, timeout: float = 60.0) -> DownloadResult:
         )
     os.replace(part, dest)
     state_path.unlink(missing_ok=True)
-    return DownloadResult(dest, fetched, start, False, sha256, md5, size, etag)
+    return size, sha256, md5

@@ -8,10 +8,12 @@ One store per scan or series (``<id>.zarr``)::
         vertebrae/             group: ome.multiscales + ome.image-label (colours, level names)
           0/ 1/ 2/             uint8 labels
 
-Arrays keep the axis order of the source as stored (``[i, j, k]`` for NIfTI, ``[row, column,
-slice]`` for DICOM) so that the 4x4 ``affine`` attribute maps their indices to RAS+ mm exactly
-like the source's affine did; :mod:`verse_etl.ngff` says how the NGFF scale and translation
-relate to it. Every array is sharded (``params.yaml: volumes``): small chunks for random access
+Arrays are stored in the store frame (:mod:`verse_etl.geometry.store_frame`): the source's voxel grid
+with its axes permuted and flipped so that index 0, 1, 2 grow toward superior, posterior and the
+patient's left, the right way up in a viewer. Sources stream along their slowest axis, which may
+be any store axis, in either direction; the writer (:class:`verse_etl.stores.shards.ShardWriter`) stages
+rows along that axis. :mod:`verse_etl.ngff` says how the NGFF scale and translation relate to
+the store affine. Every array is sharded (``params.yaml: volumes``): small chunks for random access
 grouped into a few shard files, so a scan is a handful of files for DVC.
 
 Slabs are encoded on ``threads`` threads while the caller decodes the next slab (both release
@@ -44,9 +46,19 @@ from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 
 from verse_etl import ngff
 from verse_etl.errors import InputError
+from verse_etl.geometry.store_frame import StoreFrame, frame_of_attributes
 from verse_etl.params import VolumeParams
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH  # noqa: F401  (re-exported: store layout)
-from verse_etl.stores.shards import ArrayStream, ChunkCodec, SlabReader, StoreMismatchError
+from verse_etl.stores.shards import (
+    ArrayLayout,
+    ChunkCodec,
+    Hooks,
+    ShardWriter,
+    SlabReader,
+    StoreMismatchError,
+    Workers,
+    encoded_order,
+)
 
 SLAB_BYTES = 16 << 20
 """Bytes of one slab read from a source: the unit of streaming (twice staged by the writer)."""
@@ -114,10 +126,10 @@ def _codec(params: VolumeParams, itemsize: int) -> ChunkCodec:
     )
 
 
-def _zarr_codecs(codec: ChunkCodec) -> dict[str, Any]:
+def _zarr_codecs(codec: ChunkCodec, frame: StoreFrame) -> dict[str, Any]:
     """The same codec chain as zarr-python objects, for the ``zarr.json`` of each array."""
     return {
-        "filters": [TransposeCodec(order=(2, 1, 0))],
+        "filters": [TransposeCodec(order=encoded_order(frame))],
         "serializer": BytesCodec(endian="little"),
         "compressors": BloscCodec(
             cname=codec.cname,  # type: ignore[arg-type]  # one of params.CODECS, checked on load
@@ -144,8 +156,12 @@ class StoreWriter:
     attributes
         Attributes of the root group (e.g. ``verse_etl``: affine, orientation, provenance).
     affine
-        4x4 voxel -> RAS+ mm of the arrays, for the NGFF scale and translation; None means
-        1 mm voxels at the origin.
+        4x4 source voxel -> RAS+ mm, for the NGFF scale and translation; None means 1 mm voxels
+        at the origin.
+    frame
+        How the source's axes become the store's (:func:`verse_etl.geometry.store_frame.store_frame` of
+        the source affine and shape); None stores the arrays in the source's axis order.
+        Every array of the store is written in this frame.
     """
 
     def __init__(
@@ -155,12 +171,17 @@ class StoreWriter:
         attributes: dict[str, Any],
         *,
         affine: np.ndarray | None = None,
+        frame: StoreFrame | None = None,
     ) -> None:
         self.final = final
         self.params = params
         self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         self.attributes = attributes
-        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+        self.source_affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+        self.frame = frame
+        self.affine = (
+            self.source_affine if frame is None else frame.store_affine(self.source_affine)
+        )
         self.arrays: list[ArrayInfo] = []
         self._group: zarr.Group | None = None
         self._labels: list[str] = []
@@ -178,33 +199,33 @@ class StoreWriter:
         name: str,
         shape: tuple[int, int, int],
         dtype: np.dtype,
-        slabs: Iterable[tuple[int, np.ndarray]] | SlabReader,
+        slabs: Iterable[tuple[int, np.ndarray]],
         attributes: dict[str, Any] | None = None,
         *,
         label_names: Mapping[int, str] | None = None,
         on_slab: Callable[[int, np.ndarray], None] | None = None,
         statistics: VoxelStatistics | None = None,
     ) -> ArrayInfo:
-        """Stream ``(k0, slab)`` pairs into array ``name`` and its pyramid; return what was written.
+        """Stream ``(k0, slab)`` pairs of the source into array ``name`` and its pyramid; return
+        what was written.
 
         ``name`` is ``"0"`` (the image; the root group gets its NGFF multiscales) or
         ``"labels/<label image>/0"`` (a label image; give ``label_names``, value -> name).
-        Slabs may have any depth and memory order; their dtype must cast safely to ``dtype``.
-        ``slabs`` may instead be a :class:`~verse_etl.stores.shards.SlabReader` (e.g.
-        :class:`~verse_etl.io.nifti.NiftiVoxelReader`, entered here if it is a context manager)
-        that decodes straight into the staging rows: no copy on the decoding thread.
-        ``on_slab(k0, row)`` is called with every staged row (a slab one chunk deep, in the
-        array's dtype), in stream order, on the writer's in-order thread rather than the
-        caller's, e.g. for statistics: the decoding thread does nothing but decode. The row is
-        only valid during the call; an exception raised there aborts the write.
-        ``statistics`` (e.g. :class:`~verse_etl.stores.hu_histogram.HuHistogram`) sees every voxel of
-        level 0 once: for an integer dtype, chunk by chunk on the encoder threads, in the same
-        pass that gathers and encodes each chunk (``add_chunk``, concurrent, in no order); for
-        a float dtype, whose sums depend on the order, row by row in stream order (``add``).
+        ``shape`` is the source's; slabs run along its last axis, in order, with any depth and
+        memory order; their dtype must cast safely to ``dtype``. The array is stored in the
+        writer's frame. ``on_slab(k0, row)`` is called with every staged row (source order, a
+        slab one chunk deep along the store's stream axis, in the array's dtype), in stream
+        order, on the writer's in-order thread rather than the caller's, e.g. for statistics:
+        the decoding thread does nothing but decode. The row is only valid during the call; an
+        exception raised there aborts the write. ``statistics`` (e.g.
+        :class:`~verse_etl.stores.hu_histogram.HuHistogram`) sees every voxel of level 0 once: for an
+        integer dtype, chunk by chunk on the encoder threads, in the same pass that gathers and
+        encodes each chunk (``add_chunk``, concurrent, in no order); for a float dtype, whose
+        sums depend on the order, row by row in stream order (``add``).
 
-        The XXH3-128 digest of the voxels is taken over the rows in stream order (Fortran
-        order, native byte order), so it equals the digest of the source's raw voxel block
-        (``xxhash.xxh3_128_hexdigest`` of its bytes).
+        The XXH3-128 digest of the voxels is taken over the rows in stream order (source
+        Fortran order, native byte order), so it equals the digest of the source's raw voxel
+        block (``xxhash.xxh3_128_hexdigest`` of its bytes) whatever the store frame.
 
         Raises
         ------
@@ -212,6 +233,50 @@ class StoreWriter:
             With check ``store_verify`` if (with ``verify``) a chunk does not decode to the
             source voxels or a shard file does not read back as written.
         """
+
+        def feed(writer: ShardWriter) -> None:
+            _pump(writer, shape, writer.dtype, slabs)
+
+        return self._write(name, shape, dtype, feed, attributes, label_names, on_slab, statistics)
+
+    def write_reader(
+        self,
+        name: str,
+        shape: tuple[int, int, int],
+        reader: SlabReader,
+        attributes: dict[str, Any] | None = None,
+        *,
+        label_names: Mapping[int, str] | None = None,
+        on_slab: Callable[[int, np.ndarray], None] | None = None,
+        statistics: VoxelStatistics | None = None,
+    ) -> ArrayInfo:
+        """As :meth:`write_array`, from a :class:`~verse_etl.stores.shards.SlabReader` (e.g.
+        :class:`~verse_etl.io.nifti.NiftiVoxelReader`) that decodes straight into the staging
+        rows: no copy on the decoding thread. The array's dtype is the reader's; a reader that
+        is a context manager is entered here."""
+
+        def feed(writer: ShardWriter) -> None:
+            with contextlib.ExitStack() as stack:
+                if isinstance(reader, contextlib.AbstractContextManager):
+                    stack.enter_context(reader)  # e.g. opens the file
+                writer.pull(reader)
+
+        return self._write(
+            name, shape, reader.dtype, feed, attributes, label_names, on_slab, statistics
+        )
+
+    def _write(
+        self,
+        name: str,
+        shape: tuple[int, int, int],
+        dtype: np.dtype,
+        feed: Callable[[ShardWriter], None],
+        attributes: dict[str, Any] | None,
+        label_names: Mapping[int, str] | None,
+        on_slab: Callable[[int, np.ndarray], None] | None,
+        statistics: VoxelStatistics | None,
+    ) -> ArrayInfo:
+        """Create the arrays of every level, then stream level 0 (``feed``) through them."""
         assert self._group is not None, "use StoreWriter as a context manager"
         dtype = np.dtype(dtype).newbyteorder("=")
         if dtype.byteorder == ">" or (dtype.byteorder == "=" and np.little_endian is False):
@@ -221,17 +286,20 @@ class StoreWriter:
             raise ValueError(
                 f"array name {name!r} must end with level '0' (e.g. '0', 'labels/x/0')"
             )
+        frame = self.frame or StoreFrame.identity(shape)
+        if frame.shape != tuple(shape):
+            raise ValueError(f"{self.final}: array of {shape} in a store framed for {frame.shape}")
         is_label = parent.startswith("labels/")
         group = self._prepare_group(parent, is_label, label_names)
-        shapes = ngff.level_shapes(shape, self.params.pyramid_levels)
+        source_shapes = ngff.level_shapes(shape, self.params.pyramid_levels)
         codec = _codec(self.params, dtype.itemsize)
         digest = xxhash.xxh3_128()
-        nice = (self.params.encoder_nice,)
-        row_hook, chunk_hook = on_slab, None
+        hooks = Hooks(digest=digest, on_row=on_slab)
         if statistics is not None and dtype.kind in "iu":
-            chunk_hook = statistics.add_chunk
+            hooks = Hooks(digest=digest, on_row=on_slab, on_chunk=statistics.add_chunk)
         elif statistics is not None:
-            row_hook = _in_order_statistics(statistics, on_slab)
+            hooks = Hooks(digest=digest, on_row=_in_order_statistics(statistics, on_slab))
+        nice = (self.params.encoder_nice,)
         with (
             ThreadPoolExecutor(
                 self.params.threads, "zarr-encode", initializer=lower_priority, initargs=nice
@@ -240,48 +308,22 @@ class StoreWriter:
                 1, "zarr-shards", initializer=lower_priority, initargs=nice
             ) as serial,
         ):
-            stream: ArrayStream | None = None
-            for level in reversed(range(len(shapes))):
-                chunks, shards = layout(shapes[level], self.params)
-                group.create_array(
-                    str(level),
-                    shape=shapes[level],
-                    dtype=dtype,
-                    chunks=chunks,
-                    shards=shards,
-                    fill_value=0,
-                    dimension_names=ngff.NGFF_AXES,
-                    attributes=(attributes or {}) if level == 0 else {},
-                    **_zarr_codecs(codec),
-                )
-                stream = ArrayStream(
-                    self.tmp / parent / str(level),
-                    shapes[level],
-                    dtype,
-                    chunks,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
-                    shards,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
-                    codec,
-                    pool,
-                    serial,
-                    digest=digest if level == 0 else None,
-                    verify=self.params.verify,
-                    child=stream,
-                    on_row=row_hook if level == 0 else None,
-                    on_chunk=chunk_hook if level == 0 else None,
-                )
-            assert stream is not None
+            writer = self._level_writers(
+                group,
+                parent,
+                source_shapes,
+                frame,
+                dtype,
+                codec,
+                attributes,
+                Workers(pool, serial),
+                hooks,
+            )
             try:
-                if hasattr(slabs, "read_into"):
-                    if np.dtype(slabs.dtype) != dtype:  # type: ignore[union-attr]  # a SlabReader (hasattr read_into)
-                        raise ValueError(f"reader of {slabs.dtype} for an array of {dtype}")  # type: ignore[union-attr]  # a SlabReader
-                    # The union is told apart by hasattr (perf's scheduler work replaces it).
-                    with slabs if hasattr(slabs, "__enter__") else contextlib.nullcontext():  # type: ignore[union-attr]
-                        stream.pull(slabs)  # type: ignore[arg-type]  # a SlabReader (hasattr read_into)
-                else:
-                    _pump(stream, shape, dtype, slabs)
-                stream.finish()
+                feed(writer)
+                writer.finish()
             except StoreMismatchError as e:
-                stream.abort()
+                writer.abort()
                 raise InputError(
                     self.final,
                     f"store does not read back as the source voxels ({e})",
@@ -289,21 +331,69 @@ class StoreWriter:
                     check="store_verify",
                 ) from e
             except BaseException:
-                stream.abort()
+                writer.abort()
                 raise
-        chunks, shards = layout(shape, self.params)
+        chunks, shards = layout(frame.store_shape, self.params)
         info = ArrayInfo(
             name=name,
-            shape=shape,
+            shape=frame.store_shape,
             dtype=dtype.name,
             chunks=chunks,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
             shards=shards,  # type: ignore[arg-type]  # 3 per axis (layout()): typed variable-length
             voxel_xxh3=digest.hexdigest(),
             verified=self.params.verify,
-            levels=tuple(shapes),
+            levels=tuple(StoreFrame(frame.axes, frame.flips, s).store_shape for s in source_shapes),
         )
         self.arrays.append(info)
         return info
+
+    def _level_writers(
+        self,
+        group: zarr.Group,
+        parent: str,
+        source_shapes: list[tuple[int, int, int]],
+        frame: StoreFrame,
+        dtype: np.dtype,
+        codec: ChunkCodec,
+        attributes: dict[str, Any] | None,
+        workers: Workers,
+        hooks: Hooks,
+    ) -> ShardWriter:
+        """The ``zarr.json`` of every level, and the chain of writers (level 0 feeds level 1...)."""
+        writer: ShardWriter | None = None
+        for level in reversed(range(len(source_shapes))):
+            level_frame = StoreFrame(frame.axes, frame.flips, source_shapes[level])
+            shape = level_frame.store_shape
+            chunks, shards = layout(shape, self.params)
+            group.create_array(
+                str(level),
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                shards=shards,
+                fill_value=0,
+                dimension_names=ngff.NGFF_AXES,
+                attributes=(attributes or {}) if level == 0 else {},
+                **_zarr_codecs(codec, level_frame),
+            )
+            array = ArrayLayout(
+                self.tmp / parent / str(level),
+                shape,
+                dtype,
+                chunks,  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
+                shards,  # type: ignore[arg-type]  # three axes: tuple() is typed variable-length
+                codec,
+                level_frame,
+            )
+            writer = ShardWriter(
+                array,
+                workers,
+                hooks=hooks if level == 0 else None,
+                verify=self.params.verify,
+                child=writer,
+            )
+        assert writer is not None
+        return writer
 
     def _prepare_group(
         self, parent: str, is_label: bool, label_names: Mapping[int, str] | None
@@ -369,19 +459,19 @@ def lower_priority(nice: int) -> None:
 
 
 def _pump(
-    stream: ArrayStream,
+    writer: ShardWriter,
     shape: tuple[int, int, int],
     dtype: np.dtype,
     slabs: Iterable[tuple[int, np.ndarray]],
 ) -> None:
-    """Feed the slabs to ``stream`` in order, checking that they tile the array exactly."""
+    """Feed the source slabs to ``writer`` in order, checking that they tile the array exactly."""
     expected = 0
     for k0, slab in slabs:
         if k0 != expected or slab.shape[:2] != shape[:2]:
             raise ValueError(f"slab at {k0} does not continue the stream (expected {expected})")
         if not np.can_cast(slab.dtype, dtype, "safe"):
             raise ValueError(f"slab of dtype {slab.dtype} cannot be stored as {dtype} without loss")
-        stream.push(slab)
+        writer.push_source(k0, slab)
         expected = k0 + slab.shape[2]
     if expected != shape[2]:
         raise ValueError(f"stream stopped at slice {expected} of {shape[2]}")
@@ -469,5 +559,16 @@ def as_labels(
 
 
 def open_array(store: Path, name: str = IMAGE_PATH) -> zarr.Array:
-    """Open one array of a published store read-only."""
+    """Open one array of a published store read-only (store frame: superior, posterior, left)."""
     return zarr.open_array(store / name, mode="r")
+
+
+def read_source_order(store: Path, name: str = IMAGE_PATH) -> np.ndarray:
+    """A whole array of a published store, in its source's voxel order (the order of the source
+    NIfTI or DICOM grid; the store holds it permuted and flipped:
+    :mod:`verse_etl.geometry.store_frame`)."""
+    attributes = zarr.open_group(store, mode="r").attrs.get("verse_etl", {})
+    array = np.asarray(open_array(store, name)[...])
+    if not isinstance(attributes, dict) or "source_shape" not in attributes:
+        return array
+    return frame_of_attributes(attributes).to_source(array)

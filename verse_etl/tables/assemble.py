@@ -6,61 +6,37 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 
-from verse_etl.cases.records import CaseResult, QuarantineRecord, write_text_atomic
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    quarantine_record,
+    write_text_atomic,
+)
 from verse_etl.mosmed.case import drop_duplicate_series
-from verse_etl.mosmed.consensus import consensus_rows
 from verse_etl.params import CheckParams
 from verse_etl.paths import metrics_path, table_dir
-from verse_etl.publish.generations import generation_dir, remove_stale_generations, switch_tables
-from verse_etl.schemas import SORT_KEYS, TABLES
+from verse_etl.schemas import CONTRACTS, QUARANTINE, SCANS, SERIES, Table
+from verse_etl.schemas.table import Step
 from verse_etl.sources.verse import release_split
+from verse_etl.tables.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.tables.parquet import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.tables.validation import validate_table
 
-# How to name the source, case and file of a row of each table in a quarantine record.
-_ROW_ORIGIN = {
-    "scans": ("verse", "scan_id", "ct_path"),
-    "vertebrae": ("verse", "scan_id", "scan_id"),
-    "verse_fracture_grades": ("verse", "scan_id", "source_path"),
-    "series": ("mosmed", "folder", "folder"),
-    "mosmed_vertebrae": ("mosmed", "folder", "annotation_path"),
-    "mosmed_expert_pairs": ("mosmed", "folder", "annotation_path_v1"),
-}
 
-# Tables derived from other validated tables rather than from case rows: (name, function, origin).
-_DERIVED = (
-    ("mosmed_consensus", consensus_rows, "mosmed_vertebrae", ("mosmed", "folder", "folder")),
-)
+def _function(name: str) -> Callable[..., Any]:
+    """The function a contract names as ``"module:function"`` (contracts do not import the
+    library, so they name what computes their rows instead)."""
+    module, _, function = name.partition(":")
+    return getattr(import_module(module), function)
 
 
-# The release partition of rows whose table has no release of its own (see schemas/checks.py).
-MOSMED_STUDY_RELEASE = "ctlungca500"
-_FIXED_RELEASE = {
-    "verse_fracture_grades": "verse19",
-    "series": MOSMED_STUDY_RELEASE,
-    "mosmed_expert_pairs": "v2",
-}
-
-
-def _with_partitions(
-    df: pd.DataFrame, name: str, source: str, scan_release: dict[str, str]
-) -> pd.DataFrame:
-    """Fill the partition keys (source, release) of the rows of table ``name``."""
-    df = df.copy()
-    df["source"] = source
-    if name in _FIXED_RELEASE:
-        df["release"] = _FIXED_RELEASE[name]
-    elif name == "vertebrae":
-        df["release"] = [scan_release.get(s, "unknown") for s in df["scan_id"]]
-    return df
-
-
-def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) -> str:
+def _release(row: dict[str, Any] | pd.Series, scan_release: dict[str, str]) -> str:
     """Release of the case a quarantine record belongs to, as far as the record tells."""
     if row["source"] == "verse":
         if row["case_id"] in scan_release:
@@ -75,44 +51,71 @@ def _quarantine_release(row: dict[str, object], scan_release: dict[str, str]) ->
     except json.JSONDecodeError:
         record = {}
     release = record.get("release") if isinstance(record, dict) else None
-    return release if release in ("v1", "v2") else MOSMED_STUDY_RELEASE
+    return release if release in ("v1", "v2") else SERIES.release or ""
 
 
-# Checks about a vertebra's centroid; their records name the centroid file, as do those of a
-# label only the centroid file lists. Every other vertebra record names the mask.
-_CENTROID_CHECKS = frozenset(
-    {"centroid_outside_volume", "centroid_outside_label", "centroid_without_mask_label"}
-)
+def _with_partitions(
+    df: pd.DataFrame, table: Table, parents: dict[str, dict[Any, dict[str, Any]]]
+) -> pd.DataFrame:
+    """Fill the partition keys (source, release) of the rows of ``table``."""
+    df = df.copy()
+    df["source"] = table.source
+    if table.release is not None:
+        df["release"] = table.release
+    elif table.release_from_parent and table.parent is not None:
+        key, parent = table.parent
+        df["release"] = [parents[parent].get(v, {}).get("release", "unknown") for v in df[key]]
+    return df
 
 
-def _vertebra_file(scan: dict[str, Any], row: pd.Series, check: str) -> str:
-    """The file a quarantine record of a vertebra row names (it has no file column itself)."""
-    about_centroid = check in _CENTROID_CHECKS or (row["in_centroids"] and not row["in_mask"])
-    order = ("centroids_path", "mask_path") if about_centroid else ("mask_path", "centroids_path")
-    return next((scan[k] for k in (*order, "ct_path") if scan.get(k)), str(row["scan_id"]))
+def _validate(
+    df: pd.DataFrame,
+    table: Table,
+    parents: dict[str, dict[Any, dict[str, Any]]],
+    checks: CheckParams,
+) -> tuple[pd.DataFrame, list[QuarantineRecord]]:
+    """Validate ``df`` against ``table``'s contract; its rejected rows as quarantine records
+    naming case and file as the contract says."""
+    if table.file_of is not None:
+        file_of = _function(table.file_of)
+        key, parent = table.parent or ("", "")
+        of_parent = parents.get(parent, {})
 
+        def file_of_row(row: pd.Series, check: str) -> str:
+            return str(file_of(row, check, of_parent.get(row[key], {})))
 
-# Rows whose parent row was rejected are rejected too: no vertebra without its scan.
-_PARENTS = (
-    ("vertebrae", "scan_id", "scans"),
-    ("mosmed_vertebrae", "series_uid", "series"),
-    ("mosmed_expert_pairs", "series_uid", "series"),
-)
+    else:
+
+        def file_of_row(row: pd.Series, check: str) -> str:
+            return row[table.file_column]
+
+    return validate_table(
+        df,
+        table.model,
+        table=table.name,
+        source_of=lambda _row: table.source,
+        case_of=lambda row: row[table.case_column],
+        file_of=file_of_row,
+        checks=checks,
+    )
 
 
 def _drop_orphans(
-    child: pd.DataFrame, parent: pd.DataFrame, key: str, table: str
+    child: pd.DataFrame, parent: pd.DataFrame, table: Table
 ) -> tuple[pd.DataFrame, list[QuarantineRecord]]:
-    source, case_col, file_col = _ROW_ORIGIN[table]
+    """Rows whose parent row was rejected are rejected too: no vertebra without its scan."""
+    assert table.parent is not None
+    key, _ = table.parent
+    file_col = table.file_column or table.case_column
     orphan = ~child[key].isin(set(parent[key]))
     records = [
-        QuarantineRecord(
-            source=source,
-            case_id=str(row[case_col]),
-            table=table,
-            file=str(row[file_col]),
-            check="parent_rejected",
-            reason=f"{row[file_col]}: {table} row left out because its {key} {row[key]!r} was rejected",
+        quarantine_record(
+            table.source,
+            str(row[table.case_column]),
+            str(row[file_col]),
+            "parent_rejected",
+            f"{table.name} row left out because its {key} {row[key]!r} was rejected",
+            table=table.name,
             record=json.dumps(row.to_dict(), default=str, sort_keys=True),
         )
         for _, row in child[orphan].iterrows()
@@ -151,7 +154,7 @@ def assemble(
 
     Every table is written into a new generation folder; ``before_switch(generation)`` adds
     what must become visible with them (the dataset card, written below
-    ``generation/tables``); then :func:`verse_etl.publish.generations.switch_tables` replaces the
+    ``generation/tables``); then :func:`verse_etl.tables.generations.switch_tables` replaces the
     published tables in one step. Tables are written even when some rows fail a ``raise``
     check: the caller decides to fail the build after everything good is on disk. Leftovers of
     a killed earlier run are removed first.
@@ -165,54 +168,47 @@ def assemble(
     # A MosMed series found in two study folders is kept once (as VerSe scans are).
     results, duplicates = drop_duplicate_series(results)
     quarantine: list[QuarantineRecord] = [q for r in results for q in r.quarantine] + duplicates
+    # The case rows of every table a contract names as a parent, by key (as built, before
+    # validation): the files a child's quarantine record names, the release it inherits.
+    parents = {
+        parent: {row[key]: row for row in collect_rows(results, parent)}
+        for key, parent in {t.parent for t in CONTRACTS.values() if t.parent}
+    }
+    scan_release = {k: row["release"] for k, row in parents[SCANS.name].items()}
     frames: dict[str, pd.DataFrame] = {}
-    scans = {row["scan_id"]: row for row in collect_rows(results, "scans")}
-    scan_release = {scan_id: row["release"] for scan_id, row in scans.items()}
-    for name, (source, case_col, file_col) in _ROW_ORIGIN.items():
-        model = TABLES[name]
-        df = frame(collect_rows(results, name), model, SORT_KEYS[name])
-        df = _with_partitions(df, name, source, scan_release)
-        good, rejected = validate_table(
-            df,
-            model,
-            table=name,
-            source_of=lambda _row, s=source: s,
-            case_of=lambda row, c=case_col: row[c],
-            file_of=(lambda row, check: _vertebra_file(scans.get(row["scan_id"], {}), row, check))
-            if name == "vertebrae"
-            else (lambda row, _check, f=file_col: row[f]),
-            checks=checks,
+    by_step = {step: [t for t in CONTRACTS.values() if t.step == step] for step in get_args(Step)}
+    for table in by_step["cases"]:
+        df = frame(collect_rows(results, table.name), table.model, table.sort_keys)
+        frames[table.name], rejected = _validate(
+            _with_partitions(df, table, parents), table, parents, checks
         )
-        frames[name] = good
         quarantine.extend(rejected)
-    for child, key, parent in _PARENTS:
-        frames[child], orphans = _drop_orphans(frames[child], frames[parent], key, child)
-        quarantine.extend(orphans)
-    for name, derive, base, (source, case_col, file_col) in _DERIVED:
-        df = frame(derive(frames[base]), TABLES[name], SORT_KEYS[name])
-        df = _with_partitions(df, name, source, scan_release)
-        frames[name], rejected = validate_table(
-            df,
-            TABLES[name],
-            table=name,
-            source_of=lambda _row, s=source: s,
-            case_of=lambda row, c=case_col: row[c],
-            file_of=lambda row, _check, f=file_col: row[f],
-            checks=checks,
+    for table in by_step["cases"]:
+        if table.parent is not None:
+            parent = frames[table.parent[1]]
+            frames[table.name], orphans = _drop_orphans(frames[table.name], parent, table)
+            quarantine.extend(orphans)
+    for table in by_step["derived"]:
+        assert table.derive is not None and table.derived_from is not None
+        rows = _function(table.derive)(frames[table.derived_from])
+        df = frame(rows, table.model, table.sort_keys)
+        frames[table.name], rejected = _validate(
+            _with_partitions(df, table, parents), table, parents, checks
         )
         quarantine.extend(rejected)
     q_rows = [
         {
             **row,
             "severity": "raise" if checks.mode(row["check_name"]) == "raise" else row["severity"],
-            "release": _quarantine_release(row, scan_release),
+            "release": _release(row, scan_release),
         }
         for row in quarantine_frame(quarantine)
     ]
-    frames["quarantine"] = frame(q_rows, TABLES["quarantine"], SORT_KEYS["quarantine"])
-    frames["quarantine"] = TABLES["quarantine"].validate(frames["quarantine"])
+    frames[QUARANTINE.name] = QUARANTINE.model.validate(
+        frame(q_rows, QUARANTINE.model, QUARANTINE.sort_keys)
+    )
     for name, df in frames.items():
-        write_table(df, table_dir(generation, name), TABLES[name])
+        write_table(df, table_dir(generation, name), CONTRACTS[name].model)
     failed: dict[str, int] = {}
     for row in q_rows:
         failed[row["check_name"]] = failed.get(row["check_name"], 0) + 1

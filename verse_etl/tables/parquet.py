@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 from verse_etl.cases.records import CaseResult, QuarantineRecord
 from verse_etl.paths import partition_path, table_dir
-from verse_etl.publish.targets import read_pointer
 from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
+from verse_etl.targets import read_pointer
 
 _ARROW_TYPES: dict[str, pa_arrow.DataType] = {
     "str": pa_arrow.string(),
@@ -146,7 +146,7 @@ def read_table(
 
     The partition keys come back as plain string columns and each column keeps its description.
     ``filesystem`` reads a build elsewhere (``dvc.api.DVCFileSystem`` at a git revision, s3); on
-    an object store the generation the build's pointer names (:func:`verse_etl.publish.targets.read_pointer`).
+    an object store the generation the build's pointer names (:func:`verse_etl.targets.read_pointer`).
 
     Raises
     ------

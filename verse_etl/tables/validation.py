@@ -20,7 +20,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors, SchemaWarning
 
-from verse_etl.cases.records import QuarantineRecord
+from verse_etl.cases.records import QuarantineRecord, quarantine_record
 from verse_etl.params import CheckParams
 
 
@@ -91,13 +91,13 @@ def validate_table(
             file = str(file_of(row, ",".join(names)))
             what = ", ".join(f"{k}={row[k]}" for k in keys)
             quarantined.append(
-                QuarantineRecord(
-                    source=str(source_of(row)),
-                    case_id=str(case_of(row)),
+                quarantine_record(
+                    str(source_of(row)),
+                    str(case_of(row)),
+                    file,
+                    ",".join(names),
+                    f"{table} row ({what}) fails {'; '.join(sorted(set(problems)))}",
                     table=table,
-                    file=file,
-                    check=",".join(names),
-                    reason=f"{file}: {table} row ({what}) fails {'; '.join(sorted(set(problems)))}",
                     severity=severity,
                     record=json.dumps(row.to_dict(), default=str, sort_keys=True),
                 )
@@ -149,14 +149,14 @@ def _quality_records(
                 why = f"{found[index]}; {why}"
             file = str(file_of(row, name))
             records.append(
-                QuarantineRecord(
-                    source=str(source_of(row)),
-                    case_id=str(case_of(row)),
+                quarantine_record(
+                    str(source_of(row)),
+                    str(case_of(row)),
+                    file,
+                    name,
+                    f"{table} row ({what}) flagged by {name}: {why}",
+                    fix="the row is kept",
                     table=table,
-                    file=file,
-                    check=name,
-                    reason=f"{file}: {table} row ({what}) flagged by {name}: {why}; "
-                    "the row is kept",
                     severity="raise" if mode == "raise" else "warn",
                     record=json.dumps(row.to_dict(), default=str, sort_keys=True),
                 )

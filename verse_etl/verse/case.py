@@ -24,7 +24,6 @@ import numpy as np
 from verse_etl.cases.hashing import case_code_identity, fingerprint
 from verse_etl.cases.records import (
     CaseResult,
-    QuarantineRecord,
     discovery_result,
     load_cached,
     write_text_atomic,
@@ -34,6 +33,7 @@ from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry.affines import apply_affine
 from verse_etl.geometry.reorient import AxisMap, axis_map, iter_aligned_slabs
+from verse_etl.geometry.store_frame import StoreFrame, frame_attributes, store_frame
 from verse_etl.io.files import SourceFile
 from verse_etl.io.json_files import read_json
 from verse_etl.io.nifti import (
@@ -46,12 +46,16 @@ from verse_etl.io.nifti import (
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, InputLimits, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, verse_store_path
+from verse_etl.schemas.scans import SCANS
+from verse_etl.schemas.vertebrae import VERTEBRAE
 from verse_etl.sources.verse import VerseScan, VerseSources
-from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
-from verse_etl.stores.label_stats import LabelStatistics, LabelSummary
+from verse_etl.stores.hu_histogram import HuHistogram
+from verse_etl.stores.label_stats import LabelStatistics
 from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
-from verse_etl.verse.centroids import Centroid, CentroidFile, read_centroids
+from verse_etl.verse.centroids import CentroidFile, read_centroids
 from verse_etl.verse.fracture_grades import fracture_grades_result
+from verse_etl.verse.scan import StoredScan, scan_row
+from verse_etl.verse.vertebrae import vertebra_rows
 
 SOURCE = "verse"
 MASK_SLAB_BYTES = 16 << 20
@@ -170,17 +174,14 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
     result = CaseResult(source=SOURCE, case_id="_duplicates", fingerprint="")
     for dropped, kept in pairs:
         path = dropped.ct.relative(root)
-        result.quarantine.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=dropped.scan_id,
-                table="scans",
-                file=path,
-                check="duplicate_scan",
-                reason=f"{path}: scan {dropped.scan_id} ({dropped.release}, {dropped.layout} "
-                f"layout) is also in {kept.release} ({kept.layout} layout) as "
-                f"{kept.ct.relative(root)}; that copy was kept, this one left out",
-            )
+        result.flag(
+            path,
+            "duplicate_scan",
+            f"scan {dropped.scan_id} ({dropped.release}, {dropped.layout} layout) is also in "
+            f"{kept.release} ({kept.layout} layout) as {kept.ct.relative(root)}; that copy was "
+            "kept, this one left out",
+            table="scans",
+            case_id=dropped.scan_id,
         )
     return result
 
@@ -212,17 +213,8 @@ def _unreadable(scan: VerseScan, error: OSError) -> InputError:
 
 def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
-    result.quarantine.append(
-        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table="scans")
-    )
+    result.flag_error(error, root, table="scans")
     return result
-
-
-def _flag(result: CaseResult, scan: VerseScan, root: Path, error: InputError, table: str) -> None:
-    """Record a problem with one file that does not stop the scan."""
-    result.quarantine.append(
-        QuarantineRecord.from_error(error, SOURCE, scan.scan_id, root, table=table)
-    )
 
 
 def _convert(
@@ -245,7 +237,9 @@ def _convert(
     points = [c.voxel for c in centroids.centroids] if centroids else []
     hu = HuHistogram()
     stats = LabelStatistics(ct.shape, probes=points)
-    depth = layout(ct.shape, volumes)[1][2]
+    # Stored the right way up for viewers: the CT's axes permuted and flipped (store_frame.py).
+    frame = store_frame(ct.affine, ct.shape)
+    depth = layout(frame.store_shape, volumes)[1][frame.stream_axis]
     store = verse_store_path(out, scan.scan_id, key)
 
     def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
@@ -261,12 +255,13 @@ def _convert(
             stats.add(k0, slab)
             yield k0, slab
 
-    with StoreWriter(store, volumes, _store_attributes(scan, ct), affine=ct.affine) as writer:
+    attributes = _store_attributes(scan, ct, frame)
+    with StoreWriter(store, volumes, attributes, affine=ct.affine, frame=frame) as writer:
         # The reader decodes straight into the writer's staging rows (no copy on this thread).
         reader = NiftiVoxelReader(ct)
         # The HU histogram is counted chunk by chunk as the encoder threads gather them.
         with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_array(IMAGE_PATH, ct.shape, reader.dtype, reader, statistics=hu)
+            ct_array = writer.write_reader(IMAGE_PATH, ct.shape, reader, statistics=hu)
         mask_array = None
         if mask is not None:
             with blame(mask.path, "converting the mask"):
@@ -280,16 +275,23 @@ def _convert(
                 )
     result.stores_written = 1
     for check, problem in voxel_findings(ct, hu):
-        _flag(result, scan, root, InputError(scan.ct, problem, check=check), "scans")
+        result.flag_error(InputError(scan.ct, problem, check=check), root, table="scans")
 
     summaries = stats.result() if mask is not None else {}
     probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
-    _add_vertebrae(result, scan, ct, summaries, centroids, probed, checks.min_island_voxels)
-    _add_scan(
-        result, scan, root, out, ct, mask, hashes, hu, sidecar, centroids, summaries, store,
-        ct_array.voxel_xxh3, mask_array.voxel_xxh3 if mask_array else None,
-        ct_array.verified and (mask_array is None or mask_array.verified),
-    )  # fmt: skip
+    for row in vertebra_rows(
+        scan.scan_id, ct, frame, summaries, centroids, probed, checks.min_island_voxels
+    ):
+        result.add(VERTEBRAE.name, row)
+    stored = StoredScan(
+        store_path=store.relative_to(out).as_posix(),
+        ct_voxel_xxh3=ct_array.voxel_xxh3,
+        mask_voxel_xxh3=mask_array.voxel_xxh3 if mask_array else None,
+        verified=ct_array.verified and (mask_array is None or mask_array.verified),
+        store_affine=[float(v) for v in frame.store_affine(ct.affine).reshape(-1)],
+    )
+    row = scan_row(scan, root, hashes, ct, mask, hu, sidecar, centroids, len(summaries), stored)
+    result.add(SCANS.name, row)
     return result
 
 
@@ -367,153 +369,13 @@ def _read_centroids(
             )
     except InputError as e:
         # The CT and mask are still good: keep the scan, report the file, list no centroids.
-        _flag(result, scan, root, e, "vertebrae")
+        result.flag_error(e, root, table="vertebrae")
         return None
     path = scan.centroids.relative(root)
     for note in parsed.skipped:
         check = "centroid_nan" if "NaN" in note else "centroid_subregion"
-        result.quarantine.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=scan.scan_id,
-                table="vertebrae",
-                file=path,
-                check=check,
-                reason=f"{path}: {note}; the entry is left out",
-            )
-        )
+        result.flag(path, check, note, fix="the entry is left out", table="vertebrae")
     return parsed
-
-
-def _world(affine: np.ndarray, voxel: tuple[float, float, float]) -> list[float]:
-    return [float(v) for v in apply_affine(affine, [voxel])[0]]
-
-
-def _add_vertebrae(
-    result: CaseResult,
-    scan: VerseScan,
-    ct: NiftiInfo,
-    summaries: dict[int, LabelSummary],
-    centroids: CentroidFile | None,
-    probed: list[int | None],
-    min_island_voxels: int,
-) -> None:
-    """One row per centroid entry, plus one per mask label without a centroid.
-
-    A label listed twice in the centroid file gives two rows, which the table's uniqueness
-    check then rejects, naming both.
-    """
-    entries: list[tuple[int, Centroid | None, int | None]] = []
-    listed = set()
-    for centroid, at in zip(centroids.centroids if centroids else (), probed, strict=True):
-        entries.append((centroid.label, centroid, at))
-        listed.add(centroid.label)
-    entries += [(label, None, None) for label in summaries if label not in listed]
-    voxel_mm3 = float(abs(np.linalg.det(ct.affine[:3, :3])))
-    for label, c, at in sorted(entries, key=lambda e: e[0]):
-        s = summaries.get(label)
-        inside = c is not None and all(-0.5 <= c.voxel[t] <= ct.shape[t] - 0.5 for t in range(3))
-        com = _world(ct.affine, s.centre_of_mass) if s else [None, None, None]
-        islands = [n for n in s.component_sizes if n < min_island_voxels] if s else []
-        result.add(
-            "vertebrae",
-            {
-                "scan_id": scan.scan_id,
-                "label": label,
-                "level": VERSE_LEVELS.get(label, f"label{label}"),
-                "in_mask": s is not None,
-                "in_centroids": c is not None,
-                "centroid_i": c.voxel[0] if c else None,
-                "centroid_j": c.voxel[1] if c else None,
-                "centroid_k": c.voxel[2] if c else None,
-                "centroid_x_mm": c.world[0] if c else None,
-                "centroid_y_mm": c.world[1] if c else None,
-                "centroid_z_mm": c.world[2] if c else None,
-                "centroid_in_volume": inside,
-                "mask_label_at_centroid": at if inside else None,
-                "mask_voxels": s.voxels if s else 0,
-                "volume_mm3": (s.voxels if s else 0) * voxel_mm3,
-                "bbox_i_min": s.bbox_min[0] if s else None,
-                "bbox_i_max": s.bbox_max[0] if s else None,
-                "bbox_j_min": s.bbox_min[1] if s else None,
-                "bbox_j_max": s.bbox_max[1] if s else None,
-                "bbox_k_min": s.bbox_min[2] if s else None,
-                "bbox_k_max": s.bbox_max[2] if s else None,
-                "com_x_mm": com[0],
-                "com_y_mm": com[1],
-                "com_z_mm": com[2],
-                "n_components": len(s.component_sizes) if s else 0,
-                "n_islands": len(islands),
-                "island_voxels": int(sum(islands)),
-            },
-        )
-
-
-def _add_scan(
-    result: CaseResult,
-    scan: VerseScan,
-    root: Path,
-    out: Path,
-    ct: NiftiInfo,
-    mask: NiftiInfo | None,
-    hashes: dict[str, str],
-    hu: HuHistogram,
-    sidecar: dict[str, Any],
-    centroids: CentroidFile | None,
-    summaries: dict[int, LabelSummary],
-    store: Path,
-    ct_voxel_xxh3: str,
-    mask_voxel_xxh3: str | None,
-    store_verified: bool,
-) -> None:
-    ct_rel = scan.ct.relative(root)
-    mask_rel = scan.mask.relative(root) if scan.mask else None
-    result.add(
-        "scans",
-        {
-            "scan_id": scan.scan_id,
-            "patient_id": scan.patient_id,
-            "release": scan.release,
-            "split": scan.split,
-            "layout": scan.layout,
-            "direction": scan.direction,
-            "ct_path": ct_rel,
-            "ct_sha256": hashes[ct_rel],
-            "mask_path": mask_rel,
-            "mask_sha256": hashes[mask_rel] if mask_rel else None,
-            "centroids_path": scan.centroids.relative(root) if scan.centroids else None,
-            "centroids_sha256": hashes[scan.centroids.relative(root)] if scan.centroids else None,
-            "centroid_format": scan.centroid_format if scan.centroids else None,
-            "centroid_axes": centroids.direction if centroids else None,
-            "sidecar_path": scan.sidecar.relative(root) if scan.sidecar else None,
-            "other_copies": "; ".join(c.relative(root) for c in scan.other_copies) or None,
-            "shape_i": ct.shape[0],
-            "shape_j": ct.shape[1],
-            "shape_k": ct.shape[2],
-            "dtype": ct.dtype.newbyteorder("=").name,
-            "mask_dtype": mask.dtype.newbyteorder("=").name if mask else None,
-            "spacing_i_mm": ct.spacing_mm[0],
-            "spacing_j_mm": ct.spacing_mm[1],
-            "spacing_k_mm": ct.spacing_mm[2],
-            "affine": [float(v) for v in ct.affine.reshape(-1)],
-            "orientation": ct.orientation,
-            "qform_code": ct.qform_code,
-            "sform_code": ct.sform_code,
-            "hu_min": hu.minimum,
-            "hu_max": hu.maximum,
-            "hu_mean": hu.mean,
-            **{f"hu_p{q:02d}": hu.percentile(q) for q in PERCENTILES},
-            "kvp": sidecar.get("kvp"),
-            "manufacturer": sidecar.get("manufacturer"),
-            "model": sidecar.get("model"),
-            "n_mask_labels": len(summaries),
-            "n_centroids": len(centroids.centroids) if centroids else 0,
-            "store_path": store.relative_to(out).as_posix(),
-            "ct_voxel_xxh3": ct_voxel_xxh3,
-            "mask_voxel_xxh3": mask_voxel_xxh3,
-            "store_verified": store_verified,
-        },
-    )
 
 
 def _align_mask(
@@ -541,10 +403,7 @@ def _align_mask(
         found = axis_map(ct.affine, ct.shape, mask.affine, mask.shape, checks.geometry_tolerance_mm)
         if found is None or found.is_identity:
             raise
-    _flag(
-        result,
-        scan,
-        root,
+    result.flag_error(
         InputError(
             mask.path,
             f"mask stored as {mask.orientation} {mask.shape}, CT as {ct.orientation} {ct.shape}: "
@@ -553,7 +412,8 @@ def _align_mask(
             "nothing to do; store the mask in the CT's orientation to silence this",
             check="mask_reoriented",
         ),
-        "scans",
+        root,
+        table="scans",
     )
     return found
 
@@ -613,15 +473,12 @@ def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None
         )
 
 
-def _store_attributes(scan: VerseScan, ct: NiftiInfo) -> dict[str, Any]:
+def _store_attributes(scan: VerseScan, ct: NiftiInfo, frame: StoreFrame) -> dict[str, Any]:
     return {
         "verse_etl": {
             "source": SOURCE,
             "scan_id": scan.scan_id,
-            "affine": [[float(v) for v in row] for row in ct.affine],
-            "orientation": ct.orientation,
-            "spacing_mm": list(ct.spacing_mm),
-            "axes": "NIfTI array axes as stored; affine maps (i, j, k) to RAS+ mm",
+            **frame_attributes(ct.affine, frame),
         }
     }
 
@@ -636,7 +493,7 @@ def _read_sidecar(
         with blame(scan.sidecar, "reading the sidecar"):
             data = _sidecar_fields(scan.sidecar, limits)
     except InputError as e:
-        _flag(result, scan, root, e, "scans")
+        result.flag_error(e, root, table="scans")
         return {}
     return data
 

@@ -27,18 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from verse_etl.cases.hashing import case_code_identity, fingerprint
-from verse_etl.cases.records import CaseResult, QuarantineRecord, load_cached, write_text_atomic
+from verse_etl.cases.records import (
+    CaseResult,
+    QuarantineRecord,
+    load_cached,
+    quarantine_record,
+    write_text_atomic,
+)
 from verse_etl.errors import InputError
 from verse_etl.io.files import SourceFile
-from verse_etl.levels import VERSE_LEVELS
+from verse_etl.levels import GRADED_LABELS, VERSE_LEVELS
 from verse_etl.paths import case_result_path
+from verse_etl.schemas.verse_fracture_grades import VERSE_FRACTURE_GRADES
 
 SOURCE = "verse"
-TABLE = "verse_fracture_grades"
+TABLE = VERSE_FRACTURE_GRADES.name
 CASE_ID = "_fracture_grades"
 SHEET = "VerSe_dataset"
-GRADED_LABELS: tuple[int, ...] = tuple(range(8, 26))
-"""Levels with grade columns: T1..T12 (8-19) and L1..L6 (20-25)."""
 SCAN_COLUMNS: tuple[str, ...] = (
     "verse_ID",
     "subject_ID",
@@ -180,15 +185,15 @@ def _scan_rows(
     verse_id, subject_id = _whole(cells["verse_ID"]), _whole(cells["subject_ID"])
     if verse_id is None or subject_id is None:
         problems.append(
-            QuarantineRecord(
-                source=SOURCE,
-                case_id=f"row {number}",
+            quarantine_record(
+                SOURCE,
+                f"row {number}",
+                path,
+                "fracture_grades_row",
+                f"sheet {SHEET} row {number} has no whole-number verse_ID and subject_ID (got "
+                f"{_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r})",
+                fix="the row is left out",
                 table=TABLE,
-                file=path,
-                check="fracture_grades_row",
-                reason=f"{path}: sheet {SHEET} row {number} has no whole-number verse_ID and "
-                f"subject_ID (got {_text(cells['verse_ID'])!r}, {_text(cells['subject_ID'])!r}); "
-                "the row is left out",
             )
         )
         return []
@@ -198,14 +203,15 @@ def _scan_rows(
         value = _number(cells[column])
         if value is None and _text(cells[column]) != "":
             problems.append(
-                QuarantineRecord(
-                    source=SOURCE,
-                    case_id=scan_id,
+                quarantine_record(
+                    SOURCE,
+                    scan_id,
+                    path,
+                    "fracture_grades_cell",
+                    f"sheet {SHEET} row {number} column {column} is not a number (got "
+                    f"{_text(cells[column])!r})",
+                    fix="left empty",
                     table=TABLE,
-                    file=path,
-                    check="fracture_grades_cell",
-                    reason=f"{path}: sheet {SHEET} row {number} column {column} is not a number "
-                    f"(got {_text(cells[column])!r}); left empty",
                 )
             )
         return value
@@ -329,7 +335,8 @@ def fracture_grades_result(
         rows, problems = item
         join_vertebrae(rows, results)
         for row in rows:
-            result.add(TABLE, row)
+            # Checked against the contract once complete (join_vertebrae adds two columns).
+            result.add(TABLE, VERSE_FRACTURE_GRADES.row(row))
         result.quarantine.extend(problems)
     if cache is not None:
         write_text_atomic(cache, result.to_json())

@@ -1,0 +1,97 @@
+"""The local Prefect server's cheap parts: a new home gets the migrated template database (only
+when it would use Prefect's default SQLite file), and no server is started early when the user
+configured an API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from verse_etl.flows import server
+
+
+@pytest.fixture
+def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "prefect-0.0.db"
+    path.write_bytes(b"migrated")
+    monkeypatch.setattr(server, "template_database", lambda: path)
+    for key in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+def test_a_new_home_gets_the_template_database(template: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    assert server._seed_database(home)
+    assert (home / "prefect.db").read_bytes() == b"migrated"
+    (home / "prefect.db").write_bytes(b"runs")
+    assert not server._seed_database(home)  # a home with runs keeps them
+    assert (home / "prefect.db").read_bytes() == b"runs"
+
+
+@pytest.mark.parametrize("where", ["environment", "profile"])
+def test_a_configured_database_is_never_seeded(
+    where: str, template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    url = "postgresql+asyncpg://prefect@db/prefect"
+    if where == "environment":
+        monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", url)
+    else:
+        (home / "profiles.toml").write_text(
+            f'active = "x"\n[profiles.x]\nPREFECT_API_DATABASE_CONNECTION_URL = "{url}"\n'
+        )
+    assert not server._seed_database(home)
+    assert not (home / "prefect.db").exists()
+
+
+def test_no_early_server_when_an_api_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert not server.start_in_background(home)
+    monkeypatch.delenv("PREFECT_API_URL")
+    (home / "profiles.toml").write_text(
+        'active = "team"\n[profiles.team]\nPREFECT_API_URL = "http://team.invalid/api"\n'
+    )
+    assert not server.start_in_background(home)
+    assert not (home / server.STARTING_FILE).exists()
+    (home / "profiles.toml").unlink()
+    # An API set in Prefect's settings of this process (a command run in-process, as in tests).
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert not server.start_in_background(home)
+    assert not (home / server.STARTING_FILE).exists()
+
+
+def test_threads_without_the_flows_context_see_the_api_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Dask client's threads resolve `--runner dask` futures outside the flow's context:
+    # they read Prefect's process-wide settings, which must follow the exported API (without
+    # it they started a temporary server of their own).
+    import threading
+
+    from prefect.settings import get_current_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = "http://127.0.0.1:9/api"
+    seen: list[str | None] = []
+
+    def look() -> None:
+        seen.append(get_current_settings().api.url)
+
+    with server._exported(url):
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    assert seen == [url, None]

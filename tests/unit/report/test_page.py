@@ -1,0 +1,63 @@
+"""The report's picture list: one broken store is shown with its reason, the others are drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tests.unit.report.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
+from verse_etl.report.page import render_report, write_pictures
+
+
+def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path) -> None:
+    affine, shape = _grid(*FAMILIES["RAS"])
+    _write_store(tmp_path / "volumes" / "good.zarr", affine, *_phantom(affine, shape, BOX))
+    scans = pd.DataFrame(
+        {
+            "scan_id": ["good", "lost"],
+            "release": ["verse19", "verse20"],
+            "orientation": ["RAS", "RAS"],
+            "store_path": ["volumes/good.zarr", "volumes/lost.zarr"],
+            "affine": [affine.ravel().tolist()] * 2,
+        }
+    )
+    vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "good"}])
+    good, lost = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+    assert good.src == "qc/verse-good.png" and (tmp_path / "report" / good.src).is_file()
+    assert not good.error and lost.src == "" and "lost.zarr" in lost.error
+    page = render_report({}, [good, lost])
+    assert 'id="qc-lost"' in page and "QC picture not drawn: " in page
+
+
+def test_a_picture_is_drawn_again_only_when_its_inputs_change(tmp_path: Path) -> None:
+    affine, shape = _grid(*FAMILIES["RAS"])
+    _write_store(tmp_path / "volumes" / "a.zarr", affine, *_phantom(affine, shape, BOX))
+    scans = pd.DataFrame(
+        {
+            "scan_id": ["a"],
+            "release": ["verse19"],
+            "orientation": ["RAS"],
+            "store_path": ["volumes/a.zarr"],
+            "affine": [affine.ravel().tolist()],
+            "ct_voxel_xxh3": ["0" * 32],
+        }
+    )
+    vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "a"}])
+    png = tmp_path / "report" / "qc" / "verse-a.png"
+
+    def drawn(scans: pd.DataFrame, vertebrae: pd.DataFrame) -> bool:
+        """Whether write_pictures drew the picture (a new file) rather than keeping it."""
+        before = png.stat().st_ino if png.exists() else None
+        (picture,) = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+        assert not picture.error and (tmp_path / "report" / picture.src).is_file()
+        return png.stat().st_ino != before
+
+    assert drawn(scans, vertebrae)
+    assert not drawn(scans, vertebrae)  # same store, rows, caption and code: kept
+    moved = vertebrae.assign(centroid_x_mm=vertebrae["centroid_x_mm"] + 1.0)
+    assert drawn(scans, moved)  # a row drawn on it changed
+    assert not drawn(scans, moved)
+    assert drawn(scans.assign(ct_voxel_xxh3=["1" * 32]), moved)  # the store's voxels changed
+    png.with_suffix(".json").unlink()
+    assert drawn(scans.assign(ct_voxel_xxh3=["1" * 32]), moved)  # a file of it is missing
