@@ -75,5 +75,6 @@ lock: setup ## Re-resolve requirements.in into requirements.lock (exact pins, Py
 bench: setup ## Conversion benchmark (prints MB/s and peak RSS).
 	python benchmarks/convert.py
 
-clean:
+clean: ## Remove the build, the local Prefect server's database (stopping it first) and caches.
+	-[ ! -x $(BIN)/python ] || $(BIN)/python -m verse_etl.flows.server stop
 	rm -rf data .prefect .pytest_cache

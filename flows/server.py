@@ -602,6 +602,21 @@ def keep(home: Path, idle: float) -> int:
         print(f"verse-etl: Prefect server {url} stopped ({cpu:.1f} s CPU in all)", flush=True)
 
 
+def stop(home: Path, patience: float = 60.0) -> bool:
+    """Stop the local server of ``home`` now (``make clean``); returns whether one ran."""
+    pids = [_starting_keeper(home)]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        pids.append(int(json.loads((home / STATE_FILE).read_text())["keeper_pid"]))
+    keepers = [pid for pid in pids if pid is not None and _alive(pid)]
+    for pid in keepers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + patience
+    while any(_alive(pid) for pid in keepers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bool(keepers)
+
+
 def _forget_starting(home: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if int((home / STARTING_FILE).read_text()) == os.getpid():
@@ -619,8 +634,12 @@ def main(argv: list[str]) -> int:
     if argv == ["start"]:
         start_in_background()
         return 0
+    if argv == ["stop"]:
+        stop(local_home())
+        return 0
     print(
-        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start", file=sys.stderr
+        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start | stop",
+        file=sys.stderr,
     )
     return 2
 
