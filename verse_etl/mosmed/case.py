@@ -63,6 +63,9 @@ from verse_etl.mosmed.keypoints import (
 from verse_etl.mosmed.series import series_row
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
+from verse_etl.schemas.mosmed_expert_pairs import MOSMED_EXPERT_PAIRS
+from verse_etl.schemas.mosmed_vertebrae import MOSMED_VERTEBRAE
+from verse_etl.schemas.series import SERIES
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.stores.hu_histogram import HuRange
 from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
@@ -129,7 +132,7 @@ def build_mosmed_study(
         first,
         root,
         out,
-        "series",
+        SERIES.name,
     )
 
 
@@ -181,7 +184,7 @@ def _build_study(
     cached = load_cached(cache, key)
     if cached is not None and all(
         store_exists(out / row["store_path"])
-        for row in cached.rows.get("series", [])
+        for row in cached.rows.get(SERIES.name, [])
         if row["store_path"]
     ):
         return cached
@@ -195,7 +198,7 @@ def _build_study(
                 "study_missing",
                 f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
                 f"{len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
     else:
         with _study_files(study, sources, root, params, result) as names:
@@ -235,7 +238,7 @@ def drop_duplicate_series(
     copies: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         if result.source == SOURCE:
-            for row in result.rows.get("series", []):
+            for row in result.rows.get(SERIES.name, []):
                 copies.setdefault(row["series_uid"], []).append(row)
     left_out: dict[tuple[str, str], dict[str, Any]] = {}
     for uid, rows in copies.items():
@@ -248,13 +251,13 @@ def drop_duplicate_series(
     for result in results:
         by_table = result.rows
         if result.source == SOURCE and any(
-            (r["folder"], r["series_uid"]) in left_out for r in by_table.get("series", [])
+            (r["folder"], r["series_uid"]) in left_out for r in by_table.get(SERIES.name, [])
         ):
             by_table = {
                 table: [
                     r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
                 ]
-                if table in ("series", "mosmed_vertebrae")
+                if table in (SERIES.name, MOSMED_VERTEBRAE.name)
                 else table_rows
                 for table, table_rows in by_table.items()
             }
@@ -265,7 +268,7 @@ def drop_duplicate_series(
         points = sum(
             (r.get("folder"), r.get("series_uid")) == (folder, uid)
             for res in results
-            for r in res.rows.get("mosmed_vertebrae", [])
+            for r in res.rows.get(MOSMED_VERTEBRAE.name, [])
         )
         path = row["source_path"]
         records.append(
@@ -277,7 +280,7 @@ def drop_duplicate_series(
                 f"series {uid} is also in {kept['source_path']} (study {kept['folder']}); that "
                 f"copy was kept, this one left out with its {points} keypoint row(s)",
                 fix="remove one of the copies",
-                table="series",
+                table=SERIES.name,
             )
         )
     return kept_results, records
@@ -328,7 +331,7 @@ def _study_files(
         try:
             unpacked = unpack_archive(study.archive, Path(tmp))
         except InputError as e:
-            _record(result, e, root, {}, table="series")
+            _record(result, e, root, {}, table=SERIES.name)
             yield {}
             return
         for refusal in unpacked.refused:
@@ -337,7 +340,7 @@ def _study_files(
                 f"{archive_name}{MEMBER_SEPARATOR}{member}",
                 refusal.check,
                 refusal.problem,
-                table="series",
+                table=SERIES.name,
                 fix=refusal.fix,
             )
         yield {f.path: f"{archive_name}{MEMBER_SEPARATOR}{f.member}" for f in unpacked.files}
@@ -366,7 +369,7 @@ def _convert_series(
             f"{skipped.reason}; ignored",
         )
     for error in scan.errors:
-        _record(result, error, root, names, table="series")
+        _record(result, error, root, names, table=SERIES.name)
     annotated = {
         target
         for ann in annotations
@@ -391,7 +394,7 @@ def _convert_series(
             store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
             _store_clean(result, row, geometry, store, where, root, names, out, volumes)
         converted[uid] = (geometry, row, grid)
-        result.add("series", row)
+        result.add(SERIES.name, row)
     return converted
 
 
@@ -415,7 +418,7 @@ def _triage(
             "localizer_removed",
             f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
             f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
-            table="series",
+            table=SERIES.name,
         )
     grid = _tilt_grid(geometry, params)
     shape = grid.shape if grid is not None else geometry.shape
@@ -427,7 +430,7 @@ def _triage(
             "too_large",
             f"series {uid} has {voxels} voxels {shape} (expected at most "
             f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
-            table="series",
+            table=SERIES.name,
             fix="raise the limit if the series is real",
         )
         row["problems"] = f"too large: {voxels} voxels"
@@ -443,7 +446,7 @@ def _triage(
             where,
             f"series_{geometry.verdict}",
             f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
-            table="series",
+            table=SERIES.name,
         )
     return grid, True
 
@@ -469,7 +472,7 @@ def _store_resampled(
                 store, geometry, grid, volumes, row["folder"], uid
             )
     except InputError as e:
-        _record(result, e, root, names, table="series")
+        _record(result, e, root, names, table=SERIES.name)
         row["problems"] += f"; pixel data: {e.problem}"
         return None
     result.stores_written += 1
@@ -507,7 +510,7 @@ def _store_clean(
         with blame(root / where, f"converting series {uid}"):
             digest, lo, hi = _write_store(store, geometry, volumes, row["folder"], uid)
     except InputError as e:
-        _record(result, e, root, names, table="series")
+        _record(result, e, root, names, table=SERIES.name)
         row["problems"] = f"pixel data: {e.problem}"
         return
     if lo == hi:
@@ -518,7 +521,7 @@ def _store_clean(
             f"series {uid}: every voxel is {lo:g} HU"
             + (" (RescaleSlope is 0)" if slope == 0 else "")
             + " (expected a CT with contrast); kept",
-            table="series",
+            table=SERIES.name,
             fix="check the pixel data and the rescale tags",
         )
     result.stores_written += 1
@@ -638,18 +641,18 @@ def _read_annotations(
             with blame(path, "reading the annotation"):
                 ann = read_annotation(path, limits)
         except InputError as e:
-            result.flag(rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            result.flag(rel, e.check, e.problem, table=MOSMED_VERTEBRAE.name, fix=e.fix)
             continue
         for problem in ann.problems:
             result.flag(
-                rel, problem.check, problem.problem, table="mosmed_vertebrae", fix=problem.fix
+                rel, problem.check, problem.problem, table=MOSMED_VERTEBRAE.name, fix=problem.fix
             )
         if ann.folder != path.stem:
             result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="rename the file or fix its Folder",
             )
             continue
@@ -658,7 +661,7 @@ def _read_annotations(
                 rel,
                 "annotation_folder",
                 f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="check mosmed.id_mapping",
             )
             continue
@@ -676,7 +679,7 @@ def _read_annotations(
                 "annotation_duplicate",
                 f"a second {release} annotation of study {study.folder} (kept "
                 f"{relative(same[0].path, root)}); {len(extra.vertebrae)} vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="remove one of the files",
             )
     return kept
@@ -730,7 +733,7 @@ def _add_vertebrae(
                     "series_missing",
                     f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
                     "vertebrae left out",
-                    table="mosmed_vertebrae",
+                    table=MOSMED_VERTEBRAE.name,
                 )
             continue
         derived = {
@@ -746,7 +749,7 @@ def _add_vertebrae(
                 f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
                 f"{' (nor a mapped one)' if study.id_mappings else ''}; "
                 f"{len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
             continue
         geometry, series_row, grid = series[uid]
@@ -756,7 +759,7 @@ def _add_vertebrae(
                 "series_not_volume",
                 f"series {uid} was not converted ({series_row['verdict']}: "
                 f"{series_row['problems']}); {len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
             continue
         try:
@@ -766,7 +769,7 @@ def _add_vertebrae(
                 rel,
                 "instance_order",
                 f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="the annotation's k (InstanceNumber order) needs unique, monotonic "
                 "InstanceNumbers",
             )
@@ -782,12 +785,12 @@ def _add_vertebrae(
         pairs = expert_pairs(v1, v2)
         same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
         for pair in pairs:
-            result.add("mosmed_expert_pairs", pair)
+            result.add(MOSMED_EXPERT_PAIRS.name, pair)
     transfer_levels(v1, v2, same_reader)
     for rows in (v1, v2):
         grade(rows, params)
         for row in rows:
-            result.add("mosmed_vertebrae", row)
+            result.add(MOSMED_VERTEBRAE.name, row)
 
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:
