@@ -15,7 +15,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run setup test browser torch lint lock bench clean
+.PHONY: run setup test durations browser torch lint lock bench clean
 
 run: setup ## Build the built-in sample end to end (dvc repro), push it to the local remote, summarise.
 	@# The local Prefect server (unless an API is configured) starts while the sample is written.
@@ -38,9 +38,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m verse_etl.flows.server prepare
 	touch $@
 
+# The suite over every core (pytest-xdist): tests sharing a module-scoped fixture go to one worker
+# as a unit, longest first (tests/scheduling.py orders them by tests/durations.json, which
+# `make durations` refreshes). PYTEST_WORKERS=0 runs it in this process, one test at a time.
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: setup browser torch ## Lint and run the whole test suite.
 	ruff check .
-	pytest
+	pytest $(PYTEST_XDIST) --durations=25
+
+durations: setup browser torch ## Run the whole suite and record each test's seconds for ordering.
+	pytest $(PYTEST_XDIST) --record-durations tests/durations.json
 
 browser: ## Debian's Chromium, for the report's browser test (needs root or sudo-less apt).
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
@@ -66,5 +75,6 @@ lock: setup ## Re-resolve requirements.in into requirements.lock (exact pins, Py
 bench: setup ## Conversion benchmark (prints MB/s and peak RSS).
 	python benchmarks/convert.py
 
-clean:
+clean: ## Remove the build, the local Prefect server's database (stopping it first) and caches.
+	-[ ! -x $(BIN)/python ] || $(BIN)/python -m verse_etl.flows.server stop
 	rm -rf data .prefect .pytest_cache

@@ -484,10 +484,25 @@ def prepare() -> Path:
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
         with contextlib.closing(sqlite3.connect(Path(tmp) / DATABASE)) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+        if not _migrated(Path(tmp) / DATABASE):
+            raise PrefectApiError(
+                f"{Path(tmp) / DATABASE}: the prepared Prefect database has no schema (expected "
+                "an alembic revision and the block types); run `make setup` again"
+            )
         partial = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.copyfile(Path(tmp) / DATABASE, partial)
         os.replace(partial, target)
     return target
+
+
+def _migrated(database: Path) -> bool:
+    """Whether ``database`` holds Prefect's schema: an alembic revision and the block types."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            revisions = db.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            return bool(revisions and db.execute("SELECT count(*) FROM block_type").fetchone()[0])
+    except sqlite3.Error:
+        return False
 
 
 def _default_database(home: Path) -> bool:
@@ -507,8 +522,8 @@ def _seed_database(home: Path) -> bool:
     """Copy the template database into a home that has none; returns whether it did."""
     template = template_database()
     database = home / DATABASE
-    if database.exists() or not template.exists() or not _default_database(home):
-        return False
+    if database.exists() or not _migrated(template) or not _default_database(home):
+        return False  # (a template without the schema would start a server on nothing)
     partial = home / f".{DATABASE}.{os.getpid()}"
     shutil.copyfile(template, partial)
     os.replace(partial, database)
@@ -602,6 +617,21 @@ def keep(home: Path, idle: float) -> int:
         print(f"verse-etl: Prefect server {url} stopped ({cpu:.1f} s CPU in all)", flush=True)
 
 
+def stop(home: Path, patience: float = 60.0) -> bool:
+    """Stop the local server of ``home`` now (``make clean``); returns whether one ran."""
+    pids = [_starting_keeper(home)]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        pids.append(int(json.loads((home / STATE_FILE).read_text())["keeper_pid"]))
+    keepers = [pid for pid in pids if pid is not None and _alive(pid)]
+    for pid in keepers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + patience
+    while any(_alive(pid) for pid in keepers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bool(keepers)
+
+
 def _forget_starting(home: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if int((home / STARTING_FILE).read_text()) == os.getpid():
@@ -619,8 +649,12 @@ def main(argv: list[str]) -> int:
     if argv == ["start"]:
         start_in_background()
         return 0
+    if argv == ["stop"]:
+        stop(local_home())
+        return 0
     print(
-        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start", file=sys.stderr
+        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start | stop",
+        file=sys.stderr,
     )
     return 2
 

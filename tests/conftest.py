@@ -1,4 +1,10 @@
-"""Shared fixtures: the real files in ../shared, and one Prefect server per test session."""
+"""Shared fixtures: the real files in ../shared, and one Prefect server per test session.
+
+Under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) each worker is a session of its
+own: its own Prefect home, temp folder, Prefect server and S3 server. Tests sharing a module-scoped
+fixture are sent to one worker, so it is built once, and the longest work goes first
+(tests/scheduling.py, from ``tests/durations.json``).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,22 @@ SHARED = ROOT.parent / "shared"
 
 # Tests are hermetic: a Prefect home of their own (never the developer's profile, database or
 # Prefect Cloud login) and no configured API unless a fixture sets one. Set before anything
-# imports Prefect.
+# imports Prefect. Each xdist worker imports this file itself, so each gets its own home and
+# temp folder: the local Prefect server a build starts (flows/server.py keeps it in
+# PREFECT_HOME), Dask's scratch space and the object-store work folders (publish.local_root,
+# named for the URL only, equal on two workers with S3 servers of their own) never meet.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 for key in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_API_KEY"):
     os.environ.pop(key, None)
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="verse-etl-tests-prefect-")
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"verse-etl-tests-prefect-{WORKER}-")
+# pytest's own tmp_path folders stay where they were (kept after the run for a look). The
+# workers inherit the controller's TMPDIR: theirs go beside it in the system's temp folder, with
+# short names (Chromium's socket path under TMPDIR must fit in 108 bytes).
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+os.environ["TMPDIR"] = tempfile.mkdtemp(
+    prefix=f"vet-{WORKER}-", dir=os.environ["PYTEST_DEBUG_TEMPROOT"]
+)
+tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 for key, value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -47,7 +65,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
     from tests.e2e.processes import background, free_port
 
-    port = free_port()
     home = tmp_path_factory.mktemp("prefect-server")
     env = {
         **os.environ,
@@ -56,22 +73,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         "PREFECT_UI_ENABLED": "false",
     }
     prefect = str(Path(sys.executable).parent / "prefect")
-    args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with background(args, home / "server.log", env) as proc:
-        api = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prefect server did not start: {(home / 'server.log').read_text()}"
-                )
-            time.sleep(0.5)
-        yield api
+    # A free port can be taken before the server binds it (by another xdist worker's server):
+    # the server then exits at once, and a new port is tried.
+    for attempt in range(3):
+        port = free_port()
+        args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        with background(args, home / f"server-{attempt}.log", env) as proc:
+            api = f"http://127.0.0.1:{port}/api"
+            deadline = time.monotonic() + 180
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{api}/health", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            if proc.poll() is None and time.monotonic() < deadline:
+                yield api
+                return
+        if time.monotonic() >= deadline:
+            break
+    raise RuntimeError(
+        f"prefect server did not start: {(home / f'server-{attempt}.log').read_text()}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +111,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(os.environ["PREFECT_HOME"], ignore_errors=True)
+    shutil.rmtree(os.environ["TMPDIR"], ignore_errors=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-durations",
+        metavar="PATH",
+        help="write each test's seconds (setup + call + teardown) to PATH, as JSON; "
+        "tests/durations.json orders the work over xdist workers (longest first)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import scheduling
+
+    scheduling.configure(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests import scheduling
+
+    scheduling.order_items(config, items)
 
 
 @pytest.fixture(scope="session")

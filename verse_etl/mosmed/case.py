@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -56,17 +55,17 @@ from verse_etl.io.dicom import (
 )
 from verse_etl.mosmed.annotations import AnnotationFile, read_annotation
 from verse_etl.mosmed.keypoints import (
-    centre,
     expert_pairs,
     grade,
-    keypoint_voxels,
-    mean_height,
+    transfer_levels,
     vertebra_row,
 )
-from verse_etl.mosmed.matching import levels_from_reference
 from verse_etl.mosmed.series import series_row
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
+from verse_etl.schemas.mosmed_expert_pairs import MOSMED_EXPERT_PAIRS
+from verse_etl.schemas.mosmed_vertebrae import MOSMED_VERTEBRAE
+from verse_etl.schemas.series import SERIES
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
 from verse_etl.stores.hu_histogram import HuRange
 from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
@@ -133,7 +132,7 @@ def build_mosmed_study(
         first,
         root,
         out,
-        "series",
+        SERIES.name,
     )
 
 
@@ -185,7 +184,7 @@ def _build_study(
     cached = load_cached(cache, key)
     if cached is not None and all(
         store_exists(out / row["store_path"])
-        for row in cached.rows.get("series", [])
+        for row in cached.rows.get(SERIES.name, [])
         if row["store_path"]
     ):
         return cached
@@ -199,7 +198,7 @@ def _build_study(
                 "study_missing",
                 f"no study dicom/{study.folder} (folder or .tar.gz) for this annotation; "
                 f"{len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
     else:
         with _study_files(study, sources, root, params, result) as names:
@@ -239,7 +238,7 @@ def drop_duplicate_series(
     copies: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         if result.source == SOURCE:
-            for row in result.rows.get("series", []):
+            for row in result.rows.get(SERIES.name, []):
                 copies.setdefault(row["series_uid"], []).append(row)
     left_out: dict[tuple[str, str], dict[str, Any]] = {}
     for uid, rows in copies.items():
@@ -252,13 +251,13 @@ def drop_duplicate_series(
     for result in results:
         by_table = result.rows
         if result.source == SOURCE and any(
-            (r["folder"], r["series_uid"]) in left_out for r in by_table.get("series", [])
+            (r["folder"], r["series_uid"]) in left_out for r in by_table.get(SERIES.name, [])
         ):
             by_table = {
                 table: [
                     r for r in table_rows if (r.get("folder"), r.get("series_uid")) not in left_out
                 ]
-                if table in ("series", "mosmed_vertebrae")
+                if table in (SERIES.name, MOSMED_VERTEBRAE.name)
                 else table_rows
                 for table, table_rows in by_table.items()
             }
@@ -269,7 +268,7 @@ def drop_duplicate_series(
         points = sum(
             (r.get("folder"), r.get("series_uid")) == (folder, uid)
             for res in results
-            for r in res.rows.get("mosmed_vertebrae", [])
+            for r in res.rows.get(MOSMED_VERTEBRAE.name, [])
         )
         path = row["source_path"]
         records.append(
@@ -281,7 +280,7 @@ def drop_duplicate_series(
                 f"series {uid} is also in {kept['source_path']} (study {kept['folder']}); that "
                 f"copy was kept, this one left out with its {points} keypoint row(s)",
                 fix="remove one of the copies",
-                table="series",
+                table=SERIES.name,
             )
         )
     return kept_results, records
@@ -332,7 +331,7 @@ def _study_files(
         try:
             unpacked = unpack_archive(study.archive, Path(tmp))
         except InputError as e:
-            _record(result, e, root, {}, table="series")
+            _record(result, e, root, {}, table=SERIES.name)
             yield {}
             return
         for refusal in unpacked.refused:
@@ -341,7 +340,7 @@ def _study_files(
                 f"{archive_name}{MEMBER_SEPARATOR}{member}",
                 refusal.check,
                 refusal.problem,
-                table="series",
+                table=SERIES.name,
                 fix=refusal.fix,
             )
         yield {f.path: f"{archive_name}{MEMBER_SEPARATOR}{f.member}" for f in unpacked.files}
@@ -370,7 +369,7 @@ def _convert_series(
             f"{skipped.reason}; ignored",
         )
     for error in scan.errors:
-        _record(result, error, root, names, table="series")
+        _record(result, error, root, names, table=SERIES.name)
     annotated = {
         target
         for ann in annotations
@@ -385,101 +384,156 @@ def _convert_series(
         row = series_row(study.folder, uid, headers, geometry, source_path)
         row["annotated"] = uid in annotated
         where = _common_parent(names[h.path] for h in headers)
-        if geometry.localizers and geometry.slices:
-            result.flag(
-                where,
-                "localizer_removed",
-                f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
-                f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
-                table="series",
-            )
-        grid = _tilt_grid(geometry, params)
-        shape = grid.shape if grid is not None else geometry.shape
-        voxels = shape and int(np.prod(shape, dtype=np.int64))
-        too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
-        if too_large:
-            result.flag(
-                where,
-                "too_large",
-                f"series {uid} has {voxels} voxels {shape} (expected at most "
-                f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
-                table="series",
-                fix="raise the limit if the series is real",
-            )
-            row["problems"] = f"too large: {voxels} voxels"
-            grid = None
-        elif not geometry.is_volume:
-            done = (
-                f"resampled onto a regular unsheared grid ({', '.join(grid.corrections)}; "
-                "mosmed.tilt = correct)"
-                if grid is not None
-                else "not converted"
-            )
-            result.flag(
-                where,
-                f"series_{geometry.verdict}",
-                f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
-                table="series",
-            )
+        grid, convertible = _triage(result, row, headers, geometry, where, names, params, limits)
         if grid is not None:
             store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
-            try:
-                with blame(root / where, f"resampling series {uid}"):
-                    digest, lo, hi = _write_corrected_store(
-                        store, geometry, grid, volumes, study.folder, uid
-                    )
-            except InputError as e:
-                _record(result, e, root, names, table="series")
-                row["problems"] += f"; pixel data: {e.problem}"
-                grid = None
-            else:
-                result.stores_written += 1
-                row.update(
-                    store_path=relative(store, out),
-                    voxel_xxh3=digest,
-                    hu_min=lo,
-                    hu_max=hi,
-                    affine=[float(v) for v in grid.affine.reshape(-1)],
-                    store_affine=_store_affine(grid.affine, grid.shape),
-                    spacing_slice_mm=grid.slice_mm,
-                    correction=",".join(grid.corrections),
-                    acquired_positions_mm=[
-                        float(v) for v in (grid.acquired_positions() * [-1, -1, 1]).reshape(-1)
-                    ],
-                )
-        elif geometry.is_volume and not too_large:
+            grid = _store_resampled(
+                result, row, geometry, grid, store, where, root, names, out, volumes
+            )
+        elif geometry.is_volume and convertible:
             store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
-            try:
-                with blame(root / where, f"converting series {uid}"):
-                    digest, lo, hi = _write_store(store, geometry, volumes, study.folder, uid)
-            except InputError as e:
-                _record(result, e, root, names, table="series")
-                row["problems"] = f"pixel data: {e.problem}"
-            else:
-                if lo == hi:
-                    slope = geometry.slices[0].slope
-                    result.flag(
-                        where,
-                        "voxel_constant",
-                        f"series {uid}: every voxel is {lo:g} HU"
-                        + (" (RescaleSlope is 0)" if slope == 0 else "")
-                        + " (expected a CT with contrast); kept",
-                        table="series",
-                        fix="check the pixel data and the rescale tags",
-                    )
-                result.stores_written += 1
-                row.update(
-                    is_volume=True,
-                    store_path=relative(store, out),
-                    voxel_xxh3=digest,
-                    hu_min=lo,
-                    hu_max=hi,
-                    affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
-                    store_affine=_store_affine(geometry.affine, geometry.shape),  # type: ignore[arg-type]  # a clean volume: affine and shape set
-                )
+            _store_clean(result, row, geometry, store, where, root, names, out, volumes)
         converted[uid] = (geometry, row, grid)
-        result.add("series", row)
+        result.add(SERIES.name, row)
     return converted
+
+
+def _triage(
+    result: CaseResult,
+    row: dict[str, Any],
+    headers: Sequence[Any],
+    geometry: SeriesGeometry,
+    where: str,
+    names: dict[Path, str],
+    params: MosmedParams,
+    limits: InputLimits,
+) -> tuple[TiltGrid | None, bool]:
+    """What becomes of a checked series: the grid to resample it onto (a correctable one), and
+    whether it may be converted at all (not above ``limits.max_voxels``); flags what is set
+    aside, too large or not a clean volume."""
+    uid = row["series_uid"]
+    if geometry.localizers and geometry.slices:
+        result.flag(
+            where,
+            "localizer_removed",
+            f"series {uid}: {len(geometry.localizers)} localizer image(s) set aside from "
+            f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
+            table=SERIES.name,
+        )
+    grid = _tilt_grid(geometry, params)
+    shape = grid.shape if grid is not None else geometry.shape
+    voxels = shape and int(np.prod(shape, dtype=np.int64))
+    too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
+    if too_large:
+        result.flag(
+            where,
+            "too_large",
+            f"series {uid} has {voxels} voxels {shape} (expected at most "
+            f"checks.limits.max_voxels = {limits.max_voxels}); not converted",
+            table=SERIES.name,
+            fix="raise the limit if the series is real",
+        )
+        row["problems"] = f"too large: {voxels} voxels"
+        return None, False
+    if not geometry.is_volume:
+        done = (
+            f"resampled onto a regular unsheared grid ({', '.join(grid.corrections)}; "
+            "mosmed.tilt = correct)"
+            if grid is not None
+            else "not converted"
+        )
+        result.flag(
+            where,
+            f"series_{geometry.verdict}",
+            f"series {uid} is not a clean volume ({'; '.join(geometry.problems)}); {done}",
+            table=SERIES.name,
+        )
+    return grid, True
+
+
+def _store_resampled(
+    result: CaseResult,
+    row: dict[str, Any],
+    geometry: SeriesGeometry,
+    grid: TiltGrid,
+    store: Path,
+    where: str,
+    root: Path,
+    names: dict[Path, str],
+    out: Path,
+    volumes: VolumeParams,
+) -> TiltGrid | None:
+    """Resample a tilted or unevenly spaced series into ``store``; its row's store columns.
+    Returns the grid, or None if the pixel data could not be read (recorded)."""
+    uid = row["series_uid"]
+    try:
+        with blame(root / where, f"resampling series {uid}"):
+            digest, lo, hi = _write_corrected_store(
+                store, geometry, grid, volumes, row["folder"], uid
+            )
+    except InputError as e:
+        _record(result, e, root, names, table=SERIES.name)
+        row["problems"] += f"; pixel data: {e.problem}"
+        return None
+    result.stores_written += 1
+    row.update(
+        store_path=relative(store, out),
+        voxel_xxh3=digest,
+        hu_min=lo,
+        hu_max=hi,
+        affine=[float(v) for v in grid.affine.reshape(-1)],
+        store_affine=_store_affine(grid.affine, grid.shape),
+        spacing_slice_mm=grid.slice_mm,
+        correction=",".join(grid.corrections),
+        acquired_positions_mm=[
+            float(v) for v in (grid.acquired_positions() * [-1, -1, 1]).reshape(-1)
+        ],
+    )
+    return grid
+
+
+def _store_clean(
+    result: CaseResult,
+    row: dict[str, Any],
+    geometry: SeriesGeometry,
+    store: Path,
+    where: str,
+    root: Path,
+    names: dict[Path, str],
+    out: Path,
+    volumes: VolumeParams,
+) -> None:
+    """Convert a clean volume into ``store``; its row's store columns (or the pixel-data
+    problem, recorded)."""
+    uid = row["series_uid"]
+    try:
+        with blame(root / where, f"converting series {uid}"):
+            digest, lo, hi = _write_store(store, geometry, volumes, row["folder"], uid)
+    except InputError as e:
+        _record(result, e, root, names, table=SERIES.name)
+        row["problems"] = f"pixel data: {e.problem}"
+        return
+    if lo == hi:
+        slope = geometry.slices[0].slope
+        result.flag(
+            where,
+            "voxel_constant",
+            f"series {uid}: every voxel is {lo:g} HU"
+            + (" (RescaleSlope is 0)" if slope == 0 else "")
+            + " (expected a CT with contrast); kept",
+            table=SERIES.name,
+            fix="check the pixel data and the rescale tags",
+        )
+    result.stores_written += 1
+    row.update(
+        is_volume=True,
+        store_path=relative(store, out),
+        voxel_xxh3=digest,
+        hu_min=lo,
+        hu_max=hi,
+        affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
+        store_affine=_store_affine(geometry.affine, geometry.shape),  # type: ignore[arg-type]  # a clean volume: affine and shape set
+    )
 
 
 def _common_parent(names: Iterator[str] | Any) -> str:
@@ -587,18 +641,18 @@ def _read_annotations(
             with blame(path, "reading the annotation"):
                 ann = read_annotation(path, limits)
         except InputError as e:
-            result.flag(rel, e.check, e.problem, table="mosmed_vertebrae", fix=e.fix)
+            result.flag(rel, e.check, e.problem, table=MOSMED_VERTEBRAE.name, fix=e.fix)
             continue
         for problem in ann.problems:
             result.flag(
-                rel, problem.check, problem.problem, table="mosmed_vertebrae", fix=problem.fix
+                rel, problem.check, problem.problem, table=MOSMED_VERTEBRAE.name, fix=problem.fix
             )
         if ann.folder != path.stem:
             result.flag(
                 rel,
                 "annotation_folder",
                 f"Folder is {ann.folder!r} (expected the file stem {path.stem!r})",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="rename the file or fix its Folder",
             )
             continue
@@ -607,7 +661,7 @@ def _read_annotations(
                 rel,
                 "annotation_folder",
                 f"Folder {ann.folder!r} is neither {study.folder!r} nor mapped to it",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="check mosmed.id_mapping",
             )
             continue
@@ -625,7 +679,7 @@ def _read_annotations(
                 "annotation_duplicate",
                 f"a second {release} annotation of study {study.folder} (kept "
                 f"{relative(same[0].path, root)}); {len(extra.vertebrae)} vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="remove one of the files",
             )
     return kept
@@ -679,7 +733,7 @@ def _add_vertebrae(
                     "series_missing",
                     f"no DICOM image in dicom/{study.folder}; {len(ann.vertebrae)} annotated "
                     "vertebrae left out",
-                    table="mosmed_vertebrae",
+                    table=MOSMED_VERTEBRAE.name,
                 )
             continue
         derived = {
@@ -695,7 +749,7 @@ def _add_vertebrae(
                 f"no series with SeriesInstanceUID {ann.series_uid!r} in dicom/{study.folder}"
                 f"{' (nor a mapped one)' if study.id_mappings else ''}; "
                 f"{len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
             continue
         geometry, series_row, grid = series[uid]
@@ -705,7 +759,7 @@ def _add_vertebrae(
                 "series_not_volume",
                 f"series {uid} was not converted ({series_row['verdict']}: "
                 f"{series_row['problems']}); {len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
             )
             continue
         try:
@@ -715,7 +769,7 @@ def _add_vertebrae(
                 rel,
                 "instance_order",
                 f"series {uid}: {e}; {len(ann.vertebrae)} annotated vertebrae left out",
-                table="mosmed_vertebrae",
+                table=MOSMED_VERTEBRAE.name,
                 fix="the annotation's k (InstanceNumber order) needs unique, monotonic "
                 "InstanceNumbers",
             )
@@ -731,35 +785,12 @@ def _add_vertebrae(
         pairs = expert_pairs(v1, v2)
         same_reader = {p["expert_v1"]: p["expert_v2"] for p in pairs if p["same_reader"]}
         for pair in pairs:
-            result.add("mosmed_expert_pairs", pair)
-    # A level given twice by one v2 expert is an error of that file (quarantined by the table
-    # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
-    counts = Counter((r["expert"], r["level"]) for r in v2)
-    labelled = [
-        r
-        for r in v2
-        if r["level"] is not None
-        and counts[(r["expert"], r["level"])] == 1
-        and r["series_uid"] == _uid(v1)
-    ]
-    if v1 and labelled:
-        found = levels_from_reference(
-            np.array([centre(r) for r in v1]),
-            [mean_height(r) for r in v1],
-            [r["expert"] for r in v1],
-            np.array([centre(r) for r in labelled]),
-            [r["level"] for r in labelled],
-            [r["expert"] for r in labelled],
-            same_reader=same_reader,
-            points=np.array([keypoint_voxels(r) for r in v1]),
-            ref_points=np.array([keypoint_voxels(r) for r in labelled]),
-        )
-        for row, (level, source) in zip(v1, found, strict=True):
-            row["level"], row["level_source"] = level, source
+            result.add(MOSMED_EXPERT_PAIRS.name, pair)
+    transfer_levels(v1, v2, same_reader)
     for rows in (v1, v2):
         grade(rows, params)
         for row in rows:
-            result.add("mosmed_vertebrae", row)
+            result.add(MOSMED_VERTEBRAE.name, row)
 
 
 def _uid(rows: list[dict[str, Any]]) -> str | None:

@@ -5,6 +5,7 @@ and Genant grade; and the v1 <-> v2 reader correspondence of a study."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +17,7 @@ from verse_etl.geometry.store_frame import store_frame
 from verse_etl.geometry.tilt import TiltGrid
 from verse_etl.mosmed.annotations import LEVELS, POINT_NAMES, AnnotationFile
 from verse_etl.mosmed.expert_matching import pair_experts
+from verse_etl.mosmed.matching import levels_from_reference
 from verse_etl.mosmed.measures import (
     crush_ratio,
     deformity_ratios,
@@ -161,3 +163,35 @@ def grade(rows: list[dict[str, Any]], params: MosmedParams) -> None:
             params.genant,
         )
         row["genant_grade"] = _UNGRADED if ratio is None else genant_grade(ratio, params.genant)
+
+
+def transfer_levels(
+    v1: list[dict[str, Any]], v2: list[dict[str, Any]], same_reader: dict[str, str]
+) -> None:
+    """Give the v1 keypoint rows (which carry no level) the level of the matching v2 vertebra
+    (:func:`verse_etl.mosmed.matching.levels_from_reference`), in place; ``same_reader`` maps
+    a v1 expert to the v2 expert who is the same reader."""
+    # A level given twice by one v2 expert is an error of that file (quarantined by the table
+    # check); it must not spread to the v1 vertebrae, so such readings are not used as labels.
+    counts = Counter((r["expert"], r["level"]) for r in v2)
+    labelled = [
+        r
+        for r in v2
+        if r["level"] is not None
+        and counts[(r["expert"], r["level"])] == 1
+        and r["series_uid"] == (v1[0]["series_uid"] if v1 else None)
+    ]
+    if v1 and labelled:
+        found = levels_from_reference(
+            np.array([centre(r) for r in v1]),
+            [mean_height(r) for r in v1],
+            [r["expert"] for r in v1],
+            np.array([centre(r) for r in labelled]),
+            [r["level"] for r in labelled],
+            [r["expert"] for r in labelled],
+            same_reader=same_reader,
+            points=np.array([keypoint_voxels(r) for r in v1]),
+            ref_points=np.array([keypoint_voxels(r) for r in labelled]),
+        )
+        for row, (level, source) in zip(v1, found, strict=True):
+            row["level"], row["level_source"] = level, source

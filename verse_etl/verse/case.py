@@ -107,7 +107,7 @@ def build_verse_scan(
         scan.ct,
         root,
         out,
-        "scans",
+        SCANS.name,
     )
 
 
@@ -157,7 +157,7 @@ def _build_scan(
     store = verse_store_path(out, scan.scan_id, key)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
-    if cached is not None and (store_exists(store) or not cached.rows.get("scans")):
+    if cached is not None and (store_exists(store) or not cached.rows.get(SCANS.name)):
         return cached
     try:
         result = _convert(scan, root, out, volumes, checks, hashes, key)
@@ -180,7 +180,7 @@ def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path)
             f"scan {dropped.scan_id} ({dropped.release}, {dropped.layout} layout) is also in "
             f"{kept.release} ({kept.layout} layout) as {kept.ct.relative(root)}; that copy was "
             "kept, this one left out",
-            table="scans",
+            table=SCANS.name,
             case_id=dropped.scan_id,
         )
     return result
@@ -213,7 +213,7 @@ def _unreadable(scan: VerseScan, error: OSError) -> InputError:
 
 def _rejected(scan: VerseScan, root: Path, error: InputError, key: str) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
-    result.flag_error(error, root, table="scans")
+    result.flag_error(error, root, table=SCANS.name)
     return result
 
 
@@ -275,7 +275,7 @@ def _convert(
                 )
     result.stores_written = 1
     for check, problem in voxel_findings(ct, hu):
-        result.flag_error(InputError(scan.ct, problem, check=check), root, table="scans")
+        result.flag_error(InputError(scan.ct, problem, check=check), root, table=SCANS.name)
 
     summaries = stats.result() if mask is not None else {}
     probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
@@ -369,12 +369,12 @@ def _read_centroids(
             )
     except InputError as e:
         # The CT and mask are still good: keep the scan, report the file, list no centroids.
-        result.flag_error(e, root, table="vertebrae")
+        result.flag_error(e, root, table=VERTEBRAE.name)
         return None
     path = scan.centroids.relative(root)
     for note in parsed.skipped:
         check = "centroid_nan" if "NaN" in note else "centroid_subregion"
-        result.flag(path, check, note, fix="the entry is left out", table="vertebrae")
+        result.flag(path, check, note, fix="the entry is left out", table=VERTEBRAE.name)
     return parsed
 
 
@@ -413,7 +413,7 @@ def _align_mask(
             check="mask_reoriented",
         ),
         root,
-        table="scans",
+        table=SCANS.name,
     )
     return found
 
@@ -493,7 +493,7 @@ def _read_sidecar(
         with blame(scan.sidecar, "reading the sidecar"):
             data = _sidecar_fields(scan.sidecar, limits)
     except InputError as e:
-        result.flag_error(e, root, table="scans")
+        result.flag_error(e, root, table=SCANS.name)
         return {}
     return data
 

@@ -4,16 +4,29 @@ configured an API."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 from verse_etl.flows import server
 
 
+def _database(path: Path, schema: bool = True) -> Path:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        if schema:
+            db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+            db.execute("INSERT INTO alembic_version VALUES ('rev')")
+            db.execute("CREATE TABLE block_type (name TEXT)")
+            db.execute("INSERT INTO block_type VALUES ('webhook')")
+        db.execute("CREATE TABLE IF NOT EXISTS marker (x INTEGER)")
+        db.commit()
+    return path
+
+
 @pytest.fixture
 def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "prefect-0.0.db"
-    path.write_bytes(b"migrated")
+    path = _database(tmp_path / "prefect-0.0.db")
     monkeypatch.setattr(server, "template_database", lambda: path)
     for key in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
         monkeypatch.delenv(key, raising=False)
@@ -25,10 +38,20 @@ def test_a_new_home_gets_the_template_database(template: Path, tmp_path: Path) -
     home = tmp_path / "home"
     home.mkdir()
     assert server._seed_database(home)
-    assert (home / "prefect.db").read_bytes() == b"migrated"
+    assert (home / "prefect.db").read_bytes() == template.read_bytes()
     (home / "prefect.db").write_bytes(b"runs")
     assert not server._seed_database(home)  # a home with runs keeps them
     assert (home / "prefect.db").read_bytes() == b"runs"
+
+
+def test_a_template_without_the_schema_is_never_copied(template: Path, tmp_path: Path) -> None:
+    # e.g. a setup interrupted while it prepared it: the server would start on no tables.
+    template.unlink()
+    _database(template, schema=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert not server._seed_database(home)
+    assert not (home / "prefect.db").exists()
 
 
 @pytest.mark.parametrize("where", ["environment", "profile"])
