@@ -46,9 +46,11 @@ print(json.dumps({"package": verse_etl.__file__, "passes": passes}))
 
 
 def _copy_package(dest: Path) -> Path:
-    shutil.copytree(
-        ROOT / "verse_etl", dest / "verse_etl", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    """The package as a wheel installs it: schemas/ and flows/ inside verse_etl/."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "verse_etl", dest / "verse_etl", ignore=ignore)
+    for folder in ("schemas", "flows"):
+        shutil.copytree(ROOT / folder, dest / "verse_etl" / folder, ignore=ignore)
     return dest
 
 

@@ -65,15 +65,22 @@ _PACKAGE_DIRS = {"verse_etl.schemas": "schemas", "verse_etl.flows": "flows"}
 
 
 def _module_file(root: Path, module: str) -> Path | None:
-    """Source file of first-party ``module`` below ``root`` (a package's ``__init__.py``)."""
+    """Source file of first-party ``module`` below ``root`` (a package's ``__init__.py``).
+
+    In the repository (editable install) ``verse_etl.schemas`` lives in ``root/schemas``;
+    installed from a wheel it is ``root/verse_etl/schemas``: both are looked for, or a
+    contract's change would not reach the key of the cases it shapes.
+    """
+    names = [module]
     for package, folder in _PACKAGE_DIRS.items():
         if module == package or module.startswith(f"{package}."):
-            module = folder + module[len(package) :]
+            names.insert(0, folder + module[len(package) :])
             break
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
+    for name in names:
+        base = root.joinpath(*name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -171,18 +178,18 @@ def _versions(modules: set[str]) -> dict[str, str]:
 @functools.cache
 def code_identity(root: Path, entries: tuple[str, ...]) -> str:
     """sha256 of the code that computes a case: the source of every first-party module the
-    ``entries`` import (transitively; names relative to ``root``, so a copy of the tree elsewhere
-    has the same identity), the versions of the third-party distributions they import and of
-    the decoder and codec plugins (:data:`PLUGIN_DISTRIBUTIONS`), and the Python version.
+    ``entries`` import (transitively; keyed by module name, so a copy of the tree elsewhere or
+    a wheel install has the same identity), the versions of the third-party distributions they
+    import and of the decoder and codec plugins (:data:`PLUGIN_DISTRIBUTIONS`), and the Python version.
 
     Computed once per process for each ``(root, entries)`` (a few milliseconds: the modules are
     parsed for their imports, not imported). A case result whose key holds another identity is
     built again: a bug fix in a reader reaches the outputs.
     """
     first, third = code_closure(root, entries)
+    # Keyed by module name, not path: the repository and a wheel place schemas/ differently.
     sources = {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in first.values()
+        module: hashlib.sha256(path.read_bytes()).hexdigest() for module, path in first.items()
     }
     return fingerprint(sources, _versions(third), list(sys.version_info[:2]))
 
