@@ -14,6 +14,7 @@ from verse_etl.cases.records import CaseResult, write_text_atomic
 from verse_etl.errors import StaleResultError
 from verse_etl.paths import (
     CASES_DIR,
+    DIGESTS_DIR,
     VOLUMES_DIR,
     case_result_name,
     case_result_path,
@@ -111,6 +112,12 @@ def prune_source(
             deleted.append(path)
     for path in deleted:
         remove_path(path, out)
+    # The stat caches of source files (verse_etl.cases.stat_cache) are not outputs: those of
+    # cases gone, and half-written ones of a killed build, go without being listed.
+    digests = out / DIGESTS_DIR / source
+    for path in sorted(digests.glob("*")) if digests.is_dir() else []:
+        if path.name not in keep_cases:
+            remove_path(path, out)
     # Study folders of MosMed left empty by the pruning go too.
     for folder in sorted(volumes.glob("*"), reverse=True) if volumes.is_dir() else []:
         if folder.is_dir() and not folder.name.endswith(".zarr") and not any(folder.iterdir()):
