@@ -104,6 +104,7 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
     import numpy as np
 
     from verse_etl.geometry.series import check_series
+    from verse_etl.geometry.store_frame import store_frame
     from verse_etl.io.dicom import SeriesReader, scan_files
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
     from verse_etl.sources.mosmed import discover_mosmed
@@ -121,7 +122,10 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
         voxels += np.prod(mask.shape) * mask.dtype.itemsize if mask else 0
 
         def verse(out: Path, ct=ct, mask=mask, name=scan.scan_id) -> None:
-            with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=ct.affine) as writer:
+            frame = store_frame(ct.affine, ct.shape)  # as the case builders turn stores
+            with StoreWriter(
+                out / f"{name}.zarr", volumes, {}, affine=ct.affine, frame=frame
+            ) as writer:
                 reader = NiftiVoxelReader(ct)
                 writer.write_reader(IMAGE_PATH, ct.shape, reader)
                 if mask is not None:
@@ -141,7 +145,10 @@ def volume_jobs(src: Path, params: object) -> tuple[list[Callable[[Path], None]]
             voxels += np.prod(geometry.shape) * 2
 
             def series(out: Path, geometry=geometry, name=f"{study.folder}-{uid}") -> None:
-                with StoreWriter(out / f"{name}.zarr", volumes, {}, affine=geometry.affine) as w:
+                frame = store_frame(geometry.affine, geometry.shape)
+                with StoreWriter(
+                    out / f"{name}.zarr", volumes, {}, affine=geometry.affine, frame=frame
+                ) as w:
                     reader = SeriesReader(geometry.slices)
                     w.write_reader(IMAGE_PATH, geometry.shape, reader)
 

@@ -135,6 +135,7 @@ FAST_CODEC = {"codec": "lz4", "level": 5, "shuffle": "bitshuffle"}
 def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: object) -> None:
     import numpy as np
 
+    from verse_etl.geometry.store_frame import store_frame
     from verse_etl.params import load_params
     from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, slab_depth
 
@@ -146,14 +147,16 @@ def run_ours(source: Path, out: Path, histogram: bool = False, **overrides: obje
 
         (headers,) = scan_folder(source).series.values()
         geometry = check_series(headers)
-        with StoreWriter(out, volumes, {}, affine=geometry.affine) as writer:
+        frame = store_frame(geometry.affine, geometry.shape)  # as the case builders turn stores
+        with StoreWriter(out, volumes, {}, affine=geometry.affine, frame=frame) as writer:
             reader = SeriesReader(geometry.slices)
             writer.write_reader(IMAGE_PATH, geometry.shape, reader)
         return
     from verse_etl.io.nifti import NiftiVoxelReader, iter_nifti_slabs, read_nifti_info
 
     info = read_nifti_info(source)
-    with StoreWriter(out, volumes, {}, affine=info.affine) as writer:
+    frame = store_frame(info.affine, info.shape)  # as the case builders turn stores
+    with StoreWriter(out, volumes, {}, affine=info.affine, frame=frame) as writer:
         if info.dtype.kind == "f":  # as cases/verse.py converts a float mask
             slabs = iter_nifti_slabs(info, slab_depth(info.shape, info.dtype))
             writer.write_array(
