@@ -45,7 +45,7 @@ from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
-from verse_etl.publish.card import write_card
+from verse_etl.publish.card import card_inputs, write_card
 from verse_etl.publish.lock import workspace_lock
 from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish.staging import (
@@ -380,6 +380,9 @@ def tables(params: BuildParams) -> BuildSummary:
         out,
         params.checks,
         before_switch=lambda generation: write_card(generation, params),
+        # Unchanged tables and card are left as they are (local builds: a URL build publishes
+        # from its work folder every time).
+        inputs=None if is_url(params.out) else card_inputs(params),
     )
     publish_tables(params.out, out)
     if summary.failing:

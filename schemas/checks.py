@@ -7,6 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
+from verse_etl.schemas.pandera_typing import pandas_typing_only
+
+# Every contract imports this module before its model builds a schema: pandera's typing then
+# skips importing dask.dataframe (see verse_etl.schemas.pandera_typing).
+pandas_typing_only()
 
 ORIENTATION_LETTERS = set("LRAPSI")
 

@@ -6,13 +6,15 @@ so that a released dataset carries its sources, licences and required citations 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from verse_etl import __version__
+from verse_etl.cases.hashing import code_identity
 from verse_etl.cases.records import write_text_atomic
 from verse_etl.params import BuildParams
 from verse_etl.paths import TABLES_DIR, table_dir
@@ -163,6 +165,23 @@ def render_card(tables: dict[str, pd.DataFrame], params: BuildParams) -> str:
 def card_path(out: Path) -> Path:
     """Where the card of the build at ``out`` is written."""
     return out / TABLES_DIR / CARD_NAME
+
+
+def card_inputs(params: BuildParams) -> dict[str, Any]:
+    """What the card holds beyond the tables (its code, versions and parameters): with the
+    tables' own inputs, the key of unchanged tables and card
+    (:mod:`verse_etl.tables.freshness`)."""
+    import verse_etl
+
+    root = Path(verse_etl.__file__).resolve().parent.parent
+    return {
+        "code": code_identity(root, (__name__,)),
+        "verse_etl": __version__,
+        "versions": {p: _version(p) for p in _PACKAGES},
+        "sources": [params.sources.verse, params.sources.mosmed],
+        "volumes": asdict(params.volumes),
+        "checks": asdict(params.checks),
+    }
 
 
 def write_card(out: Path, params: BuildParams) -> Path:

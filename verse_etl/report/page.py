@@ -25,11 +25,11 @@ import pyarrow as pa
 
 from verse_etl.cases.hashing import code_identity, fingerprint
 from verse_etl.cases.records import write_text_atomic
-from verse_etl.paths import ensure_inside, safe_name
+from verse_etl.paths import REPORT_DIR, ensure_inside, safe_name
 from verse_etl.read.catalog import connect
 from verse_etl.report.qc import mosmed_picture, verse_picture
+from verse_etl.tables.freshness import record_report
 
-REPORT_DIR = "report"
 logger = logging.getLogger(__name__)
 
 
@@ -346,4 +346,6 @@ def write_report(out: Path) -> Path:
     pictures = write_pictures(out, tables)
     path = out / REPORT_DIR / "index.html"
     write_text_atomic(path, render_report(tables, pictures))
+    # What the report was drawn from: a build with nothing to change skips it (and Prefect).
+    record_report(out)
     return path

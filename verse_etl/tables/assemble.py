@@ -24,6 +24,12 @@ from verse_etl.paths import metrics_path, table_dir
 from verse_etl.schemas import CONTRACTS, QUARANTINE, SCANS, SERIES, Table
 from verse_etl.schemas.table import Step
 from verse_etl.sources.verse import release_split
+from verse_etl.tables.freshness import (
+    forget_tables,
+    record_tables,
+    results_key,
+    unchanged_tables,
+)
 from verse_etl.tables.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.tables.parquet import collect_rows, frame, quarantine_frame, write_table
 from verse_etl.tables.validation import validate_table
@@ -149,8 +155,14 @@ def assemble(
     out: Path,
     checks: CheckParams,
     before_switch: Callable[[Path], object] | None = None,
+    inputs: Any = None,
 ) -> BuildSummary:
     """Validate every table, publish the Parquet files as one generation, write the metrics.
+
+    Nothing is written if the published tables were made from the same inputs (the results,
+    ``checks``, the contracts' and this step's code, and ``inputs``: what ``before_switch``
+    writes depends on; see :mod:`verse_etl.tables.freshness`). With a ``before_switch`` and no
+    ``inputs`` its output's inputs are unknown, and the tables are always written.
 
     Every table is written into a new generation folder; ``before_switch(generation)`` adds
     what must become visible with them (the dataset card, written below
@@ -164,6 +176,14 @@ def assemble(
         shutil.rmtree(leftover, ignore_errors=True)
     for leftover in out.glob("*.tmp-*"):
         leftover.unlink(missing_ok=True)
+    key = (
+        results_key(results, checks, inputs)
+        if before_switch is None or inputs is not None
+        else None
+    )
+    if key is not None and (kept := unchanged_tables(out, key)) is not None:
+        return _summary(results, kept)
+    forget_tables(out)
     generation = generation_dir(out)
     # A MosMed series found in two study folders is kept once (as VerSe scans are).
     results, duplicates = drop_duplicate_series(results)
@@ -226,7 +246,31 @@ def assemble(
         before_switch(generation)
     switch_tables(out, generation)
     write_text_atomic(metrics_path(out), _metrics(summary))
+    if key is not None:
+        record_tables(out, key, _kept(summary))
     return summary
+
+
+_KEPT = ("rows", "quarantined", "failing", "checks_failed")
+"""What a summary says about the tables (the rest counts this build's cases)."""
+
+
+def _kept(summary: BuildSummary) -> dict[str, Any]:
+    return {name: getattr(summary, name) for name in _KEPT}
+
+
+def _summary(results: Sequence[CaseResult], kept: dict[str, Any]) -> BuildSummary:
+    """The summary of unchanged tables: what they hold as recorded, this build's case counts."""
+    return BuildSummary(
+        rows=dict(kept["rows"]),
+        cases=len(results),
+        converted=sum(r.converted for r in results),
+        reused=sum(not r.converted for r in results),
+        stores_written=sum(r.stores_written for r in results),
+        quarantined=int(kept["quarantined"]),
+        failing=int(kept["failing"]),
+        checks_failed=dict(kept["checks_failed"]),
+    )
 
 
 def _metrics(summary: BuildSummary) -> str:
