@@ -155,6 +155,14 @@ RehashOption = Annotated[
         "and device are unchanged since it was hashed keeps its digest; build.rehash).",
     ),
 ]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Run the build flow even when nothing changed (else a build with nothing to do "
+        "says so and exits 0 before Prefect starts).",
+    ),
+]
 MappingOption = Annotated[
     Path | None,
     typer.Option(
@@ -254,15 +262,29 @@ def build(
     mosmed_id_mapping: MappingOption = None,
     prune: PruneOption = False,
     rehash: RehashOption = False,
+    force: ForceOption = False,
 ) -> None:
     """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
     params = _build_params(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
+    start = time.perf_counter()
+    if not force:
+        # Answered from the build folder, before Prefect is imported or its server started.
+        from verse_etl.publish.current import unchanged_build
+
+        check = unchanged_build(params, wait)
+        if check.summary is not None:
+            Console().print(
+                f"nothing changed since the last build of {params.out} (sources, parameters, "
+                "code, tables and report as built); --force runs the build anyway"
+            )
+            _print_summary(check.summary, params.out, time.perf_counter() - start)
+            return
+        Console().print(f"building: {check.reason}")
     _start_prefect()
     from verse_etl import flows
 
-    start = time.perf_counter()
     with _reported():
         summary = flows.run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)

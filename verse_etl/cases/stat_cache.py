@@ -140,6 +140,18 @@ class DigestCache:
             self._new[key] = [*_fields(before), digest]
         return digest
 
+    def cached_sha256(self, file: Path | SourceFile) -> str | None:
+        """The recorded digest if the file (a member's archive) has the stat it had when it was
+        hashed; None otherwise (the file would be read): nothing is read or recorded."""
+        source = file if isinstance(file, SourceFile) else SourceFile(Path(file))
+        key = os.path.abspath(source.path) + (f"\0{source.member}" if source.member else "")
+        entry = self._old.get(key)
+        try:
+            same = entry is not None and entry[:5] == list(_fields(FileStat.of(source.path)))
+        except OSError:
+            return None
+        return str(entry[5]) if same and entry is not None else None
+
     def save(self) -> None:
         """Write the entries looked up through this object (and only those: files no longer
         part of the case drop out), atomically."""

@@ -146,9 +146,7 @@ def _build_study(
     limits: InputLimits,
     rehash: bool,
 ) -> CaseResult:
-    sources = walk_files(study.dicom_dir) if study.dicom_dir else []
-    if study.dicom_dir is None and study.archive is not None:
-        sources = [study.archive]
+    sources = _source_files(study)
     digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
     try:
         hashes = {relative(p, root): digests.sha256(p) for p in [*sources, *study.annotations]}
@@ -169,17 +167,7 @@ def _build_study(
         write_text_atomic(case_result_path(out, SOURCE, study.folder), result.to_json())
         return result
     digests.save()  # out of the try: a failed write is the output's trouble, not the input's
-    key = fingerprint(
-        case_code_identity("verse_etl.mosmed.case"),
-        MOSMED_FORMAT,
-        hashes,
-        volumes,
-        asdict(tolerances(params)),
-        params.genant,
-        params.tilt,
-        [asdict(m) for m in study.id_mappings],
-        limits,
-    )
+    key = mosmed_study_key(study, hashes, volumes, params, limits)
     cache = case_result_path(out, SOURCE, study.folder)
     cached = load_cached(cache, key)
     if cached is not None and all(
@@ -208,6 +196,65 @@ def _build_study(
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
     return result
+
+
+def _source_files(study: MosmedStudy) -> list[Path]:
+    """The study's image files (its folder's files, or its archive) hashed into its key."""
+    sources = walk_files(study.dicom_dir) if study.dicom_dir else []
+    if study.dicom_dir is None and study.archive is not None:
+        sources = [study.archive]
+    return sources
+
+
+def mosmed_study_key(
+    study: MosmedStudy,
+    hashes: dict[str, str],
+    volumes: VolumeParams,
+    params: MosmedParams,
+    limits: InputLimits,
+) -> str:
+    """The case key of a study whose files (images and annotations) have the sha256 ``hashes``
+    (by path relative to the source root)."""
+    return fingerprint(
+        case_code_identity("verse_etl.mosmed.case"),
+        MOSMED_FORMAT,
+        hashes,
+        volumes,
+        asdict(tolerances(params)),
+        params.genant,
+        params.tilt,
+        [asdict(m) for m in study.id_mappings],
+        limits,
+    )
+
+
+def saved_mosmed_result(
+    study: MosmedStudy,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    params: MosmedParams,
+    limits: InputLimits,
+) -> CaseResult | None:
+    """The saved result a build would reuse for ``study`` as it is, found without reading any
+    source file: None if a file's stat differs from its stat cache, the key differs, or a store
+    of the result is gone (see :func:`verse_etl.verse.case.saved_verse_result`)."""
+    digests = DigestCache(digest_cache_path(out, SOURCE, study.folder))
+    hashes = {}
+    for path in [*_source_files(study), *study.annotations]:
+        digest = digests.cached_sha256(path)
+        if digest is None:
+            return None
+        hashes[relative(path, root)] = digest
+    key = mosmed_study_key(study, hashes, volumes, params, limits)
+    cached = load_cached(case_result_path(out, SOURCE, study.folder), key)
+    if cached is None or not all(
+        (out / row["store_path"] / "zarr.json").is_file()
+        for row in cached.rows.get(SERIES.name, [])
+        if row["store_path"]
+    ):
+        return None
+    return cached
 
 
 def source_results(root: Path, annotation_dirs: Sequence[str]) -> list[CaseResult]:

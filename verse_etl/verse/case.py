@@ -136,26 +136,7 @@ def _build_scan(
         write_text_atomic(cache, result.to_json())
         return result
     digests.save()  # out of the try: a failed write is the output's trouble, not the input's
-    identity = {
-        "patient_id": scan.patient_id,
-        "release": scan.release,
-        "split": scan.split,
-        "direction": scan.direction,
-        "layout": scan.layout,
-        "centroid_format": scan.centroid_format,
-        "other_copies": [c.relative(root) for c in scan.other_copies],
-    }
-    case_checks = {
-        "min_island_voxels": checks.min_island_voxels,
-        "geometry_tolerance_mm": checks.geometry_tolerance_mm,
-        "limits": checks.limits,
-        # Masks in another orientation on the same grid are aligned, no longer rejected: a
-        # saved rejection from before must not be reused.
-        "mask_alignment": "axis-map-1",
-    }
-    key = fingerprint(
-        case_code_identity("verse_etl.verse.case"), hashes, volumes, identity, case_checks
-    )
+    key = verse_case_key(scan, root, volumes, checks, hashes)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
     if cached is not None and all(
@@ -173,6 +154,64 @@ def _build_scan(
         result = _rejected(scan, root, e, key)
     write_text_atomic(cache, result.to_json())
     return result
+
+
+def verse_case_key(
+    scan: VerseScan,
+    root: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+    hashes: dict[str, str],
+) -> str:
+    """The case key of a scan whose files have the sha256 ``hashes`` (by path relative to
+    ``root``): its code, files, parameters and identity. A saved result under this key is the
+    scan's result."""
+    identity = {
+        "patient_id": scan.patient_id,
+        "release": scan.release,
+        "split": scan.split,
+        "direction": scan.direction,
+        "layout": scan.layout,
+        "centroid_format": scan.centroid_format,
+        "other_copies": [c.relative(root) for c in scan.other_copies],
+    }
+    case_checks = {
+        "min_island_voxels": checks.min_island_voxels,
+        "geometry_tolerance_mm": checks.geometry_tolerance_mm,
+        "limits": checks.limits,
+        # Masks in another orientation on the same grid are aligned, no longer rejected: a
+        # saved rejection from before must not be reused.
+        "mask_alignment": "axis-map-1",
+    }
+    return fingerprint(
+        case_code_identity("verse_etl.verse.case"), hashes, volumes, identity, case_checks
+    )
+
+
+def saved_verse_result(
+    scan: VerseScan,
+    root: Path,
+    out: Path,
+    volumes: VolumeParams,
+    checks: CheckParams,
+) -> CaseResult | None:
+    """The saved result a build would reuse for ``scan`` as it is, found without reading any
+    source file: None if a file's stat differs from its stat cache (the build would hash it),
+    the key differs, or a store of the result is gone (the build would convert)."""
+    digests = DigestCache(digest_cache_path(out, SOURCE, scan.scan_id))
+    hashes = {}
+    for f in scan.files:
+        digest = digests.cached_sha256(f)
+        if digest is None:
+            return None
+        hashes[f.relative(root)] = digest
+    key = verse_case_key(scan, root, volumes, checks, hashes)
+    cached = load_cached(case_result_path(out, SOURCE, scan.scan_id), key)
+    if cached is None or not all(
+        (out / row["store_path"] / "zarr.json").is_file() for row in cached.rows.get(SCANS.name, [])
+    ):
+        return None
+    return cached
 
 
 def duplicate_scans_result(pairs: list[tuple[VerseScan, VerseScan]], root: Path) -> CaseResult:

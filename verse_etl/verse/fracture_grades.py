@@ -31,6 +31,7 @@ from verse_etl.cases.records import (
     CaseResult,
     QuarantineRecord,
     load_cached,
+    load_saved,
     quarantine_record,
     write_text_atomic,
 )
@@ -280,27 +281,10 @@ def join_vertebrae(rows: list[dict[str, Any]], results: Sequence[CaseResult]) ->
         row["in_vertebrae"] = (row["scan_id"], row["label"]) in vertebrae
 
 
-def fracture_grades_result(
-    sources: Sequence[SourceFile],
-    root: Path,
-    results: Sequence[CaseResult],
-    out: Path | None = None,
-) -> CaseResult:
-    """Rows of ``verse_fracture_grades`` from every grading table found, joined to the scans.
-
-    A file that is not the grading table becomes one quarantine record; the build goes on.
-    With ``out``, the result is saved like a case's and reused while the spreadsheets and the
-    scans and labels it joins to are unchanged.
-    """
-    parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
-    for source in sources:
-        try:
-            parsed.append(read_fracture_grades(source, root))
-        except InputError as e:
-            parsed.append(e)
-    # The result depends on the spreadsheets and on the scans they grade, not on other scans:
-    # a VerSe'20 scan coming or going leaves it (and its "unchanged" state) alone.
-    graded = {r["scan_id"] for p in parsed if not isinstance(p, InputError) for r in p[0]}
+def _grades_key(digests: dict[str, str], graded: set[str], results: Sequence[CaseResult]) -> str:
+    """Key of the grades result: the spreadsheets (``digests``), and the scans and labels of
+    the ``graded`` scans it joins to (not other scans: a VerSe'20 scan coming or going leaves
+    it, and its "unchanged" state, alone)."""
     joined = sorted(
         (r["scan_id"], int(r["label"]), bool(r.get("in_mask")))
         for result in results
@@ -313,14 +297,51 @@ def fracture_grades_result(
         for r in result.rows.get("scans", [])
         if r["scan_id"] in graded
     )
-    key = fingerprint(
-        case_code_identity("verse_etl.verse.fracture_grades"),
-        CASE_ID,
-        {s.relative(root): s.sha256() for s in sources},
-        joined,
-        scans,
+    return fingerprint(
+        case_code_identity("verse_etl.verse.fracture_grades"), CASE_ID, digests, joined, scans
     )
+
+
+def saved_grades_result(
+    cache: Path, digests: dict[str, str], results: Sequence[CaseResult]
+) -> CaseResult | None:
+    """The saved grades result if it is still the result, found without parsing the
+    spreadsheets: the scans it graded are those its rows name (every graded row is kept), so
+    its key is computed again from those, the spreadsheets' ``digests`` and ``results``; the
+    same key means the same spreadsheets and code, hence the same graded scans."""
+    saved = load_saved(cache)
+    if saved is None or not saved.fingerprint:
+        return None
+    graded = {str(r["scan_id"]) for r in saved.rows.get(TABLE, [])}
+    return saved if _grades_key(digests, graded, results) == saved.fingerprint else None
+
+
+def fracture_grades_result(
+    sources: Sequence[SourceFile],
+    root: Path,
+    results: Sequence[CaseResult],
+    out: Path | None = None,
+) -> CaseResult:
+    """Rows of ``verse_fracture_grades`` from every grading table found, joined to the scans.
+
+    A file that is not the grading table becomes one quarantine record; the build goes on.
+    With ``out``, the result is saved like a case's and reused while the spreadsheets and the
+    scans and labels it joins to are unchanged.
+    """
     cache = case_result_path(out, SOURCE, CASE_ID) if out is not None else None
+    digests = {s.relative(root): s.sha256() for s in sources}
+    if cache is not None and (saved := saved_grades_result(cache, digests, results)) is not None:
+        return saved  # the spreadsheets are not parsed again (openpyxl: ~1 s)
+    parsed: list[tuple[list[dict[str, Any]], list[QuarantineRecord]] | InputError] = []
+    for source in sources:
+        try:
+            parsed.append(read_fracture_grades(source, root))
+        except InputError as e:
+            parsed.append(e)
+    # The result depends on the spreadsheets and on the scans they grade, not on other scans:
+    # a VerSe'20 scan coming or going leaves it (and its "unchanged" state) alone.
+    graded = {r["scan_id"] for p in parsed if not isinstance(p, InputError) for r in p[0]}
+    key = _grades_key(digests, graded, results)
     if cache is not None:
         cached = load_cached(cache, key)
         if cached is not None:

@@ -143,3 +143,27 @@ def test_grades_are_cross_checked_with_the_masks(tmp_path: Path) -> None:
     assert len(good) == 18
     flagged = {(r.check, json.loads(r.record)["label"]) for r in records}
     assert flagged == {("graded_level_not_in_mask", 19), ("labelled_level_not_graded", 21)}
+
+
+def test_an_unchanged_spreadsheet_is_not_parsed_again(tmp_path: Path, monkeypatch) -> None:
+    """The saved result is reused without reading the workbook while the spreadsheet and the
+    graded scans' labels are unchanged; a changed label or spreadsheet parses it again."""
+    import verse_etl.verse.fracture_grades as grades
+
+    path = _workbook(tmp_path / "g.xlsx", [_row(4, {"T12": 0, "L1": 0}, N_Fx=0)])
+    scan = CaseResult(source="verse", case_id="verse004", fingerprint="")
+    scan.add("scans", {"scan_id": "verse004"})
+    scan.add("vertebrae", {"scan_id": "verse004", "label": 20, "in_mask": True})
+    out = tmp_path / "out"
+    first = fracture_grades_result([SourceFile(path)], tmp_path, [scan], out)
+    parsed = []
+    real = grades.read_fracture_grades
+    monkeypatch.setattr(grades, "read_fracture_grades", lambda *a: parsed.append(1) or real(*a))
+    again = fracture_grades_result([SourceFile(path)], tmp_path, [scan], out)
+    assert again.to_json() == first.to_json() and not again.converted
+    assert not parsed
+    scan.add("vertebrae", {"scan_id": "verse004", "label": 21, "in_mask": True})
+    fracture_grades_result([SourceFile(path)], tmp_path, [scan], out)
+    _workbook(path, [_row(4, {"T12": 1, "L1": 0}, N_Fx=1)])
+    changed = fracture_grades_result([SourceFile(path)], tmp_path, [scan], out)
+    assert len(parsed) == 2 and changed.fingerprint != first.fingerprint
