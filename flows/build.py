@@ -1,7 +1,9 @@
 """Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
 
-``ingest`` and ``tables`` are what the DVC stages run (one stage per source, then one for the
-tables); ``build_dataset`` runs everything in one go for ``verse-etl build``.
+``build_dataset`` runs everything in one flow run (the cases of every source, then the tables
+and the report as tasks): ``verse-etl build`` and the DVC stage ``build`` run it. ``ingest``
+and ``tables`` are the two halves, for ``verse-etl ingest`` and ``verse-etl tables`` by hand:
+one flow run, hence one Prefect import and flow-run engine, per process that runs a flow.
 
 Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
 leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.
