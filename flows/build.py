@@ -36,6 +36,7 @@ from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows import timing
+from verse_etl.flows.parameters import plain_parameters
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
@@ -548,8 +549,8 @@ def run_build(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        flow_with_runner = build_dataset.with_options(
-            task_runner=task_runner(params, runner, dask_address)
+        flow_with_runner = plain_parameters(
+            build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
         )
         with _costed("build"):
             return flow_with_runner(params)
@@ -568,8 +569,8 @@ def run_ingest(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        flow_with_runner = ingest.with_options(
-            task_runner=task_runner(params, runner, dask_address)
+        flow_with_runner = plain_parameters(
+            ingest.with_options(task_runner=task_runner(params, runner, dask_address))
         )
         with _costed(f"ingest {'+'.join(sources)}"):
             return flow_with_runner(sources, params)
@@ -582,4 +583,4 @@ def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
         prefect_api(),
         _costed("tables"),
     ):
-        return tables_flow(params)
+        return plain_parameters(tables_flow.with_options())(params)
