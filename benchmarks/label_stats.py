@@ -25,11 +25,12 @@ _CHILD = r"""
 import json, sys, time
 from pathlib import Path
 import verse_etl.verse.case as case
+import verse_etl.verse.store as store
 from verse_etl.params import CheckParams, VolumeParams
 from verse_etl.sources.verse import discover_verse_sources
 
 root, out, depth_mib = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-case.MASK_SLAB_BYTES = depth_mib << 20
+store.MASK_SLAB_BYTES = depth_mib << 20
 (scan,) = discover_verse_sources(root).scans
 def hwm():  # this process's own peak RSS (KiB): see benchmarks/peak_memory.py
     with open("/proc/self/status") as f:

@@ -10,7 +10,8 @@ inputs, or between two versions of the code that write the same data:
   quarantine reasons of inputs a hostile corpus puts outside the source root name: ``<root>``;
 - the case keys (``verse_etl.cases.hashing.fingerprint`` of inputs, parameters *and the code's source*,
   so any edit of a case module changes them): the ``fingerprint`` of each saved case result, and
-  its first 12 hex digits in store names and ``store_path`` values: ``<key>``;
+  its first 12 hex digits in store names and ``store_path`` values, and likewise the key of
+  each store a case keeps (``stores``: a VerSe store is named by its own key): ``<key>``;
 - Python object addresses in error messages a decoder library writes
   (``<_io.BytesIO object at 0x7f...>``): ``0x?``;
 - the source-digest caches ``digests/<source>/<case>.json`` as a whole (they record each source
@@ -66,9 +67,12 @@ class _Normalise:
 def _case_keys(out: Path) -> tuple[str, ...]:
     keys = set()
     for path in out.glob("cases/**/*.json"):
-        key = json.loads(path.read_text()).get("fingerprint") or ""
-        if key:
-            keys |= {key, key[:STORE_KEY_CHARS]}
+        saved = json.loads(path.read_text())
+        # The case key, and the key of each store the case keeps (its inputs and code: names
+        # the store, verse_etl/verse/store.py).
+        found = [saved.get("fingerprint") or ""]
+        found += [s.get("key") or "" for s in saved.get("stores", {}).values()]
+        keys |= {k for key in found if key for k in (key, key[:STORE_KEY_CHARS])}
     return tuple(sorted(keys, key=lambda k: (-len(k), k)))
 
 

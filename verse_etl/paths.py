@@ -154,7 +154,8 @@ STORE_KEY_CHARS = 12
 
 
 def verse_store_path(out: Path, scan_id: str, key: str = "") -> Path:
-    """Zarr store of one VerSe scan as built under case key ``key``: ``<scan_id>.<key>.zarr``
+    """Zarr store of one VerSe scan as built under store key ``key``
+    (:func:`verse_etl.verse.store.scan_store_key`): ``<scan_id>.<key>.zarr``
     (``scan_id`` through :func:`safe_name`)."""
     name = safe_name(scan_id, "lower", _store_suffix(key))
     return ensure_inside(out, out / VOLUMES_DIR / "verse" / name)

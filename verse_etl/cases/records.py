@@ -85,13 +85,19 @@ def quarantine_record(
 
 @dataclass
 class CaseResult:
-    """Rows and quarantine records of one case. ``converted`` is False when reused unchanged."""
+    """Rows and quarantine records of one case. ``converted`` is False when reused unchanged.
+
+    ``stores`` keeps, by store path, what a store's writing gave beyond the rows (its key and
+    statistics), so that a rebuild of the case whose store inputs are unchanged reuses the
+    store (:mod:`verse_etl.verse.store`).
+    """
 
     source: str
     case_id: str
     fingerprint: str
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     quarantine: list[QuarantineRecord] = field(default_factory=list)
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
     stores_written: int = 0
     converted: bool = True
 
@@ -130,6 +136,8 @@ class CaseResult:
         payload = {"format": CASE_FORMAT, **asdict(self)}
         payload.pop("converted")
         payload.pop("stores_written")
+        if not payload["stores"]:
+            payload.pop("stores")  # results that keep no store read as they did before
         return json.dumps(payload, sort_keys=True, allow_nan=True)
 
     @classmethod
@@ -185,12 +193,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def load_saved(path: Path) -> CaseResult | None:
+    """The saved result at ``path`` whatever its key; None if missing, unreadable or of another
+    format."""
+    try:
+        return CaseResult.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def load_cached(path: Path, fingerprint: str) -> CaseResult | None:
     """The saved result at ``path`` if it exists and matches ``fingerprint``."""
-    try:
-        cached = CaseResult.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return None
+    cached = load_saved(path)
     if cached is None or cached.fingerprint != fingerprint:
         return None
     return cached

@@ -61,7 +61,10 @@ def run_case(build: CaseBuild, out: str, work: Path, source: str, case_id: str) 
     result = build(work, lambda store: target.store_exists(_rel(store, work)))
     if result.converted:
         for store in store_paths([result]):
-            target.put_store(work / store, store)
+            # A store is named by the key of its inputs and code: one already complete at the
+            # target under that name holds these bytes (and may be published): not written over.
+            if not target.store_exists(store):
+                target.put_store(work / store, store)
             remove_path(work / store, work)
         target.put_file(cache, _rel(cache, work))
     return result

@@ -2,7 +2,8 @@
 
 Everything is computed in one streaming pass over each file: the CT's exact HU histogram while
 its slabs go to the store, and the mask's label statistics (counts, bounding boxes, centres of
-mass, connected components) while it is read in thin slabs of at most :data:`MASK_SLAB_BYTES`,
+mass, connected components) while it is read in thin slabs of at most
+:data:`verse_etl.verse.store.MASK_SLAB_BYTES`,
 converted to uint8 and regrouped into the store's slab depth. A 512x512x229 float64 mask (480 MB
 whole) is never in memory at once (``benchmarks/label_stats.py`` measures it).
 
@@ -15,7 +16,7 @@ non-integer values) rejects the scan here with one quarantine record.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +27,41 @@ from verse_etl.cases.records import (
     CaseResult,
     discovery_result,
     load_cached,
+    load_saved,
     write_text_atomic,
 )
 from verse_etl.cases.seal import seal_case
 from verse_etl.cases.stat_cache import DigestCache
 from verse_etl.errors import InputError, blame, is_transient, output_trouble
 from verse_etl.geometry.affines import apply_affine
-from verse_etl.geometry.reorient import AxisMap, axis_map, iter_aligned_slabs
-from verse_etl.geometry.store_frame import StoreFrame, frame_attributes, store_frame
+from verse_etl.geometry.reorient import AxisMap, axis_map
+from verse_etl.geometry.store_frame import store_frame
 from verse_etl.io.files import SourceFile
 from verse_etl.io.json_files import read_json
 from verse_etl.io.nifti import (
     NiftiInfo,
-    NiftiVoxelReader,
     header_matches_data,
-    iter_nifti_slabs,
     read_nifti_info,
 )
-from verse_etl.levels import VERSE_LEVELS
 from verse_etl.params import CheckParams, InputLimits, VolumeParams
-from verse_etl.paths import case_result_path, digest_cache_path, verse_store_path
+from verse_etl.paths import case_result_path, digest_cache_path
 from verse_etl.schemas.scans import SCANS
 from verse_etl.schemas.vertebrae import VERTEBRAE
 from verse_etl.sources.verse import VerseScan, VerseSources
 from verse_etl.stores.hu_histogram import HuHistogram
-from verse_etl.stores.label_stats import LabelStatistics
-from verse_etl.stores.volumes import IMAGE_PATH, LABELS_PATH, StoreWriter, as_labels, layout
 from verse_etl.verse.centroids import CentroidFile, read_centroids
 from verse_etl.verse.fracture_grades import fracture_grades_result
 from verse_etl.verse.scan import StoredScan, scan_row
+from verse_etl.verse.store import (
+    HuSummary,
+    probe_labels,
+    reusable_store,
+    scan_store_key,
+    write_scan_store,
+)
 from verse_etl.verse.vertebrae import vertebra_rows
 
 SOURCE = "verse"
-MASK_SLAB_BYTES = 16 << 20
-"""Most bytes of source mask read at once (16 MiB: 8 slices of a 512x512 float64 mask)."""
 
 
 def build_verse_scan(
@@ -154,13 +156,17 @@ def _build_scan(
     key = fingerprint(
         case_code_identity("verse_etl.verse.case"), hashes, volumes, identity, case_checks
     )
-    store = verse_store_path(out, scan.scan_id, key)
     cached = load_cached(cache, key)
     # A cached rejection has no store; a cached success needs its store to still be there.
-    if cached is not None and (store_exists(store) or not cached.rows.get(SCANS.name)):
+    if cached is not None and all(
+        store_exists(out / row["store_path"]) for row in cached.rows.get(SCANS.name, [])
+    ):
         return cached
+    # The result saved by an earlier build (another key): its stores may still serve.
+    previous = load_saved(cache)
+    kept = previous.stores if previous is not None else {}
     try:
-        result = _convert(scan, root, out, volumes, checks, hashes, key)
+        result = _convert(scan, root, out, volumes, checks, hashes, key, kept, store_exists)
     except InputError as e:
         if is_transient(e):
             raise
@@ -225,6 +231,8 @@ def _convert(
     checks: CheckParams,
     hashes: dict[str, str],
     key: str,
+    kept: dict[str, dict[str, Any]],
+    store_exists: Callable[[Path], bool],
 ) -> CaseResult:
     result = CaseResult(source=SOURCE, case_id=scan.scan_id, fingerprint=key)
     with blame(scan.ct, "reading the CT header"):
@@ -235,59 +243,39 @@ def _convert(
     centroids = _read_centroids(scan, ct, root, result, checks.limits)
     sidecar = _read_sidecar(scan, root, result, checks.limits)
     points = [c.voxel for c in centroids.centroids] if centroids else []
-    hu = HuHistogram()
-    stats = LabelStatistics(ct.shape, probes=points)
-    # Stored the right way up for viewers: the CT's axes permuted and flipped (store_frame.py).
     frame = store_frame(ct.affine, ct.shape)
-    depth = layout(frame.store_shape, volumes)[1][frame.stream_axis]
-    store = verse_store_path(out, scan.scan_id, key)
-
-    def mask_slabs() -> Iterator[tuple[int, np.ndarray]]:
-        assert mask is not None
-        thin = max(1, MASK_SLAB_BYTES // (mask.shape[0] * mask.shape[1] * mask.dtype.itemsize))
-        slabs = (
-            iter_aligned_slabs(mask.path, aligned, ct.shape, min(thin, depth))  # type: ignore[arg-type]  # shape of 3 (a NIfTI volume)
-            if aligned is not None
-            else iter_nifti_slabs(mask, min(thin, depth))
+    # The store depends on the CT and mask files only (not the centroids, the sidecar or the
+    # checks of the rows): reused as it is when its own key is unchanged.
+    store_sources = {f.relative(root): hashes[f.relative(root)] for f in (scan.ct, scan.mask) if f}
+    store_key = scan_store_key(scan.scan_id, store_sources, volumes, checks.limits, aligned)
+    stored_scan = None
+    for kept_store in kept.values():
+        stored_scan = stored_scan or reusable_store(
+            kept_store, scan.scan_id, store_key, out, store_exists
         )
-        labels = as_labels(slabs, mask.path)  # type: ignore[arg-type]  # both readers yield (k0, slab)
-        for k0, slab in labels:
-            stats.add(k0, slab)
-            yield k0, slab
-
-    attributes = _store_attributes(scan, ct, frame)
-    with StoreWriter(store, volumes, attributes, affine=ct.affine, frame=frame) as writer:
-        # The reader decodes straight into the writer's staging rows (no copy on this thread).
-        reader = NiftiVoxelReader(ct)
-        # The HU histogram is counted chunk by chunk as the encoder threads gather them.
-        with blame(scan.ct, "converting the CT"):
-            ct_array = writer.write_reader(IMAGE_PATH, ct.shape, reader, statistics=hu)
-        mask_array = None
-        if mask is not None:
-            with blame(mask.path, "converting the mask"):
-                mask_array = writer.write_array(
-                    LABELS_PATH,
-                    ct.shape,
-                    np.dtype(np.uint8),
-                    regroup_slabs(mask_slabs(), ct.shape, depth),
-                    attributes={"labels": {str(k): v for k, v in VERSE_LEVELS.items()}},
-                    label_names=VERSE_LEVELS,
-                )
-    result.stores_written = 1
+    if stored_scan is None:
+        stored_scan = write_scan_store(scan.scan_id, ct, mask, aligned, out, volumes, store_key)
+        result.stores_written = 1
+    result.stores[stored_scan.store_path] = stored_scan.to_dict()
+    hu = stored_scan.hu
     for check, problem in voxel_findings(ct, hu):
         result.flag_error(InputError(scan.ct, problem, check=check), root, table=SCANS.name)
 
-    summaries = stats.result() if mask is not None else {}
-    probed: list[int | None] = stats.probe_labels() if mask is not None else [None] * len(points)
+    summaries = stored_scan.summaries()
+    store = out / stored_scan.store_path
+    with blame(store, "reading the mask labels at the centroids back from the store"):
+        probed: list[int | None] = (
+            probe_labels(store, frame, points) if mask is not None else [None] * len(points)
+        )
     for row in vertebra_rows(
         scan.scan_id, ct, frame, summaries, centroids, probed, checks.min_island_voxels
     ):
         result.add(VERTEBRAE.name, row)
     stored = StoredScan(
-        store_path=store.relative_to(out).as_posix(),
-        ct_voxel_xxh3=ct_array.voxel_xxh3,
-        mask_voxel_xxh3=mask_array.voxel_xxh3 if mask_array else None,
-        verified=ct_array.verified and (mask_array is None or mask_array.verified),
+        store_path=stored_scan.store_path,
+        ct_voxel_xxh3=stored_scan.ct_voxel_xxh3,
+        mask_voxel_xxh3=stored_scan.mask_voxel_xxh3,
+        verified=stored_scan.verified,
         store_affine=[float(v) for v in frame.store_affine(ct.affine).reshape(-1)],
     )
     row = scan_row(scan, root, hashes, ct, mask, hu, sidecar, centroids, len(summaries), stored)
@@ -295,7 +283,7 @@ def _convert(
     return result
 
 
-def voxel_findings(ct: NiftiInfo, hu: HuHistogram) -> list[tuple[str, str]]:
+def voxel_findings(ct: NiftiInfo, hu: HuHistogram | HuSummary) -> list[tuple[str, str]]:
     """Voxel sanity of a converted CT, from the statistics gathered while it streamed.
 
     Returns ``(check, problem)`` pairs: ``voxel_nonfinite`` (NaN or infinite voxels: a float CT
@@ -327,34 +315,6 @@ def voxel_findings(ct: NiftiInfo, hu: HuHistogram) -> list[tuple[str, str]]:
             )
         )
     return findings
-
-
-def regroup_slabs(
-    slabs: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int, int], depth: int
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Regroup thin uint8 slabs into slabs of ``depth`` slices (the last may be thinner).
-
-    The yielded array is one reused Fortran-ordered buffer, valid until the next iteration.
-
-    Examples
-    --------
-    >>> thin = ((k, np.full((2, 2, 1), k, np.uint8)) for k in range(5))
-    >>> [(k0, s[0, 0].tolist()) for k0, s in regroup_slabs(thin, (2, 2, 5), 2)]
-    [(0, [0, 1]), (2, [2, 3]), (4, [4])]
-    """
-    buffer = np.empty((shape[0], shape[1], depth), dtype=np.uint8, order="F")
-    filled = start = 0
-    for _, slab in slabs:
-        position = 0
-        while position < slab.shape[2]:
-            take = min(depth - filled, slab.shape[2] - position)
-            buffer[:, :, filled : filled + take] = slab[:, :, position : position + take]
-            filled, position = filled + take, position + take
-            if filled == depth:
-                yield start, buffer
-                start, filled = start + depth, 0
-    if filled:
-        yield start, buffer[:, :, :filled]
 
 
 def _read_centroids(
@@ -471,16 +431,6 @@ def check_same_grid(ct: NiftiInfo, mask: NiftiInfo, tolerance_mm: float) -> None
             "orientation; resample it onto the CT grid",
             check="image_mask_geometry",
         )
-
-
-def _store_attributes(scan: VerseScan, ct: NiftiInfo, frame: StoreFrame) -> dict[str, Any]:
-    return {
-        "verse_etl": {
-            "source": SOURCE,
-            "scan_id": scan.scan_id,
-            **frame_attributes(ct.affine, frame),
-        }
-    }
 
 
 def _read_sidecar(

@@ -12,6 +12,7 @@ from verse_etl.schemas.scans import SCANS
 from verse_etl.sources.verse import VerseScan
 from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.verse.centroids import CentroidFile
+from verse_etl.verse.store import HuSummary
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def scan_row(
     hashes: dict[str, str],
     ct: NiftiInfo,
     mask: NiftiInfo | None,
-    hu: HuHistogram,
+    hu: HuHistogram | HuSummary,
     sidecar: dict[str, Any],
     centroids: CentroidFile | None,
     n_mask_labels: int,
@@ -99,7 +100,7 @@ def _geometry(ct: NiftiInfo, mask: NiftiInfo | None) -> dict[str, Any]:
     }
 
 
-def _intensity(hu: HuHistogram) -> dict[str, Any]:
+def _intensity(hu: HuHistogram | HuSummary) -> dict[str, Any]:
     return {
         "hu_min": hu.minimum,
         "hu_max": hu.maximum,
