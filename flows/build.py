@@ -1,7 +1,9 @@
 """Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
 
-``ingest`` and ``tables`` are what the DVC stages run (one stage per source, then one for the
-tables); ``build_dataset`` runs everything in one go for ``verse-etl build``.
+``build_dataset`` runs everything in one flow run (the cases of every source, then the tables
+and the report as tasks): ``verse-etl build`` and the DVC stage ``build`` run it. ``ingest``
+and ``tables`` are the two halves, for ``verse-etl ingest`` and ``verse-etl tables`` by hand:
+one flow run, hence one Prefect import and flow-run engine, per process that runs a flow.
 
 Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
 leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.
@@ -34,6 +36,7 @@ from prefect.runtime import flow_run
 from prefect.task_engine import TaskRunTimeoutError
 from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows import timing
+from verse_etl.flows.parameters import plain_parameters
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
 from verse_etl.flows.server import prefect_api
 
@@ -549,8 +552,8 @@ def run_build(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        flow_with_runner = build_dataset.with_options(
-            task_runner=task_runner(params, runner, dask_address)
+        flow_with_runner = plain_parameters(
+            build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
         )
         with _costed("build"):
             return flow_with_runner(params)
@@ -569,8 +572,8 @@ def run_ingest(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
         prefect_api(),
     ):
-        flow_with_runner = ingest.with_options(
-            task_runner=task_runner(params, runner, dask_address)
+        flow_with_runner = plain_parameters(
+            ingest.with_options(task_runner=task_runner(params, runner, dask_address))
         )
         with _costed(f"ingest {'+'.join(sources)}"):
             return flow_with_runner(sources, params)
@@ -583,4 +586,4 @@ def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
         prefect_api(),
         _costed("tables"),
     ):
-        return tables_flow(params)
+        return plain_parameters(tables_flow.with_options())(params)

@@ -264,7 +264,8 @@ def build(
     rehash: RehashOption = False,
     force: ForceOption = False,
 ) -> None:
-    """Run the whole build flow: every source -> Zarr stores + Parquet tables."""
+    """Run the whole build flow: every source -> Zarr stores + Parquet tables + report (the
+    DVC stage `build`)."""
     params = _build_params(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
@@ -302,7 +303,8 @@ def ingest(
     prune: PruneOption = False,
     rehash: RehashOption = False,
 ) -> None:
-    """Run the ingest flow for some sources: stores and per-case results (a DVC stage each)."""
+    """Run the ingest flow for some sources: stores and per-case results, no tables (for
+    manual use: `verse-etl build` and `dvc repro` do it all in one run)."""
     from verse_etl.cases.outputs import SOURCES
 
     unknown = sorted(set(sources) - set(SOURCES))
@@ -333,7 +335,8 @@ def ingest(
 
 @app.command("tables")
 def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOption = 0.0) -> None:
-    """Assemble, validate and write the Parquet tables from the ingested cases (a DVC stage)."""
+    """Assemble, validate and write the Parquet tables from the ingested cases (for manual
+    use after `verse-etl ingest`: `verse-etl build` and `dvc repro` do it all in one run)."""
     params = _build_params(params_file, None, None, None, None)
     _start_prefect()
     from verse_etl import flows

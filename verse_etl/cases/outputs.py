@@ -1,7 +1,8 @@
 """The per-case outputs of ingestion on disk: saving and loading case results, pruning stale ones.
 
 Ingestion of one source writes, per case, its volume stores and ``cases/<source>/<id>.json``;
-table assembly reads those files back, so the two can run as separate DVC stages.
+table assembly reads those files back, so the two can also run as separate commands
+(``verse-etl ingest``, ``verse-etl tables``).
 """
 
 from __future__ import annotations

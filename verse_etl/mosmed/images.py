@@ -133,7 +133,7 @@ def check_mosmed_images(
                 link,
                 "is a symbolic link (expected a real folder or file): DVC does not follow links "
                 "when it hashes the MosMed root, so dvc.lock would not pin these DICOM bytes and "
-                "a changed study would not rerun ingest@mosmed",
+                "a changed study would not rerun the build stage",
                 "move the studies here (mv, or cp --reflink/-al on the same file system)",
                 check="study_unplaced",
             )

@@ -163,13 +163,16 @@ def picture_key(kind: str, case: pd.DataFrame, rows: pd.DataFrame, caption: str)
 
 def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture]:
     """QC pictures (PNG + JSON sidecar) for every VerSe scan and annotated MosMed series; a
-    picture already there from the same inputs (:func:`picture_key`) is kept as it is."""
+    picture already there from the same inputs (:func:`picture_key`) is kept as it is, and the
+    pictures of cases no longer in ``tables`` are deleted (:func:`_remove_other_pictures`)."""
     pictures: list[QcPicture] = []
     qc = out / REPORT_DIR / "qc"
+    names: set[str] = set()
     scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
     if scans is not None and vertebrae is not None:
         for n, row in enumerate(scans.itertuples()):
             png = ensure_inside(out, qc / safe_name(f"verse-{row.scan_id}", "lower", ".png"))
+            names.add(png.stem)
             caption = f"{row.scan_id} ({row.release}, {row.orientation})"
             rows = vertebrae[vertebrae["scan_id"] == row.scan_id]
             affine = np.asarray(row.affine, dtype=float).reshape(4, 4)
@@ -183,6 +186,7 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
         annotated = series[series["annotated"] & series["store_path"].notna()]
         for n, row in enumerate(annotated.itertuples()):
             png = ensure_inside(out, qc / f"mosmed-{n:04d}.png")
+            names.add(png.stem)
             rows = keypoints[keypoints["series_uid"] == row.series_uid]
             lists = ", ".join(
                 f"{release}: {group['expert'].nunique()} experts"
@@ -192,7 +196,26 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
             draw = partial(mosmed_picture, out / row.store_path, rows, png, title=row.folder)
             key = picture_key("mosmed", annotated.iloc[[n]], rows, caption)
             pictures.append(_draw(row.folder, caption, png, draw, key))
+    _remove_other_pictures(out, qc, names)
     return pictures
+
+
+_PICTURE_FILES = (".png", ".json", ".key")  # a picture, its placements, its key
+
+
+def _remove_other_pictures(out: Path, qc: Path, names: set[str]) -> None:
+    """Delete the picture files in ``qc`` whose name is none of ``names`` (this report's).
+
+    The report folder outlives a build (DVC persists it, so that unchanged pictures are not
+    drawn again): a case gone from the tables, or a MosMed picture number no longer used, must
+    not leave its picture among the build's outputs. A source left out of a build keeps its
+    rows in the tables, hence its pictures."""
+    if not qc.is_dir():
+        return
+    for path in sorted(qc.iterdir()):
+        if path.suffix in _PICTURE_FILES and path.stem not in names and path.is_file():
+            ensure_inside(out, path).unlink()
+            logger.info("%s: removed (no such case in the tables)", path)
 
 
 def _quarantine_html(quarantine: pd.DataFrame, shown: set[str]) -> str:

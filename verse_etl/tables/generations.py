@@ -13,9 +13,8 @@ row's ``store_path``. A build therefore:
    >= 3.15; elsewhere, or on a filesystem without it, two renames: for an instant there is no
    ``tables`` folder, never a mix); the old generation, now in the generation folder, is deleted;
 4. writes ``metrics.json`` (for ``dvc metrics``; not read by dataset readers);
-5. only then (``verse-etl build``; the next ingest for DVC stages, which must not write each
-   other's outputs) deletes stores that neither the published tables nor a saved case result
-   point at (:func:`collect_garbage`).
+5. only then (the build flow: ``verse-etl build``, the DVC stage ``build``) deletes stores that
+   neither the published tables nor a saved case result point at (:func:`collect_garbage`).
 
 A SIGKILL at any moment leaves readers the whole old dataset or the whole new one; a rerun
 finishes the job (leftover generation folders of dead processes are removed first).

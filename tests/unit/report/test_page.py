@@ -61,3 +61,32 @@ def test_a_picture_is_drawn_again_only_when_its_inputs_change(tmp_path: Path) ->
     assert drawn(scans.assign(ct_voxel_xxh3=["1" * 32]), moved)  # the store's voxels changed
     png.with_suffix(".json").unlink()
     assert drawn(scans.assign(ct_voxel_xxh3=["1" * 32]), moved)  # a file of it is missing
+
+
+def test_pictures_of_cases_gone_from_the_tables_are_deleted(tmp_path: Path) -> None:
+    """The report folder persists between builds: a picture whose case left the tables goes,
+    the others and files that are no picture stay."""
+    affine, shape = _grid(*FAMILIES["RAS"])
+    qc = tmp_path / "report" / "qc"
+    qc.mkdir(parents=True)
+    for name in ("verse-gone.png", "verse-gone.json", "verse-gone.key", "notes.txt"):
+        (qc / name).write_text("old")
+    _write_store(tmp_path / "volumes" / "a.zarr", affine, *_phantom(affine, shape, BOX))
+    scans = pd.DataFrame(
+        {
+            "scan_id": ["a"],
+            "release": ["verse19"],
+            "orientation": ["RAS"],
+            "store_path": ["volumes/a.zarr"],
+            "affine": [affine.ravel().tolist()],
+        }
+    )
+    vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "a"}])
+    (picture,) = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+    assert not picture.error
+    assert sorted(p.name for p in qc.iterdir()) == [
+        "notes.txt",
+        "verse-a.json",
+        "verse-a.key",
+        "verse-a.png",
+    ]
