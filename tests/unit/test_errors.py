@@ -71,7 +71,10 @@ INTERNAL_RAISES = {
     "KeyError(label)": "sample generator: Phantom.vertebra is a mapping-style lookup",
 }
 # Not errors: a stop request travels like KeyboardInterrupt, past every handler of errors.
-NOT_ERRORS = {"BuildStopped": "a signal asked the build to stop (a BaseException on purpose)"}
+NOT_ERRORS = {
+    "BuildStopped": "a signal asked the build to stop (a BaseException on purpose)",
+    "NotPlain": "flows/parameters.py: caught where raised, it hands the value to Prefect's encoder",
+}
 # OSError is left out: raised with an errno it is the operating system's answer, handled as such.
 BUILTINS = {"ValueError", "RuntimeError", "TypeError", "KeyError", "Exception"}
 
