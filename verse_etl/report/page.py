@@ -13,8 +13,10 @@ import hashlib
 import html
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -161,11 +163,28 @@ def picture_key(kind: str, case: pd.DataFrame, rows: pd.DataFrame, caption: str)
     return fingerprint(code, kind, _frame_digest(case), _frame_digest(rows), caption)
 
 
-def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture]:
+def picture_workers() -> int:
+    """Pictures drawn at a time: the cores this process may use, at most
+    :data:`MAX_PICTURE_WORKERS`."""
+    return max(1, min(MAX_PICTURE_WORKERS, len(os.sched_getaffinity(0))))
+
+
+MAX_PICTURE_WORKERS = 4
+"""Each picture holds at most ``qc.SLAB_BYTES`` of voxels plus its panels (tens of MB), so the
+report's memory stays bounded whatever the number of cores."""
+
+
+def write_pictures(
+    out: Path, tables: dict[str, pd.DataFrame], workers: int | None = None
+) -> list[QcPicture]:
     """QC pictures (PNG + JSON sidecar) for every VerSe scan and annotated MosMed series; a
     picture already there from the same inputs (:func:`picture_key`) is kept as it is, and the
-    pictures of cases no longer in ``tables`` are deleted (:func:`_remove_other_pictures`)."""
-    pictures: list[QcPicture] = []
+    pictures of cases no longer in ``tables`` are deleted (:func:`_remove_other_pictures`).
+
+    ``workers`` pictures are drawn at a time (default :func:`picture_workers`), in threads:
+    reading chunks (Blosc), copying them into place (NumPy), Pillow's drawing and PNG encoding
+    release the GIL, and each picture writes only its own files."""
+    jobs: list[tuple[str, str, Path, Callable[[], object], str]] = []
     qc = out / REPORT_DIR / "qc"
     names: set[str] = set()
     scans, vertebrae = tables.get("scans"), tables.get("vertebrae")
@@ -180,7 +199,7 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
                 verse_picture, out / row.store_path, rows, png, caption, index_affine=affine
             )
             key = picture_key("verse", scans.iloc[[n]], rows, caption)
-            pictures.append(_draw(row.scan_id, caption, png, draw, key))
+            jobs.append((row.scan_id, caption, png, draw, key))
     series, keypoints = tables.get("series"), tables.get("mosmed_vertebrae")
     if series is not None and keypoints is not None:
         annotated = series[series["annotated"] & series["store_path"].notna()]
@@ -195,7 +214,13 @@ def write_pictures(out: Path, tables: dict[str, pd.DataFrame]) -> list[QcPicture
             caption = f"{row.folder} ({lists or 'no keypoints'})"
             draw = partial(mosmed_picture, out / row.store_path, rows, png, title=row.folder)
             key = picture_key("mosmed", annotated.iloc[[n]], rows, caption)
-            pictures.append(_draw(row.folder, caption, png, draw, key))
+            jobs.append((row.folder, caption, png, draw, key))
+    n = min(len(jobs), workers or picture_workers())
+    if n <= 1:
+        pictures = [_draw(*job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(n, thread_name_prefix="qc-picture") as pool:
+            pictures = list(pool.map(lambda job: _draw(*job), jobs))
     _remove_other_pictures(out, qc, names)
     return pictures
 

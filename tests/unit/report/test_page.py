@@ -11,6 +11,7 @@ from verse_etl.report.page import render_report, write_pictures
 
 
 def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path) -> None:
+    """Also: pictures drawn side by side come back in the cases' order, as drawn alone."""
     affine, shape = _grid(*FAMILIES["RAS"])
     _write_store(tmp_path / "volumes" / "good.zarr", affine, *_phantom(affine, shape, BOX))
     scans = pd.DataFrame(
@@ -23,8 +24,16 @@ def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path)
         }
     )
     vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "good"}])
-    good, lost = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+    # Two at a time (threads): each picture in its case's place, as drawn one at a time.
+    good, lost = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae}, workers=2)
     assert good.src == "qc/verse-good.png" and (tmp_path / "report" / good.src).is_file()
+    alone = tmp_path / "alone"
+    (alone / "volumes").mkdir(parents=True)
+    (alone / "volumes" / "good.zarr").symlink_to(tmp_path / "volumes" / "good.zarr")
+    write_pictures(alone, {"scans": scans[:1], "vertebrae": vertebrae}, workers=1)
+    for name in ("verse-good.png", "verse-good.json"):
+        drawn = (tmp_path / "report" / "qc" / name).read_bytes()
+        assert drawn == (alone / "report" / "qc" / name).read_bytes()
     assert not good.error and lost.src == "" and "lost.zarr" in lost.error
     page = render_report({}, [good, lost])
     assert 'id="qc-lost"' in page and "QC picture not drawn: " in page

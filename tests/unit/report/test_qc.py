@@ -158,14 +158,27 @@ def test_panels_show_true_proportions(family: str, tmp_path: Path) -> None:
     assert [p["name"] for p in sidecar["panels"]] == ["lateral", "sagittal", "coronal"]
 
 
-def test_reads_in_slabs_give_the_same_picture(tmp_path: Path) -> None:
-    affine, shape = _grid(*FAMILIES["oblique"])
+@pytest.mark.parametrize(
+    "directions",
+    [
+        FAMILIES["oblique"],  # the lateral projection along stored axis 2
+        FAMILIES["RAS"],  # along axis 0: the maximum over boxes
+        (np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1]], float), (1.1, 0.8, 1.9)),  # along axis 1
+    ],
+    ids=["lr-axis-2", "lr-axis-0", "lr-axis-1"],
+)
+def test_reads_in_slabs_give_the_same_picture(tmp_path: Path, directions) -> None:
+    """Read at once, in slabs of whole chunk depths (16 planes) and in boxes cut along a
+    second axis (5 planes' worth: one chunk depth by chunk rows): the same picture."""
+    affine, shape = _grid(*directions)
     store = _write_store(tmp_path / "s.zarr", affine, *_phantom(affine, shape, BOX))
     vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20]))])
     whole = verse_picture(store, vertebrae, tmp_path / "a.png", slab_bytes=1 << 30)
-    depth_16 = 16 * int(np.prod(shape[1:])) * 3  # image + labels bytes of 16 planes
-    sliced = verse_picture(store, vertebrae, tmp_path / "b.png", slab_bytes=depth_16)
-    assert np.array_equal(np.asarray(Image.open(whole.png)), np.asarray(Image.open(sliced.png)))
+    expected = np.asarray(Image.open(whole.png))
+    plane = int(np.prod(shape[1:])) * 3  # image + labels bytes of a plane
+    for planes in (16, 5):
+        sliced = verse_picture(store, vertebrae, tmp_path / "b.png", slab_bytes=planes * plane)
+        assert np.array_equal(expected, np.asarray(Image.open(sliced.png))), planes
 
 
 def test_failed_checks_are_drawn_where_they_fail(tmp_path: Path) -> None:
