@@ -34,6 +34,39 @@ class LabelSummary:
     component_sizes: tuple[int, ...]  # largest first
 
 
+def _label_boxes(slab: np.ndarray) -> list[tuple[slice, slice, slice] | None]:
+    """:func:`scipy.ndimage.find_objects` of ``slab`` (the same list), searched only inside the
+    bounding box of its non-zero voxels.
+
+    find_objects visits every voxel with a generic N-d iterator (about 6 ns each, 0.33 s for a
+    512x512x214 mask); vertebrae fill a small part of a CT's field of view, so the vectorised
+    reductions that find the non-zero box (about 0.3 ns a voxel) and find_objects inside it
+    cost a small fraction of that.
+
+    Examples
+    --------
+    >>> slab = np.zeros((5, 6, 4), dtype=np.uint8)
+    >>> slab[1:3, 2, 1], slab[4, 5, 3] = 2, 3
+    >>> _label_boxes(slab) == ndimage.find_objects(slab)
+    True
+    """
+    columns = slab.any(axis=2)  # (i, j): any voxel along k
+    rows = np.flatnonzero(columns.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(columns.any(axis=0))
+    i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    depths = np.flatnonzero(slab[i0:i1, j0:j1].any(axis=(0, 1)))
+    k0, k1 = int(depths[0]), int(depths[-1]) + 1
+    offsets = (i0, j0, k0)
+    return [
+        None
+        if box is None
+        else tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, offsets, strict=True))  # type: ignore[misc]  # three slices
+        for box in ndimage.find_objects(slab[i0:i1, j0:j1, k0:k1])
+    ]
+
+
 class LabelStatistics:
     """Accumulate label statistics over consecutive slabs ``volume[:, :, k0:k0 + d]``.
 
@@ -94,7 +127,7 @@ class LabelStatistics:
         self._next_k = k0 + depth
         self._read_probes(k0, slab)
         last: dict[int, tuple[int, int, np.ndarray]] = {}
-        for index, box in enumerate(ndimage.find_objects(slab)):
+        for index, box in enumerate(_label_boxes(slab)):
             if box is None:
                 continue
             label = index + 1
