@@ -67,6 +67,13 @@ def _label_boxes(slab: np.ndarray) -> list[tuple[slice, slice, slice] | None]:
     ]
 
 
+def _slice_ids(components: np.ndarray, k: int, base: int) -> np.ndarray:
+    """Global ids of the components in slice ``k`` of a box labelled by :func:`ndimage.label`
+    (its component ``c`` is id ``base + c - 1``); -1 where the label is absent."""
+    plane = components[:, :, k]
+    return np.where(plane > 0, plane + (base - 1), -1)
+
+
 class LabelStatistics:
     """Accumulate label statistics over consecutive slabs ``volume[:, :, k0:k0 + d]``.
 
@@ -138,27 +145,35 @@ class LabelStatistics:
             self._parent.extend(range(base, base + n))
             self._size.extend(int(s) for s in sizes)
             self._owner.extend([label] * n)
-            ids = np.where(components > 0, components + (base - 1), -1)
-            self._accumulate(label, box, k0, inside)
+            self._accumulate(label, box, k0, inside, int(sizes.sum()))
             i0, j0 = box[0].start, box[1].start
+            # Global component ids (-1 outside the label) are needed only in the box's first
+            # and last slices, where slabs meet: not computed for the whole box.
             if box[2].start == 0 and label in self._last:
-                self._join(self._last[label], (i0, j0, ids[:, :, 0]))
+                self._join(self._last[label], (i0, j0, _slice_ids(components, 0, base)))
             if box[2].stop == depth:
-                last[label] = (i0, j0, ids[:, :, -1].copy())
+                last[label] = (i0, j0, _slice_ids(components, -1, base))
         self._last = last
 
-    def _accumulate(self, label: int, box: tuple[slice, ...], k0: int, inside: np.ndarray) -> None:
+    def _accumulate(
+        self, label: int, box: tuple[slice, ...], k0: int, inside: np.ndarray, count: int
+    ) -> None:
         offsets = (box[0].start, box[1].start, k0 + box[2].start)
+        # Voxels per index along each axis (exact integers), from two passes over the box: the
+        # (i, j) projection gives the first two profiles.
+        columns = inside.sum(axis=2, dtype=np.int64)
+        profiles = (
+            columns.sum(axis=1),
+            columns.sum(axis=0),
+            inside.sum(axis=(0, 1), dtype=np.int64),
+        )
         sums = np.zeros(3)
-        for axis in range(3):
-            others = tuple(a for a in range(3) if a != axis)
-            profile = inside.sum(axis=others, dtype=np.int64)
+        for axis, profile in enumerate(profiles):
             sums[axis] = float(
                 np.dot(profile, np.arange(offsets[axis], offsets[axis] + profile.size))
             )
         lo = np.array(offsets)
         hi = np.array([box[0].stop - 1, box[1].stop - 1, k0 + box[2].stop - 1])
-        count = int(inside.sum(dtype=np.int64))
         if label in self._voxels:
             self._voxels[label] += count
             self._sums[label] += sums
