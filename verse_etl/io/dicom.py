@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag, Tag
 
 from verse_etl.errors import InputError, is_transient, one_line
 from verse_etl.io.series_identity import group_without_uid
@@ -76,6 +77,13 @@ HEADER_TAGS: tuple[str, ...] = (
     *SERIES_TAGS,
 )
 """Every tag read from a header (pydicom ``specific_tags``)."""
+
+# The keywords above as tags, resolved once: pydicom resolves a keyword given to dcmread's
+# specific_tags or to ``in`` with a slow path (about 4 us each, 0.11 ms for HEADER_TAGS, an
+# eighth of a slice header's cost), and a tag at once.
+_HEADER_TAG_LIST: list[BaseTag] = [Tag(keyword) for keyword in HEADER_TAGS]
+_ROWS, _COLUMNS = Tag("Rows"), Tag("Columns")
+_SERIES_TAG_LIST: tuple[tuple[str, BaseTag], ...] = tuple((k, Tag(k)) for k in SERIES_TAGS)
 
 
 def _not_invalid_uid(record: logging.LogRecord) -> bool:
@@ -198,7 +206,7 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None] | SkippedFile
     the PixelData element when it stops before the pixels)."""
     try:
         with open(path, "rb") as f:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAG_LIST)
             return ds, f.tell()
     except InvalidDicomError:
         # Files written without the 128-byte preamble and 'DICM' (older or hand-made ones)
@@ -209,7 +217,7 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None] | SkippedFile
             return SkippedFile(path, "not a DICOM file")
         try:
             forced = pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=True
+                path, stop_before_pixels=True, specific_tags=_HEADER_TAG_LIST, force=True
             )
             return forced, None
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
@@ -223,7 +231,7 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset, int | None] | SkippedFile
 def _header(
     path: Path, ds: pydicom.Dataset, limits: InputLimits, end: int | None = None
 ) -> SliceHeader | SkippedFile:
-    if "Rows" not in ds or "Columns" not in ds:
+    if _ROWS not in ds or _COLUMNS not in ds:
         sop = ds.get("SOPClassUID")
         if sop is None and hasattr(ds, "file_meta"):
             sop = ds.file_meta.get("MediaStorageSOPClassUID")
@@ -275,7 +283,7 @@ def _header(
         intercept=_rescale(path, ds, "RescaleIntercept", 0.0),
         image_type=tuple(str(v) for v in (_values(ds.get("ImageType")))),
         transfer_syntax=syntax,
-        attributes={k: _plain(ds.get(k)) for k in SERIES_TAGS if k in ds},
+        attributes={k: _plain(ds.get(k)) for k, tag in _SERIES_TAG_LIST if tag in ds},
         acquisition_number=_integer(ds.get("AcquisitionNumber")),
         pixel_offset=end if _native_16bit(ds, syntax, samples) else None,
         pixel_signed=_integer(ds.get("PixelRepresentation")) == 1,

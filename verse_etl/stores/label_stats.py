@@ -34,6 +34,46 @@ class LabelSummary:
     component_sizes: tuple[int, ...]  # largest first
 
 
+def _label_boxes(slab: np.ndarray) -> list[tuple[slice, slice, slice] | None]:
+    """:func:`scipy.ndimage.find_objects` of ``slab`` (the same list), searched only inside the
+    bounding box of its non-zero voxels.
+
+    find_objects visits every voxel with a generic N-d iterator (about 6 ns each, 0.33 s for a
+    512x512x214 mask); vertebrae fill a small part of a CT's field of view, so the vectorised
+    reductions that find the non-zero box (about 0.3 ns a voxel) and find_objects inside it
+    cost a small fraction of that.
+
+    Examples
+    --------
+    >>> slab = np.zeros((5, 6, 4), dtype=np.uint8)
+    >>> slab[1:3, 2, 1], slab[4, 5, 3] = 2, 3
+    >>> _label_boxes(slab) == ndimage.find_objects(slab)
+    True
+    """
+    columns = slab.any(axis=2)  # (i, j): any voxel along k
+    rows = np.flatnonzero(columns.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(columns.any(axis=0))
+    i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    depths = np.flatnonzero(slab[i0:i1, j0:j1].any(axis=(0, 1)))
+    k0, k1 = int(depths[0]), int(depths[-1]) + 1
+    offsets = (i0, j0, k0)
+    return [
+        None
+        if box is None
+        else tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, offsets, strict=True))  # type: ignore[misc]  # three slices
+        for box in ndimage.find_objects(slab[i0:i1, j0:j1, k0:k1])
+    ]
+
+
+def _slice_ids(components: np.ndarray, k: int, base: int) -> np.ndarray:
+    """Global ids of the components in slice ``k`` of a box labelled by :func:`ndimage.label`
+    (its component ``c`` is id ``base + c - 1``); -1 where the label is absent."""
+    plane = components[:, :, k]
+    return np.where(plane > 0, plane + (base - 1), -1)
+
+
 class LabelStatistics:
     """Accumulate label statistics over consecutive slabs ``volume[:, :, k0:k0 + d]``.
 
@@ -94,7 +134,7 @@ class LabelStatistics:
         self._next_k = k0 + depth
         self._read_probes(k0, slab)
         last: dict[int, tuple[int, int, np.ndarray]] = {}
-        for index, box in enumerate(ndimage.find_objects(slab)):
+        for index, box in enumerate(_label_boxes(slab)):
             if box is None:
                 continue
             label = index + 1
@@ -105,27 +145,35 @@ class LabelStatistics:
             self._parent.extend(range(base, base + n))
             self._size.extend(int(s) for s in sizes)
             self._owner.extend([label] * n)
-            ids = np.where(components > 0, components + (base - 1), -1)
-            self._accumulate(label, box, k0, inside)
+            self._accumulate(label, box, k0, inside, int(sizes.sum()))
             i0, j0 = box[0].start, box[1].start
+            # Global component ids (-1 outside the label) are needed only in the box's first
+            # and last slices, where slabs meet: not computed for the whole box.
             if box[2].start == 0 and label in self._last:
-                self._join(self._last[label], (i0, j0, ids[:, :, 0]))
+                self._join(self._last[label], (i0, j0, _slice_ids(components, 0, base)))
             if box[2].stop == depth:
-                last[label] = (i0, j0, ids[:, :, -1].copy())
+                last[label] = (i0, j0, _slice_ids(components, -1, base))
         self._last = last
 
-    def _accumulate(self, label: int, box: tuple[slice, ...], k0: int, inside: np.ndarray) -> None:
+    def _accumulate(
+        self, label: int, box: tuple[slice, ...], k0: int, inside: np.ndarray, count: int
+    ) -> None:
         offsets = (box[0].start, box[1].start, k0 + box[2].start)
+        # Voxels per index along each axis (exact integers), from two passes over the box: the
+        # (i, j) projection gives the first two profiles.
+        columns = inside.sum(axis=2, dtype=np.int64)
+        profiles = (
+            columns.sum(axis=1),
+            columns.sum(axis=0),
+            inside.sum(axis=(0, 1), dtype=np.int64),
+        )
         sums = np.zeros(3)
-        for axis in range(3):
-            others = tuple(a for a in range(3) if a != axis)
-            profile = inside.sum(axis=others, dtype=np.int64)
+        for axis, profile in enumerate(profiles):
             sums[axis] = float(
                 np.dot(profile, np.arange(offsets[axis], offsets[axis] + profile.size))
             )
         lo = np.array(offsets)
         hi = np.array([box[0].stop - 1, box[1].stop - 1, k0 + box[2].stop - 1])
-        count = int(inside.sum(dtype=np.int64))
         if label in self._voxels:
             self._voxels[label] += count
             self._sums[label] += sums

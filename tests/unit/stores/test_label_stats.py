@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from verse_etl.stores.hu_histogram import HuHistogram
-from verse_etl.stores.label_stats import LabelStatistics
+from verse_etl.stores.label_stats import LabelStatistics, _label_boxes
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -36,6 +36,22 @@ def test_label_statistics_equal_whole_volume_results(seed: int) -> None:
         assert s.bbox_min == tuple(voxels.min(axis=0)) and s.bbox_max == tuple(voxels.max(axis=0))
     expected = [int(volume[0, 0, 0]), int(volume[shape[0] - 1, 1, shape[2] - 1]), None]
     assert stats.probe_labels() == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_label_boxes_equal_find_objects_on_sparse_slabs(seed: int) -> None:
+    # Labels in a small region away from every edge (as vertebrae in a CT's field of view),
+    # with absent labels, negative values and empty slabs: the boxes searched inside the
+    # non-zero box, shifted back, are scipy's boxes of the whole slab.
+    rng = np.random.default_rng(seed)
+    slab = np.zeros(tuple(int(x) for x in rng.integers(6, 30, size=3)), dtype=np.int16)
+    lo = [int(rng.integers(0, n - 2)) for n in slab.shape]
+    hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, slab.shape, strict=True)]
+    region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sparse = rng.random(slab[region].shape) < rng.uniform(0.0, 0.3)
+    slab[region] = sparse * rng.choice([-1, 2, 3, 7], size=sparse.shape)
+    assert _label_boxes(slab) == ndimage.find_objects(slab)
+    assert _label_boxes(np.zeros((3, 4, 5), dtype=np.uint8)) == []
 
 
 def test_components_join_across_slab_boundaries_diagonally() -> None:
