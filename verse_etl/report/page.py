@@ -9,6 +9,7 @@ no network). Deterministic for the same build.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import html
 import logging
@@ -219,8 +220,11 @@ def write_pictures(
     if n <= 1:
         pictures = [_draw(*job) for job in jobs]
     else:
+        # Each in a copy of the caller's context: what it logs goes where the caller's logs go
+        # (a Prefect flow run's, when the report is drawn in one).
+        contexts = [contextvars.copy_context() for _ in jobs]
         with ThreadPoolExecutor(n, thread_name_prefix="qc-picture") as pool:
-            pictures = list(pool.map(lambda job: _draw(*job), jobs))
+            pictures = list(pool.map(lambda c, job: c.run(_draw, *job), contexts, jobs))
     _remove_other_pictures(out, qc, names)
     return pictures
 
