@@ -163,7 +163,8 @@ def verse_store_path(out: Path, scan_id: str, key: str = "") -> Path:
 
 
 def mosmed_store_path(out: Path, folder: str, series_uid: str, key: str = "") -> Path:
-    """Zarr store of one MosMed series as built under the study's case key ``key``:
+    """Zarr store of one MosMed series as built under store key ``key``
+    (:func:`verse_etl.mosmed.store.series_store_key`):
     ``<Folder>/<SeriesInstanceUID>.<key>.zarr``. Ordinary folder names and UIDs are kept as they
     are (a UID's trailing '.' included); others go through :func:`safe_name`."""
     folder_name = safe_name(folder, "upper")

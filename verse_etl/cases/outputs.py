@@ -72,14 +72,16 @@ def remove_path(path: Path, root: Path) -> None:
 
 
 def store_paths(results: Sequence[CaseResult]) -> list[str]:
-    """Stores (paths relative to the build root) that the rows of ``results`` point at."""
-    return [
+    """Stores (paths relative to the build root) that the rows of ``results`` point at, and
+    those the results keep to reuse (``CaseResult.stores``: held, so never garbage), once each."""
+    paths = [
         row["store_path"]
         for r in results
         for table in ("scans", "series")
         for row in r.rows.get(table, [])
         if row.get("store_path")
     ]
+    return list(dict.fromkeys([*paths, *(p for r in results for p in r.stores)]))
 
 
 def prune_source(

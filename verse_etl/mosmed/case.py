@@ -5,7 +5,10 @@
 2. Headers read and grouped by SeriesInstanceUID (:mod:`verse_etl.io.dicom`); files that are not
    DICOM images are recorded, never silently skipped.
 3. Each series checked (:mod:`verse_etl.geometry.series`); a clean volume is streamed slice by
-   slice into its store, anything else is reported with its verdict and not converted.
+   slice into its store (:mod:`verse_etl.mosmed.store`), a tilted one resampled first, anything
+   else is reported with its verdict and not converted. A store is keyed by its own inputs (the
+   series' files, the volume and geometry parameters, the store code): a study rebuilt because
+   an annotation file changed reuses the stores its previous result kept.
 4. Each annotation file (v1 or v2; current or older identifiers) is matched to its series by
    Folder and exact SeriesInstanceUID; its points go to the store's index space and to world
    RAS+ mm; heights, ratios and grades follow (:mod:`verse_etl.mosmed.measures`); the v1 and v2
@@ -18,7 +21,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from verse_etl.cases.records import (
     QuarantineRecord,
     discovery_result,
     load_cached,
+    load_saved,
     quarantine_record,
     relative,
     write_text_atomic,
@@ -43,16 +47,10 @@ from verse_etl.geometry.series import (
     check_series,
     store_slice_index,
 )
-from verse_etl.geometry.store_frame import frame_attributes, store_frame
-from verse_etl.geometry.tilt import TiltGrid, iter_resampled, tilt_grid
+from verse_etl.geometry.store_frame import store_frame
+from verse_etl.geometry.tilt import TiltGrid
 from verse_etl.io.archives import MEMBER_SEPARATOR, unpack_archive
-from verse_etl.io.dicom import (
-    SeriesReader,
-    irregular_files,
-    read_slice_hu,
-    scan_files,
-    walk_files,
-)
+from verse_etl.io.dicom import irregular_files, scan_files, walk_files
 from verse_etl.mosmed.annotations import AnnotationFile, read_annotation
 from verse_etl.mosmed.keypoints import (
     expert_pairs,
@@ -61,14 +59,21 @@ from verse_etl.mosmed.keypoints import (
     vertebra_row,
 )
 from verse_etl.mosmed.series import series_row
+from verse_etl.mosmed.store import (
+    SeriesStore,
+    resampling_grid,
+    reusable_store,
+    series_sources,
+    series_store_key,
+    write_clean_store,
+    write_resampled_store,
+)
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
-from verse_etl.paths import case_result_path, digest_cache_path, mosmed_store_path
+from verse_etl.paths import case_result_path, digest_cache_path
 from verse_etl.schemas.mosmed_expert_pairs import MOSMED_EXPERT_PAIRS
 from verse_etl.schemas.mosmed_vertebrae import MOSMED_VERTEBRAE
 from verse_etl.schemas.series import SERIES
 from verse_etl.sources.mosmed import MosmedStudy, discovery_problems
-from verse_etl.stores.hu_histogram import HuRange
-from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
 MOSMED_FORMAT = 5
@@ -176,6 +181,11 @@ def _build_study(
         if row["store_path"]
     ):
         return cached
+    # The result saved by an earlier build (another key): its series' stores may still serve.
+    previous = load_saved(cache)
+    stores = _Stores(
+        out, hashes, previous.stores if previous is not None else {}, store_exists, volumes
+    )
     result = CaseResult(source=SOURCE, case_id=study.folder, fingerprint=key)
     annotations = _read_annotations(study, root, result, limits)
     series: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
@@ -191,7 +201,7 @@ def _build_study(
     else:
         with _study_files(study, sources, root, params, result) as names:
             series = _convert_series(
-                study, names, root, out, volumes, params, annotations, result, limits
+                study, names, root, stores, params, annotations, result, limits
             )
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
@@ -396,18 +406,46 @@ def _study_files(
 # -- series ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Stores:
+    """Where a study's series stores go, and the stores an earlier build of the study kept."""
+
+    out: Path
+    hashes: dict[str, str]  # sha256 of the study's files, by path relative to the source root
+    kept: dict[str, dict[str, Any]]  # CaseResult.stores of the study's saved result
+    store_exists: Callable[[Path], bool]
+    volumes: VolumeParams
+
+    def get(
+        self,
+        result: CaseResult,
+        folder: str,
+        uid: str,
+        key: str,
+        write: Callable[[], SeriesStore],
+    ) -> SeriesStore:
+        """The series' store under ``key``: the kept one if still there, else written by ``write()``;
+        kept in ``result`` either way."""
+        store = reusable_store(self.kept, folder, uid, key, self.out, self.store_exists)
+        if store is None:
+            store = write()
+            result.stores_written += 1
+        result.stores[store.store_path] = store.to_dict()
+        return store
+
+
 def _convert_series(
     study: MosmedStudy,
     names: dict[Path, str],
     root: Path,
-    out: Path,
-    volumes: VolumeParams,
+    stores: _Stores,
     params: MosmedParams,
     annotations: list[AnnotationFile],
     result: CaseResult,
     limits: InputLimits,
 ) -> dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]]:
-    """Check every series; convert the clean ones. Returns UID -> (geometry, series row)."""
+    """Check every series; convert the clean ones (or reuse their stores). Returns UID ->
+    (geometry, series row)."""
     scan = scan_files(sorted(names), limits, study.folder)
     for skipped in scan.skipped:
         result.flag(
@@ -424,6 +462,7 @@ def _convert_series(
         is not None
     }
     source_path = relative(study.dicom_dir or study.archive, root)  # type: ignore[arg-type]  # discovery gives one of the two
+    archive = relative(study.archive, root) if study.dicom_dir is None else None  # type: ignore[arg-type]  # discovery gives one of the two
     converted: dict[str, tuple[SeriesGeometry, dict[str, Any], TiltGrid | None]] = {}
     for uid in sorted(scan.series):
         headers = scan.series[uid]
@@ -432,14 +471,19 @@ def _convert_series(
         row["annotated"] = uid in annotated
         where = _common_parent(names[h.path] for h in headers)
         grid, convertible = _triage(result, row, headers, geometry, where, names, params, limits)
-        if grid is not None:
-            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
-            grid = _store_resampled(
-                result, row, geometry, grid, store, where, root, names, out, volumes
+        if grid is not None or (geometry.is_volume and convertible):
+            # The store depends on the series' own files, not on the annotations: reused as it
+            # is when its own key is unchanged (verse_etl/mosmed/store.py).
+            sources = series_sources([names[h.path] for h in headers], stores.hashes, archive)
+            key = series_store_key(
+                study.folder, uid, sources, stores.volumes, tolerances(params), params.tilt, limits
             )
-        elif geometry.is_volume and convertible:
-            store = mosmed_store_path(out, study.folder, uid, result.fingerprint)
-            _store_clean(result, row, geometry, store, where, root, names, out, volumes)
+            if grid is not None:
+                grid = _store_resampled(
+                    result, row, geometry, grid, key, where, root, names, stores
+                )
+            else:
+                _store_clean(result, row, geometry, key, where, root, names, stores)
         converted[uid] = (geometry, row, grid)
         result.add(SERIES.name, row)
     return converted
@@ -467,7 +511,7 @@ def _triage(
             f"{len(headers)} (ImageType LOCALIZER), e.g. {names[geometry.localizers[0].path]}",
             table=SERIES.name,
         )
-    grid = _tilt_grid(geometry, params)
+    grid = resampling_grid(geometry, params)
     shape = grid.shape if grid is not None else geometry.shape
     voxels = shape and int(np.prod(shape, dtype=np.int64))
     too_large = (geometry.is_volume or grid is not None) and voxels > limits.max_voxels
@@ -503,31 +547,36 @@ def _store_resampled(
     row: dict[str, Any],
     geometry: SeriesGeometry,
     grid: TiltGrid,
-    store: Path,
+    key: str,
     where: str,
     root: Path,
     names: dict[Path, str],
-    out: Path,
-    volumes: VolumeParams,
+    stores: _Stores,
 ) -> TiltGrid | None:
-    """Resample a tilted or unevenly spaced series into ``store``; its row's store columns.
-    Returns the grid, or None if the pixel data could not be read (recorded)."""
-    uid = row["series_uid"]
+    """Resample a tilted or unevenly spaced series into its store named by ``key`` (or reuse
+    it); its row's store columns. Returns the grid, or None if the pixel data could not be read
+    (recorded)."""
+    uid, folder = row["series_uid"], row["folder"]
     try:
         with blame(root / where, f"resampling series {uid}"):
-            digest, lo, hi = _write_corrected_store(
-                store, geometry, grid, volumes, row["folder"], uid
+            stored = stores.get(
+                result,
+                folder,
+                uid,
+                key,
+                lambda: write_resampled_store(
+                    stores.out, geometry, grid, stores.volumes, folder, uid, key
+                ),
             )
     except InputError as e:
         _record(result, e, root, names, table=SERIES.name)
         row["problems"] += f"; pixel data: {e.problem}"
         return None
-    result.stores_written += 1
     row.update(
-        store_path=relative(store, out),
-        voxel_xxh3=digest,
-        hu_min=lo,
-        hu_max=hi,
+        store_path=stored.store_path,
+        voxel_xxh3=stored.voxel_xxh3,
+        hu_min=stored.hu_min,
+        hu_max=stored.hu_max,
         affine=[float(v) for v in grid.affine.reshape(-1)],
         store_affine=_store_affine(grid.affine, grid.shape),
         spacing_slice_mm=grid.slice_mm,
@@ -543,23 +592,29 @@ def _store_clean(
     result: CaseResult,
     row: dict[str, Any],
     geometry: SeriesGeometry,
-    store: Path,
+    key: str,
     where: str,
     root: Path,
     names: dict[Path, str],
-    out: Path,
-    volumes: VolumeParams,
+    stores: _Stores,
 ) -> None:
-    """Convert a clean volume into ``store``; its row's store columns (or the pixel-data
-    problem, recorded)."""
-    uid = row["series_uid"]
+    """Convert a clean volume into its store named by ``key`` (or reuse it); its row's store
+    columns (or the pixel-data problem, recorded)."""
+    uid, folder = row["series_uid"], row["folder"]
     try:
         with blame(root / where, f"converting series {uid}"):
-            digest, lo, hi = _write_store(store, geometry, volumes, row["folder"], uid)
+            stored = stores.get(
+                result,
+                folder,
+                uid,
+                key,
+                lambda: write_clean_store(stores.out, geometry, stores.volumes, folder, uid, key),
+            )
     except InputError as e:
         _record(result, e, root, names, table=SERIES.name)
         row["problems"] = f"pixel data: {e.problem}"
         return
+    lo, hi = stored.hu_min, stored.hu_max
     if lo == hi:
         slope = geometry.slices[0].slope
         result.flag(
@@ -571,11 +626,10 @@ def _store_clean(
             table=SERIES.name,
             fix="check the pixel data and the rescale tags",
         )
-    result.stores_written += 1
     row.update(
         is_volume=True,
-        store_path=relative(store, out),
-        voxel_xxh3=digest,
+        store_path=stored.store_path,
+        voxel_xxh3=stored.voxel_xxh3,
         hu_min=lo,
         hu_max=hi,
         affine=[float(v) for v in geometry.affine.reshape(-1)],  # type: ignore[union-attr]  # a clean volume: affine set
@@ -591,86 +645,6 @@ def _common_parent(names: Iterator[str] | Any) -> str:
             break
         common.append(level[0])
     return "/".join(common)
-
-
-def _write_store(
-    store: Path, geometry: SeriesGeometry, volumes: VolumeParams, folder: str, uid: str
-) -> tuple[str, float, float]:
-    """Stream the series into its store; return the voxel digest (XXH3-128) and the HU range."""
-    frame = store_frame(geometry.affine, geometry.shape)  # type: ignore[arg-type]  # a clean volume: affine and shape set
-    attributes = {
-        "verse_etl": {
-            "source": SOURCE,
-            "folder": folder,
-            "series_uid": uid,
-            **frame_attributes(geometry.affine, frame),  # type: ignore[arg-type]  # a clean volume: affine set
-            "source_axes": "[row, column, slice]; slices sorted by position along the slice "
-            "normal; source_affine maps them to RAS+ mm (RAS = diag(-1, -1, 1) x DICOM LPS)",
-            "instance_numbers": [s.instance_number for s in geometry.slices],
-        }
-    }
-    hu = HuRange()  # taken chunk by chunk on the encoder threads, in the encoding pass
-    with StoreWriter(store, volumes, attributes, affine=geometry.affine, frame=frame) as writer:
-        # The reader decodes straight into the writer's staging rows (no copy on this thread).
-        reader = SeriesReader(geometry.slices)
-        info = writer.write_reader(IMAGE_PATH, geometry.shape, reader, statistics=hu)
-    return info.voxel_xxh3, hu.minimum, hu.maximum
-
-
-_CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})
-"""Findings that resampling corrects: everything else about the series must be clean. Missing
-slices are lost data, not geometry: they are reported, never interpolated over."""
-
-
-def _tilt_grid(geometry: SeriesGeometry, params: MosmedParams) -> TiltGrid | None:
-    """The regular grid a sheared or irregular series is resampled to, or None (clean volume,
-    another problem, or mosmed.tilt = report)."""
-    if params.tilt != "correct" or geometry.is_volume or len(geometry.slices) < 3:
-        return None
-    if not geometry.findings or not set(geometry.findings) <= _CORRECTABLE:
-        return None
-    grid = tilt_grid(geometry.slices, params.in_plane_tolerance_mm, params.slice_tolerance_mm)
-    return grid if grid.corrections else None
-
-
-def _write_corrected_store(
-    store: Path,
-    geometry: SeriesGeometry,
-    grid: TiltGrid,
-    volumes: VolumeParams,
-    folder: str,
-    uid: str,
-) -> tuple[str, float, float]:
-    """Resample the series onto ``grid`` slab by slab into its store (:mod:`verse_etl.geometry.tilt`);
-    return the voxel digest and the HU range."""
-    # dcm2niix fills what no acquired slice covers with the lowest value of the series: one
-    # decoding pass for it (a slice at a time), then the resampling pass.
-    fill = min(int(read_slice_hu(h).min()) for h in geometry.slices)
-    frame = store_frame(grid.affine, grid.shape)
-    attributes = {
-        "verse_etl": {
-            "source": SOURCE,
-            "folder": folder,
-            "series_uid": uid,
-            **frame_attributes(grid.affine, frame),
-            "source_axes": "[row, column, slice] of the resampled grid: rows along the column "
-            "cosines, columns along the row cosines, slices along the normal (no shear); "
-            "source_affine maps them to RAS+ mm",
-            "correction": list(grid.corrections),
-            "acquired_offset_px": list(grid.offset_px),
-        }
-    }
-    low, high = [np.inf], [-np.inf]
-
-    def hu_range(_k0: int, slab: np.ndarray) -> None:
-        low[0], high[0] = min(low[0], int(slab.min())), max(high[0], int(slab.max()))
-
-    slabs = iter_resampled(grid, lambda i: read_slice_hu(geometry.slices[i]), fill)
-    with StoreWriter(store, volumes, attributes, affine=grid.affine, frame=frame) as writer:
-        info = writer.write_array(
-            IMAGE_PATH, grid.shape, np.dtype(np.int16), slabs, on_slab=hu_range
-        )
-    return info.voxel_xxh3, float(low[0]), float(high[0])
 
 
 # -- annotations ----------------------------------------------------------------------------
