@@ -4,7 +4,7 @@ report's pictures drawn one at a time against several at a time, on a build alre
     verse-etl sample --size real --verse-cases 4 --mosmed-studies 1 --out /tmp/report/src
     verse-etl build --verse /tmp/report/src/verse --mosmed /tmp/report/src/mosmed \\
         --out /tmp/report/build
-    python benchmarks/report_pictures.py /tmp/report/build [--before main] [--rounds 5]
+    python benchmarks/report_pictures.py /tmp/report/build --before REVISION [--rounds 5]
 
 Before and after run in this one process, interleaved round by round (the machine is shared:
 its load moves both alike); "before" is ``qc.py`` as of git revision ``--before`` loaded as a
@@ -12,6 +12,10 @@ module of its own. CPU seconds are the whole process's (every thread). Both vers
 JSON sidecars are compared byte for byte. Then ``write_pictures`` (every picture drawn: keys
 removed) with 1 worker and with the default, interleaved; and each in a fresh child process for
 its own peak memory (``VmHWM`` of ``/proc/self/status``, read by the child at its end).
+
+Pictures side by side gain little on 2 cores: zarr copies every decoded chunk into its output
+array on its one event-loop thread (``zarr_io``), which all pictures share; Blosc decoding runs
+in its executor threads.
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ def _redraw_all(out: Path, workers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a build folder (verse-etl build --out)")
-    parser.add_argument("--before", default="main", help="git revision of qc.py to compare")
+    parser.add_argument(
+        "--before", required=True, help="git revision of qc.py to compare (e.g. 519c98a)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child-workers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
