@@ -157,7 +157,7 @@ def main() -> None:
         print(f"  {n} worker(s): {_fmt(w)} s")
     for n in walls:
         child = subprocess.run(
-            [sys.executable, __file__, str(args.out), "--child-workers", str(n)],
+            [sys.executable, __file__, str(args.out), "--before", args.before, "--child-workers", str(n)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         seconds, cpu, peak = child.stdout.split()

@@ -238,8 +238,11 @@ def _open_source(store: Path, pixel_mm: float) -> _Source:
 def _voxels(affine: np.ndarray, world: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Nearest stored voxel of each world point (n, 3); -1 in the first column when outside."""
     inverse = np.linalg.inv(affine)
-    index = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.int64)
-    inside = np.all((index >= 0) & (index < np.asarray(shape)), axis=1)
+    index = world @ inverse[:3, :3].T
+    index += inverse[:3, 3]  # in place: a panel has up to millions of points
+    index = np.rint(index, out=index).astype(np.int64)
+    # One comparison per coordinate: a negative index read as unsigned is past every shape.
+    inside = (index.view(np.uint64) < np.asarray(shape, dtype=np.uint64)).all(axis=1)
     index[~inside, 0] = -1
     return index
 
