@@ -21,15 +21,26 @@ from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed
 VOLUMES = VolumeParams(chunks=(32, 32, 32), shard_chunks=(2, 2, 2), threads=1)
 
 
-@pytest.fixture
-def built(catalog_sample: Path, tmp_path: Path):
-    """A copy of the session's tiny sample's MosMed part (tests/conftest.py) and a first build
-    of its first study."""
-    root = tmp_path / "mosmed"
+@pytest.fixture(scope="module")
+def first_build(catalog_sample: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The session's tiny sample's MosMed part (tests/conftest.py) and a first build of its
+    first study, made once for the module."""
+    base = tmp_path_factory.mktemp("mosmed-store")
+    root, out = base / "mosmed", base / "build"
     shutil.copytree(catalog_sample / "mosmed", root)
-    out = tmp_path / "build"
     first = build_mosmed_study(_study(root), root, out, VOLUMES)
     assert first.stores_written >= 1 and len(first.stores) == first.stores_written
+    return root, out, first
+
+
+@pytest.fixture
+def built(first_build, tmp_path: Path):
+    """A copy of the first build and its sources for one test to change (copying is cheaper
+    than converting again; the copies' digest caches no longer match, so files are rehashed)."""
+    base_root, base_out, first = first_build
+    root, out = tmp_path / "mosmed", tmp_path / "build"
+    shutil.copytree(base_root, root)
+    shutil.copytree(base_out, out)
     return root, out, first
 
 
