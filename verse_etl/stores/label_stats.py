@@ -50,7 +50,7 @@ def _label_boxes(slab: np.ndarray) -> list[tuple[slice, slice, slice] | None]:
     >>> _label_boxes(slab) == ndimage.find_objects(slab)
     True
     """
-    columns = slab.any(axis=2)  # (i, j): any voxel along k
+    columns = np.asarray(slab.any(axis=2))  # (i, j): any voxel along k
     rows = np.flatnonzero(columns.any(axis=1))
     if rows.size == 0:
         return []
