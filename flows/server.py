@@ -118,6 +118,33 @@ def _healthy(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+# Read-only queries sent to a new server before it is announced: its first queries open the
+# database and prepare their statements, which the first flow run otherwise waited for (measured
+# on a fresh server: 0.49-0.56 s from calling a flow to its body, 0.12-0.15 s after these).
+_WARM_UP = ("flows", "flow_runs", "task_runs", "deployments")
+
+
+def _warm_up(url: str) -> int:
+    """Send the ``_WARM_UP`` filter queries (limit 1) to the server at ``url``; the number
+    answered. A query that fails is left alone: the server is healthy, and a cold first flow run
+    is only slower."""
+    answered = 0
+    for name in _WARM_UP:
+        request = urllib.request.Request(
+            f"{url}/{name}/filter",
+            data=b'{"limit": 1}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with (
+            contextlib.suppress(OSError, ValueError),
+            urllib.request.urlopen(request, timeout=10) as response,
+        ):
+            response.read()
+            answered += 1
+    return answered
+
+
 def _local_url(url: str) -> bool:
     """A self-hosted server (whose /health answers without credentials), not Prefect Cloud."""
     return url.startswith("http") and "api.prefect.cloud" not in url
@@ -580,6 +607,7 @@ def keep(home: Path, idle: float) -> int:
             if server.poll() is not None or stopping or time.monotonic() > deadline:
                 return 1
             time.sleep(0.1)
+        warmed = _warm_up(url)  # before it is announced: no build waits on a cold server
         state = {"url": url, "keeper_pid": os.getpid(), "server_pid": server.pid}
         tmp = home / f".{STATE_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps(state))
@@ -588,7 +616,8 @@ def keep(home: Path, idle: float) -> int:
         print(
             f"verse-etl: Prefect server {url} up in {time.monotonic() - started:.1f} s, "
             f"{_cpu_seconds(server.pid):.1f} s CPU (database in {home}"
-            f"{', copied from the migrated template' if seeded else ''})",
+            f"{', copied from the migrated template' if seeded else ''}; "
+            f"{warmed} of {len(_WARM_UP)} warm-up queries answered)",
             flush=True,
         )
         idle_since = time.monotonic()
