@@ -270,8 +270,15 @@ def build(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
     start = time.perf_counter()
+    if force or "://" in str(params.out) or not Path(params.out).is_dir():
+        # Certain to build: the local Prefect server (if one is needed) starts now, while the
+        # library is imported, not after the check below.
+        from verse_etl import flows
+
+        flows.start_prefect_server()
     if not force:
-        # Answered from the build folder, before Prefect is imported or its server started.
+        # Answered from the build folder, before Prefect is imported or (when a build is there
+        # to compare with) its server started: a build with nothing to change starts neither.
         from verse_etl.publish.current import unchanged_build
 
         check = unchanged_build(params, wait)
