@@ -32,6 +32,7 @@ from verse_etl.io.dicom import SeriesReader, read_slice_hu
 from verse_etl.params import InputLimits, MosmedParams, VolumeParams
 from verse_etl.paths import mosmed_store_path
 from verse_etl.stores.hu_histogram import HuRange
+from verse_etl.stores.reuse import reusable
 from verse_etl.stores.volumes import IMAGE_PATH, StoreWriter
 
 SOURCE = "mosmed"
@@ -126,14 +127,8 @@ def reusable_store(
     """The store ``kept`` (a saved result's ``stores``) holds under ``key`` if it is still there,
     complete, in ``out``; else None: the series is converted again."""
     path = mosmed_store_path(out, folder, series_uid, key)
-    rel = path.relative_to(out).as_posix()
-    entry = kept.get(rel)
-    store = SeriesStore.from_dict(entry) if isinstance(entry, dict) else None
-    if store is None or store.key != key or store.store_path != rel:
-        return None
-    if not (store_exists(path) and (path / "zarr.json").is_file()):
-        return None
-    return store
+    entry = kept.get(path.relative_to(out).as_posix())
+    return reusable(entry, SeriesStore.from_dict, key, path, out, store_exists)
 
 
 _CORRECTABLE = frozenset({"gantry_tilt", "uneven_spacing"})

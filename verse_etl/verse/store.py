@@ -34,6 +34,7 @@ from verse_etl.params import InputLimits, VolumeParams
 from verse_etl.paths import verse_store_path
 from verse_etl.stores.hu_histogram import PERCENTILES, HuHistogram
 from verse_etl.stores.label_stats import LabelStatistics, LabelSummary
+from verse_etl.stores.reuse import reusable
 from verse_etl.stores.volumes import (
     IMAGE_PATH,
     LABELS_PATH,
@@ -161,13 +162,8 @@ def reusable_store(
 ) -> ScanStore | None:
     """The kept store ``kept`` if it was made under ``key`` and is still there, complete, in
     ``out`` (where its labels can be read back); else None: the store is written again."""
-    store = ScanStore.from_dict(kept) if isinstance(kept, dict) else None
     path = verse_store_path(out, scan_id, key)
-    if store is None or store.key != key or store.store_path != path.relative_to(out).as_posix():
-        return None
-    if not (store_exists(path) and (path / "zarr.json").is_file()):
-        return None
-    return store
+    return reusable(kept, ScanStore.from_dict, key, path, out, store_exists)
 
 
 def write_scan_store(
