@@ -20,18 +20,18 @@ seconds inside the parts measured here (``LabelStatistics.add`` for the scan, he
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+
+from revision import module_at
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,22 +48,6 @@ def generate(src: Path) -> None:
          "--size", "real", "--verse-cases", "4", "--mosmed-studies", "1", "--overwrite"],
         check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
     )  # fmt: skip
-
-
-def module_at(revision: str) -> ModuleType:
-    """``verse_etl.stores.label_stats`` as it was at ``revision`` (a separate module object)."""
-    text = subprocess.run(
-        ["git", "show", f"{revision}:verse_etl/stores/label_stats.py"],
-        check=True, capture_output=True, text=True, cwd=ROOT,
-    ).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp(prefix="case-rows-")) / "label_stats_then.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("label_stats_then", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextmanager
@@ -123,7 +107,9 @@ def main() -> None:
     study = discover_mosmed(src / "mosmed", params.mosmed.annotation_dirs)[0]
     variants: dict[str, ModuleType] = {"now": label_stats}
     if args.against:
-        variants[f"at {args.against}"] = module_at(args.against)
+        variants[f"at {args.against}"] = module_at(
+            args.against, "verse_etl/stores/label_stats.py", "label_stats_then"
+        )
 
     def verse() -> object:
         return build_verse_scan(scan, src / "verse", out, params.volumes, params.checks)

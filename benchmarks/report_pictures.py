@@ -21,7 +21,6 @@ in its executor threads.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -31,26 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from revision import module_at
 
 from verse_etl.report import page, qc
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _module_at(revision: str) -> object:
-    """``verse_etl/report/qc.py`` as of ``revision``, imported as a separate module."""
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{revision}:verse_etl/report/qc.py"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp(prefix="qc-before-")) / "qc_before.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("qc_before", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _jobs(out: Path, tables: dict) -> list[tuple[str, object]]:
@@ -112,7 +96,7 @@ def main() -> None:
         return
 
     print("load:", os.getloadavg(), "cores:", len(os.sched_getaffinity(0)))
-    before = _module_at(args.before)
+    before = module_at(args.before, "verse_etl/report/qc.py", "qc_before")
     jobs = _jobs(args.out, page._tables(args.out))
     work = Path(tempfile.mkdtemp(prefix="qc-bench-"))
     for label in ("before", "after"):
