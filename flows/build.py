@@ -58,6 +58,7 @@ from verse_etl.publish.staging import (
     publish_tables,
     run_case,
 )
+from verse_etl.publish.stamp import start_stamp, write_stamp
 from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
@@ -555,8 +556,12 @@ def run_build(
         flow_with_runner = plain_parameters(
             build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
         )
+        stamp = start_stamp(params)  # before the flow reads a source (verse_etl.publish.stamp)
         with _costed("build"):
-            return flow_with_runner(params)
+            summary = flow_with_runner(params)
+        if stamp is not None:
+            write_stamp(stamp, summary)  # after the tables and the report are published
+        return summary
 
 
 def run_ingest(
