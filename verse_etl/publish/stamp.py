@@ -44,6 +44,7 @@ build does not read them), as in the full check.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,8 +56,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import OutputPathError, VerseEtlError
 from verse_etl.params import BuildParams
+from verse_etl.paths import ensure_inside
 from verse_etl.publish.lock import LOCK_NAME, workspace_lock
 from verse_etl.tables.summary import BuildSummary
 
@@ -171,9 +173,10 @@ def start_stamp(params: BuildParams, code: CodeFiles | None = None) -> StampStar
     out = Path(params.out)
     now = time.time_ns()
     try:
-        (out / STAMP_NAME).unlink(missing_ok=True)
+        # The link itself if the name is one (never where it points).
+        ensure_inside(out, out / STAMP_NAME, follow=False).unlink(missing_ok=True)
         sources, trusted = _sign_inputs(params, now)
-    except OSError:
+    except (OSError, OutputPathError):
         # A source missing or unreadable (the build reports it), or a stamp that cannot be
         # removed (nor then replaced): no stamp from this run.
         sources, trusted = "", False
@@ -268,7 +271,9 @@ def write_stamp(start: StampStart, summary: BuildSummary) -> bool:
         return False
     tmp = start.out / f"{STAMP_NAME}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        ensure_inside(start.out, tmp, follow=False)
+        # O_NOFOLLOW: a link planted under that name is refused, not written through.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             outputs = _sign_outputs(start.out, fd)
             if outputs is None:
@@ -281,15 +286,19 @@ def write_stamp(start: StampStart, summary: BuildSummary) -> bool:
                 "outputs": outputs,
                 "summary": asdict(_unchanged(summary)),
             }
-            os.write(fd, json.dumps(record, indent=1).encode() + b"\n")
+            data = json.dumps(record, indent=1).encode() + b"\n"
+            if os.write(fd, data) != len(data):
+                return False  # a short write (disk full): no stamp rather than half a one
         finally:
             os.close(fd)
-        os.replace(tmp, start.out / STAMP_NAME)
+        # Renamed into place: a reader sees the old stamp, none, or the whole new one.
+        os.replace(tmp, ensure_inside(start.out, start.out / STAMP_NAME, follow=False))
         return True
-    except OSError:
+    except (OSError, OutputPathError):
         return False
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _sign_outputs(out: Path, fd: int) -> str | None:

@@ -264,6 +264,19 @@ def test_builds_that_the_full_check_would_repeat_write_no_stamp(workspace: Works
     assert workspace.answer() is None
 
 
+def test_links_planted_at_the_stamp_names_write_nothing_outside(workspace: Workspace) -> None:
+    victim = workspace.root / "victim.txt"
+    victim.write_text("keep")
+    stamp = _out(workspace, STAMP_NAME)
+    stamp.symlink_to(victim)
+    start = start_stamp(workspace.params, workspace.code)
+    assert start is not None and not stamp.is_symlink()  # the link went, not its target
+    tmp = _out(workspace, f"{STAMP_NAME}.{os.getpid()}.tmp")
+    tmp.symlink_to(victim)
+    assert not write_stamp(start, SUMMARY)
+    assert victim.read_text() == "keep" and not stamp.exists()
+
+
 def test_a_busy_workspace_falls_through(workspace: Workspace) -> None:
     assert workspace.stamp()
     with workspace_lock(Path(workspace.params.out)):
