@@ -327,8 +327,9 @@ def library_child(work: Path, workers: int, launched: float) -> None:
 
 def run_library_child(work: Path, workers: int, env: dict[str, str]) -> dict[str, float]:
     """:func:`library_child` in a child process: its figures, its wall time from the launch to
-    its exit (``wall``) and its exit (``exit``: the wall time after its last phase ended, i.e.
-    the interpreter's teardown)."""
+    its exit (``wall``), its CPU seconds (``cpu``, every thread) and its exit (``exit``: the
+    wall time after its last phase ended, i.e. the interpreter's teardown)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start, launched = time.perf_counter(), time.time()
     command = [
         sys.executable, __file__, "--work", str(work), "--library-child", str(workers),
@@ -336,10 +337,12 @@ def run_library_child(work: Path, workers: int, env: dict[str, str]) -> dict[str
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"library build child failed ({done.returncode}):\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall": wall, "exit": max(0.0, wall - figures["since_start"])}
+    return {**figures, "wall": wall, "cpu": cpu, "exit": max(0.0, wall - figures["since_start"])}
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -433,6 +436,12 @@ def print_overhead(
                 f"      of which Prefect beyond its import {sum(rest.values()):.1f} s ({detail}; "
                 f"its cost line); the rest: the no-change check, artifacts and logs sent to the "
                 f"API, progress, pruning, and the noise of shared cores"
+            )
+            # CPU seconds hardly move with the load of other jobs, wall seconds do.
+            print(
+                f"      CPU: CLI build {full['cpu']:.1f} s (its process and the children it "
+                f"waits for; the Prefect server apart), library build child {lib['cpu']:.1f} s: "
+                f"{full['cpu'] - lib['cpu']:+.1f} CPU s"
             )
     print(
         f"    (library build child: imports {lib['imports']:.1f} s, discovery "
