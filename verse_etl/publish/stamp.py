@@ -20,10 +20,14 @@ and when the full check answered "nothing changed". It holds digests of:
 - the stat of every file and folder under the output root (but the stamp and the workspace
   lock), taken *after* everything is written: a deleted, truncated or edited output differs;
 
-and the summary the CLI prints. :func:`stamped_build` recomputes them and compares; only an
-exact match answers "nothing changed". A missing, unreadable, foreign or different stamp
-answers nothing, and the full check decides (it stays the authority): a wrong "unchanged"
-would hide a change, a missing one costs the full check.
+and the summary the CLI prints. :func:`stamped_build` recomputes them and compares (under the
+workspace lock, ~10 ms for the 2,000 source files of the benchmark sample); only an exact
+match answers "nothing changed". A missing, unreadable, foreign or different stamp answers
+nothing, and the full check decides (it stays the authority): a wrong "unchanged" would hide a
+change, a missing one costs the full check. The stamp is written to a temporary file, then
+renamed into place, both names checked to be inside the output root and never written through
+a link. A build that kept cases gone from their source (the full check would build again), a
+``--rehash`` build and any URL output (``file://`` too) write none.
 
 Racy stats (git's "racy clean" problem): a file changed twice within one timestamp tick keeps
 its stat, so a stat is trusted only if the file was last changed in an earlier tick than the

@@ -225,6 +225,16 @@ def test_a_source_left_out_is_not_signed_but_its_outputs_are(workspace: Workspac
     assert workspace.answer(verse_only) is None
 
 
+def test_a_source_edited_while_the_build_runs_is_seen_next_time(workspace: Workspace) -> None:
+    # Signed before the build reads the sources, stamped after it wrote everything: an edit in
+    # between is not covered by what the build made.
+    start = start_stamp(workspace.params, workspace.code)
+    assert start is not None and start.trusted
+    _rewrite_same_size(_src(workspace, "mosmed/dicom/S1/1.dcm"))
+    assert write_stamp(start, SUMMARY)
+    assert workspace.answer() is None
+
+
 def test_a_source_changed_just_before_the_build_writes_no_stamp(workspace: Workspace) -> None:
     assert workspace.stamp()
     # Changed within the settle time: a second change in the same timestamp tick could keep
