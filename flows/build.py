@@ -21,15 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -38,6 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows import timing
 from verse_etl.flows.parameters import plain_parameters
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
+from verse_etl.flows.progress_artifact import ProgressArtifact
 from verse_etl.flows.server import prefect_api
 
 from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
@@ -65,6 +61,10 @@ from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
 from verse_etl.targets import is_url
 from verse_etl.verse.case import build_verse_scan, source_results
+
+# Prefect's part of importing this module: the decorators below build each flow's parameter
+# schema (~20 ms a flow). Timed from here to the module's end, and added to Prefect's import.
+_DEFINITIONS_START = time.perf_counter()
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -265,20 +265,14 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
     out = local_root(params.out, params.work)
     cases = {c.future: c for s in source_futures.values() for c in s.cases}
     total = len(cases)
-    artifact = create_progress_artifact(
-        0.0,
-        key="ingest-progress",
-        description=f"Cases of {', '.join(source_futures)} built into {params.out}",
-    )
-    # A sync flow: Prefect's async_dispatch ran the sync function, which returns the id.
-    assert isinstance(artifact, UUID)
-
-    def report_progress(percent: float) -> None:
-        update_progress_artifact(artifact, percent)
-
-    with IngestProgress(
-        total, sum(c.size for c in cases.values()), logger.info, report_progress
-    ) as progress:
+    with (
+        ProgressArtifact(
+            "ingest-progress", f"Cases of {', '.join(source_futures)} built into {params.out}"
+        ) as artifact,
+        IngestProgress(
+            total, sum(c.size for c in cases.values()), logger.info, artifact.update
+        ) as progress,
+    ):
         for future in as_completed(list(cases)):
             result: CaseResult = cases[future].result(out, params.case_timeout_s)
             figures = progress.case_done(cases[future].size)
@@ -525,12 +519,22 @@ def task_runner(
 
 @contextlib.contextmanager
 def _costed(command: str) -> Iterator[None]:
-    """Around a command's flow on the API: the flow run timed, then Prefect's queued logs and
-    events sent (timed, instead of at exit); the cost line logged even when the flow failed."""
+    """Around all of a command's use of Prefect (the API, the flow run, the flush): Prefect's
+    cost line is logged when it is over, also when the flow failed."""
+    timing.COST.new_run()
+    try:
+        yield
+    finally:
+        print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _flow_run() -> Iterator[None]:
+    """Around a flow's call on the API: timed as the flow run, then Prefect's queued logs and
+    events sent (timed, instead of at exit)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    timing.COST.new_run()
     patience = 5.0  # stopped (Ctrl-C) or failed: do not keep the user waiting on the API
     try:
         with timing.COST.part("flow run"):
@@ -540,7 +544,6 @@ def _costed(command: str) -> Iterator[None]:
         with timing.COST.part("flush"):
             APILogWorker.drain_all(timeout=patience, at_exit=False)
             EventsWorker.drain_all(timeout=patience, at_exit=False)
-        print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
 
 
 def run_build(
@@ -550,13 +553,14 @@ def run_build(
     with (
         stop_on_signals(),
         workspace_lock(local_root(params.out, params.work), timeout=wait),
+        _costed("build"),
         prefect_api(),
+        _flow_run(),
     ):
         flow_with_runner = plain_parameters(
             build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
         )
-        with _costed("build"):
-            return flow_with_runner(params)
+        return flow_with_runner(params)
 
 
 def run_ingest(
@@ -570,20 +574,25 @@ def run_ingest(
     with (
         stop_on_signals(),
         workspace_lock(local_root(params.out, params.work), timeout=wait),
+        _costed(f"ingest {'+'.join(sources)}"),
         prefect_api(),
+        _flow_run(),
     ):
         flow_with_runner = plain_parameters(
             ingest.with_options(task_runner=task_runner(params, runner, dask_address))
         )
-        with _costed(f"ingest {'+'.join(sources)}"):
-            return flow_with_runner(sources, params)
+        return flow_with_runner(sources, params)
 
 
 def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
     """Run :func:`tables_flow` holding the workspace lock."""
     with (
         workspace_lock(local_root(params.out, params.work), timeout=wait),
-        prefect_api(),
         _costed("tables"),
+        prefect_api(),
+        _flow_run(),
     ):
         return plain_parameters(tables_flow.with_options())(params)
+
+
+timing.COST.add("import", time.perf_counter() - _DEFINITIONS_START)

@@ -290,11 +290,15 @@ def build(
             _print_summary(check.summary, params.out, time.perf_counter() - start)
             return
         Console().print(f"building: {check.reason}")
-    _start_prefect()
-    from verse_etl import flows
+    from verse_etl.importing import imports_without_collector
 
+    with imports_without_collector():
+        _start_prefect()
+        from verse_etl import flows
+
+        run_build = flows.run_build  # the build flow and the library it composes, imported
     with _reported():
-        summary = flows.run_build(params, runner, dask_address, wait)
+        summary = run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 

@@ -78,6 +78,19 @@ def test_row_counts_of_every_table(built) -> None:
     assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
 
 
+def test_the_progress_artifact_ends_at_100_percent(built) -> None:
+    # Updated from a sender thread of its own (flows/progress_artifact.py): the last update
+    # is sent before the flow goes on, whatever updates were merged on the way.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-progress"]))
+        )
+    assert artifact.type == "progress" and float(artifact.data) == 100.0, artifact
+
+
 def test_verse_voxels_affine_and_spacing_carried_over(built) -> None:
     _, _, tables, manifest, src, out = built
     scans = tables["scans"].set_index("scan_id")
