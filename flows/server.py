@@ -371,7 +371,12 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     # Timed: getting the server (what is left of its start) and the lease; held: until the end.
     with COST.part("server"), contextlib.ExitStack() as stack:
         server = stack.enter_context(local_server(home, idle))
-        stack.enter_context(_exported(server.url))
+        # The local server is this environment's own Prefect: the version check each client
+        # process makes (a request, and a TLS context built for it: 0.1-0.2 s of a background
+        # thread at the start of every flow run here) cannot find a mismatch.
+        stack.enter_context(
+            _exported(server.url, {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"})
+        )
         held = stack.pop_all()
     with held:
         print(
@@ -383,24 +388,31 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
         # No flow-run heartbeats: they serve automations, which the local server does not run,
         # and stopping their thread costs up to a second at the end of every flow run.
         with temporary_settings(
-            updates={PREFECT_API_URL: server.url, "flows.heartbeat_frequency": None}
+            updates={
+                PREFECT_API_URL: server.url,
+                "flows.heartbeat_frequency": None,
+                "client.server_version_check_enabled": False,
+            }
         ):
             yield server.url
 
 
 @contextlib.contextmanager
-def _exported(url: str) -> Iterator[None]:
-    """``PREFECT_API_URL`` set in the environment while inside, for the processes started there."""
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
+def _exported(url: str, more: dict[str, str] | None = None) -> Iterator[None]:
+    """``PREFECT_API_URL`` (and the ``more`` variables) set in the environment while inside, for
+    the processes started there, and in Prefect's process-wide settings."""
+    names = {"PREFECT_API_URL": url, **(more or {})}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
     _refresh_prefect_settings()
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         with COST.part("server"):  # Prefect's settings rebuilt: paid at the end of every command
             _refresh_prefect_settings()
 
