@@ -21,9 +21,8 @@ def _data(artifact_id: uuid.UUID) -> float:
 
 
 def test_updates_faster_than_the_api_end_at_the_last_value(prefect_server: str) -> None:
-    from verse_etl.flows.progress_artifact import ProgressArtifact
-
     from prefect import flow
+    from verse_etl.flows.progress_artifact import ProgressArtifact
 
     @flow
     def ingest() -> ProgressArtifact:
