@@ -15,12 +15,16 @@ runs) and on the Dask runner, it prints in one run:
 - the overhead of the build over that ceiling, split into discovery + hashing (sha256 of every
   source file), per-case rows and checks (what the cases do beyond hashing and the conversion
   alone: HU histogram, label statistics, centroids, DICOM headers and geometry, rows, results
-  saved), orchestration (the CLI build's wall time beyond the same build made with plain
-  library calls: process start, imports, the Prefect server and task runs), tables and
-  report. The split comes from the same build made in this process with timers (hashing and
-  the case phase, tables, report), so its parts are measured in another run than the CLI
-  total; the
-  orchestration part is their difference and carries the noise of shared cores;
+  saved), tables, report, process start + imports + exit, and orchestration. The split
+  comes from the same build made with plain library calls and timers (hashing and the case
+  phase, tables, report) in a fresh child process that first imports what ``verse-etl build``
+  imports (the CLI, the no-change check, Prefect's engines and the build flow's modules), so
+  that it starts cold as the CLI does: its import time (from its launch by this script) and
+  its exit (the interpreter's teardown, after its last phase) are their own line, and
+  orchestration is the CLI build's wall time beyond that child's (the Prefect server, flow and
+  task runs, artifacts and logs sent to the API, the no-change check; the import of Prefect is
+  in the imports line). Its parts are measured in another run than the CLI total, so
+  orchestration carries the noise of shared cores; the child's GC pauses are printed too;
 - the peak memory of the whole process tree (every process the CLI starts, Prefect server and
   Dask workers included; see ``benchmarks/peak_memory.py``);
 - with the worker count ``--rebuild-workers``: the rerun with nothing changed (source files
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import json
 import os
 import re
 import resource
@@ -254,6 +260,88 @@ def library_build(params: object, workers: int) -> dict[str, float]:
     return dict(seconds)
 
 
+# What `verse-etl build` imports before its first case (verse_etl/cli.py: the command line, the
+# no-change check, Prefect's engines, then the build flow and through it the whole library).
+CLI_IMPORTS = (
+    "verse_etl.cli",
+    "verse_etl.publish.current",
+    "prefect.artifacts",
+    "prefect.flows",
+    "prefect.futures",
+    "prefect.task_engine",
+    "prefect.task_runners",
+    "verse_etl.flows.build",
+)
+
+
+class GcPauses:
+    """Seconds the cyclic garbage collector held the interpreter, per generation (every thread:
+    a collection stops them all), from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        # CPython runs one collection at a time (a flag guards it), so one start suffices.
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._start
+            self.counts[info["generation"]] += 1
+
+
+def library_child(work: Path, workers: int, launched: float) -> None:
+    """In a fresh process (``--library-child``): import what the CLI build imports, make the
+    library build, and print one JSON line: its phases, the seconds from ``launched`` (the
+    parent's clock just before it started this process) to the end of the imports and to the
+    end of the build, and its GC pauses."""
+    import importlib
+
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    for name in CLI_IMPORTS:
+        importlib.import_module(name)
+    # Not the kernel's start time (psutil's create_time): it counts from the boot time, which
+    # /proc gives in whole seconds.
+    imported = time.time() - launched
+    params = build_params(work / "src", workers, work / "lib")
+    phases = library_build(params, workers)
+    done = time.time() - launched
+    gc.callbacks.remove(pauses)
+    print(
+        json.dumps(
+            {
+                **phases,
+                "imports": imported,
+                "since_start": done,
+                "gc": sum(pauses.seconds),
+                "gc_gen2": pauses.seconds[2],
+                "gc_collections": sum(pauses.counts),
+            }
+        ),
+        flush=True,
+    )
+
+
+def run_library_child(work: Path, workers: int, env: dict[str, str]) -> dict[str, float]:
+    """:func:`library_child` in a child process: its figures, its wall time from the launch to
+    its exit (``wall``) and its exit (``exit``: the wall time after its last phase ended, i.e.
+    the interpreter's teardown)."""
+    start, launched = time.perf_counter(), time.time()
+    command = [
+        sys.executable, __file__, "--work", str(work), "--library-child", str(workers),
+        "--launched", repr(launched),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"library build child failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**figures, "wall": wall, "exit": max(0.0, wall - figures["since_start"])}
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 
 
@@ -314,34 +402,56 @@ def cli_build(
 def print_overhead(
     lib: dict[str, float], full: dict[str, float], ceiling: float, workers: int
 ) -> None:
-    """The build's overhead over the ceiling by phase, from the library build's timings, and
-    Prefect's part of the orchestration from the CLI build's cost line."""
+    """The build's overhead over the ceiling by phase, from the library build child's timings,
+    and Prefect's part of the orchestration from the CLI build's cost line."""
     hashing = lib.get("hashing", 0.0) / workers  # summed over the worker threads
-    lib_total = lib["discovery"] + lib["cases"] + lib["sources"] + lib["tables"] + lib["report"]
+    process = lib["imports"] + lib["exit"]
     parts = {
         "discovery + hashing": lib["discovery"] + hashing,
         "per-case rows and checks": lib["cases"] - hashing - ceiling + lib["sources"],
-        "orchestration (CLI build - library build)": full["build"] - lib_total,
         "tables": lib["tables"],
         "report": lib["report"],
+        "process start + imports + exit": process,
+        "orchestration (CLI build - library build)": full["build"] - lib["wall"],
     }
     for name, value in parts.items():
         print(f"    {name:44s} {value:6.1f} s  {value / ceiling:5.0%} of the ceiling")
-        if name.startswith("orchestration") and "prefect total" in full:
-            detail = ", ".join(
-                f"{k.removeprefix('prefect ')} {v:.1f}"
-                for k, v in full.items()
-                if k.startswith("prefect ") and k != "prefect total"
-            )
+        if name.startswith("process"):
             print(
-                f"      of which Prefect on the critical path {full['prefect total']:.1f} s "
-                f"({detail}; its cost line); the rest: process start, imports, shared cores"
+                f"      start + imports {lib['imports']:.1f} s (Prefect's import "
+                f"{full.get('prefect import', 0.0):.1f} s of them, by the CLI's cost line), exit "
+                f"{lib['exit']:.1f} s (the interpreter's teardown: its last garbage collection)"
+            )
+        if name.startswith("orchestration") and "prefect total" in full:
+            rest = {
+                k.removeprefix("prefect "): v
+                for k, v in full.items()
+                if k.startswith("prefect ") and k not in ("prefect total", "prefect import")
+            }
+            detail = ", ".join(f"{k} {v:.1f}" for k, v in rest.items())
+            print(
+                f"      of which Prefect beyond its import {sum(rest.values()):.1f} s ({detail}; "
+                f"its cost line); the rest: the no-change check, artifacts and logs sent to the "
+                f"API, progress, pruning, and the noise of shared cores"
             )
     print(
-        f"    (library build: discovery {lib['discovery']:.1f} s, cases "
-        f"{lib['cases']:.1f} s of which sha256 {hashing:.1f} s per worker, tables "
-        f"{lib['tables']:.1f} s, report {lib['report']:.1f} s)"
+        f"    (library build child: imports {lib['imports']:.1f} s, discovery "
+        f"{lib['discovery']:.1f} s, cases {lib['cases']:.1f} s of which sha256 {hashing:.1f} s "
+        f"per worker, tables {lib['tables']:.1f} s, report {lib['report']:.1f} s, exit "
+        f"{lib['exit']:.1f} s; GC pauses {lib['gc']:.2f} s in {lib['gc_collections']:.0f} "
+        f"collections, {lib['gc_gen2']:.2f} s of them full ones)"
     )
+
+
+def build_params(src: Path, workers: int, out: Path) -> object:
+    """The build parameters of ``params.yaml`` on the sample in ``src``."""
+    from verse_etl.params import load_params
+
+    base = load_params(ROOT / "params.yaml").build
+    sources = dataclasses.replace(
+        base.sources, verse=str(src / "verse"), mosmed=str(src / "mosmed")
+    )
+    return dataclasses.replace(base, sources=sources, workers=workers, out=str(out))
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -358,21 +468,19 @@ def main() -> None:
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask runner")
     parser.add_argument("--runs", type=int, default=1, help="runs of each measurement; best kept")
     parser.add_argument("--clean", action="store_true", help="delete --work at the end")
+    parser.add_argument("--library-child", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
+    parser.add_argument("--launched", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.library_child:
+        library_child(args.work, args.library_child, args.launched)
+        return
     src = args.work / "src"
     args.work.mkdir(parents=True, exist_ok=True)
     env = environment(args.work)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFECT_", "DO_NOT"))})
     generate(src, args)
 
-    from verse_etl.params import load_params
-
-    base = load_params(ROOT / "params.yaml").build
-    base = dataclasses.replace(
-        base,
-        sources=dataclasses.replace(base.sources, verse=str(src / "verse"), mosmed=str(src / "mosmed")),
-    )  # fmt: skip
-    jobs, voxel_mb = volume_jobs(src, base)
+    jobs, voxel_mb = volume_jobs(src, build_params(src, 1, args.work / "lib"))
     print(
         f"{os.cpu_count()} cores; sample: {args.verse_cases} VerSe scans + {args.mosmed_studies} "
         f"MosMed studies ({args.size}), {len(jobs)} conversions, {voxel_mb:.0f} MB of "
@@ -394,7 +502,6 @@ def main() -> None:
     misses: list[str] = []
     ceilings: dict[int, float] = {}
     for runner, workers in configs:
-        params = dataclasses.replace(base, workers=workers, out=str(args.work / "lib"))
         if workers not in ceilings:
             ceilings[workers], cpu = min(
                 run_ceiling(jobs, args.work / "ceiling", workers) for _ in range(args.runs)
@@ -403,7 +510,9 @@ def main() -> None:
                   f"= {voxel_mb / ceilings[workers]:5.0f} MB/s, "
                   f"{cpu / voxel_mb * 1000:.2f} CPU ms/MB  (load {load()})")  # fmt: skip
         ceiling = ceilings[workers]
-        lib = best("cases", library_build, params, workers) if runner == "threads" else {}
+        lib = (
+            best("wall", run_library_child, args.work, workers, env) if runner == "threads" else {}
+        )
         out = args.work / f"out-{runner}-{workers}"
         full = best("build", fresh_build, out, workers, runner)
         total = full["build"]

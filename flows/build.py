@@ -54,6 +54,7 @@ from verse_etl.publish.staging import (
     publish_tables,
     run_case,
 )
+from verse_etl.publish.stamp import start_stamp, write_stamp
 from verse_etl.report.page import write_report
 from verse_etl.sources.mosmed import MosmedStudy, discover_mosmed, read_id_mapping
 from verse_etl.sources.verse import VerseScan, discover_verse_sources
@@ -553,14 +554,15 @@ def run_build(
     with (
         stop_on_signals(),
         workspace_lock(local_root(params.out, params.work), timeout=wait),
-        _costed("build"),
-        prefect_api(),
-        _flow_run(),
     ):
-        flow_with_runner = plain_parameters(
-            build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
-        )
-        return flow_with_runner(params)
+        stamp = start_stamp(params)  # before the flow reads a source (verse_etl.publish.stamp)
+        with _costed("build"), prefect_api(), _flow_run():
+            summary = plain_parameters(
+                build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
+            )(params)
+        if stamp is not None:
+            write_stamp(stamp, summary)  # after the tables and the report are published
+        return summary
 
 
 def run_ingest(

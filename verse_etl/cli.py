@@ -17,7 +17,7 @@ from verse_etl.errors import VerseEtlError, output_error, output_trouble
 from verse_etl.params import BuildParams, Params, SampleSize, SourceParams, load_params
 
 if TYPE_CHECKING:
-    from verse_etl.tables.assemble import BuildSummary
+    from verse_etl.tables.summary import BuildSummary
 
 # Every command imports what it needs when it runs: `--help`, `query` and `summary` must answer
 # at once, so nothing here may import pandas, the contracts, Prefect or the image readers
@@ -284,17 +284,25 @@ def build(
     if not force:
         # Answered from the build folder, before Prefect is imported or (when a build is there
         # to compare with) its server started: a build with nothing to change starts neither.
-        from verse_etl.publish.current import unchanged_build
+        # First the stamp of the last build (file stats, the standard library only), then, if
+        # it does not match, the full check (which imports the case modules).
+        from verse_etl.publish.stamp import stamped_build
 
-        check = unchanged_build(params, wait)
-        if check.summary is not None:
+        unchanged = stamped_build(params, wait)
+        if unchanged is None:
+            from verse_etl.publish.current import unchanged_build
+
+            check = unchanged_build(params, wait)
+            if check.summary is None:
+                Console().print(f"building: {check.reason}")
+            unchanged = check.summary
+        if unchanged is not None:
             Console().print(
                 f"nothing changed since the last build of {params.out} (sources, parameters, "
                 "code, tables and report as built); --force runs the build anyway"
             )
-            _print_summary(check.summary, params.out, time.perf_counter() - start)
+            _print_summary(unchanged, params.out, time.perf_counter() - start)
             return
-        Console().print(f"building: {check.reason}")
     run_build = _flow_entry("run_build")
     with _reported():
         summary = run_build(params, runner, dask_address, wait)

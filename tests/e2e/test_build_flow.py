@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -166,6 +167,11 @@ def test_rebuild_reuses_every_case_and_writes_identical_tables(built) -> None:
     before = {p: p.read_bytes() for p in (out / "tables").rglob("*.parquet")}
     again = run_build(params)
     assert again.converted == 0 and again.reused == first.cases and again.stores_written == 0
+    # The build left its stamp: a rerun is answered from it, as the full check answers.
+    from verse_etl.publish.current import unchanged_build
+    from verse_etl.publish.stamp import stamped_build
+
+    assert stamped_build(params) == unchanged_build(params).summary == replace(again, pruning={})
     assert {p: p.read_bytes() for p in (out / "tables").rglob("*.parquet")} == before
     assert len(before) >= len(TABLES)
 
@@ -244,8 +250,6 @@ def test_real_annotations_come_out_with_every_expert_and_vertebra(
 def test_dask_runner_with_two_workers_gives_identical_outputs(
     built, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from dataclasses import replace
-
     from verse_etl.flows.build import run_build
 
     params, first, *_, out = built

@@ -14,10 +14,12 @@ from pathlib import Path
 from tests.e2e.library_build import build_sources
 from verse_etl.params import BuildParams, SourceParams
 from verse_etl.publish.current import unchanged_build
+from verse_etl.publish.stamp import stamped_build
 from verse_etl.report.page import write_report
 
 
 def _changed(params: BuildParams, expected: str) -> None:
+    assert stamped_build(params) is None  # the stamp, asked first, falls through
     check = unchanged_build(params)
     assert check.summary is None and expected in check.reason, check.reason
 
@@ -36,6 +38,8 @@ def test_nothing_to_change_is_answered_before_prefect(catalog_sample: Path, tmp_
     check = unchanged_build(params)
     assert check.summary is not None, check.reason
     assert check.summary.rows == built.rows and check.summary.converted == 0
+    # The full check stamped what it found unchanged: the stamp answers the same.
+    assert stamped_build(params) == check.summary
 
     # Each thing a build would change, undone after it is seen.
     report = out / "report" / "index.html"

@@ -33,13 +33,14 @@ from verse_etl.params import BuildParams
 from verse_etl.paths import CASES_DIR, VOLUMES_DIR, case_result_name, case_result_path
 from verse_etl.publish.card import card_inputs
 from verse_etl.publish.lock import workspace_lock
-from verse_etl.tables.assemble import BuildSummary
+from verse_etl.publish.stamp import start_stamp, write_stamp
 from verse_etl.tables.freshness import (
     report_unchanged,
     result_digest,
     tables_key,
     unchanged_tables,
 )
+from verse_etl.tables.summary import BuildSummary
 from verse_etl.targets import is_url
 
 
@@ -65,7 +66,13 @@ def unchanged_build(params: BuildParams, wait: float = 0.0) -> BuildCheck:
         if is_url(params.out) or not Path(params.out).is_dir():
             return BuildCheck(_check(params), "nothing changed")  # raises _Changed
         with workspace_lock(Path(params.out), timeout=wait):
-            return BuildCheck(_check(params), "nothing changed")
+            # The stamp's stats are taken before the check reads anything, its outputs' after:
+            # the next rerun with nothing changed is answered from them (verse_etl.publish.stamp).
+            start = start_stamp(params)
+            summary = _check(params)
+            if start is not None:
+                write_stamp(start, summary)
+            return BuildCheck(summary, "nothing changed")
     except _Changed as e:
         return BuildCheck(None, str(e))
     except (VerseEtlError, OSError, ValueError, KeyError, TypeError) as e:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import Any, get_args
@@ -32,6 +31,7 @@ from verse_etl.tables.freshness import (
 )
 from verse_etl.tables.generations import generation_dir, remove_stale_generations, switch_tables
 from verse_etl.tables.parquet import collect_rows, frame, quarantine_frame, write_table
+from verse_etl.tables.summary import BuildSummary
 from verse_etl.tables.validation import validate_table
 
 
@@ -127,27 +127,6 @@ def _drop_orphans(
         for _, row in child[orphan].iterrows()
     ]
     return child[~orphan].reset_index(drop=True), records
-
-
-@dataclass(frozen=True)
-class BuildSummary:
-    """What one build produced."""
-
-    rows: dict[str, int]
-    cases: int
-    converted: int
-    reused: int
-    stores_written: int
-    quarantined: int
-    failing: int  # quarantine records whose check is set to "raise"
-    checks_failed: dict[str, int] = field(default_factory=dict)
-    # Per source given to the build: what became of cases an earlier build had and this one did
-    # not (pruned, or kept and why; see verse_etl.publish.pruning).
-    pruning: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """Deterministic JSON (the DVC metrics file)."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
 def assemble(
