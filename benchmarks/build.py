@@ -32,6 +32,9 @@ runs) and on the Dask runner, it prints in one run:
   hashed), and the rebuild after one scan's centroid file changed (its sha256, hence its case,
   changes), each against the full build.
 
+The local Prefect server is started and waited for before anything is measured, so that every
+CLI build finds it up (as after ``make run``, which starts it while the sample is written).
+
 Every figure is printed with the load average: other jobs share these cores, so wall-clock
 figures are disturbed; ``--runs`` > 1 keeps the best of several runs.
 
@@ -105,6 +108,22 @@ def generate(src: Path, args: argparse.Namespace) -> None:
         check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
     )  # fmt: skip
     print(f"generated the sample in {time.perf_counter() - start:.0f} s (not part of any figure)")
+
+
+def start_server(env: dict[str, str]) -> float:
+    """Start the local Prefect server of the benchmark's Prefect home and wait until it answers
+    (``make run`` starts it ahead of the build the same way), before anything is measured: else
+    the first CLI build alone waits for a cold start (seconds of CPU for the server's imports,
+    on cores the build needs) and the worker counts are not compared alike. A cold start is
+    ``benchmarks/prefect_share.py``'s figure. Returns the seconds it took (with the import of
+    Prefect by the child that waits: about 2 s when the server was up already)."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "from verse_etl.flows.server import prefect_api\n"
+         "with prefect_api():\n    pass"],
+        check=True, cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.perf_counter() - start
 
 
 # -- the converter alone ------------------------------------------------------------------------
@@ -327,8 +346,9 @@ def library_child(work: Path, workers: int, launched: float) -> None:
 
 def run_library_child(work: Path, workers: int, env: dict[str, str]) -> dict[str, float]:
     """:func:`library_child` in a child process: its figures, its wall time from the launch to
-    its exit (``wall``) and its exit (``exit``: the wall time after its last phase ended, i.e.
-    the interpreter's teardown)."""
+    its exit (``wall``), its CPU seconds (``cpu``, every thread) and its exit (``exit``: the
+    wall time after its last phase ended, i.e. the interpreter's teardown)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start, launched = time.perf_counter(), time.time()
     command = [
         sys.executable, __file__, "--work", str(work), "--library-child", str(workers),
@@ -336,10 +356,12 @@ def run_library_child(work: Path, workers: int, env: dict[str, str]) -> dict[str
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"library build child failed ({done.returncode}):\n{done.stderr[-3000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall": wall, "exit": max(0.0, wall - figures["since_start"])}
+    return {**figures, "wall": wall, "cpu": cpu, "exit": max(0.0, wall - figures["since_start"])}
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -434,6 +456,12 @@ def print_overhead(
                 f"its cost line); the rest: the no-change check, artifacts and logs sent to the "
                 f"API, progress, pruning, and the noise of shared cores"
             )
+            # CPU seconds hardly move with the load of other jobs, wall seconds do.
+            print(
+                f"      CPU: CLI build {full['cpu']:.1f} s (its process and the children it "
+                f"waits for; the Prefect server apart), library build child {lib['cpu']:.1f} s: "
+                f"{full['cpu'] - lib['cpu']:+.1f} CPU s"
+            )
     print(
         f"    (library build child: imports {lib['imports']:.1f} s, discovery "
         f"{lib['discovery']:.1f} s, cases {lib['cases']:.1f} s of which sha256 {hashing:.1f} s "
@@ -481,6 +509,10 @@ def main() -> None:
     generate(src, args)
 
     jobs, voxel_mb = volume_jobs(src, build_params(src, 1, args.work / "lib"))
+    print(
+        f"local Prefect server up before the measurements ({start_server(env):.1f} s, not part of "
+        "any figure): every CLI build finds it running, as after `make run` started it"
+    )
     print(
         f"{os.cpu_count()} cores; sample: {args.verse_cases} VerSe scans + {args.mosmed_studies} "
         f"MosMed studies ({args.size}), {len(jobs)} conversions, {voxel_mb:.0f} MB of "

@@ -1,2 +1,2 @@
 """What happens to a built dataset: URL builds staged then published, pruning, the dataset card, the
-workspace lock, releases, remotes and the DVC pipeline."""
+workspace lock, the build stamp, releases, remotes and the DVC pipeline."""

@@ -20,10 +20,14 @@ and when the full check answered "nothing changed". It holds digests of:
 - the stat of every file and folder under the output root (but the stamp and the workspace
   lock), taken *after* everything is written: a deleted, truncated or edited output differs;
 
-and the summary the CLI prints. :func:`stamped_build` recomputes them and compares; only an
-exact match answers "nothing changed". A missing, unreadable, foreign or different stamp
-answers nothing, and the full check decides (it stays the authority): a wrong "unchanged"
-would hide a change, a missing one costs the full check.
+and the summary the CLI prints. :func:`stamped_build` recomputes them and compares (under the
+workspace lock, ~10 ms for the 2,000 source files of the benchmark sample); only an exact
+match answers "nothing changed". A missing, unreadable, foreign or different stamp answers
+nothing, and the full check decides (it stays the authority): a wrong "unchanged" would hide a
+change, a missing one costs the full check. The stamp is written to a temporary file, then
+renamed into place, both names checked to be inside the output root and never written through
+a link. A build that kept cases gone from their source (the full check would build again), a
+``--rehash`` build and any URL output (``file://`` too) write none.
 
 Racy stats (git's "racy clean" problem): a file changed twice within one timestamp tick keeps
 its stat, so a stat is trusted only if the file was last changed in an earlier tick than the
@@ -44,6 +48,7 @@ build does not read them), as in the full check.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,8 +60,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from verse_etl.errors import VerseEtlError
+from verse_etl.errors import OutputPathError, VerseEtlError
 from verse_etl.params import BuildParams
+from verse_etl.paths import ensure_inside
 from verse_etl.publish.lock import LOCK_NAME, workspace_lock
 from verse_etl.tables.summary import BuildSummary
 
@@ -171,9 +177,10 @@ def start_stamp(params: BuildParams, code: CodeFiles | None = None) -> StampStar
     out = Path(params.out)
     now = time.time_ns()
     try:
-        (out / STAMP_NAME).unlink(missing_ok=True)
+        # The link itself if the name is one (never where it points).
+        ensure_inside(out, out / STAMP_NAME, follow=False).unlink(missing_ok=True)
         sources, trusted = _sign_inputs(params, now)
-    except OSError:
+    except (OSError, OutputPathError):
         # A source missing or unreadable (the build reports it), or a stamp that cannot be
         # removed (nor then replaced): no stamp from this run.
         sources, trusted = "", False
@@ -268,7 +275,9 @@ def write_stamp(start: StampStart, summary: BuildSummary) -> bool:
         return False
     tmp = start.out / f"{STAMP_NAME}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        ensure_inside(start.out, tmp, follow=False)
+        # O_NOFOLLOW: a link planted under that name is refused, not written through.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             outputs = _sign_outputs(start.out, fd)
             if outputs is None:
@@ -281,15 +290,19 @@ def write_stamp(start: StampStart, summary: BuildSummary) -> bool:
                 "outputs": outputs,
                 "summary": asdict(_unchanged(summary)),
             }
-            os.write(fd, json.dumps(record, indent=1).encode() + b"\n")
+            data = json.dumps(record, indent=1).encode() + b"\n"
+            if os.write(fd, data) != len(data):
+                return False  # a short write (disk full): no stamp rather than half a one
         finally:
             os.close(fd)
-        os.replace(tmp, start.out / STAMP_NAME)
+        # Renamed into place: a reader sees the old stamp, none, or the whole new one.
+        os.replace(tmp, ensure_inside(start.out, start.out / STAMP_NAME, follow=False))
         return True
-    except OSError:
+    except (OSError, OutputPathError):
         return False
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _sign_outputs(out: Path, fd: int) -> str | None:

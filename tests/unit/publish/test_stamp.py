@@ -225,6 +225,16 @@ def test_a_source_left_out_is_not_signed_but_its_outputs_are(workspace: Workspac
     assert workspace.answer(verse_only) is None
 
 
+def test_a_source_edited_while_the_build_runs_is_seen_next_time(workspace: Workspace) -> None:
+    # Signed before the build reads the sources, stamped after it wrote everything: an edit in
+    # between is not covered by what the build made.
+    start = start_stamp(workspace.params, workspace.code)
+    assert start is not None and start.trusted
+    _rewrite_same_size(_src(workspace, "mosmed/dicom/S1/1.dcm"))
+    assert write_stamp(start, SUMMARY)
+    assert workspace.answer() is None
+
+
 def test_a_source_changed_just_before_the_build_writes_no_stamp(workspace: Workspace) -> None:
     assert workspace.stamp()
     # Changed within the settle time: a second change in the same timestamp tick could keep
@@ -262,6 +272,19 @@ def test_builds_that_the_full_check_would_repeat_write_no_stamp(workspace: Works
     assert not workspace.stamp(summary=replace(SUMMARY, pruning={"verse": "1 case kept"}))
     assert not workspace.stamp(summary=replace(SUMMARY, failing=1))
     assert workspace.answer() is None
+
+
+def test_links_planted_at_the_stamp_names_write_nothing_outside(workspace: Workspace) -> None:
+    victim = workspace.root / "victim.txt"
+    victim.write_text("keep")
+    stamp = _out(workspace, STAMP_NAME)
+    stamp.symlink_to(victim)
+    start = start_stamp(workspace.params, workspace.code)
+    assert start is not None and not stamp.is_symlink()  # the link went, not its target
+    tmp = _out(workspace, f"{STAMP_NAME}.{os.getpid()}.tmp")
+    tmp.symlink_to(victim)
+    assert not write_stamp(start, SUMMARY)
+    assert victim.read_text() == "keep" and not stamp.exists()
 
 
 def test_a_busy_workspace_falls_through(workspace: Workspace) -> None:
