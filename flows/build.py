@@ -1,9 +1,9 @@
-"""Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
+"""The build flow: the cases of every source (a task each), then the tables and the report.
 
-``build_dataset`` runs everything in one flow run (the cases of every source, then the tables
-and the report as tasks): ``verse-etl build`` and the DVC stage ``build`` run it. ``ingest``
-and ``tables`` are the two halves, for ``verse-etl ingest`` and ``verse-etl tables`` by hand:
-one flow run, hence one Prefect import and flow-run engine, per process that runs a flow.
+``build_dataset`` runs everything in one flow run: ``verse-etl build`` and the DVC stage
+``build`` run it, so one Prefect import and flow-run engine per build. Its two halves, for
+``verse-etl ingest`` and ``verse-etl tables`` by hand, are flows of :mod:`verse_etl.flows.stages`
+composed of the same parts (:func:`ingest_sources`, :func:`tables_task`).
 
 Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
 leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.
@@ -318,7 +318,7 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
     return Ingested(results, decisions, derived_all)
 
 
-def _run_name(kind: str) -> Callable[[], str]:
+def run_name(kind: str) -> Callable[[], str]:
     """A flow run name saying what the run builds, e.g. ``ingest verse -> data/build``."""
 
     def name() -> str:
@@ -332,18 +332,9 @@ def _run_name(kind: str) -> Callable[[], str]:
     return name
 
 
-@flow(name="verse-etl-ingest", flow_run_name=_run_name("ingest"), validate_parameters=False)
-def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
-    """Convert every case of the given ``sources`` to stores and saved case results.
-
-    A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
-    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.publish.pruning`).
-    """
-    with timing.COST.body("flow run"):
-        return _ingest(sources, params)
-
-
-def _ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
+def ingest_sources(sources: tuple[str, ...], params: BuildParams) -> Ingested:
+    """Convert every case of the given ``sources`` (a task each) and save and settle them
+    (inside a flow run)."""
     logger = get_run_logger()
     given = tuple(s for s in sources if getattr(params.sources, s))
     for source in sorted(set(sources) - set(given)):
@@ -448,20 +439,13 @@ def report_task(out: Path) -> Path:
         return write_report(out)
 
 
-@flow(name="verse-etl-tables", flow_run_name=_run_name("tables"), validate_parameters=False)
-def tables_flow(params: BuildParams) -> BuildSummary:
-    """Assemble, validate and write the tables from the saved case results (the DVC stage)."""
-    with timing.COST.body("flow run"):
-        return _call_task(tables_task, params)
-
-
-def _call_task(task: Any, *args: Any) -> Any:
+def call_task(task: Any, *args: Any) -> Any:
     """Call a task in the flow's thread, its time around its body counted as Prefect's."""
     with timing.COST.part("task runs"):
         return task(*args)
 
 
-@flow(name="verse-etl-build", flow_run_name=_run_name("build"), validate_parameters=False)
+@flow(name="verse-etl-build", flow_run_name=run_name("build"), validate_parameters=False)
 def build_dataset(params: BuildParams) -> BuildSummary:
     """Ingest every source, then write the tables and the report (``verse-etl build``)."""
     with timing.COST.body("flow run"):
@@ -469,14 +453,14 @@ def build_dataset(params: BuildParams) -> BuildSummary:
 
 
 def _build_dataset(params: BuildParams) -> BuildSummary:
-    ingested = _ingest(SOURCES, params)
-    summary = _call_task(tables_task, params)
+    ingested = ingest_sources(SOURCES, params)
+    summary = call_task(tables_task, params)
     # The new tables are published: stores only the old ones pointed at can go now.
     logger = get_run_logger()
     for path in collect_garbage_after_switch(params):
         logger.info("%s: removed (no longer published)", path)
     if not is_url(params.out):  # the report reads the local build; a URL build has none
-        _call_task(report_task, Path(params.out))
+        call_task(report_task, Path(params.out))
     # Counted as the ingest counted them: cases (a task each); the source-level results computed
     # after them (fracture grades, ...) are logged apart, so the counts agree from start to end.
     cases = ingested.cases
@@ -519,7 +503,7 @@ def task_runner(
 
 
 @contextlib.contextmanager
-def _costed(command: str) -> Iterator[None]:
+def costed(command: str) -> Iterator[None]:
     """Around all of a command's use of Prefect (the API, the flow run, the flush): Prefect's
     cost line is logged when it is over, also when the flow failed."""
     timing.COST.new_run()
@@ -530,7 +514,7 @@ def _costed(command: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _flow_run() -> Iterator[None]:
+def timed_flow_run() -> Iterator[None]:
     """Around a flow's call on the API: timed as the flow run, then Prefect's queued logs and
     events sent (timed, instead of at exit)."""
     from prefect.events.worker import EventsWorker
@@ -556,45 +540,13 @@ def run_build(
         workspace_lock(local_root(params.out, params.work), timeout=wait),
     ):
         stamp = start_stamp(params)  # before the flow reads a source (verse_etl.publish.stamp)
-        with _costed("build"), prefect_api(), _flow_run():
+        with costed("build"), prefect_api(), timed_flow_run():
             summary = plain_parameters(
                 build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
             )(params)
         if stamp is not None:
             write_stamp(stamp, summary)  # after the tables and the report are published
         return summary
-
-
-def run_ingest(
-    sources: tuple[str, ...],
-    params: BuildParams,
-    runner: str = "threads",
-    dask_address: str | None = None,
-    wait: float = 0.0,
-) -> Ingested:
-    """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with (
-        stop_on_signals(),
-        workspace_lock(local_root(params.out, params.work), timeout=wait),
-        _costed(f"ingest {'+'.join(sources)}"),
-        prefect_api(),
-        _flow_run(),
-    ):
-        flow_with_runner = plain_parameters(
-            ingest.with_options(task_runner=task_runner(params, runner, dask_address))
-        )
-        return flow_with_runner(sources, params)
-
-
-def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
-    """Run :func:`tables_flow` holding the workspace lock."""
-    with (
-        workspace_lock(local_root(params.out, params.work), timeout=wait),
-        _costed("tables"),
-        prefect_api(),
-        _flow_run(),
-    ):
-        return plain_parameters(tables_flow.with_options())(params)
 
 
 timing.COST.add("import", time.perf_counter() - _DEFINITIONS_START)

@@ -80,6 +80,18 @@ def test_row_counts_of_every_table(built) -> None:
     assert tables["quarantine"].empty, tables["quarantine"].to_dict("records")
 
 
+def test_ingest_then_tables_as_two_flows_write_the_same_tables(built, tmp_path: Path) -> None:
+    # `verse-etl ingest` and `verse-etl tables` (flows/stages.py): the build's two halves.
+    from verse_etl.flows.stages import run_ingest, run_tables
+
+    params, first, *_, out = built
+    halves = replace(params, out=str(tmp_path / "halves"))
+    ingested = run_ingest(("verse", "mosmed"), halves)
+    assert len(ingested.cases) == first.cases
+    assert run_tables(halves).rows == first.rows
+    assert file_digests(tmp_path / "halves", ("tables",)) == file_digests(out, ("tables",))
+
+
 def test_the_progress_artifact_ends_at_100_percent(built) -> None:
     # Updated from a sender thread of its own (flows/progress_artifact.py): the last update
     # is sent before the flow goes on, whatever updates were merged on the way.
