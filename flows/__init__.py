@@ -29,8 +29,8 @@ for _key, _value in _DEFAULTS.items():
 # Prefect stay fast, and a caller may start the Prefect server before the build's imports.
 _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "run_build": ("verse_etl.flows.build", "run_build"),
-    "run_ingest": ("verse_etl.flows.build", "run_ingest"),
-    "run_tables": ("verse_etl.flows.build", "run_tables"),
+    "run_ingest": ("verse_etl.flows.stages", "run_ingest"),
+    "run_tables": ("verse_etl.flows.stages", "run_tables"),
     "serve_deployment": ("verse_etl.flows.schedule", "serve"),
     "serve_api": ("verse_etl.flows.server", "serve_api"),
     "start_prefect": ("verse_etl.flows.server", "start_prefect"),
@@ -47,10 +47,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from verse_etl.flows.build import run_build, run_ingest, run_tables
+    from verse_etl.flows.build import run_build
     from verse_etl.flows.schedule import serve as serve_deployment
     from verse_etl.flows.server import serve_api, start_prefect
     from verse_etl.flows.server import start_in_background as start_prefect_server
+    from verse_etl.flows.stages import run_ingest, run_tables
 
 
 def __getattr__(name: str) -> Any:

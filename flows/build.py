@@ -1,9 +1,9 @@
-"""Build flows: ingest a source (a task per case), assemble the tables, or both in one run.
+"""The build flow: the cases of every source (a task each), then the tables and the report.
 
-``build_dataset`` runs everything in one flow run (the cases of every source, then the tables
-and the report as tasks): ``verse-etl build`` and the DVC stage ``build`` run it. ``ingest``
-and ``tables`` are the two halves, for ``verse-etl ingest`` and ``verse-etl tables`` by hand:
-one flow run, hence one Prefect import and flow-run engine, per process that runs a flow.
+``build_dataset`` runs everything in one flow run: ``verse-etl build`` and the DVC stage
+``build`` run it, so one Prefect import and flow-run engine per build. Its two halves, for
+``verse-etl ingest`` and ``verse-etl tables`` by hand, are flows of :mod:`verse_etl.flows.stages`
+composed of the same parts (:func:`ingest_sources`, :func:`tables_task`).
 
 Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
 leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.
@@ -21,15 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -38,6 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from verse_etl.flows import timing
 from verse_etl.flows.parameters import plain_parameters
 from verse_etl.flows.progress import IngestProgress, heartbeat, source_bytes
+from verse_etl.flows.progress_artifact import ProgressArtifact
 from verse_etl.flows.server import prefect_api
 
 from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
@@ -66,6 +62,10 @@ from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
 from verse_etl.targets import is_url
 from verse_etl.verse.case import build_verse_scan, source_results
+
+# Prefect's part of importing this module: the decorators below build each flow's parameter
+# schema (~20 ms a flow). Timed from here to the module's end, and added to Prefect's import.
+_DEFINITIONS_START = time.perf_counter()
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -266,20 +266,14 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
     out = local_root(params.out, params.work)
     cases = {c.future: c for s in source_futures.values() for c in s.cases}
     total = len(cases)
-    artifact = create_progress_artifact(
-        0.0,
-        key="ingest-progress",
-        description=f"Cases of {', '.join(source_futures)} built into {params.out}",
-    )
-    # A sync flow: Prefect's async_dispatch ran the sync function, which returns the id.
-    assert isinstance(artifact, UUID)
-
-    def report_progress(percent: float) -> None:
-        update_progress_artifact(artifact, percent)
-
-    with IngestProgress(
-        total, sum(c.size for c in cases.values()), logger.info, report_progress
-    ) as progress:
+    with (
+        ProgressArtifact(
+            "ingest-progress", f"Cases of {', '.join(source_futures)} built into {params.out}"
+        ) as artifact,
+        IngestProgress(
+            total, sum(c.size for c in cases.values()), logger.info, artifact.update
+        ) as progress,
+    ):
         for future in as_completed(list(cases)):
             result: CaseResult = cases[future].result(out, params.case_timeout_s)
             figures = progress.case_done(cases[future].size)
@@ -324,7 +318,7 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
     return Ingested(results, decisions, derived_all)
 
 
-def _run_name(kind: str) -> Callable[[], str]:
+def run_name(kind: str) -> Callable[[], str]:
     """A flow run name saying what the run builds, e.g. ``ingest verse -> data/build``."""
 
     def name() -> str:
@@ -338,18 +332,9 @@ def _run_name(kind: str) -> Callable[[], str]:
     return name
 
 
-@flow(name="verse-etl-ingest", flow_run_name=_run_name("ingest"), validate_parameters=False)
-def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
-    """Convert every case of the given ``sources`` to stores and saved case results.
-
-    A source whose folder is not given (empty ``sources.<name>``) is skipped and its outputs
-    are kept as they are: leaving a source out never deletes it (:mod:`verse_etl.publish.pruning`).
-    """
-    with timing.COST.body("flow run"):
-        return _ingest(sources, params)
-
-
-def _ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
+def ingest_sources(sources: tuple[str, ...], params: BuildParams) -> Ingested:
+    """Convert every case of the given ``sources`` (a task each) and save and settle them
+    (inside a flow run)."""
     logger = get_run_logger()
     given = tuple(s for s in sources if getattr(params.sources, s))
     for source in sorted(set(sources) - set(given)):
@@ -454,20 +439,13 @@ def report_task(out: Path) -> Path:
         return write_report(out)
 
 
-@flow(name="verse-etl-tables", flow_run_name=_run_name("tables"), validate_parameters=False)
-def tables_flow(params: BuildParams) -> BuildSummary:
-    """Assemble, validate and write the tables from the saved case results (the DVC stage)."""
-    with timing.COST.body("flow run"):
-        return _call_task(tables_task, params)
-
-
-def _call_task(task: Any, *args: Any) -> Any:
+def call_task(task: Any, *args: Any) -> Any:
     """Call a task in the flow's thread, its time around its body counted as Prefect's."""
     with timing.COST.part("task runs"):
         return task(*args)
 
 
-@flow(name="verse-etl-build", flow_run_name=_run_name("build"), validate_parameters=False)
+@flow(name="verse-etl-build", flow_run_name=run_name("build"), validate_parameters=False)
 def build_dataset(params: BuildParams) -> BuildSummary:
     """Ingest every source, then write the tables and the report (``verse-etl build``)."""
     with timing.COST.body("flow run"):
@@ -475,14 +453,14 @@ def build_dataset(params: BuildParams) -> BuildSummary:
 
 
 def _build_dataset(params: BuildParams) -> BuildSummary:
-    ingested = _ingest(SOURCES, params)
-    summary = _call_task(tables_task, params)
+    ingested = ingest_sources(SOURCES, params)
+    summary = call_task(tables_task, params)
     # The new tables are published: stores only the old ones pointed at can go now.
     logger = get_run_logger()
     for path in collect_garbage_after_switch(params):
         logger.info("%s: removed (no longer published)", path)
     if not is_url(params.out):  # the report reads the local build; a URL build has none
-        _call_task(report_task, Path(params.out))
+        call_task(report_task, Path(params.out))
     # Counted as the ingest counted them: cases (a task each); the source-level results computed
     # after them (fracture grades, ...) are logged apart, so the counts agree from start to end.
     cases = ingested.cases
@@ -525,13 +503,23 @@ def task_runner(
 
 
 @contextlib.contextmanager
-def _costed(command: str) -> Iterator[None]:
-    """Around a command's flow on the API: the flow run timed, then Prefect's queued logs and
-    events sent (timed, instead of at exit); the cost line logged even when the flow failed."""
+def costed(command: str) -> Iterator[None]:
+    """Around all of a command's use of Prefect (the API, the flow run, the flush): Prefect's
+    cost line is logged when it is over, also when the flow failed."""
+    timing.COST.new_run()
+    try:
+        yield
+    finally:
+        print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def timed_flow_run() -> Iterator[None]:
+    """Around a flow's call on the API: timed as the flow run, then Prefect's queued logs and
+    events sent (timed, instead of at exit)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    timing.COST.new_run()
     patience = 5.0  # stopped (Ctrl-C) or failed: do not keep the user waiting on the API
     try:
         with timing.COST.part("flow run"):
@@ -541,7 +529,6 @@ def _costed(command: str) -> Iterator[None]:
         with timing.COST.part("flush"):
             APILogWorker.drain_all(timeout=patience, at_exit=False)
             EventsWorker.drain_all(timeout=patience, at_exit=False)
-        print(timing.COST.line(command, timing.process_seconds()), file=sys.stderr, flush=True)
 
 
 def run_build(
@@ -551,44 +538,15 @@ def run_build(
     with (
         stop_on_signals(),
         workspace_lock(local_root(params.out, params.work), timeout=wait),
-        prefect_api(),
     ):
-        flow_with_runner = plain_parameters(
-            build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
-        )
         stamp = start_stamp(params)  # before the flow reads a source (verse_etl.publish.stamp)
-        with _costed("build"):
-            summary = flow_with_runner(params)
+        with costed("build"), prefect_api(), timed_flow_run():
+            summary = plain_parameters(
+                build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
+            )(params)
         if stamp is not None:
             write_stamp(stamp, summary)  # after the tables and the report are published
         return summary
 
 
-def run_ingest(
-    sources: tuple[str, ...],
-    params: BuildParams,
-    runner: str = "threads",
-    dask_address: str | None = None,
-    wait: float = 0.0,
-) -> Ingested:
-    """Run :func:`ingest` on the chosen task runner, holding the workspace lock."""
-    with (
-        stop_on_signals(),
-        workspace_lock(local_root(params.out, params.work), timeout=wait),
-        prefect_api(),
-    ):
-        flow_with_runner = plain_parameters(
-            ingest.with_options(task_runner=task_runner(params, runner, dask_address))
-        )
-        with _costed(f"ingest {'+'.join(sources)}"):
-            return flow_with_runner(sources, params)
-
-
-def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
-    """Run :func:`tables_flow` holding the workspace lock."""
-    with (
-        workspace_lock(local_root(params.out, params.work), timeout=wait),
-        prefect_api(),
-        _costed("tables"),
-    ):
-        return plain_parameters(tables_flow.with_options())(params)
+timing.COST.add("import", time.perf_counter() - _DEFINITIONS_START)

@@ -118,24 +118,29 @@ def _healthy(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-# Read-only queries sent to a new server before it is announced: its first queries open the
+# Read-only requests sent to a new server before it is announced: its first queries open the
 # database and prepare their statements, which the first flow run otherwise waited for (measured
-# on a fresh server: 0.49-0.56 s from calling a flow to its body, 0.12-0.15 s after these).
+# on a fresh server: 0.49-0.56 s from calling a flow to its body, 0.12-0.15 s after these). The
+# version check every client makes first took 0.18-0.25 s on a fresh server (2 ms after).
 _WARM_UP = ("flows", "flow_runs", "task_runs", "deployments")
+_WARM_UP_GET = ("admin/version",)
 
 
 def _warm_up(url: str) -> int:
-    """Send the ``_WARM_UP`` filter queries (limit 1) to the server at ``url``; the number
-    answered. A query that fails is left alone: the server is healthy, and a cold first flow run
-    is only slower."""
+    """Send the ``_WARM_UP`` filter queries (limit 1) and the ``_WARM_UP_GET`` requests to the
+    server at ``url``; the number answered. A request that fails is left alone: the server is
+    healthy, and a cold first flow run is only slower."""
     answered = 0
-    for name in _WARM_UP:
-        request = urllib.request.Request(
+    requests = [
+        urllib.request.Request(
             f"{url}/{name}/filter",
             data=b'{"limit": 1}',
             headers={"Content-Type": "application/json"},
             method="POST",
         )
+        for name in _WARM_UP
+    ] + [urllib.request.Request(f"{url}/{name}") for name in _WARM_UP_GET]
+    for request in requests:
         with (
             contextlib.suppress(OSError, ValueError),
             urllib.request.urlopen(request, timeout=10) as response,
@@ -366,7 +371,12 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     # Timed: getting the server (what is left of its start) and the lease; held: until the end.
     with COST.part("server"), contextlib.ExitStack() as stack:
         server = stack.enter_context(local_server(home, idle))
-        stack.enter_context(_exported(server.url))
+        # The local server is this environment's own Prefect: the version check each client
+        # process makes (a request, and a TLS context built for it: 0.1-0.2 s of a background
+        # thread at the start of every flow run here) cannot find a mismatch.
+        stack.enter_context(
+            _exported(server.url, {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"})
+        )
         held = stack.pop_all()
     with held:
         print(
@@ -378,25 +388,33 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
         # No flow-run heartbeats: they serve automations, which the local server does not run,
         # and stopping their thread costs up to a second at the end of every flow run.
         with temporary_settings(
-            updates={PREFECT_API_URL: server.url, "flows.heartbeat_frequency": None}
+            updates={
+                PREFECT_API_URL: server.url,
+                "flows.heartbeat_frequency": None,
+                "client.server_version_check_enabled": False,
+            }
         ):
             yield server.url
 
 
 @contextlib.contextmanager
-def _exported(url: str) -> Iterator[None]:
-    """``PREFECT_API_URL`` set in the environment while inside, for the processes started there."""
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
+def _exported(url: str, more: dict[str, str] | None = None) -> Iterator[None]:
+    """``PREFECT_API_URL`` (and the ``more`` variables) set in the environment while inside, for
+    the processes started there, and in Prefect's process-wide settings."""
+    names = {"PREFECT_API_URL": url, **(more or {})}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
     _refresh_prefect_settings()
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
-        _refresh_prefect_settings()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        with COST.part("server"):  # Prefect's settings rebuilt: paid at the end of every command
+            _refresh_prefect_settings()
 
 
 def _refresh_prefect_settings() -> None:
@@ -617,7 +635,7 @@ def keep(home: Path, idle: float) -> int:
             f"verse-etl: Prefect server {url} up in {time.monotonic() - started:.1f} s, "
             f"{_cpu_seconds(server.pid):.1f} s CPU (database in {home}"
             f"{', copied from the migrated template' if seeded else ''}; "
-            f"{warmed} of {len(_WARM_UP)} warm-up queries answered)",
+            f"{warmed} of {len(_WARM_UP) + len(_WARM_UP_GET)} warm-up requests answered)",
             flush=True,
         )
         idle_since = time.monotonic()

@@ -1,14 +1,18 @@
 """What Prefect costs a command, measured where it is paid, and logged when the command ends.
 
 A command that runs a flow (`verse-etl ingest`, `tables`, `build`: every DVC stage but the
-sample and the report) pays Prefect on its critical path in five places, each timed here:
+sample) pays Prefect on its critical path in these places, each timed here:
 
-- ``import``: importing Prefect's flow and task engines (:func:`import_prefect`, before the
-  build's own modules);
+- ``import``: importing Prefect's flow and task engines and its top-level API, which sets up
+  Prefect's logging (:func:`import_prefect`), and defining the flows and tasks of
+  :mod:`verse_etl.flows.build` (each flow builds its parameter schema);
 - ``server``: waiting for the Prefect API (what is left of the local server's start, or its
-  health check; :func:`verse_etl.flows.server.prefect_api`);
+  health check; :func:`verse_etl.flows.server.prefect_api`), and handing it back at the end;
 - ``flow run``: from calling the flow to the first line of its body, and from its last line
-  back to the caller (run created, parameters, states, result);
+  back to the caller (the flow object with its task runner, run created, parameters, states,
+  result);
+- ``artifacts``: the progress artifact, created and updated in the flow's thread while the
+  cases run (counted in full, though the cases go on meanwhile);
 - ``task runs``: each task's wall time around its body, beyond the body (states, events);
   for the cases run on threads, the gaps of the thread that finished last (see
   :meth:`PrefectCost.task_runs`); cases on Dask workers are not timed here;
@@ -93,11 +97,11 @@ class PrefectCost:
         return max(0.0, self.collected - self.submitted - busy)
 
     def new_run(self) -> None:
-        """Forget the flow and task runs of an earlier flow in this process (a process that runs
-        several, as tests do); the import and the server wait just paid are kept."""
+        """Forget an earlier flow in this process (a process that runs several, as tests do):
+        its server wait, flow and task runs; the import, paid once per process, is kept."""
         with self._lock:
             for name in list(self.parts):
-                if name not in ("import", "server"):
+                if name != "import":
                     del self.parts[name]
             self.spans.clear()
             self.submitted = self.collected = None
@@ -126,10 +130,12 @@ def process_seconds() -> float:
 
 
 def import_prefect() -> None:
-    """Import Prefect's flow and task engines, timed as Prefect's ``import`` part."""
+    """Import Prefect's flow and task engines and its top-level API (``prefect.main``, which
+    configures Prefect's logging), timed as Prefect's ``import`` part."""
     with COST.part("import"):
         import prefect.artifacts
         import prefect.flows
         import prefect.futures
+        import prefect.main
         import prefect.task_engine
         import prefect.task_runners  # noqa: F401

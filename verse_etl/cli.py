@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -63,11 +63,16 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(error.exit_code) from e
 
 
-def _start_prefect() -> None:
-    # Before the build's imports: the local Prefect server (if one is needed) starts meanwhile.
+def _flow_entry(name: str) -> Callable[..., Any]:
+    """The flow entry point ``name`` of :mod:`verse_etl.flows`, imported with Prefect and the
+    library it composes, without the cyclic garbage collector (:mod:`verse_etl.importing`)."""
     from verse_etl import flows
+    from verse_etl.importing import imports_without_collector
 
-    flows.start_prefect()
+    with imports_without_collector():
+        # The local Prefect server (if one is needed) starts first, while the rest imports.
+        flows.start_prefect()
+        return getattr(flows, name)
 
 
 def _params(path: Path) -> Params:
@@ -298,11 +303,9 @@ def build(
             )
             _print_summary(unchanged, params.out, time.perf_counter() - start)
             return
-    _start_prefect()
-    from verse_etl import flows
-
+    run_build = _flow_entry("run_build")
     with _reported():
-        summary = flows.run_build(params, runner, dask_address, wait)
+        summary = run_build(params, runner, dask_address, wait)
     _print_summary(summary, params.out, time.perf_counter() - start)
 
 
@@ -327,12 +330,10 @@ def ingest(
         console.print(f"[red]error:[/red] unknown source(s) {unknown} (expected some of {SOURCES})")
         raise typer.Exit(2)
     params = _build_params(params_file, None, None, None, workers, mosmed_id_mapping, prune, rehash)
-    _start_prefect()
-    from verse_etl import flows
-
+    run_ingest = _flow_entry("run_ingest")
     start = time.perf_counter()
     with _reported():
-        ingested = flows.run_ingest(tuple(sources), params, runner, dask_address, wait)
+        ingested = run_ingest(tuple(sources), params, runner, dask_address, wait)
     cases, derived = ingested.cases, ingested.derived
     built = sum(r.converted for r in cases)
     states = ", ".join(f"{r.case_id} {'built' if r.converted else 'unchanged'}" for r in derived)
@@ -353,12 +354,10 @@ def tables_command(params_file: ParamsOption = Path("params.yaml"), wait: WaitOp
     """Assemble, validate and write the Parquet tables from the ingested cases (for manual
     use after `verse-etl ingest`: `verse-etl build` and `dvc repro` do it all in one run)."""
     params = _build_params(params_file, None, None, None, None)
-    _start_prefect()
-    from verse_etl import flows
-
+    run_tables = _flow_entry("run_tables")
     start = time.perf_counter()
     with _reported():
-        summary = flows.run_tables(params, wait)
+        summary = run_tables(params, wait)
     _print_summary(summary, params.out, time.perf_counter() - start, built=False)
 
 

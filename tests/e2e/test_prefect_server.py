@@ -79,7 +79,7 @@ def test_sigkilled_build_leaves_no_prefect_server_behind(tmp_path: Path) -> None
     log = (home / "verse-etl-server.log").read_text()
     assert "stopped" in log
     # The queries that warm a new server before it is announced reached real endpoints.
-    assert "4 of 4 warm-up queries answered" in log
+    assert "5 of 5 warm-up requests answered" in log
 
 
 @pytest.mark.parametrize("api", [None, "unreachable"])

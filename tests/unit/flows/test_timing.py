@@ -36,6 +36,7 @@ def test_a_new_run_forgets_the_previous_flow_but_keeps_the_import() -> None:
     cost = PrefectCost(submitted=1.0, collected=9.0)
     cost.spans = [(1, 2.0, 3.0)]
     cost.add("import", 2.0)
+    cost.add("server", 0.5)
     cost.add("flow run", 1.0)
     cost.new_run()
     assert dict(cost.parts) == {"import": 2.0} and cost.task_runs() == 0.0
