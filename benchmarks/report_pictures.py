@@ -13,9 +13,10 @@ JSON sidecars are compared byte for byte. Then ``write_pictures`` (every picture
 removed) with 1 worker and with the default, interleaved; and each in a fresh child process for
 its own peak memory (``VmHWM`` of ``/proc/self/status``, read by the child at its end).
 
-Pictures side by side gain little on 2 cores: zarr copies every decoded chunk into its output
-array on its one event-loop thread (``zarr_io``), which all pictures share; Blosc decoding runs
-in its executor threads.
+Pictures read their stores' boxes in their own threads (:mod:`verse_etl.stores.boxes`: Blosc
+decoding and the copies release the GIL). Through zarr they gained little side by side on 2
+cores: zarr copied every decoded chunk into its output array on its one event-loop thread
+(``zarr_io``), which all pictures shared.
 """
 
 from __future__ import annotations
