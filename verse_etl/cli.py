@@ -244,6 +244,34 @@ def _print_summary(summary: BuildSummary, out: str, seconds: float, built: bool 
         Console().print(f"pruning: {reason}")
 
 
+def _unchanged_build(params: BuildParams, wait: float) -> BuildSummary | None:
+    """The summary of the last build if a build would change nothing, else None (and why is
+    printed). Answered from the build folder before Prefect is imported or its server started:
+    first the stamp of the last build (file stats, the standard library only), then, if it is
+    not conclusive, the full check (which imports the case modules)."""
+    from verse_etl.publish.stamp import check_stamp
+
+    if "://" in str(params.out):
+        return None  # a URL build always runs
+    if not Path(params.out).is_dir():
+        Console().print(f"building: {params.out}: no build yet")
+        return None
+    stamp = check_stamp(params, wait)
+    if stamp.changed == "sources":
+        # Files added, removed or changed: the full check could only find out which by hashing
+        # them, as the build does (which then starts at once, ~1 s sooner).
+        Console().print("building: source files changed since the last build")
+        return None
+    if stamp.summary is not None:
+        return stamp.summary
+    from verse_etl.publish.current import unchanged_build
+
+    check = unchanged_build(params, wait)
+    if check.summary is None:
+        Console().print(f"building: {check.reason}")
+    return check.summary
+
+
 @app.command()
 def build(
     params_file: ParamsOption = Path("params.yaml"),
@@ -275,34 +303,14 @@ def build(
         params_file, verse, mosmed, out, workers, mosmed_id_mapping, prune, rehash
     )
     start = time.perf_counter()
-    if force or "://" in str(params.out) or not Path(params.out).is_dir():
-        # Certain to build: the local Prefect server (if one is needed) starts now, while the
-        # library is imported, not after the check below.
-        from verse_etl import flows
-
-        flows.start_prefect_server()
-    if not force:
-        # Answered from the build folder, before Prefect is imported or (when a build is there
-        # to compare with) its server started: a build with nothing to change starts neither.
-        # First the stamp of the last build (file stats, the standard library only), then, if
-        # it does not match, the full check (which imports the case modules).
-        from verse_etl.publish.stamp import stamped_build
-
-        unchanged = stamped_build(params, wait)
-        if unchanged is None:
-            from verse_etl.publish.current import unchanged_build
-
-            check = unchanged_build(params, wait)
-            if check.summary is None:
-                Console().print(f"building: {check.reason}")
-            unchanged = check.summary
-        if unchanged is not None:
-            Console().print(
-                f"nothing changed since the last build of {params.out} (sources, parameters, "
-                "code, tables and report as built); --force runs the build anyway"
-            )
-            _print_summary(unchanged, params.out, time.perf_counter() - start)
-            return
+    unchanged = None if force else _unchanged_build(params, wait)
+    if unchanged is not None:
+        Console().print(
+            f"nothing changed since the last build of {params.out} (sources, parameters, "
+            "code, tables and report as built); --force runs the build anyway"
+        )
+        _print_summary(unchanged, params.out, time.perf_counter() - start)
+        return
     run_build = _flow_entry("run_build")
     with _reported():
         summary = run_build(params, runner, dask_address, wait)

@@ -20,7 +20,7 @@ and when the full check answered "nothing changed". It holds digests of:
 - the stat of every file and folder under the output root (but the stamp and the workspace
   lock), taken *after* everything is written: a deleted, truncated or edited output differs;
 
-and the summary the CLI prints. :func:`stamped_build` recomputes them and compares (under the
+and the summary the CLI prints. :func:`check_stamp` recomputes them and compares (under the
 workspace lock, ~10 ms for the 2,000 source files of the benchmark sample); only an exact
 match answers "nothing changed". A missing, unreadable, foreign or different stamp answers
 nothing, and the full check decides (it stays the authority): a wrong "unchanged" would hide a
@@ -341,41 +341,58 @@ def _unchanged(summary: BuildSummary) -> BuildSummary:
     )
 
 
+@dataclass(frozen=True)
+class StampCheck:
+    """What :func:`check_stamp` found: the summary of the last build if nothing it covers
+    changed (else None), and otherwise the first part found changed (``params``, ``code``,
+    ``sources``, ``outputs``), or None if there was no readable stamp to compare with."""
+
+    summary: BuildSummary | None
+    changed: str | None = None
+
+
+def check_stamp(
+    params: BuildParams, wait: float = 0.0, code: CodeFiles | None = None
+) -> StampCheck:
+    """Compare the stamp of the last build of ``params.out`` with what is on disk now (see the
+    module docstring), under the workspace lock, waiting up to ``wait`` seconds for it. Never
+    raises for a stamp or file it cannot read, nor for a busy workspace."""
+    if _is_url(params.out) or params.rehash:
+        return StampCheck(None)
+    out = Path(params.out)
+    try:
+        if not (out / STAMP_NAME).is_file():
+            return StampCheck(None)
+        with workspace_lock(out, timeout=wait):
+            return _compare(params, out, code)
+    except (VerseEtlError, OSError, ValueError, TypeError, KeyError):
+        return StampCheck(None)
+
+
 def stamped_build(
     params: BuildParams, wait: float = 0.0, code: CodeFiles | None = None
 ) -> BuildSummary | None:
     """The summary of the last build of ``params.out`` if its stamp shows that nothing it
-    covers changed since (see the module docstring), else None (then ask the full check);
-    looked at under the workspace lock, waiting up to ``wait`` seconds for it. Never raises
-    for a stamp or file it cannot read, nor for a busy workspace."""
-    if _is_url(params.out) or params.rehash:
-        return None
-    out = Path(params.out)
-    try:
-        if not (out / STAMP_NAME).is_file():
-            return None
-        with workspace_lock(out, timeout=wait):
-            return _compare(params, out, code)
-    except (VerseEtlError, OSError, ValueError, TypeError, KeyError):
-        return None
+    covers changed since, else None (then ask the full check); see :func:`check_stamp`."""
+    return check_stamp(params, wait, code).summary
 
 
-def _compare(params: BuildParams, out: Path, code: CodeFiles | None) -> BuildSummary | None:
+def _compare(params: BuildParams, out: Path, code: CodeFiles | None) -> StampCheck:
     record = json.loads((out / STAMP_NAME).read_text(encoding="utf-8"))
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        return None
+        return StampCheck(None)
     if record["params"] != params_digest(params):
-        return None
+        return StampCheck(None, "params")
     if record["code"] != code_identity(code or CodeFiles.installed()):
-        return None
+        return StampCheck(None, "code")
     if record["sources"] != _sign_inputs(params, 0)[0]:
-        return None
+        return StampCheck(None, "sources")
     digest = hashlib.sha256()
     for line, _ in _tree(out, _not_output):
         digest.update(line)
     if record["outputs"] != digest.hexdigest():
-        return None
-    return _summary(record["summary"])
+        return StampCheck(None, "outputs")
+    return StampCheck(_summary(record["summary"]))
 
 
 def _summary(data: object) -> BuildSummary:

@@ -22,6 +22,7 @@ from verse_etl.publish.lock import workspace_lock
 from verse_etl.publish.stamp import (
     STAMP_NAME,
     CodeFiles,
+    check_stamp,
     stamped_build,
     start_stamp,
     write_stamp,
@@ -115,6 +116,25 @@ def test_unchanged_workspace_is_answered_from_the_stamp(workspace: Workspace) ->
         pass
     (Path(workspace.params.out) / f"{STAMP_NAME}.123.tmp").write_text("")
     assert workspace.answer() == UNCHANGED
+
+
+def test_the_stamp_says_which_part_changed(workspace: Workspace) -> None:
+    # `verse-etl build` goes straight to the build when sources changed (the full check could
+    # only find out by hashing them); for any other part it asks the full check.
+    def changed(params: BuildParams | None = None, code: CodeFiles | None = None) -> str | None:
+        return check_stamp(params or workspace.params, code=code or workspace.code).changed
+
+    assert changed() is None  # no stamp to compare with
+    assert workspace.stamp()
+    assert changed() is None and workspace.answer() == UNCHANGED
+    assert changed(replace(workspace.params, workers=7)) == "params"
+    (workspace.root / "code/pkg/case.py").write_text("KEY = 2\n")
+    assert changed() == "code"
+    (workspace.root / "code/pkg/case.py").write_text("KEY = 1\n")
+    (Path(workspace.params.out) / "metrics.json").write_text('{"rows": 1}')
+    assert changed() == "outputs"
+    (workspace.root / "src/mosmed/annotation/S2.json").write_text("{}")
+    assert changed() == "sources"  # compared before the outputs
 
 
 def _rewrite_same_size(path: Path) -> None:
