@@ -57,7 +57,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from verse_etl.errors import OutputPathError, VerseEtlError
@@ -392,14 +392,20 @@ def _compare(params: BuildParams, out: Path, code: CodeFiles | None) -> StampChe
         digest.update(line)
     if record["outputs"] != digest.hexdigest():
         return StampCheck(None, "outputs")
-    return StampCheck(_summary(record["summary"]))
+    return StampCheck(_summary(record.get("summary")))
 
 
-def _summary(data: object) -> BuildSummary:
-    """The recorded summary, its types checked (a foreign file raises TypeError)."""
-    if not isinstance(data, dict):
-        raise TypeError("summary: expected an object")
-    summary = BuildSummary(**data)
+def _summary(data: object) -> BuildSummary | None:
+    """The recorded summary, its fields and types checked; None for anything else (a foreign
+    or damaged file: then the full check decides)."""
+    if not isinstance(data, dict) or not set(data) <= {f.name for f in fields(BuildSummary)}:
+        return None
+    try:
+        summary = BuildSummary(**data)
+    except TypeError:  # a required field missing
+        return None
+    if not isinstance(summary.rows, dict) or not isinstance(summary.checks_failed, dict):
+        return None
     counts: Sequence[object] = (
         summary.cases,
         summary.converted,
@@ -413,5 +419,5 @@ def _summary(data: object) -> BuildSummary:
     if not all(type(n) is int for n in counts) or not all(
         isinstance(k, str) for k in (*summary.rows, *summary.checks_failed)
     ):
-        raise TypeError("summary: expected integer counts by name")
+        return None
     return summary

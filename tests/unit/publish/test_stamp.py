@@ -190,7 +190,17 @@ CHANGES: dict[str, Callable[[Workspace], object]] = {
         json.dumps({**json.loads(_out(ws, STAMP_NAME).read_text()), "format": 0})
     ),
     "stamp gone": lambda ws: _out(ws, STAMP_NAME).unlink(),
+    "stamp's summary damaged": lambda ws: _edit_summary(ws, rows=[2, 1]),
+    "stamp's summary of another shape": lambda ws: _edit_summary(ws, tables=2),
+    "stamp's summary not counts": lambda ws: _edit_summary(ws, cases="3"),
 }
+
+
+def _edit_summary(ws: Workspace, **fields: object) -> None:
+    record = json.loads(_out(ws, STAMP_NAME).read_text())
+    _out(ws, STAMP_NAME).write_text(
+        json.dumps({**record, "summary": {**record["summary"], **fields}})
+    )
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
