@@ -18,8 +18,9 @@ runs) and on the Dask runner, it prints in one run:
   saved), tables, report, process start + imports + exit, and orchestration. The split
   comes from the same build made with plain library calls and timers (hashing and the case
   phase, tables, report) in a fresh child process that first imports what ``verse-etl build``
-  imports (the CLI, the no-change check, Prefect's engines and the build flow's modules), so
-  that it starts cold as the CLI does: its import time (from its launch by this script) and
+  imports, the way it imports them (the CLI and its stamp check, then Prefect's engines and
+  the build flow's modules with the garbage collector paused and frozen after), so that it
+  starts cold as the CLI does: its import time (from its launch by this script) and
   its exit (the interpreter's teardown, after its last phase) are their own line, and
   orchestration is the CLI build's wall time beyond that child's (the Prefect server, flow and
   task runs, artifacts and logs sent to the API, the no-change check; the import of Prefect is
@@ -279,11 +280,13 @@ def library_build(params: object, workers: int) -> dict[str, float]:
     return dict(seconds)
 
 
-# What `verse-etl build` imports before its first case (verse_etl/cli.py: the command line, the
-# no-change check, Prefect's engines, then the build flow and through it the whole library).
-CLI_IMPORTS = (
-    "verse_etl.cli",
-    "verse_etl.publish.current",
+# What `verse-etl build` imports before its first case, and how (verse_etl/cli.py): the command
+# line and the stamp check (on a new output folder nothing more), then, with the cyclic garbage
+# collector paused and what they made frozen (verse_etl/importing.py), Prefect's engines and
+# the build flow, and through it the whole library.
+CLI_IMPORTS = ("verse_etl.cli", "verse_etl.publish.stamp")
+CLI_FLOW_IMPORTS = (
+    "verse_etl.flows",
     "prefect.artifacts",
     "prefect.flows",
     "prefect.futures",
@@ -322,6 +325,11 @@ def library_child(work: Path, workers: int, launched: float) -> None:
     gc.callbacks.append(pauses)
     for name in CLI_IMPORTS:
         importlib.import_module(name)
+    from verse_etl.importing import imports_without_collector
+
+    with imports_without_collector():
+        for name in CLI_FLOW_IMPORTS:
+            importlib.import_module(name)
     # Not the kernel's start time (psutil's create_time): it counts from the boot time, which
     # /proc gives in whole seconds.
     imported = time.time() - launched
