@@ -40,3 +40,25 @@ def test_a_new_run_forgets_the_previous_flow_but_keeps_the_import() -> None:
     cost.add("flow run", 1.0)
     cost.new_run()
     assert dict(cost.parts) == {"import": 2.0} and cost.task_runs() == 0.0
+
+
+def test_process_seconds_agree_with_a_clock_outside_the_process() -> None:
+    # The cost line's wall time: psutil's create_time was up to a second off (a boot time in
+    # whole seconds); the time since the process started must match what its parent measured.
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    code = (
+        "import time; time.sleep(0.5)\n"
+        "from verse_etl.flows.timing import process_seconds\n"
+        "print(process_seconds())\n"
+    )
+    inside = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    outside = time.perf_counter() - start
+    assert 0.5 <= inside <= outside + 0.02, (inside, outside)
+    assert outside - inside < 0.25, (inside, outside)  # the parent's spawn and the child's exit
