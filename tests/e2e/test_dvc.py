@@ -55,6 +55,9 @@ def test_repro_builds_then_does_nothing_then_reruns_only_dependents(project: Pat
     # The build says what Prefect cost it (benchmarks/prefect_share.py adds these lines up);
     # the local server started from the migrated template, not by migrating.
     assert first.count("verse-etl prefect cost: ") == 1, first
+    # The objects its imports made stay frozen to the exit (verse_etl/importing.py): nothing
+    # that counts its objects at exit may be among them.
+    assert "leaked" not in first, first
     assert "verse-etl prefect cost: build: " in first, first
     log = (project / ".prefect" / "verse-etl-server.log").read_text()
     assert "copied from the migrated template" in log, log

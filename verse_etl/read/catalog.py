@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from verse_etl.errors import InputError
 from verse_etl.paths import TABLES_DIR, table_dir
 from verse_etl.schemas.layout import PARTITION_BY, SORT_KEYS, TABLE_NAMES
 from verse_etl.targets import Target, is_url
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def connect(
@@ -32,6 +35,8 @@ def connect(
     InputError
         If ``out`` holds no tables (not a build folder, or the build has not run).
     """
+    import duckdb
+
     con = duckdb.connect(database)
     if is_url(out):
         target = Target(str(out))
@@ -114,6 +119,8 @@ def query(out: Path | str, sql: str, comments: bool = True) -> pa.Table:
     InputError
         If the SQL fails (the message names the build folder and DuckDB's reason).
     """
+    import duckdb
+
     con = connect(out, comments=comments)
     try:
         return con.sql(sql).to_arrow_table()
