@@ -2,9 +2,10 @@
 
 Importing it sets safe defaults for a machine without network, unless the caller set them: no
 analytics, a patient start-up timeout for a temporary server, verse_etl's log records captured
-in run logs, and Dask's INFO chatter left out. ``PREFECT_HOME`` is left alone: the user's home (and its profile, e.g. a Prefect
-Cloud login or a team server) is respected; only the local server started when no API is
-configured keeps its database in the project (:mod:`flows.server`).
+in run logs, no search for pydantic plugins, and Dask's INFO chatter left out.
+``PREFECT_HOME`` is left alone: the user's home (and its profile, e.g. a Prefect Cloud login or
+a team server) is respected; only the local server started when no API is configured keeps its
+database in the project (:mod:`flows.server`).
 """
 
 import os
@@ -17,6 +18,10 @@ _DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "verse_etl",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    # pydantic (Prefect's models) looks for its plugins in every installed distribution's entry
+    # points at its first model: ~40 ms of Prefect's import here, and this environment installs
+    # none. Set it empty to let pydantic look (e.g. for logfire's plugin).
+    "PYDANTIC_DISABLE_PLUGINS": "__all__",
     # Dask (`--runner dask`): its scheduler, nannies and workers log every start, connection
     # and stop at INFO (about 40 lines a build); warnings and errors are what a user needs.
     "DASK_LOGGING__DISTRIBUTED": "warning",
