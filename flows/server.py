@@ -48,10 +48,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from verse_etl.flows.timing import COST, import_prefect
 
 from verse_etl.errors import VerseEtlError
+
+if TYPE_CHECKING:
+    from prefect.context import SettingsContext
 
 IDLE_SECONDS = 300.0
 """How long the local server outlives its last user (``VERSE_ETL_PREFECT_IDLE_SECONDS``): long
@@ -404,7 +408,7 @@ def _exported(url: str, more: dict[str, str] | None = None) -> Iterator[None]:
     names = {"PREFECT_API_URL": url, **(more or {})}
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
-    _refresh_prefect_settings()
+    prior = _refresh_prefect_settings()
     try:
         yield
     finally:
@@ -413,21 +417,32 @@ def _exported(url: str, more: dict[str, str] | None = None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        with COST.part("server"):  # Prefect's settings rebuilt: paid at the end of every command
-            _refresh_prefect_settings()
+        if prior is None:
+            _refresh_prefect_settings()  # Prefect imported inside: rebuilt from the environment
+        else:
+            # The settings made from the environment as it was again: restored, not rebuilt
+            # (rebuilding them costs ~30 ms at the end of every command), as Prefect's own
+            # test harness restores them.
+            import prefect.context
+
+            prefect.context.GLOBAL_SETTINGS_CONTEXT = prior
 
 
-def _refresh_prefect_settings() -> None:
-    """Make Prefect's process-wide settings follow the environment again.
+def _refresh_prefect_settings() -> SettingsContext | None:
+    """Make Prefect's process-wide settings follow the environment again; returns the settings
+    they replace (None if Prefect is not imported: it reads the environment when it is).
 
     Prefect reads the environment once, at import; threads that do not inherit the flow's
     context (the Dask client's, which resolves the futures of `--runner dask`) see those
     settings, and without an API URL there they started a temporary server of their own.
     """
-    if "prefect.context" in sys.modules:
-        from prefect.context import refresh_global_settings_context
+    if "prefect.context" not in sys.modules:
+        return None
+    import prefect.context
 
-        refresh_global_settings_context()
+    prior = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    prefect.context.refresh_global_settings_context()
+    return prior
 
 
 def serve_api() -> str:
