@@ -15,6 +15,11 @@ pandas_typing_only()
 
 ORIENTATION_LETTERS = set("LRAPSI")
 
+MAX_VOXEL_SPACING_MM = 50.0
+"""The largest voxel size a CT row may carry. Scanners make 0.2-10 mm voxels; more is a damaged
+header (a NIfTI without sform or qform whose pixdim says 1e12 mm built as a valid scan), and the
+row goes to quarantine instead of into the table."""
+
 
 def is_affine(value: object) -> bool:
     """A row-major 4x4 affine flattened to 16 finite floats with last row 0 0 0 1."""

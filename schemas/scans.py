@@ -8,6 +8,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 from verse_etl.schemas.checks import (
+    MAX_VOXEL_SPACING_MM,
     PARTITION_NOTE,
     VERSE_RELEASES,
     affine_column,
@@ -89,13 +90,13 @@ class ScansTable(pa.DataFrameModel):
         description="On-disk dtype of the source mask (the store holds uint8 labels).",
     )
     spacing_i_mm: Series[float] = pa.Field(
-        gt=0, description="Voxel size along source axis 0 in mm."
+        gt=0, le=MAX_VOXEL_SPACING_MM, description="Voxel size along source axis 0 in mm."
     )
     spacing_j_mm: Series[float] = pa.Field(
-        gt=0, description="Voxel size along source axis 1 in mm."
+        gt=0, le=MAX_VOXEL_SPACING_MM, description="Voxel size along source axis 1 in mm."
     )
     spacing_k_mm: Series[float] = pa.Field(
-        gt=0, description="Voxel size along source axis 2 in mm."
+        gt=0, le=MAX_VOXEL_SPACING_MM, description="Voxel size along source axis 2 in mm."
     )
     affine: Series[object] = pa.Field(
         description="Source frame: the NIfTI's voxel (i, j, k) to RAS+ mm affine, exactly as in "

@@ -11,7 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
-from verse_etl.schemas.checks import PARTITION_NOTE, is_affine, orientation_column
+from verse_etl.schemas.checks import (
+    MAX_VOXEL_SPACING_MM,
+    PARTITION_NOTE,
+    is_affine,
+    orientation_column,
+)
 from verse_etl.schemas.table import Table
 
 from verse_etl.geometry.series import ORDERS, VERDICTS
@@ -65,10 +70,16 @@ class SeriesTable(pa.DataFrameModel):
     rows: Series[int] = pa.Field(gt=0, description="Rows of each slice (source axis 0).")
     columns: Series[int] = pa.Field(gt=0, description="Columns of each slice (source axis 1).")
     spacing_row_mm: Series[float] = pa.Field(
-        nullable=True, gt=0, description="PixelSpacing[0]: distance between rows (mm)."
+        nullable=True,
+        gt=0,
+        le=MAX_VOXEL_SPACING_MM,
+        description="PixelSpacing[0]: distance between rows (mm).",
     )
     spacing_col_mm: Series[float] = pa.Field(
-        nullable=True, gt=0, description="PixelSpacing[1]: distance between columns (mm)."
+        nullable=True,
+        gt=0,
+        le=MAX_VOXEL_SPACING_MM,
+        description="PixelSpacing[1]: distance between columns (mm).",
     )
     slice_step_mm: Series[float] = pa.Field(
         nullable=True,
@@ -78,6 +89,7 @@ class SeriesTable(pa.DataFrameModel):
     spacing_slice_mm: Series[float] = pa.Field(
         nullable=True,
         gt=0,
+        le=MAX_VOXEL_SPACING_MM,
         description="Slice spacing of the store (array axis 2): first-to-last distance along the "
         "normal over n_slices - 1 (mm); null unless converted.",
     )

@@ -47,6 +47,7 @@ VERSE_CLONES: dict[str, str] = {
     "ct_not_gzip": "verse916",
     "centroids_not_a_list": "verse917",
     "mask_huge_shape": "verse918",
+    "ct_spacing_absurd": "verse919",
 }
 
 HOSTILE: list[tuple[str, str, str, str]] = [
@@ -82,6 +83,8 @@ HOSTILE: list[tuple[str, str, str, str]] = [
     ("ct_nan_voxels", "sub-verse910_ct.nii.gz", "voxel_nonfinite", "are NaN or infinite"),
     ("ct_scl_slope_overflow", "sub-verse911_ct.nii.gz", "voxel_nonfinite", "scl_slope 1e+38"),
     ("ct_constant", "sub-verse912_ct.nii.gz", "voxel_constant", "every finite voxel is 7"),
+    # No sform or qform: the geometry is pixdim's, 1e12 mm, which built as a valid scans row.
+    ("ct_spacing_absurd", "sub-verse919_ct.nii.gz", "less_than_or_equal_to", "spacing_i_mm"),
     # Special files in the VerSe tree: named, never opened (a FIFO hung the build).
     ("verse_fifo", "sub-verse990_ct.nii.gz", "not_regular_file", "FIFO"),
     ("verse_broken_link", "sub-verse991_ct.nii.gz", "not_regular_file", "broken link"),
@@ -241,6 +244,12 @@ def damage_verse(verse: Path, pristine: Path) -> None:
     raw[112:120] = np.array([1e38, 0.0], dtype="<f4").tobytes()
     ct.write_bytes(gzip.compress(bytes(raw), mtime=0))
     _rewrite_ct(files["ct_constant"][0], lambda d, h: (np.full_like(d, 7), h))
+    ct = files["ct_spacing_absurd"][0]
+    raw = bytearray(gzip.decompress(ct.read_bytes()))
+    raw[80:84] = np.array([1e12], dtype="<f4").tobytes()  # pixdim[1]
+    raw[252:256] = np.array([0, 0], dtype="<i2").tobytes()  # qform_code, sform_code
+    ct.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    files["ct_spacing_absurd"][1].unlink()  # a scan without a mask: its mask would not match it
 
     special = verse / V19 / "rawdata"
     for subject in ("verse990", "verse991", "verse992"):

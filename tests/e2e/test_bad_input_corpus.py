@@ -657,3 +657,8 @@ def test_only_the_check_set_to_raise_fails_the_build(corpus: Corpus) -> None:
     assert f"{len(failing)} quarantined record(s) failed checks set to 'raise'" in corpus.failure
     assert "({'voxel_constant': 2})" in corpus.failure  # only the check that fails the build
     assert len(q) > 70  # the other records only warn
+
+
+def test_a_scan_whose_header_gives_an_absurd_spacing_has_no_row(corpus: Corpus) -> None:
+    # Its row fails the contract (spacing over MAX_VOXEL_SPACING_MM) and is quarantined.
+    assert _table(corpus, "SELECT * FROM scans WHERE scan_id = 'verse919'").empty
