@@ -59,6 +59,11 @@ if TYPE_CHECKING:
     from verse_etl.flows.stages import run_ingest, run_tables
 
 
+def entry_module(name: str) -> str:
+    """The module that defines the entry point ``name``."""
+    return _ENTRY_POINTS[name][0]
+
+
 def __getattr__(name: str) -> Any:
     if name not in _ENTRY_POINTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,9 +12,11 @@ leaves artifacts in Prefect: ingest progress, the build summary, the quarantine 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -420,16 +422,40 @@ def _table_artifacts(params: BuildParams, summary: BuildSummary | None) -> None:
 
 @task(name="tables", cache_policy=NO_CACHE)
 def tables_task(params: BuildParams) -> BuildSummary:
-    """Write the tables (see :func:`tables`) and leave the summary and quarantine as artifacts,
-    also when records failed a ``raise`` check (the tables are written then too)."""
+    """Write the tables (see :func:`tables`)."""
+    with timing.COST.body("task runs"):
+        return tables(params)
+
+
+@contextlib.contextmanager
+def tables_with_artifacts(params: BuildParams) -> Iterator[BuildSummary]:
+    """Run :func:`tables_task`, and leave the summary and the quarantine per check as artifacts
+    of the flow run: sent from a thread of their own while the block runs (the report is drawn
+    meanwhile), waited for at its end. When records failed a ``raise`` check (the tables are
+    written then too), the quarantine is left before the build stops."""
     try:
-        with timing.COST.body("task runs"):
-            summary = tables(params)
+        summary = call_task(tables_task, params)
     except BuildFailed:
-        _table_artifacts(params, None)
+        with timing.COST.part("artifacts"):
+            _table_artifacts(params, None)
         raise
-    _table_artifacts(params, summary)
-    return summary
+    context = contextvars.copy_context()  # the flow run's: the artifacts belong to it
+    sender = threading.Thread(
+        target=context.run, args=(_sent_table_artifacts, params, summary), name="table-artifacts"
+    )
+    sender.start()
+    try:
+        yield summary
+    finally:
+        with timing.COST.part("artifacts"):
+            sender.join()
+
+
+def _sent_table_artifacts(params: BuildParams, summary: BuildSummary) -> None:
+    try:
+        _table_artifacts(params, summary)
+    except Exception as e:  # views of the build: never fail it
+        logging.getLogger(__name__).warning("table artifacts of %s not sent (%s)", params.out, e)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -454,13 +480,13 @@ def build_dataset(params: BuildParams) -> BuildSummary:
 
 def _build_dataset(params: BuildParams) -> BuildSummary:
     ingested = ingest_sources(SOURCES, params)
-    summary = call_task(tables_task, params)
-    # The new tables are published: stores only the old ones pointed at can go now.
-    logger = get_run_logger()
-    for path in collect_garbage_after_switch(params):
-        logger.info("%s: removed (no longer published)", path)
-    if not is_url(params.out):  # the report reads the local build; a URL build has none
-        call_task(report_task, Path(params.out))
+    with tables_with_artifacts(params) as summary:
+        # The new tables are published: stores only the old ones pointed at can go now.
+        logger = get_run_logger()
+        for path in collect_garbage_after_switch(params):
+            logger.info("%s: removed (no longer published)", path)
+        if not is_url(params.out):  # the report reads the local build; a URL build has none
+            call_task(report_task, Path(params.out))
     # Counted as the ingest counted them: cases (a task each); the source-level results computed
     # after them (fracture grades, ...) are logged apart, so the counts agree from start to end.
     cases = ingested.cases

@@ -48,14 +48,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from verse_etl.flows.timing import COST, import_prefect
+from verse_etl.flows.timing import COST, import_library, import_prefect, process_seconds
 
 from verse_etl.errors import VerseEtlError
-
-if TYPE_CHECKING:
-    from prefect.context import SettingsContext
 
 IDLE_SECONDS = 300.0
 """How long the local server outlives its last user (``VERSE_ETL_PREFECT_IDLE_SECONDS``): long
@@ -287,10 +283,13 @@ def _api_in_config() -> bool:
     return False
 
 
-def start_prefect() -> None:
+def start_prefect(module: str | None = None) -> None:
     """First thing in a command that runs a flow: start the local server in the background
-    (:func:`start_in_background`), then import Prefect (timed) while it starts."""
+    (:func:`start_in_background`), then, while it starts, import the library the flow module
+    ``module`` composes (:func:`~verse_etl.flows.timing.import_library`) and Prefect (timed)."""
     start_in_background()
+    if module is not None:
+        import_library(module)
     import_prefect()
 
 
@@ -364,22 +363,31 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
                 "build start a local one"
             )
     if configured:
+        # The user's API, which Prefect's settings hold already: exported for the processes
+        # started inside only.
         with _exported(configured):
             yield configured
         return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     if idle is None:
         idle = float(os.environ.get("VERSE_ETL_PREFECT_IDLE_SECONDS", IDLE_SECONDS))
     home = local_home()
-    # Timed: getting the server (what is left of its start) and the lease; held: until the end.
+    # Timed: getting the server (what is left of its start), the lease and the settings; held:
+    # until the end.
     with COST.part("server"), contextlib.ExitStack() as stack:
         server = stack.enter_context(local_server(home, idle))
-        # The local server is this environment's own Prefect: the version check each client
-        # process makes (a request, and a TLS context built for it: 0.1-0.2 s of a background
-        # thread at the start of every flow run here) cannot find a mismatch.
         stack.enter_context(
-            _exported(server.url, {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"})
+            _exported(
+                server.url,
+                # The local server is this environment's own Prefect: the version check each
+                # client process makes (a request, and a TLS context built for it: 0.1-0.2 s of
+                # a background thread at the start of every flow run here) cannot find a
+                # mismatch.
+                {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"},
+                # No flow-run heartbeats: they serve automations, which the local server does
+                # not run, and stopping their thread costs up to a second at the end of every
+                # flow run. (None has no environment spelling: settings only.)
+                {"client.server_version_check_enabled": False, "flows.heartbeat_frequency": None},
+            )
         )
         held = stack.pop_all()
     with held:
@@ -389,60 +397,73 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
             file=sys.stderr,
             flush=True,
         )
-        # No flow-run heartbeats: they serve automations, which the local server does not run,
-        # and stopping their thread costs up to a second at the end of every flow run.
-        with temporary_settings(
-            updates={
-                PREFECT_API_URL: server.url,
-                "flows.heartbeat_frequency": None,
-                "client.server_version_check_enabled": False,
-            }
-        ):
-            yield server.url
+        yield server.url
 
 
 @contextlib.contextmanager
-def _exported(url: str, more: dict[str, str] | None = None) -> Iterator[None]:
+def _exported(
+    url: str, more: dict[str, str] | None = None, settings: dict[str, object] | None = None
+) -> Iterator[None]:
     """``PREFECT_API_URL`` (and the ``more`` variables) set in the environment while inside, for
-    the processes started there, and in Prefect's process-wide settings."""
+    the processes started there; Prefect's settings in this process set to the API URL and
+    ``settings`` (dotted names), for the flows inside and for the threads that do not inherit
+    their context (:func:`_prefect_settings`)."""
     names = {"PREFECT_API_URL": url, **(more or {})}
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
-    prior = _refresh_prefect_settings()
+    imported = "prefect.context" in sys.modules
+    updates = {"api.url": url, **(settings or {})}
     try:
-        yield
+        with _prefect_settings(updates) if imported else contextlib.nullcontext():
+            yield
     finally:
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        if prior is None:
-            _refresh_prefect_settings()  # Prefect imported inside: rebuilt from the environment
-        else:
-            # The settings made from the environment as it was again: restored, not rebuilt
-            # (rebuilding them costs ~30 ms at the end of every command), as Prefect's own
-            # test harness restores them.
+        if not imported and "prefect.context" in sys.modules:
+            # Prefect imported inside read the environment above: rebuilt from it as it is now.
             import prefect.context
 
-            prefect.context.GLOBAL_SETTINGS_CONTEXT = prior
+            prefect.context.refresh_global_settings_context()
 
 
-def _refresh_prefect_settings() -> SettingsContext | None:
-    """Make Prefect's process-wide settings follow the environment again; returns the settings
-    they replace (None if Prefect is not imported: it reads the environment when it is).
-
-    Prefect reads the environment once, at import; threads that do not inherit the flow's
-    context (the Dask client's, which resolves the futures of `--runner dask`) see those
-    settings, and without an API URL there they started a temporary server of their own.
-    """
-    if "prefect.context" not in sys.modules:
-        return None
+@contextlib.contextmanager
+def _prefect_settings(updates: dict[str, object]) -> Iterator[None]:
+    """Prefect's settings with ``updates`` inside, both as the current context and as the
+    process-wide settings (Prefect reads the environment once, at import; threads that do not
+    inherit the flow's context, such as the Dask client's that resolves the futures of
+    `--runner dask`, read the process-wide ones: without an API URL there they started a
+    temporary server of their own). One settings object is made (~30 ms), none if nothing
+    changes; the process-wide settings are restored after, not rebuilt, as Prefect's own test
+    harness restores them."""
     import prefect.context
 
+    current = prefect.context.get_settings_context()
     prior = prefect.context.GLOBAL_SETTINGS_CONTEXT
-    prefect.context.refresh_global_settings_context()
-    return prior
+    if all(
+        _setting(held.settings, name) == value
+        for held in (current, prior)
+        for name, value in updates.items()
+    ):
+        yield
+        return
+    context = prefect.context.SettingsContext(
+        profile=current.profile, settings=current.settings.copy_with_update(updates=updates)
+    )
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = context
+    try:
+        with context:
+            yield
+    finally:
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = prior
+
+
+def _setting(settings: object, name: str) -> object:
+    for part in name.split("."):
+        settings = getattr(settings, part)
+    return settings
 
 
 def serve_api() -> str:
@@ -710,6 +731,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv == ["start"]:
         start_in_background()
+        # A step of `make run` there for Prefect alone: all of its time is Prefect's.
+        COST.add("server", process_seconds())
+        print(COST.line("server start", process_seconds()), file=sys.stderr, flush=True)
         return 0
     if argv == ["stop"]:
         stop(local_home())

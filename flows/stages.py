@@ -14,11 +14,10 @@ from prefect import flow
 from verse_etl.flows import timing
 from verse_etl.flows.build import (
     Ingested,
-    call_task,
     costed,
     ingest_sources,
     run_name,
-    tables_task,
+    tables_with_artifacts,
     task_runner,
     timed_flow_run,
 )
@@ -49,8 +48,8 @@ def ingest(sources: tuple[str, ...], params: BuildParams) -> Ingested:
 @flow(name="verse-etl-tables", flow_run_name=run_name("tables"), validate_parameters=False)
 def tables_flow(params: BuildParams) -> BuildSummary:
     """Assemble, validate and write the tables from the saved case results (the DVC stage)."""
-    with timing.COST.body("flow run"):
-        return call_task(tables_task, params)
+    with timing.COST.body("flow run"), tables_with_artifacts(params) as summary:
+        return summary
 
 
 def run_ingest(

@@ -5,7 +5,10 @@ sample) pays Prefect on its critical path in these places, each timed here:
 
 - ``import``: importing Prefect's flow and task engines and its top-level API, which sets up
   Prefect's logging (:func:`import_prefect`), and defining the flows and tasks of
-  :mod:`verse_etl.flows.build` (each flow builds its parameter schema);
+  :mod:`verse_etl.flows.build` (each flow builds its parameter schema). Timed as what Prefect
+  adds: a command imports the library its flows compose first (:func:`import_library`), so
+  that the modules both use (pydantic, fsspec, dateutil, ...: 0.1-0.15 s here) count as the
+  library's, which imports them without Prefect too;
 - ``server``: waiting for the Prefect API (what is left of the local server's start, or its
   health check; :func:`verse_etl.flows.server.prefect_api`), and handing it back at the end;
 - ``flow run``: from calling the flow to the first line of its body, and from its last line
@@ -16,6 +19,7 @@ sample) pays Prefect on its critical path in these places, each timed here:
 - ``task runs``: each task's wall time around its body, beyond the body (states, events);
   for the cases run on threads, the gaps of the thread that finished last (see
   :meth:`PrefectCost.task_runs`); cases on Dask workers are not timed here;
+- ``logs``: making the run-log records of the flow's body API logs (:func:`_count_api_logs`);
 - ``flush``: sending the logs and events still queued when the flow has returned (otherwise
   paid at interpreter exit).
 
@@ -28,7 +32,10 @@ Dask worker is pickled with the globals it names, and the record holds a lock.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import importlib
+import importlib.util
 import os
 import threading
 import time
@@ -36,8 +43,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LINE_PREFIX = "verse-etl prefect cost:"
+FLOWS = "verse_etl.flows"  # the package of the flows (flows/ in the repository)
 
 
 @dataclass
@@ -50,6 +59,7 @@ class PrefectCost:
     submitted: float | None = None  # when the first case was submitted
     collected: float | None = None  # when the flow had every case's result
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _inside: threading.local = field(default_factory=threading.local)  # bodies open per thread
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -69,10 +79,16 @@ class PrefectCost:
         """Around the body of a flow or of a task called in the flow's thread: its time is the
         library's, taken back from the ``name`` part timed around the call."""
         start = time.perf_counter()
+        self._inside.depth = getattr(self._inside, "depth", 0) + 1
         try:
             yield
         finally:
+            self._inside.depth -= 1
             self.add(name, start - time.perf_counter())
+
+    def in_body(self) -> bool:
+        """Whether this thread is in a body (:meth:`body`): its time is the library's."""
+        return getattr(self._inside, "depth", 0) > 0
 
     @contextlib.contextmanager
     def case_body(self) -> Iterator[None]:
@@ -153,3 +169,77 @@ def import_prefect() -> None:
         import prefect.main
         import prefect.task_engine
         import prefect.task_runners  # noqa: F401
+
+        _count_api_logs()
+
+
+def _count_api_logs() -> None:
+    """Time Prefect's API log handler in the bodies of the flow and of the tasks it calls in
+    its thread as Prefect's ``logs`` part: it makes each run-log record an API log there, ~1 ms
+    a record here, before its worker sends it. (Outside the bodies it is in the part timed
+    around them already; in a case's thread it is left in the case's body, timed as the
+    library's: a tenth of it in a build.)"""
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.extra"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, APILogHandler) and "emit" not in vars(handler):
+                emit = handler.emit
+
+                def timed(record: logging.LogRecord, emit: Any = emit) -> None:
+                    if not COST.in_body():
+                        return emit(record)
+                    with COST.part("logs"):
+                        return emit(record)
+
+                handler.emit = timed  # type: ignore[method-assign]
+
+
+def import_library(module: str) -> None:
+    """Import the verse_etl library that the flow module ``module`` composes, without running
+    ``module`` itself (which imports Prefect): every library module it imports at its top level,
+    and those imported by the ``verse_etl.flows`` modules it imports, found in their sources.
+    The reading of the sources is counted as Prefect's import (a few ms); the library's import
+    is not."""
+    with COST.part("import"):
+        library = _library_imports(module, seen=set())
+    for name, names in library:
+        imported = importlib.import_module(name)
+        if hasattr(imported, "__path__"):  # a package: `from package import submodule`
+            for attribute in names:
+                if not hasattr(imported, attribute) and importlib.util.find_spec(
+                    f"{name}.{attribute}"
+                ):
+                    importlib.import_module(f"{name}.{attribute}")
+
+
+def _library_imports(module: str, seen: set[str]) -> list[tuple[str, list[str]]]:
+    """The library modules the ``verse_etl.flows`` module ``module`` imports at its top level
+    (and through the flows modules it imports), each with the names imported from it."""
+    seen.add(module)
+    spec = importlib.util.find_spec(module)  # its package, verse_etl.flows, is imported already
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return []
+    found: list[tuple[str, list[str]]] = []
+    for node in ast.parse(Path(spec.origin).read_text(), spec.origin).body:
+        if isinstance(node, ast.Import):
+            imports = [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [alias.name for alias in node.names]
+            if node.module == FLOWS:  # `from verse_etl.flows import timing`: flows modules
+                imports = [(f"{FLOWS}.{name}", []) for name in names]
+            else:
+                imports = [(node.module, names)]
+        else:
+            continue
+        for name, names in imports:
+            if name in seen or not (name == "verse_etl" or name.startswith("verse_etl.")):
+                continue
+            if name.startswith(f"{FLOWS}."):
+                found += _library_imports(name, seen)  # never imported here: it imports Prefect
+            elif name != FLOWS:
+                seen.add(name)
+                found.append((name, names))
+    return found

@@ -118,3 +118,41 @@ def test_threads_without_the_flows_context_see_the_api_too(monkeypatch: pytest.M
     thread.start()
     thread.join()
     assert seen == [url, None]
+
+
+def test_the_settings_of_a_local_server_are_made_once_and_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API URL, no version check and no heartbeats, in one settings object seen by the flow's
+    # context and by other threads; the settings as they were after. Nothing is rebuilt when
+    # the settings hold those values already (a configured API).
+    import threading
+
+    import prefect.context
+    from prefect.settings import get_current_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = "http://127.0.0.1:9/api"
+    local = {"client.server_version_check_enabled": False, "flows.heartbeat_frequency": None}
+    before = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    seen: list[tuple[object, ...]] = []
+
+    def look() -> None:
+        s = get_current_settings()
+        seen.append((s.api.url, s.client.server_version_check_enabled, s.flows.heartbeat_frequency))
+
+    with server._exported(url, settings=local):
+        assert get_current_settings() is prefect.context.GLOBAL_SETTINGS_CONTEXT.settings
+        look()
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+        inside = prefect.context.GLOBAL_SETTINGS_CONTEXT
+        with server._exported(url, settings=local):
+            assert prefect.context.GLOBAL_SETTINGS_CONTEXT is inside  # nothing to change
+    assert prefect.context.GLOBAL_SETTINGS_CONTEXT is before
+    assert seen == [(url, False, None)] * 2
+    assert (
+        get_current_settings().flows.heartbeat_frequency
+        == before.settings.flows.heartbeat_frequency
+    )

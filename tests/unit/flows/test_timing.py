@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from verse_etl.flows.timing import LINE_PREFIX, PrefectCost
 
 
@@ -62,3 +63,68 @@ def test_process_seconds_agree_with_a_clock_outside_the_process() -> None:
     outside = time.perf_counter() - start
     assert 0.5 <= inside <= outside + 0.02, (inside, outside)
     assert outside - inside < 0.25, (inside, outside)  # the parent's spawn and the child's exit
+
+
+@pytest.mark.parametrize("module", ["verse_etl.flows.build", "verse_etl.flows.stages"])
+def test_the_library_of_a_flow_module_is_imported_before_prefect_and_whole(module: str) -> None:
+    # Prefect's import is timed after the library's, as what it adds (the modules both use count
+    # as the library's): the library comes without Prefect, and the flow module imported after
+    # it brings no library module the scan missed.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from verse_etl.flows.timing import import_library\n"
+        f"import_library({module!r})\n"
+        "assert 'prefect' not in sys.modules, 'Prefect imported with the library'\n"
+        "def library():\n"
+        "    return {m for m in sys.modules\n"
+        "            if m.startswith('verse_etl.') and not m.startswith('verse_etl.flows')}\n"
+        "before = library()\n"
+        f"import {module}\n"
+        "print(len(before), sorted(library() - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    count, missed = done.stdout.split(" ", 1)
+    assert int(count) > 30 and missed.strip() == "[]", done.stdout
+
+
+def test_the_library_scan_follows_flows_modules() -> None:
+    # A flows module is read, not imported (it imports Prefect); what it imports from the
+    # library is found through it.
+    from verse_etl.flows.timing import _library_imports
+
+    found = dict(_library_imports("verse_etl.flows.stages", seen=set()))
+    assert "verse_etl.params" in found  # stages' own
+    assert "verse_etl.verse.case" in found  # through verse_etl.flows.build
+    assert not any(name.startswith("verse_etl.flows") for name in found)
+
+
+def test_run_logs_made_in_a_body_are_counted_as_prefect_once() -> None:
+    # Prefect's API log handler works in the logging thread (~1 ms a record): in a flow's body
+    # that is Prefect's time inside the library's, counted as its "logs" part; around the body
+    # it is inside the part timed there already, and not counted twice.
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+    from verse_etl.flows.timing import COST, import_prefect
+
+    import_prefect()
+    (handler,) = {
+        h for h in logging.getLogger("prefect.flow_runs").handlers if isinstance(h, APILogHandler)
+    }
+    record = logging.LogRecord("prefect.flow_runs", logging.INFO, __file__, 1, "x", None, None)
+    record.send_to_api = False  # handled, not sent: no run needed
+
+    def logs() -> float:
+        return COST.parts.get("logs", 0.0)
+
+    before = logs()
+    handler.emit(record)
+    assert logs() == before
+    with COST.part("flow run"), COST.body("flow run"):
+        for _ in range(3):
+            handler.emit(record)
+    assert logs() > before
