@@ -8,7 +8,8 @@ with this environment's ``.venv``, and prints for each the wall time, the sum of
 and their share:
 
 1. ``make run`` on a fresh clone (sample, ``dvc repro``, push, summary; no Prefect server
-   running, a new Prefect home);
+   running, a new Prefect home), ``--repeat`` times (a new clone each time; the median and
+   the spread of the share are printed: single runs move by a few points here);
 2. ``dvc repro -f``: every stage again with the server still up (every case unchanged);
 3. ``dvc repro`` with nothing changed (DVC runs no stage: no Prefect at all);
 4. unless ``--no-real``: ``verse-etl build`` of a ``--size real`` sample (512 x 512 x 200-500
@@ -19,7 +20,7 @@ The local server's own CPU time (its start, from its keeper's log) is printed to
 beside the build, off the critical path, but on the same cores. Wall times are disturbed by
 other jobs on shared cores: the load average is printed with every figure.
 
-    python benchmarks/prefect_share.py [--work /tmp/verse-etl-prefect-share] [--no-real]
+    python benchmarks/prefect_share.py [--work /tmp/verse-etl-prefect-share] [--no-real] [--repeat 3]
         [--real-verse-cases 4] [--real-mosmed-studies 1]
 """
 
@@ -67,7 +68,7 @@ def timed(args: list[str], repo: Path) -> tuple[float, str]:
     return wall, output
 
 
-def report(name: str, wall: float, output: str) -> None:
+def report(name: str, wall: float, output: str) -> float:
     costs = [m.groupdict() for m in COST.finditer(output)]
     prefect = sum(float(c["prefect"]) for c in costs)
     parts: dict[str, float] = {}
@@ -82,6 +83,13 @@ def report(name: str, wall: float, output: str) -> None:
         print("    parts: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
     for c in costs:
         print(f"    {c['command']}: {float(c['prefect']):.2f} s of {float(c['wall']):.2f} s")
+    return prefect / wall
+
+
+def fresh_clone(repo: Path) -> None:
+    shutil.rmtree(repo, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    (repo / ".venv").symlink_to(VENV)
 
 
 def server_starts(repo: Path, before: int = 0) -> list[tuple[float, float]]:
@@ -117,6 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/verse-etl-prefect-share"))
     parser.add_argument("--no-real", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="make runs, each on a fresh clone (default 3)"
+    )
     parser.add_argument("--real-verse-cases", type=int, default=4)
     parser.add_argument("--real-mosmed-studies", type=int, default=1)
     args = parser.parse_args()
@@ -125,14 +136,23 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     repo = args.work / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    (repo / ".venv").symlink_to(VENV)
-    print(f"fresh clone of {ROOT} at {repo} (environment {VENV}); uptime: {load()}")
+    print(f"fresh clones of {ROOT} at {repo} (environment {VENV}); uptime: {load()}")
+    shares = []
     try:
-        # The clone's files are newer than .venv/.installed: -o keeps make from reinstalling.
-        wall, output = timed(["make", "-o", ".venv/.installed", "run"], repo)
-        report("make run (fresh clone)", wall, output)
-        seen = print_server(repo, 0)
+        for run in range(1, max(1, args.repeat) + 1):
+            if run > 1:
+                stop_server(repo)
+            fresh_clone(repo)
+            # The clone's files are newer than .venv/.installed: -o keeps make from reinstalling.
+            wall, output = timed(["make", "-o", ".venv/.installed", "run"], repo)
+            shares.append(report(f"make run {run} (fresh clone)", wall, output))
+            seen = print_server(repo, 0)
+        if len(shares) > 1:
+            shares.sort()
+            print(
+                f"make run, {len(shares)} fresh clones: Prefect's share median "
+                f"{shares[len(shares) // 2]:.1%} (from {shares[0]:.1%} to {shares[-1]:.1%})"
+            )
         wall, output = timed(["dvc", "repro", "-f"], repo)
         report("dvc repro -f (rerun, every case unchanged)", wall, output)
         seen = print_server(repo, seen)
