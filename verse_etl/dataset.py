@@ -383,8 +383,9 @@ class Dataset:
             raise VolumesNotPulledError(
                 self._location(relative),
                 "volume store not found (the tables are there, the volumes are not)",
-                f"run `dvc pull {out}` in the project (or `dvc get <repo> {VOLUMES_DIR}/{source} "
-                "--rev <tag>` into the build folder)",
+                f"run `dvc pull {out}` in the project; outside it, `dvc get <repo> "
+                f"data/build/{VOLUMES_DIR}/{source} --rev <tag> -o {out}` (data/build: the "
+                "project's build.out; see the README's \"Getting a release\" for the remote)",
                 check="dataset",
             )
         table = "vertebrae" if source == "verse" else "mosmed_vertebrae"

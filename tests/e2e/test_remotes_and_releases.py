@@ -170,10 +170,22 @@ def test_readme_consumer_commands_get_a_release_elsewhere_byte_identical(built: 
         assert file_digests(got) == file_digests(want), got
     assert (consumer / "project" / "tables.dvc").is_file()
     # What `dvc get` filled reads like a build folder.
-    from verse_etl.dataset import Dataset
+    from verse_etl.dataset import Dataset, VolumesNotPulledError
 
     ds = Dataset(consumer, sources=("verse",))
     assert ds[0]["image"].size > 0
+    # The MosMed stores were not fetched: the error says which `dvc get` brings them, and that
+    # command, run as said (the README's remote option added), does.
+    with pytest.raises(VolumesNotPulledError) as info:
+        Dataset(consumer, sources=("mosmed",))[0]
+    said = re.search(r"`(dvc get <repo> [^`]+)`", str(info.value))
+    assert said, info.value
+    get = said[1].replace("<repo>", str(built)).replace("<tag>", tag)
+    run(["bash", "-euc", f"{get} --remote-config url={built}/.dvc-storage"], consumer)
+    assert file_digests(consumer / "volumes" / "mosmed") == file_digests(
+        producer / "volumes" / "mosmed"
+    )
+    assert Dataset(consumer, sources=("mosmed",))[0]["image"].size > 0
 
     # Done when: in that fresh folder, the light install (the build stack is not importable)
     # opens a case of the pulled release, feeds patches to a DataLoader and exports nnU-Net and
