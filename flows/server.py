@@ -43,9 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from verse_etl.flows.timing import COST, import_library, import_prefect, process_seconds
 
@@ -432,7 +433,7 @@ def _exported(
 
 
 @contextlib.contextmanager
-def _prefect_settings(updates: dict[str, object]) -> Iterator[None]:
+def _prefect_settings(updates: Mapping[Any, object]) -> Iterator[None]:
     """Prefect's settings with ``updates`` inside, both as the current context and as the
     process-wide settings (Prefect reads the environment once, at import; threads that do not
     inherit the flow's context, such as the Dask client's that resolves the futures of
