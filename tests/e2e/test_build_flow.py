@@ -360,3 +360,50 @@ def test_real_annotations_pair_readers_across_releases_by_keypoints(real_annotat
         twins["folder"], twins["level"], twins[point_cols].to_numpy(), strict=True
     ):
         assert labels[(f, *np.round(p, 9))] == level
+
+
+def test_table_artifacts_belong_to_the_run_and_a_failed_build_leaves_its_quarantine(
+    built, tmp_path: Path
+) -> None:
+    # The summary and the quarantine per check are sent while the report is drawn
+    # (flows/build.py tables_with_artifacts): the flow waits for them, so they are there, with
+    # the run, when the build returns. A build that fails a `raise` check leaves its quarantine
+    # before it stops.
+    import shutil
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from verse_etl.flows.build import run_build
+
+    from verse_etl.errors import BuildFailed
+    from verse_etl.params import CheckParams
+
+    def latest(key: str):
+        with get_client(sync_client=True) as client:
+            (artifact,) = client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+            )
+            run = client.read_flow_run(artifact.flow_run_id)
+        return artifact, run
+
+    params, summary, *_ = built
+    artifact, _ = latest("build-summary")
+    rows = json.loads(artifact.data)  # a table artifact's data: its rows as JSON
+    assert {row["table"]: row["rows"] for row in rows} == summary.rows
+
+    src = tmp_path / "src"
+    shutil.copytree(Path(params.sources.verse).parent, src)
+    ct = sorted((src / "verse").rglob("*_ct.nii.gz"))[0]
+    ct.write_bytes(ct.read_bytes()[: ct.stat().st_size // 2])  # truncated: check `read`
+    failing = replace(
+        params,
+        out=str(tmp_path / "out"),
+        sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed")),
+        checks=CheckParams(default="raise"),
+    )
+    with pytest.raises(BuildFailed):
+        run_build(failing)
+    artifact, run = latest("quarantine-by-check")
+    assert run.name == f"build -> {failing.out}", run.name
+    checks = {row["check"]: row["mode"] for row in json.loads(artifact.data)}
+    assert checks == {"read": "raise"}, artifact.data
