@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
-    con = connect(out)
+    # Rows only: the views' descriptions (a COMMENT per column, from each contract's schema)
+    # are for SQL clients, not for the report.
+    con = connect(out, comments=False)
     try:
         names = [
             r[0]
