@@ -129,7 +129,9 @@ class PrefectCost:
 
     def line(self, command: str, wall: float) -> str:
         """One line: the command's wall time from process start and Prefect's part of it."""
-        parts = {**self.parts, "task runs": self.parts.get("task runs", 0.0) + self.task_runs()}
+        parts = dict(self.parts)
+        if "task runs" in parts or self.spans:  # a command without tasks (server start) has none
+            parts["task runs"] = parts.get("task runs", 0.0) + self.task_runs()
         detail = ", ".join(f"{name} {max(0.0, s):.2f}" for name, s in parts.items())
         share = self.total() / wall if wall > 0 else 0.0
         return (

@@ -28,6 +28,15 @@ def test_a_body_is_taken_back_from_the_part_timed_around_its_call() -> None:
     assert line.startswith(f"{LINE_PREFIX} tables: ") and "of 2.00 s" in line and "flow run" in line
 
 
+def test_a_command_without_tasks_lists_no_task_runs() -> None:
+    # `make run`'s server start step: its line names what it spent, nothing else.
+    cost = PrefectCost()
+    cost.add("server", 0.08)
+    assert cost.line("server start", 0.08).endswith("(100%; server 0.08)")
+    cost.spans = [(1, 1.0, 2.0)]
+    assert "task runs" in cost.line("build", 1.0)
+
+
 def test_no_cases_timed_means_no_task_run_gaps() -> None:
     # Cases on Dask workers (other processes) leave no spans here: nothing is made up.
     assert PrefectCost(submitted=1.0, collected=9.0).task_runs() == 0.0
