@@ -207,7 +207,14 @@ def read_nifti_info(path: Path | SourceFile, limits: InputLimits | None = None) 
     shape = tuple(int(s) for s in hdr.get_data_shape())
     if len(shape) > 3 and all(s == 1 for s in shape[3:]):
         shape = shape[:3]
-    if len(shape) != 3 or min(shape) < 1:
+    if shape and min(shape) < 1:
+        raise InputError(
+            path,
+            f"header gives a size below 1 (shape {shape}; expected every dim[1..] >= 1)",
+            "the header is corrupt; re-download the file",
+            check="shape",
+        )
+    if len(shape) != 3:
         raise InputError(
             path,
             f"expected a 3-D volume, got shape {shape}",

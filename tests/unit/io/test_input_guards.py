@@ -98,6 +98,19 @@ def test_huge_nifti_shape_is_refused_before_allocation(tmp_path: Path) -> None:
     _refused(lambda: read_nifti_info(_nifti_header_only(path, (100, 100, 200)), small), "too_large")
 
 
+def test_a_size_below_1_in_the_header_is_called_corrupt(tmp_path: Path) -> None:
+    # A negative dim[1] used to be reported as "expected a 3-D volume ... split 4-D series".
+    import struct
+
+    path = _nifti_header_only(tmp_path / "ct.nii", (4, 4, 4))
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<h", raw, 42, -5)  # dim[1]
+    path.write_bytes(bytes(raw))
+    error = _refused(lambda: read_nifti_info(path), "shape")
+    assert "(-5, 4, 4)" in str(error) and "corrupt" in str(error), error
+    assert "4-D" not in str(error)
+
+
 @pytest.mark.parametrize(
     "dtype", [np.complex64, np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])], ids=["c", "rgb"]
 )
