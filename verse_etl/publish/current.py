@@ -104,16 +104,7 @@ def _check(params: BuildParams) -> BuildSummary:
     summary = _tables(out, params)
     if not report_unchanged(out):
         raise _Changed("report: not drawn from the current tables by this code")
-    return BuildSummary(
-        rows=summary.rows,
-        cases=len(cases),
-        converted=0,
-        reused=len(cases),
-        stores_written=0,
-        quarantined=summary.quarantined,
-        failing=summary.failing,
-        checks_failed=summary.checks_failed,
-    )
+    return summary.as_rerun(len(cases))
 
 
 def _verse(root: Path, out: Path, params: BuildParams) -> tuple[list[CaseResult], list[CaseResult]]:

@@ -280,7 +280,7 @@ def write_stamp(start: StampStart, summary: BuildSummary) -> bool:
                 "code": start.code,
                 "sources": start.sources,
                 "outputs": outputs,
-                "summary": asdict(_unchanged(summary)),
+                "summary": asdict(summary.as_rerun()),
             }
             data = json.dumps(record, indent=1).encode() + b"\n"
             if os.write(fd, data) != len(data):
@@ -317,20 +317,6 @@ def _sign_outputs(out: Path, fd: int) -> str | None:
         if older:
             return digest.hexdigest()
     return None
-
-
-def _unchanged(summary: BuildSummary) -> BuildSummary:
-    """``summary`` as a rerun with nothing to change reports it: every case unchanged."""
-    return BuildSummary(
-        rows=dict(summary.rows),
-        cases=summary.cases,
-        converted=0,
-        reused=summary.cases,
-        stores_written=0,
-        quarantined=summary.quarantined,
-        failing=summary.failing,
-        checks_failed=dict(summary.checks_failed),
-    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ importing them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class BuildSummary:
     # Per source given to the build: what became of cases an earlier build had and this one did
     # not (pruned, or kept and why; see verse_etl.publish.pruning).
     pruning: dict[str, str] = field(default_factory=dict)
+
+    def as_rerun(self, cases: int | None = None) -> BuildSummary:
+        """This build as a rerun with nothing to change reports it: its tables and quarantine,
+        every one of its ``cases`` (default: its own count) reused, nothing converted, written
+        or pruned."""
+        n = self.cases if cases is None else cases
+        return replace(self, cases=n, converted=0, reused=n, stores_written=0, pruning={})
 
     def to_json(self) -> str:
         """Deterministic JSON (the DVC metrics file)."""
