@@ -39,7 +39,6 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "serve_deployment": ("verse_etl.flows.schedule", "serve"),
     "serve_api": ("verse_etl.flows.server", "serve_api"),
     "start_prefect": ("verse_etl.flows.server", "start_prefect"),
-    "start_prefect_server": ("verse_etl.flows.server", "start_in_background"),
 }
 __all__ = [
     "run_build",
@@ -48,14 +47,12 @@ __all__ = [
     "serve_api",
     "serve_deployment",
     "start_prefect",
-    "start_prefect_server",
 ]
 
 if TYPE_CHECKING:
     from verse_etl.flows.build import run_build
     from verse_etl.flows.schedule import serve as serve_deployment
     from verse_etl.flows.server import serve_api, start_prefect
-    from verse_etl.flows.server import start_in_background as start_prefect_server
     from verse_etl.flows.stages import run_ingest, run_tables
 
 
