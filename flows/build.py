@@ -3,7 +3,7 @@
 ``build_dataset`` runs everything in one flow run: ``verse-etl build`` and the DVC stage
 ``build`` run it, so one Prefect import and flow-run engine per build. Its two halves, for
 ``verse-etl ingest`` and ``verse-etl tables`` by hand, are flows of :mod:`verse_etl.flows.stages`
-composed of the same parts (:func:`ingest_sources`, :func:`tables_task`).
+composed of the same parts (:func:`ingest_sources`, :func:`tables_with_artifacts`).
 
 Every entry point runs on one Prefect API (:func:`verse_etl.flows.server.prefect_api`); a build
 leaves artifacts in Prefect: ingest progress, the build summary, the quarantine per check.

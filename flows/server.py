@@ -286,13 +286,12 @@ def _api_in_config() -> bool:
     return False
 
 
-def start_prefect(module: str | None = None) -> None:
+def start_prefect(module: str) -> None:
     """First thing in a command that runs a flow: start the local server in the background
     (:func:`start_in_background`), then, while it starts, import the library the flow module
     ``module`` composes (:func:`~verse_etl.flows.timing.import_library`) and Prefect (timed)."""
     start_in_background()
-    if module is not None:
-        import_library(module)
+    import_library(module)
     import_prefect()
 
 
