@@ -567,9 +567,9 @@ def run_build(
     ):
         stamp = start_stamp(params)  # before the flow reads a source (verse_etl.publish.stamp)
         with costed("build"), prefect_api(), timed_flow_run():
-            summary = plain_parameters(
-                build_dataset.with_options(task_runner=task_runner(params, runner, dask_address))
-            )(params)
+            summary = plain_parameters(build_dataset, task_runner(params, runner, dask_address))(
+                params
+            )
         if stamp is not None:
             write_stamp(stamp, summary)  # after the tables and the report are published
         return summary

@@ -67,9 +67,7 @@ def run_ingest(
         prefect_api(),
         timed_flow_run(),
     ):
-        flow_with_runner = plain_parameters(
-            ingest.with_options(task_runner=task_runner(params, runner, dask_address))
-        )
+        flow_with_runner = plain_parameters(ingest, task_runner(params, runner, dask_address))
         return flow_with_runner(sources, params)
 
 
@@ -81,7 +79,7 @@ def run_tables(params: BuildParams, wait: float = 0.0) -> BuildSummary:
         prefect_api(),
         timed_flow_run(),
     ):
-        return plain_parameters(tables_flow.with_options())(params)
+        return plain_parameters(tables_flow)(params)
 
 
 timing.COST.add("import", time.perf_counter() - _DEFINITIONS_START)

@@ -35,7 +35,7 @@ def test_a_flow_stores_its_parameters_without_importing_fastapi() -> None:
         "from verse_etl.params import BuildParams\n"
         "@flow\n"
         "def f(params, sources): ...\n"
-        "g = plain_parameters(f.with_options())\n"
+        "g = plain_parameters(f)\n"
         "stored = g.serialize_parameters({'params': BuildParams(), 'sources': ('verse',)})\n"
         "assert stored['sources'] == ['verse'] and stored['params']['out'] == 'data/build'\n"
         "assert 'fastapi' not in sys.modules, 'fastapi imported'\n"
@@ -44,3 +44,25 @@ def test_a_flow_stores_its_parameters_without_importing_fastapi() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_flow_run_is_a_copy_on_the_given_task_runner(prefect_server: str) -> None:
+    from prefect import flow
+    from prefect.context import FlowRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from verse_etl.flows.parameters import plain_parameters
+
+    @flow(validate_parameters=False)
+    def workers(params: BuildParams) -> tuple[bool, str]:
+        context = FlowRunContext.get()
+        assert context is not None and context.flow_run is not None
+        # The engine runs a duplicate of the flow's runner: equal when it has the same threads.
+        three = context.task_runner == ThreadPoolTaskRunner(max_workers=3)
+        return three, context.flow_run.parameters["params"]["out"]
+
+    run = plain_parameters(workers, ThreadPoolTaskRunner(max_workers=3))
+    assert run(BuildParams(out="elsewhere")) == (True, "elsewhere")
+    # The flow defined at import is left as it was: its own runner, Prefect's own encoder.
+    assert workers.task_runner is not run.task_runner
+    assert "serialize_parameters" not in vars(workers)
+    assert plain_parameters(workers).task_runner is workers.task_runner
