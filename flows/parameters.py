@@ -75,5 +75,6 @@ def plain_parameters(flow: F, task_runner: object | None = None) -> F:
     # An instance attribute: the engine calls it on this object (flow_engine.create_flow_run).
     run.serialize_parameters = serialize_parameters  # type: ignore[attr-defined]
     if task_runner is not None:
-        run.task_runner = task_runner  # type: ignore[attr-defined]
+        # the engine runs a duplicate of the runner it finds there (flow_engine.run_context)
+        run.task_runner = task_runner  # type: ignore[attr-defined]  # F is a Flow (see above)
     return run

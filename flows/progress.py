@@ -9,6 +9,7 @@ case finishes. In the Prefect UI a progress artifact follows the same count. Ins
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,22 +171,74 @@ def _console_handlers() -> list[Any]:
     return list({id(h): h for h in handlers}.values())
 
 
-@contextlib.contextmanager
+@dataclass
+class _Beat:
+    log: Callable[[str], None]
+    what: str
+    start: float
+    every: float
+    due: float  # when it next says so
+
+
+class _Heartbeats:
+    """The cases running in this process that say so every so often, and the one thread that
+    says it for all of them (started with the first). A thread per case cost two hand-overs of
+    Python's lock, to start it and to join it: 15-35 ms a case while the other threads run
+    Python, on the critical path of every case."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._beats: dict[int, _Beat] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def beating(self, log: Callable[[str], None], what: str, every: float) -> Iterator[None]:
+        start = time.perf_counter()
+        key = next(self._keys)
+        with self._changed:
+            self._beats[key] = _Beat(log, what, start, every, start + every)
+            if self._thread is None or not self._thread.is_alive():  # the first, or after fork
+                self._thread = threading.Thread(
+                    target=self._run, name="verse-etl-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()  # its first beat may be due before those waited for
+        try:
+            yield
+        finally:
+            with self._changed:
+                del self._beats[key]
+
+    def _run(self) -> None:
+        lines: list[tuple[Callable[[str], None], str]] = []
+        while True:
+            for log, line in lines:  # outside the lock: a log call may be slow (the API)
+                try:
+                    log(line)
+                except Exception:  # a view of the build: never stop saying it for the others
+                    logging.getLogger(__name__).debug("heartbeat not logged", exc_info=True)
+            with self._changed:
+                while True:
+                    now = time.perf_counter()
+                    due = [b for b in self._beats.values() if b.due <= now]
+                    if due:
+                        break
+                    wait = min((b.due for b in self._beats.values()), default=None)
+                    self._changed.wait(None if wait is None else wait - now)
+                for beat in due:
+                    beat.due = now + beat.every
+                lines = [(b.log, f"{b.what}: still running ({now - b.start:.0f} s)") for b in due]
+
+
+# One per process, like the stop request of verse_etl.stopping: the cases of a build (threads of
+# this process, or of a Dask worker's) share its thread.
+_HEARTBEATS = _Heartbeats()
+
+
 def heartbeat(
     log: Callable[[str], None], what: str, every: float = HEARTBEAT_SECONDS
-) -> Iterator[None]:
-    """While inside, say every ``every`` seconds that ``what`` is still running and for how long."""
-    stop = threading.Event()
-    start = time.perf_counter()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            log(f"{what}: still running ({time.perf_counter() - start:.0f} s)")
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+) -> contextlib.AbstractContextManager[None]:
+    """While inside, say every ``every`` seconds that ``what`` is still running and for how long
+    (through ``log``, from this process's heartbeat thread)."""
+    return _HEARTBEATS.beating(log, what, every)

@@ -51,6 +51,23 @@ def test_heartbeat_says_a_long_case_is_still_running() -> None:
     assert len(lines) == count  # stops with the case
 
 
+def test_cases_side_by_side_each_say_so_from_one_thread() -> None:
+    import threading
+
+    lines: list[str] = []
+    before = threading.active_count()
+    with heartbeat(lines.append, "slow", every=0.2):
+        time.sleep(0.05)
+        # A case that starts later with a shorter beat is not kept waiting for the first's.
+        with heartbeat(lines.append, "quick", every=0.03):
+            time.sleep(0.15)
+            threads = threading.active_count()
+        time.sleep(0.2)
+    assert any(line.startswith("quick: still running") for line in lines), lines
+    assert any(line.startswith("slow: still running") for line in lines), lines
+    assert threads <= before + 1  # at most the one heartbeat thread, not one a case
+
+
 def test_source_bytes_counts_files_zip_members_and_dicom_folders(tmp_path: Path) -> None:
     ct = tmp_path / "ct.nii.gz"
     ct.write_bytes(b"x" * 1000)
