@@ -46,59 +46,70 @@ def consensus_rows(vertebrae: pd.DataFrame) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if vertebrae.empty:
         return rows
-    for (folder, release), study in vertebrae.groupby(["folder", "release"], sort=True):
-        study = study.reset_index(drop=True)
-        points = study[_WORLD].to_numpy(dtype=float).reshape(-1, 6, 3)
-        experts = study["expert"].astype(str).tolist()
-        levels = study["level"].tolist()
-        by_level = all(isinstance(v, str) for v in levels)
-        if by_level:
-            order = sorted(set(levels), key=LEVELS.index)
-            groups = [[i for i, v in enumerate(levels) if v == level] for level in order]
+    for (folder, release), frame in vertebrae.groupby(["folder", "release"], sort=True):
+        study = _Study(frame)
+        if study.by_level:
+            order = sorted(set(study.levels), key=LEVELS.index)
+            groups = [[i for i, v in enumerate(study.levels) if v == level] for level in order]
         else:
-            heights = study[["height_ant_mm", "height_mid_mm", "height_post_mm"]].mean(axis=1)
-            groups = group_vertebrae(points.mean(axis=1), heights.tolist(), experts)
-        for number, members in enumerate(groups):
-            rows.append(
-                _group_row(study, points, members, str(folder), str(release), number, by_level)
+            groups = group_vertebrae(
+                study.points.mean(axis=1), study.heights.mean(axis=1).tolist(), study.experts
             )
+        for number, members in enumerate(groups):
+            rows.append(_group_row(study, members, str(folder), str(release), number))
     return rows
 
 
+class _Study:
+    """The columns of one study and release that its groups read, taken out of the frame once:
+    a group's row is then made from plain lists and arrays (slicing the frame for each group and
+    reducing its columns one by one took ~1 ms a row, paid for every row whenever the tables
+    are made)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        # Validated columns: no nulls but in ``level`` (the heights and ratios are > 0).
+        self.points = frame[_WORLD].to_numpy(dtype=float).reshape(-1, 6, 3)
+        self.heights = frame[_HEIGHTS].to_numpy(dtype=float)
+        self.ratios = frame["deformity_ratio"].to_numpy(dtype=float)
+        self.experts = frame["expert"].astype(str).tolist()
+        self.levels = frame["level"].tolist()
+        self.grades = [int(g) for g in frame["genant_grade"]]
+        self.series_uids = frame["series_uid"].tolist()
+        self.by_level = all(isinstance(v, str) for v in self.levels)
+
+
+_HEIGHTS = ["height_ant_mm", "height_mid_mm", "height_post_mm"]
+
+
 def _group_row(
-    study: pd.DataFrame,
-    points: np.ndarray,
-    members: list[int],
-    folder: str,
-    release: str,
-    number: int,
-    by_level: bool,
+    study: _Study, members: list[int], folder: str, release: str, number: int
 ) -> dict[str, Any]:
-    part = study.iloc[members]
+    points = study.points
     distances = [np.linalg.norm(points[a] - points[b], axis=1) for a, b in combinations(members, 2)]
-    levels = {v for v in part["level"] if isinstance(v, str)}
-    grades = [int(g) for g in part["genant_grade"]]
+    levels = {study.levels[i] for i in members if isinstance(study.levels[i], str)}
+    grades = [study.grades[i] for i in members]
     grade, agreement = consensus_grade(grades)
+    heights = study.heights[members].mean(axis=0)
     return MOSMED_CONSENSUS.row(
         {
             "folder": folder,
-            "series_uid": str(part["series_uid"].iloc[0]),
+            "series_uid": str(study.series_uids[members[0]]),
             "release": release,
             "vertebra": number,
             "level": levels.pop() if len(levels) == 1 else None,
-            "grouped_by": "level" if by_level else "position",
+            "grouped_by": "level" if study.by_level else "position",
             "n_experts": len(members),
-            "experts": ",".join(sorted(part["expert"].astype(str))),
+            "experts": ",".join(sorted(study.experts[i] for i in members)),
             "mean_keypoint_distance_mm": float(np.mean([d.mean() for d in distances]))
             if distances
             else None,
             "max_keypoint_distance_mm": float(max(d.max() for d in distances))
             if distances
             else None,
-            "height_ant_mm": float(part["height_ant_mm"].mean()),
-            "height_mid_mm": float(part["height_mid_mm"].mean()),
-            "height_post_mm": float(part["height_post_mm"].mean()),
-            "deformity_ratio": float(part["deformity_ratio"].mean()),
+            "height_ant_mm": float(heights[0]),
+            "height_mid_mm": float(heights[1]),
+            "height_post_mm": float(heights[2]),
+            "deformity_ratio": float(study.ratios[members].mean()),
             "genant_grade": grade,
             "genant_grade_min": min(grades),
             "genant_grade_max": max(grades),
