@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -182,15 +182,30 @@ def relative(path: Path | str, root: Path) -> str:
     >>> relative("/data/verse/a.zip!//etc/passwd", Path("/data/verse"))
     'a.zip!//etc/passwd'
     """
-    archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
-    try:
+    return relative_names([path], root)[0]
+
+
+def relative_names(paths: Iterable[Path | str], root: Path) -> list[str]:
+    """:func:`relative` of each of ``paths``, resolving ``root`` and each folder once (a study's
+    hundreds of DICOM files share a folder: resolving it for each file was most of what
+    checking an unchanged study cost)."""
+    base_root = root.resolve()
+    folders: dict[Path, Path] = {}
+    names = []
+    for path in paths:
+        archive, separator, member = str(path).partition(MEMBER_SEPARATOR)
         # The folders are resolved, not the name itself: a link is named as the link (a broken
         # one would otherwise be named by the missing file it points at).
-        named = Path(archive).parent.resolve() / Path(archive).name
-        base = named.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        base = Path(archive).as_posix()
-    return f"{base}{separator}{member}"
+        folder = Path(archive).parent
+        resolved = folders.get(folder)
+        if resolved is None:
+            resolved = folders[folder] = folder.resolve()
+        try:
+            base = (resolved / Path(archive).name).relative_to(base_root).as_posix()
+        except ValueError:
+            base = Path(archive).as_posix()
+        names.append(f"{base}{separator}{member}")
+    return names
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -36,6 +36,7 @@ from verse_etl.cases.records import (
     load_saved,
     quarantine_record,
     relative,
+    relative_names,
     write_text_atomic,
 )
 from verse_etl.cases.seal import seal_case
@@ -154,7 +155,10 @@ def _build_study(
     sources = _source_files(study)
     digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
     try:
-        hashes = {relative(p, root): digests.sha256(p) for p in [*sources, *study.annotations]}
+        files = [*sources, *study.annotations]
+        hashes = {
+            n: digests.sha256(p) for n, p in zip(relative_names(files, root), files, strict=True)
+        }
     except OSError as e:
         if is_transient(e) or output_trouble(e):
             raise
@@ -250,12 +254,14 @@ def saved_mosmed_result(
     source file: None if a file's stat differs from its stat cache, the key differs, or a store
     of the result is gone (see :func:`verse_etl.verse.case.saved_verse_result`)."""
     digests = DigestCache(digest_cache_path(out, SOURCE, study.folder))
-    hashes = {}
-    for path in [*_source_files(study), *study.annotations]:
+    files = [*_source_files(study), *study.annotations]
+    found = []
+    for path in files:
         digest = digests.cached_sha256(path)
         if digest is None:
             return None
-        hashes[relative(path, root)] = digest
+        found.append(digest)
+    hashes = dict(zip(relative_names(files, root), found, strict=True))
     key = mosmed_study_key(study, hashes, volumes, params, limits)
     cached = load_cached(case_result_path(out, SOURCE, study.folder), key)
     if cached is None or not all(
@@ -378,7 +384,7 @@ def _study_files(
                 "not read, the rest of the study is",
                 fix="replace it with the file it stands for, or remove it",
             )
-        yield {p: relative(p, root) for p in files}
+        yield dict(zip(files, relative_names(files, root), strict=True))
         return
     assert study.archive is not None
     archive_name = relative(study.archive, root)

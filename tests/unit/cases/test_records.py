@@ -51,3 +51,30 @@ def test_a_value_json_cannot_keep_is_refused_naming_its_type() -> None:
     result.add("scans", {"when": object()})
     with pytest.raises(TypeError, match="object is not a value a case result keeps"):
         result.to_json()
+
+
+def test_names_of_many_files_are_those_of_one_file_at_a_time(tmp_path) -> None:
+    from verse_etl.cases.records import relative, relative_names
+
+    root = tmp_path / "mosmed"
+    (root / "dicom" / "s1").mkdir(parents=True)
+    (root / "dicom" / "s1" / "a.dcm").write_bytes(b"")
+    (root / "dicom" / "s1" / "gone.dcm").symlink_to(tmp_path / "missing.dcm")  # named as the link
+    (root / "via").symlink_to(root / "dicom")  # a linked folder: named where it leads
+    (tmp_path / "outside.dcm").write_bytes(b"")
+    paths = [
+        root / "dicom" / "s1" / "a.dcm",
+        root / "dicom" / "s1" / "gone.dcm",
+        root / "via" / "s1" / "a.dcm",
+        f"{root / 'a.zip'}!/../../etc/x",
+        tmp_path / "outside.dcm",
+    ]
+    names = relative_names(paths, root)
+    assert names == [relative(p, root) for p in paths]
+    assert names == [
+        "dicom/s1/a.dcm",
+        "dicom/s1/gone.dcm",
+        "dicom/s1/a.dcm",
+        "a.zip!/../../etc/x",
+        (tmp_path / "outside.dcm").as_posix(),
+    ]
