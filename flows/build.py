@@ -1,4 +1,5 @@
-"""The build flow: the cases of every source (a task each), then the tables and the report.
+"""The build flow: the cases of every source (a task each that needs building), then the tables
+and the report.
 
 ``build_dataset`` runs everything in one flow run: ``verse-etl build`` and the DVC stage
 ``build`` run it, so one Prefect import and flow-run engine per build. Its two halves, for
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import sys
@@ -42,7 +44,7 @@ from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
 from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
-from verse_etl.mosmed.case import build_mosmed_study
+from verse_etl.mosmed.case import build_mosmed_study, saved_mosmed_result
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
@@ -63,7 +65,7 @@ from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
 from verse_etl.targets import is_url
-from verse_etl.verse.case import build_verse_scan, source_results
+from verse_etl.verse.case import build_verse_scan, saved_verse_result, source_results
 
 # Prefect's part of importing this module: the decorators below build each flow's parameter
 # schema (~20 ms a flow). Timed from here to the module's end, and added to Prefect's import.
@@ -148,9 +150,9 @@ class _Submitted:
 
 
 def _submit_source(source: str, params: BuildParams) -> _Submitted:
-    """Discover one source and submit a task per case.
+    """Discover one source and submit a task per case that needs one (:func:`_saved`).
 
-    Returns the futures and what to compute once the cases are done: for VerSe the dropped
+    Returns the cases and what to compute once they are done: for VerSe the dropped
     duplicates, the files that cannot be placed and the VerSe'19 fracture grades, which are
     joined to the scans' vertebrae (:func:`verse_etl.verse.case.source_results`).
     """
@@ -161,60 +163,89 @@ def _submit_source(source: str, params: BuildParams) -> _Submitted:
         return _Submitted([], lambda _: [], root_text, False)
     if source == "verse":
         found = discover_verse_sources(root)
-        run_scan = verse_scan_task.with_options(timeout_seconds=params.case_timeout_s or None)
-        timing.COST.submitted = timing.COST.submitted or time.perf_counter()
-        futures = [
-            _Case(
-                run_scan.submit(scan, root, out, params),
-                source,
-                scan.scan_id,
-                scan.ct,
-                root,
-                source_bytes(scan),
-            )
-            for scan in found.scans
-        ]
-        return _Submitted(
-            futures, lambda scans: source_results(found, root, scans, out), root_text, True
+        return _submit(
+            source,
+            verse_scan_task,
+            [(scan, scan.scan_id, scan.ct) for scan in found.scans],
+            lambda scans: source_results(found, root, scans, out),
+            root_text,
+            params,
         )
-    run_study = mosmed_study_task.with_options(timeout_seconds=params.case_timeout_s or None)
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = discover_mosmed(root, params.mosmed.annotation_dirs, mapping)
-    timing.COST.submitted = timing.COST.submitted or time.perf_counter()
-    futures = [
-        _Case(
-            run_study.submit(s, root, out, params),
-            source,
-            s.folder,
-            s.dicom_dir or s.archive or (s.annotations or (root,))[0],
-            root,
-            source_bytes(s),
-        )
-        for s in studies
-    ]
-    return _Submitted(
-        futures,
+    return _submit(
+        source,
+        mosmed_study_task,
+        [(s, s.folder, s.dicom_dir or s.archive or (s.annotations or (root,))[0]) for s in studies],
         lambda _: mosmed_source_results(root, params.mosmed.annotation_dirs),
         root_text,
-        True,
+        params,
     )
+
+
+def _submit(
+    source: str,
+    task: Any,
+    cases: list[tuple[Any, str, Any]],
+    finish: Finish,
+    root_text: str,
+    params: BuildParams,
+) -> _Submitted:
+    """Submit ``task`` for each of ``cases`` (case, its id, the file a record names) that needs
+    it (:func:`_saved`); the others keep their saved results."""
+    out = local_root(params.out, params.work)
+    root = Path(root_text)
+    run = task.with_options(timeout_seconds=params.case_timeout_s or None)
+    submitted = []
+    for case, case_id, file in cases:
+        saved = _saved(source, case, root, out, params)
+        future = None
+        if saved is None:
+            timing.COST.submitted = timing.COST.submitted or time.perf_counter()
+            future = run.submit(case, root, out, params)
+        submitted.append(_Case(future, source, case_id, file, root, source_bytes(case), saved))
+    return _Submitted(submitted, finish, root_text, True)
+
+
+def _saved(source: str, case: Any, root: Path, out: Path, params: BuildParams) -> CaseResult | None:
+    """The saved result the case's task would only load again, found without reading a source
+    file (its files' stats as cached, its key, its stores complete); None when the case needs
+    its task, and always for a build to a URL or with --rehash.
+
+    An unchanged case then costs no task run: Prefect's engine took 15-20 ms a case here (a
+    one-case rebuild of the full release submitted hundreds of tasks to reuse them). What
+    this check cannot read is left to the case's task, which quarantines it as it would."""
+    if params.rehash or is_url(params.out):
+        return None
+    try:
+        if source == "verse":
+            return saved_verse_result(case, root, out, params.volumes, params.checks)
+        return saved_mosmed_result(
+            case, root, out, params.volumes, params.mosmed, params.checks.limits
+        )
+    except Exception:  # the task meets it again, and keeps it in that case
+        logging.getLogger(__name__).debug("%s: reuse not checked", case, exc_info=True)
+        return None
 
 
 @dataclass(frozen=True)
 class _Case:
     """A submitted case: its future and what names it if the task itself fails."""
 
-    future: Any
+    future: Any  # None for a case whose saved result is reused without a task
     source: str
     case_id: str
     file: Any  # the file a record names when the error names none
     root: Path
     size: int = 0  # bytes of input, for the MB/s of the progress display
+    saved: CaseResult | None = None
 
     def result(self, out: Path, case_timeout_s: int) -> CaseResult:
         """The case's result; a task that failed after its retries (transient I/O that did not
         pass, the time limit) quarantines this case only. Errors about the build itself
         (:class:`~verse_etl.errors.VerseEtlError` other than input, e.g. a full disk) stop it."""
+        if self.future is None and self.saved is not None:
+            return self.saved
         try:
             return self.future.result()
         except Exception as e:
@@ -266,19 +297,19 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
     :func:`verse_etl.publish.pruning.decide_pruning` allows)."""
     logger = get_run_logger()
     out = local_root(params.out, params.work)
-    cases = {c.future: c for s in source_futures.values() for c in s.cases}
+    cases = [c for s in source_futures.values() for c in s.cases]
+    running = {c.future: c for c in cases if c.future is not None}
     total = len(cases)
     with (
         ProgressArtifact(
             "ingest-progress", f"Cases of {', '.join(source_futures)} built into {params.out}"
         ) as artifact,
-        IngestProgress(
-            total, sum(c.size for c in cases.values()), logger.info, artifact.update
-        ) as progress,
+        IngestProgress(total, sum(c.size for c in cases), logger.info, artifact.update) as progress,
     ):
-        for future in as_completed(list(cases)):
-            result: CaseResult = cases[future].result(out, params.case_timeout_s)
-            figures = progress.case_done(cases[future].size)
+        done = [c for c in cases if c.future is None]  # reused: done already
+        for case in itertools.chain(done, (running[f] for f in as_completed(list(running)))):
+            result: CaseResult = case.result(out, params.case_timeout_s)
+            figures = progress.case_done(case.size)
             logger.info(
                 "[%d/%d] %s %s: %s, %d quarantined (%s)",
                 progress.done,
@@ -335,15 +366,22 @@ def run_name(kind: str) -> Callable[[], str]:
 
 
 def ingest_sources(sources: tuple[str, ...], params: BuildParams) -> Ingested:
-    """Convert every case of the given ``sources`` (a task each) and save and settle them
-    (inside a flow run)."""
+    """Convert every case of the given ``sources`` (a task each; an unchanged case keeps its
+    saved result without one) and save and settle them (inside a flow run)."""
     logger = get_run_logger()
     given = tuple(s for s in sources if getattr(params.sources, s))
     for source in sorted(set(sources) - set(given)):
         logger.info("%s: no source folder given; its outputs are kept as they are", source)
     submitted = {source: _submit_source(source, params) for source in given}
     for source, sub in submitted.items():
-        logger.info("%s: %d cases submitted", source, len(sub.cases))
+        tasks = sum(c.future is not None for c in sub.cases)
+        logger.info(
+            "%s: %d cases: %d submitted, %d unchanged (their saved results reused)",
+            source,
+            len(sub.cases),
+            tasks,
+            len(sub.cases) - tasks,
+        )
     ingested = _collect(submitted, params)
     built = sum(r.converted for r in ingested.cases)
     logger.info(

@@ -407,3 +407,45 @@ def test_table_artifacts_belong_to_the_run_and_a_failed_build_leaves_its_quarant
     assert run.name == f"build -> {failing.out}", run.name
     checks = {row["check"]: row["mode"] for row in json.loads(artifact.data)}
     assert checks == {"read": "raise"}, artifact.data
+
+
+def test_a_rebuild_runs_tasks_only_for_the_cases_that_changed(built, tmp_path: Path) -> None:
+    # An unchanged case's saved result is taken in the flow (its files' stats as cached, its
+    # key, its stores), without a task run; the changed case runs its task, as before.
+    import shutil
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from verse_etl.flows.build import run_build
+
+    params, first, *_ = built
+    src = tmp_path / "src"
+    shutil.copytree(Path(params.sources.verse).parent, src)
+    rebuild = replace(
+        params,
+        out=str(tmp_path / "out"),
+        sources=SourceParams(verse=str(src / "verse"), mosmed=str(src / "mosmed")),
+    )
+    assert run_build(rebuild).converted == first.cases
+    centroids = sorted((src / "verse").rglob("*_ctd.json"))[0]
+    centroids.write_text(centroids.read_text() + "\n")  # new bytes, the same centroids
+    again = run_build(rebuild)
+    assert (again.converted, again.reused) == (1, first.cases - 1), again
+
+    name = FlowRunFilterName(any_=[f"build -> {rebuild.out}"])
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        run, _ = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=name), sort=FlowRunSort.START_TIME_DESC
+        )
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        while True:  # task runs reach the server as events: wait for the last ones
+            names = {t.name for t in client.read_task_runs(flow_run_filter=this_run)}
+            if {"tables", "report"} <= {n.split("-")[0] for n in names}:
+                break
+            assert time.monotonic() < deadline, names
+            time.sleep(0.5)
+    scan_id = centroids.name.split("_")[0].removeprefix("sub-")
+    assert {n for n in names if n.startswith(("verse-", "mosmed-"))} == {f"verse-{scan_id}"}, names

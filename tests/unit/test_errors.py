@@ -49,6 +49,8 @@ INTERNAL_RAISES = {
     "slices (expected at least 3": "tilt resampling runs only on series check_series sorted",
     "slice positions are not strictly": "tilt resampling runs only on series check_series sorted",
     "cannot fingerprint": "fingerprints are taken of our own parameter dataclasses",
+    "is not a value a case result keeps": "json's default hook (TypeError is its protocol): "
+    "case builders put plain values in rows",
     "add_chunk counts integer": "histograms are fed the store's integer voxels",
     "validation did not settle": "unreachable guard (pragma: no cover)",
     "does not fit array": "stream protocol: slab shapes come from our own reader",
