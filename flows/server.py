@@ -583,7 +583,10 @@ def prepare() -> Path:
 def _migrated(database: Path) -> bool:
     """Whether ``database`` holds Prefect's schema: an alembic revision and the block types."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        # immutable: the template is only ever replaced whole (prepare), never written in place;
+        # a plain read-only open of a WAL database left -shm and -wal files beside it.
+        uri = f"file:{database}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             revisions = db.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
             return bool(revisions and db.execute("SELECT count(*) FROM block_type").fetchone()[0])
     except sqlite3.Error:

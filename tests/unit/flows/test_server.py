@@ -44,6 +44,16 @@ def test_a_new_home_gets_the_template_database(template: Path, tmp_path: Path) -
     assert (home / "prefect.db").read_bytes() == b"runs"
 
 
+def test_reading_the_template_leaves_nothing_beside_it(template: Path, tmp_path: Path) -> None:
+    # Prefect's databases are in WAL mode: a read-only open of one made its -shm and -wal files.
+    with contextlib.closing(sqlite3.connect(template)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    home = tmp_path / "home"
+    home.mkdir()
+    assert server._seed_database(home)
+    assert [p.name for p in template.parent.glob(f"{template.name}*")] == [template.name]
+
+
 def test_a_template_without_the_schema_is_never_copied(template: Path, tmp_path: Path) -> None:
     # e.g. a setup interrupted while it prepared it: the server would start on no tables.
     template.unlink()
