@@ -15,6 +15,7 @@ from typing import Any
 
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR
+from verse_etl.io.atomic import open_new
 
 CASE_FORMAT = 3
 """Bump when the rows or stores a case produces change meaning, so that saved results are
@@ -213,7 +214,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open_new(tmp) as f:  # never through a link planted under the temporary name
+            f.write(text.encode("utf-8"))
     except OSError as e:
         tmp.unlink(missing_ok=True)
         # A failed write() names no file (a full disk): name the one being written.

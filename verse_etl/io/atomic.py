@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,12 +39,37 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def open_new(tmp: Path) -> BinaryIO:
+    """Open ``tmp`` for writing as a new file, never through a symbolic link.
+
+    A temporary name is predictable (it holds the process id): a link planted under it, or a
+    file left by a killed process of the same id, is removed (the link, not what it points
+    at), and the file is then created exclusively without following links, so a write meant
+    for the folder cannot land elsewhere.
+    """
+    with suppress(FileNotFoundError):
+        tmp.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(tmp, flags, 0o644), "wb")
+
+
+def new_folder(tmp: Path) -> Path:
+    """Make ``tmp`` a new, empty folder of its own: a link planted under the name is removed
+    (not followed), and a folder left there by a killed process is emptied."""
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    elif tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -47,6 +47,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, TransposeCodec
 from verse_etl import ngff
 from verse_etl.errors import InputError
 from verse_etl.geometry.store_frame import StoreFrame, frame_of_attributes
+from verse_etl.io.atomic import new_folder
 from verse_etl.params import VolumeParams
 from verse_etl.paths import IMAGE_PATH, LABELS_PATH  # noqa: F401  (re-exported: store layout)
 from verse_etl.stores.shards import (
@@ -189,8 +190,7 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(self.final)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        new_folder(self.tmp)  # never a link planted under the temporary name
         self._group = zarr.open_group(self.tmp, mode="w", zarr_format=3, attributes=self.attributes)
         return self
 

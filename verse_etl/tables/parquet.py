@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from verse_etl.cases.records import CaseResult, QuarantineRecord
+from verse_etl.io.atomic import new_folder
 from verse_etl.paths import partition_path, table_dir
 from verse_etl.schemas import PARTITION_BY, SORT_KEYS, TABLES
 from verse_etl.targets import read_pointer
@@ -108,8 +109,7 @@ def write_table(df: pd.DataFrame, path: Path, model: type[pa.DataFrameModel]) ->
     """
     schema = file_schema(model)
     keys = list(PARTITION_BY)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_folder(path.with_name(f".{path.name}.tmp-{os.getpid()}"))
     if df.empty:
         parts = [(_empty_partition(model), df)]
     else:
