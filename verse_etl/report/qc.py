@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from verse_etl.cases.records import write_text_atomic
+from verse_etl.io.atomic import open_new
 from verse_etl.levels import VERSE_LEVELS
 from verse_etl.ngff import label_color as ngff_label_color
 from verse_etl.stores.boxes import read_box, shard_layout
@@ -569,7 +570,8 @@ def _save(canvas: Image.Image, picture: Picture) -> Picture:
     out_png = picture.png
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(out_png.name + ".tmp.png")
-    canvas.save(tmp, format="PNG", optimize=False)
+    with open_new(tmp) as f:  # never through a link planted under the temporary name
+        canvas.save(f, format="PNG", optimize=False)
     tmp.replace(out_png)
     write_text_atomic(out_png.with_suffix(".json"), picture.to_json())
     return picture

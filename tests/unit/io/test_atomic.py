@@ -85,3 +85,16 @@ def test_tables_and_stores_are_not_written_through_planted_links(
         writer.write_array(IMAGE_PATH, volume.shape, volume.dtype, iter([(0, volume)]))
     assert np.array_equal(open_array(store)[...], volume)
     _untouched(outside)
+
+
+def test_a_qc_picture_is_not_drawn_through_a_planted_link(tmp_path: Path, outside: Path) -> None:
+    from PIL import Image
+
+    from verse_etl.report.qc import Picture, _save
+
+    png = tmp_path / "report" / "qc" / "verse-gl003.png"
+    png.parent.mkdir(parents=True)
+    (png.parent / "verse-gl003.png.tmp.png").symlink_to(outside / "victim.txt")
+    _save(Image.new("L", (4, 3)), Picture(png, 4, 3, 0, 1.0))
+    assert Image.open(png).size == (4, 3) and not png.is_symlink()
+    _untouched(outside)
