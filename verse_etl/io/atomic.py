@@ -68,6 +68,7 @@ def new_folder(tmp: Path) -> Path:
         tmp.unlink()
     elif tmp.exists():
         shutil.rmtree(tmp)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     return tmp
 

@@ -162,14 +162,24 @@ def test_deeply_nested_annotation_json_is_quarantined_by_file(tmp_path: Path) ->
     json.loads(result.to_json())
 
 
-def test_disk_full_while_saving_a_case_names_the_file(tmp_path: Path) -> None:
-    """A real ENOSPC from the kernel (/dev/full), where the case result is being written."""
+def test_disk_full_while_saving_a_case_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ENOSPC from the kernel (/dev/full), where the case result is being written: its
+    temporary file is opened on /dev/full (a link planted under the name is not followed)."""
     root, out = tmp_path / "src", tmp_path / "out"
     _study(root, "good")
     (study,) = discover_mosmed(root)
     cache = case_result_path(out, "mosmed", "good")
-    cache.parent.mkdir(parents=True)
-    cache.with_name(f"{cache.name}.tmp-{os.getpid()}").symlink_to("/dev/full")
+    temporary = str(cache.with_name(f"{cache.name}.tmp-{os.getpid()}"))
+    real_open = os.open
+
+    def open_full(path: object, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+        if str(path) == temporary:
+            return real_open("/dev/full", os.O_WRONLY)
+        return real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]  # os.open's own arguments
+
+    monkeypatch.setattr(os, "open", open_full)
     with pytest.raises(OutputError) as caught:
         build_mosmed_study(study, root, out, VOLUMES)
     assert str(caught.value).startswith(f"{cache}: cannot write (No space left on device)")
