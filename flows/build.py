@@ -309,7 +309,7 @@ def _collect(source_futures: dict[str, _Submitted], params: BuildParams) -> Inge
         done = [c for c in cases if c.future is None]  # reused: done already
         for case in itertools.chain(done, (running[f] for f in as_completed(list(running)))):
             result: CaseResult = case.result(out, params.case_timeout_s)
-            figures = progress.case_done(case.size)
+            figures = progress.case_done(case.size, kept=case.future is None)
             logger.info(
                 "[%d/%d] %s %s: %s, %d quarantined (%s)",
                 progress.done,

@@ -60,8 +60,11 @@ def source_bytes(case: Any) -> int:
     return total
 
 
-def _figures(done: int, total: int, nbytes: int, seconds: float) -> str:
-    rate = done / seconds if seconds > 0 else 0.0
+def _figures(done: int, total: int, ran: int, nbytes: int, seconds: float) -> str:
+    """The figures of a progress line: ``ran`` of the ``done`` cases ran (``nbytes`` of their
+    input); the others kept their saved results at once, and would make the rate a count of
+    files looked at, not of cases built."""
+    rate = ran / seconds if seconds > 0 else 0.0
     mbps = nbytes / 1e6 / seconds if seconds > 0 else 0.0
     eta = f"ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else "ETA -"
     return f"{seconds:.0f} s elapsed, {rate:.2f} cases/s, {mbps:.1f} MB/s, {eta}"
@@ -87,7 +90,8 @@ class IngestProgress:
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.every = every
         self.done = 0
-        self.bytes_done = 0
+        self.ran = 0  # of the done cases, those that ran (not kept as saved)
+        self.bytes_done = 0  # input bytes of the cases that ran
         self.start = time.perf_counter()
         self._last_line = self.start
         self._bar: Progress | None = None
@@ -121,16 +125,20 @@ class IngestProgress:
             self._ticker.start()
         return self
 
-    def case_done(self, nbytes: int) -> str:
-        """Count one finished case of ``nbytes`` input bytes; return the figures so far."""
+    def case_done(self, nbytes: int, kept: bool = False) -> str:
+        """Count one finished case of ``nbytes`` input bytes; return the figures so far. A case
+        ``kept`` (its saved result taken without running it) counts as done, not in the rate,
+        the MB/s or the ETA."""
         self.done += 1
-        self.bytes_done += nbytes
+        if not kept:
+            self.ran += 1
+            self.bytes_done += nbytes
         seconds = time.perf_counter() - self.start
-        figures = _figures(self.done, self.total, self.bytes_done, seconds)
+        figures = _figures(self.done, self.total, self.ran, self.bytes_done, seconds)
         self._last_line = time.perf_counter()
         if self._bar is not None:
             mbps = self.bytes_done / 1e6 / seconds if seconds > 0 else 0.0
-            rate = f"{self.done / seconds:.2f}/s {mbps:.1f} MB/s" if seconds > 0 else ""
+            rate = f"{self.ran / seconds:.2f}/s {mbps:.1f} MB/s" if seconds > 0 else ""
             self._bar.update(self._task, completed=self.done, rate=rate)
         if self.on_case is not None:
             self.on_case(100.0 * self.done / self.total if self.total else 100.0)
@@ -142,7 +150,7 @@ class IngestProgress:
                 seconds = time.perf_counter() - self.start
                 self.log(
                     f"progress: {self.done}/{self.total} cases, "
-                    f"{_figures(self.done, self.total, self.bytes_done, seconds)}"
+                    f"{_figures(self.done, self.total, self.ran, self.bytes_done, seconds)}"
                 )
                 self._last_line = time.perf_counter()
 

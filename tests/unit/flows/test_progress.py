@@ -30,6 +30,22 @@ def test_plain_lines_count_rate_and_eta_and_agree_with_the_total() -> None:
     assert p.done == p.total == 3
 
 
+def test_cases_kept_as_saved_count_as_done_but_not_in_the_rate() -> None:
+    # 98 of 100 cases keep their saved results at once: the rate, MB/s and ETA are those of the
+    # cases that run, not thousands of "cases/s" from files looked at.
+    percents: list[float] = []
+    with IngestProgress(100, 10**9, lambda line: None, percents.append, terminal=False) as p:
+        for _ in range(98):
+            kept = p.case_done(10_000_000, kept=True)
+        time.sleep(0.2)
+        ran = p.case_done(1_000_000)
+        last = p.case_done(1_000_000)
+    assert "0.00 cases/s, 0.0 MB/s, ETA -" in kept, kept
+    rate = float(ran.split(" cases/s")[0].rsplit(" ", 1)[1])
+    assert 0 < rate < 10, ran  # one case in ~0.2 s, not 99
+    assert p.done == 100 and p.ran == 2 and percents[-1] == 100.0 and "ETA -" in last
+
+
 def test_terminal_bar_runs_and_gives_back_the_log_consoles() -> None:
     from verse_etl.flows.progress import _console_handlers
 
