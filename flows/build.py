@@ -44,11 +44,12 @@ from verse_etl.cases.outputs import SOURCES, load_case_results, save_case_result
 from verse_etl.cases.records import CaseResult
 from verse_etl.cases.seal import rejected_case
 from verse_etl.errors import BuildFailed, InputError, VerseEtlError, is_transient, one_line
-from verse_etl.mosmed.case import build_mosmed_study, saved_mosmed_result
+from verse_etl.mosmed.case import build_mosmed_study
 from verse_etl.mosmed.case import source_results as mosmed_source_results
 from verse_etl.params import BuildParams
 from verse_etl.paths import table_dir
 from verse_etl.publish.card import card_inputs, write_card
+from verse_etl.publish.current import saved_case_result
 from verse_etl.publish.lock import workspace_lock
 from verse_etl.publish.pruning import PruneDecision, collect_garbage_after_switch, settle_source
 from verse_etl.publish.staging import (
@@ -65,7 +66,7 @@ from verse_etl.sources.verse import VerseScan, discover_verse_sources
 from verse_etl.stopping import stop_on_signals
 from verse_etl.tables.assemble import BuildSummary, assemble
 from verse_etl.targets import is_url
-from verse_etl.verse.case import build_verse_scan, saved_verse_result, source_results
+from verse_etl.verse.case import build_verse_scan, source_results
 
 # Prefect's part of importing this module: the decorators below build each flow's parameter
 # schema (~20 ms a flow). Timed from here to the module's end, and added to Prefect's import.
@@ -218,11 +219,7 @@ def _saved(source: str, case: Any, root: Path, out: Path, params: BuildParams) -
     if params.rehash or is_url(params.out):
         return None
     try:
-        if source == "verse":
-            return saved_verse_result(case, root, out, params.volumes, params.checks)
-        return saved_mosmed_result(
-            case, root, out, params.volumes, params.mosmed, params.checks.limits
-        )
+        return saved_case_result(source, case, root, out, params)
     except Exception:  # the task meets it again, and keeps it in that case
         logging.getLogger(__name__).debug("%s: reuse not checked", case, exc_info=True)
         return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from verse_etl.cases.outputs import SOURCES, store_paths
 from verse_etl.cases.records import CaseResult
@@ -107,16 +108,32 @@ def _check(params: BuildParams) -> BuildSummary:
     return summary.as_rerun(len(cases))
 
 
+def saved_case_result(
+    source: str, case: Any, root: Path, out: Path, params: BuildParams
+) -> CaseResult | None:
+    """The saved result a build with ``params`` would reuse for ``case`` (a VerSe scan or a
+    MosMed study of ``source``) as it is, found without reading any source file; None if the
+    build would run it (:func:`verse_etl.verse.case.saved_verse_result`,
+    :func:`verse_etl.mosmed.case.saved_mosmed_result`)."""
+    if source == "verse":
+        from verse_etl.verse.case import saved_verse_result
+
+        return saved_verse_result(case, root, out, params.volumes, params.checks)
+    from verse_etl.mosmed.case import saved_mosmed_result
+
+    return saved_mosmed_result(case, root, out, params.volumes, params.mosmed, params.checks.limits)
+
+
 def _verse(root: Path, out: Path, params: BuildParams) -> tuple[list[CaseResult], list[CaseResult]]:
     from verse_etl.cases.records import discovery_result
     from verse_etl.sources.verse import discover_verse_sources
-    from verse_etl.verse.case import SOURCE, duplicate_scans_result, saved_verse_result
+    from verse_etl.verse.case import SOURCE, duplicate_scans_result
     from verse_etl.verse.fracture_grades import CASE_ID, saved_grades_result
 
     found = discover_verse_sources(root)
     scans = []
     for scan in found.scans:
-        saved = saved_verse_result(scan, root, out, params.volumes, params.checks)
+        saved = saved_case_result(SOURCE, scan, root, out, params)
         if saved is None:
             raise _Changed(f"verse {scan.scan_id}: changed (or its stat cache or store is gone)")
         scans.append(saved)
@@ -135,15 +152,13 @@ def _verse(root: Path, out: Path, params: BuildParams) -> tuple[list[CaseResult]
 def _mosmed(
     root: Path, out: Path, params: BuildParams
 ) -> tuple[list[CaseResult], list[CaseResult]]:
-    from verse_etl.mosmed.case import saved_mosmed_result, source_results
+    from verse_etl.mosmed.case import SOURCE, source_results
     from verse_etl.sources.mosmed import discover_mosmed, read_id_mapping
 
     mapping = read_id_mapping(Path(params.mosmed.id_mapping)) if params.mosmed.id_mapping else ()
     studies = []
     for study in discover_mosmed(root, params.mosmed.annotation_dirs, mapping):
-        saved = saved_mosmed_result(
-            study, root, out, params.volumes, params.mosmed, params.checks.limits
-        )
+        saved = saved_case_result(SOURCE, study, root, out, params)
         if saved is None:
             raise _Changed(f"mosmed {study.folder}: changed (or its stat cache or store is gone)")
         studies.append(saved)
