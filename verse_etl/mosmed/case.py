@@ -156,9 +156,8 @@ def _build_study(
     digests = DigestCache(digest_cache_path(out, SOURCE, study.folder), rehash)
     try:
         files = [*sources, *study.annotations]
-        hashes = {
-            n: digests.sha256(p) for n, p in zip(relative_names(files, root), files, strict=True)
-        }
+        names = dict(zip(files, relative_names(files, root), strict=True))
+        hashes = {names[p]: digests.sha256(p) for p in files}
     except OSError as e:
         if is_transient(e) or output_trouble(e):
             raise
@@ -203,9 +202,10 @@ def _build_study(
                 table=MOSMED_VERTEBRAE.name,
             )
     else:
-        with _study_files(study, sources, root, params, result) as names:
+        folder_names = {p: names[p] for p in sources}
+        with _study_files(study, folder_names, root, params, result) as study_names:
             series = _convert_series(
-                study, names, root, stores, params, annotations, result, limits
+                study, study_names, root, stores, params, annotations, result, limits
             )
     _add_vertebrae(result, study, annotations, series, root, params)
     write_text_atomic(cache, result.to_json())
@@ -361,12 +361,16 @@ def _record(
 
 @contextmanager
 def _study_files(
-    study: MosmedStudy, files: list[Path], root: Path, params: MosmedParams, result: CaseResult
+    study: MosmedStudy,
+    names: dict[Path, str],
+    root: Path,
+    params: MosmedParams,
+    result: CaseResult,
 ) -> Iterator[dict[Path, str]]:
     """Yield every file of the study: local path -> name relative to the source root.
 
-    ``files`` are the study folder's files as already listed for the fingerprint (unused for an
-    archive, which is unpacked here)."""
+    ``names`` are the study folder's files and their names as already made for the fingerprint
+    (unused for an archive, which is unpacked here)."""
     if study.dicom_dir is not None:
         if study.archive is not None:
             result.flag(
@@ -384,7 +388,7 @@ def _study_files(
                 "not read, the rest of the study is",
                 fix="replace it with the file it stands for, or remove it",
             )
-        yield dict(zip(files, relative_names(files, root), strict=True))
+        yield names
         return
     assert study.archive is not None
     archive_name = relative(study.archive, root)
