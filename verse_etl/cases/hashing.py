@@ -119,15 +119,20 @@ def code_closure(root: Path, entries: Sequence[str]) -> tuple[dict[str, Path], s
     """
     first: dict[str, Path] = {}
     third: set[str] = set()
+    tops: dict[str, bool] = {}  # whether a top-level name is first-party, looked up once
     todo = list(entries)
     while todo:
         module = todo.pop()
         if module in first:
             continue
-        path = _module_file(root, module)
+        top = module.split(".")[0]
+        if top not in tops:
+            tops[top] = _module_file(root, top) is not None
+        # Most names a module imports are third-party (numpy.linalg, ...): their files are
+        # not looked for below root, only their top-level name once.
+        path = _module_file(root, module) if tops[top] else None
         if path is None:
-            top = module.split(".")[0]
-            if _module_file(root, top) is None and top not in sys.stdlib_module_names:
+            if not tops[top] and top not in sys.stdlib_module_names:
                 third.add(top)
             continue
         first[module] = path
@@ -148,7 +153,10 @@ def _providers() -> dict[str, list[str]]:
     return dict(importlib.metadata.packages_distributions())
 
 
+@functools.cache
 def _version(name: str) -> str | None:
+    # Once per process: each lookup reads a distribution's METADATA (~1 ms), and the case,
+    # table, report and card identities of one build name mostly the same distributions.
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
