@@ -68,6 +68,9 @@ def test_names_of_many_files_are_those_of_one_file_at_a_time(tmp_path) -> None:
         root / "via" / "s1" / "a.dcm",
         f"{root / 'a.zip'}!/../../etc/x",
         tmp_path / "outside.dcm",
+        root,
+        root / "via" / "..",  # a Path keeps "..": its folder resolved, as for any name
+        f"{root}//dicom/./s1/a.dcm",  # text: normalised first
     ]
     names = relative_names(paths, root)
     assert names == [relative(p, root) for p in paths]
@@ -77,4 +80,7 @@ def test_names_of_many_files_are_those_of_one_file_at_a_time(tmp_path) -> None:
         "dicom/s1/a.dcm",
         "a.zip!/../../etc/x",
         (tmp_path / "outside.dcm").as_posix(),
+        ".",
+        "dicom/..",
+        "dicom/s1/a.dcm",
     ]
