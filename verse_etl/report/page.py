@@ -157,6 +157,13 @@ class _RowDigests:
     def of(self, rows: Sequence[int] | np.ndarray) -> str:
         """Digest of the rows at these positions, in this order."""
         part = self._table.take(pa.array(rows, type=pa.int64()))
+        # Typed as if these rows had been made Arrow on their own: a column with no value in
+        # them is null-typed, and the table's pandas metadata is left out. Both come from the
+        # other cases' values, and one case gaining a value must not redraw every picture.
+        part = pa.Table.from_arrays(
+            [pa.nulls(len(part)) if c.null_count == len(part) else c for c in part.columns],
+            names=part.column_names,
+        )
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, part.schema) as writer:
             writer.write_table(part)

@@ -72,6 +72,39 @@ def test_a_picture_is_drawn_again_only_when_its_inputs_change(tmp_path: Path) ->
     assert drawn(scans.assign(ct_voxel_xxh3=["1" * 32]), moved)  # a file of it is missing
 
 
+def test_a_value_new_in_one_case_redraws_that_case_only(tmp_path: Path) -> None:
+    """A picture's key takes its case's rows out of the whole table: a column that held no
+    value anywhere and gains one in one case changes that case's key, not the others'."""
+    affine, shape = _grid(*FAMILIES["RAS"])
+    for name in ("a", "b"):
+        _write_store(tmp_path / "volumes" / f"{name}.zarr", affine, *_phantom(affine, shape, BOX))
+    scans = pd.DataFrame(
+        {
+            "scan_id": ["a", "b"],
+            "release": ["verse19", "verse19"],
+            "orientation": ["RAS", "RAS"],
+            "store_path": ["volumes/a.zarr", "volumes/b.zarr"],
+            "affine": [affine.ravel().tolist()] * 2,
+            "mask_voxel_xxh3": [None, None],
+        }
+    )
+    vertebrae = pd.DataFrame(
+        [_row(20, "L1", _centre(BOX[20])) | {"scan_id": name} for name in ("a", "b")]
+    )
+    qc = tmp_path / "report" / "qc"
+
+    def drawn(scans: pd.DataFrame) -> set[str]:
+        before = {p.name: p.stat().st_ino for p in qc.glob("*.png")}
+        assert not any(
+            p.error for p in write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
+        )
+        return {p.stem for p in qc.glob("*.png") if before.get(p.name) != p.stat().st_ino}
+
+    assert drawn(scans) == {"verse-a", "verse-b"}
+    assert drawn(scans) == set()
+    assert drawn(scans.assign(mask_voxel_xxh3=[None, "1" * 32])) == {"verse-b"}
+
+
 def test_pictures_of_cases_gone_from_the_tables_are_deleted(tmp_path: Path) -> None:
     """The report folder persists between builds: a picture whose case left the tables goes,
     the others and files that are no picture stay."""
