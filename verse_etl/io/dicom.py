@@ -385,8 +385,31 @@ def _entries(folder: Path) -> Iterator[Path]:
 
 
 def walk_files(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed."""
-    return sorted(p for p in _entries(folder) if p.is_file())
+    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed.
+
+    A link to a file counts (as ``Path.is_file`` says), a link to a folder is not followed (as
+    :func:`os.walk`), a folder that cannot be listed is left out (as :func:`os.walk`). Listed
+    with :func:`os.scandir`, whose entries know a plain file or folder without a ``stat``: one
+    ``stat`` a file less at every reuse check of a study's hundreds of files."""
+    found: list[Path] = []
+    pending = [os.fspath(folder)]
+    while pending:
+        top = pending.pop()
+        try:
+            with os.scandir(top) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    found.append(Path(entry.path))
+            except OSError:  # a link that cannot be followed (a loop): as pathlib answers
+                if Path(entry.path).is_file():
+                    found.append(Path(entry.path))
+    return sorted(found)
 
 
 def irregular_files(folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -250,3 +251,32 @@ def test_native_pixels_are_read_in_place_and_equal_pydicoms(
         expected = pydicom.dcmread(path).pixel_array.astype(np.int32) - 1024
     assert (_pixels_in_place(header) is not None) == in_place
     np.testing.assert_array_equal(read_slice_hu(header), expected)
+
+
+def test_walk_files_lists_regular_files_and_links_to_files_in_path_order(tmp_path: Path) -> None:
+    """Links to folders are not followed, broken links, loops and FIFOs left out (for
+    ``irregular_files`` to report); the order is pathlib's (``a/b`` before ``a-b``), as the
+    study's key and series order expect."""
+    from verse_etl.io.dicom import irregular_files, walk_files
+
+    study, elsewhere = tmp_path / "study", tmp_path / "elsewhere"
+    (study / "a" / "b").mkdir(parents=True)
+    (study / "a-b").mkdir()
+    elsewhere.mkdir()
+    for path in (study / "a" / "b" / "1.dcm", study / "a-b" / "2", study / "z", elsewhere / "o"):
+        path.write_bytes(b"x")
+    (study / "to_folder").symlink_to(elsewhere)
+    (study / "to_file").symlink_to(elsewhere / "o")
+    (study / "broken").symlink_to(tmp_path / "missing")
+    (study / "loop").symlink_to(study / "loop")
+    os.mkfifo(study / "fifo")
+    assert walk_files(study) == [
+        study / "a" / "b" / "1.dcm",
+        study / "a-b" / "2",
+        study / "to_file",
+        study / "z",
+    ]
+    assert irregular_files(study) == sorted(
+        study / name for name in ("broken", "fifo", "loop", "to_folder")
+    )
+    assert walk_files(tmp_path / "missing") == []
