@@ -376,22 +376,13 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-def _entries(folder: Path) -> Iterator[Path]:
-    """Every file entry and every link to a folder below ``folder``, sorted, links not followed."""
-    for top, dirs, files in os.walk(folder, followlinks=False):
-        dirs.sort()
-        yield from (Path(top) / name for name in files)
-        yield from (Path(top) / name for name in dirs if (Path(top) / name).is_symlink())
+def _entries(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """Every entry below ``folder`` but its folders, with whether it is a file: a link to a file
+    counts (as ``Path.is_file`` says), a link to a folder is listed and not followed (as
+    :func:`os.walk`), a folder that cannot be listed is left out (as :func:`os.walk`).
 
-
-def walk_files(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed.
-
-    A link to a file counts (as ``Path.is_file`` says), a link to a folder is not followed (as
-    :func:`os.walk`), a folder that cannot be listed is left out (as :func:`os.walk`). Listed
-    with :func:`os.scandir`, whose entries know a plain file or folder without a ``stat``: one
-    ``stat`` a file less at every reuse check of a study's hundreds of files."""
-    found: list[Path] = []
+    Listed with :func:`os.scandir`, whose entries know a plain file or folder without a
+    ``stat``: one ``stat`` a file less at every reuse check of a study's hundreds of files."""
     pending = [os.fspath(folder)]
     while pending:
         top = pending.pop()
@@ -404,18 +395,23 @@ def walk_files(folder: Path) -> list[Path]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
-                elif entry.is_file():
-                    found.append(Path(entry.path))
+                    continue
+                is_file = entry.is_file()
             except OSError:  # a link that cannot be followed (a loop): as pathlib answers
-                if Path(entry.path).is_file():
-                    found.append(Path(entry.path))
-    return sorted(found)
+                is_file = Path(entry.path).is_file()
+            yield Path(entry.path), is_file
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every regular file below ``folder`` (any name, any nesting), sorted, links not followed
+    (:func:`_entries`)."""
+    return sorted(path for path, is_file in _entries(folder) if is_file)
 
 
 def irregular_files(folder: Path) -> list[Path]:
     """Entries below ``folder`` that :func:`walk_files` leaves out: broken links, FIFOs, sockets
     and devices (links to folders are not followed either), so that the caller can report them."""
-    return sorted(p for p in _entries(folder) if not p.is_file())
+    return sorted(path for path, is_file in _entries(folder) if not is_file)
 
 
 def scan_files(
