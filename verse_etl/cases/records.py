@@ -15,7 +15,7 @@ from typing import Any
 
 from verse_etl.errors import InputError
 from verse_etl.io.archives import MEMBER_SEPARATOR
-from verse_etl.io.atomic import open_new
+from verse_etl.io.atomic import atomic_file
 
 CASE_FORMAT = 3
 """Bump when the rows or stores a case produces change meaning, so that saved results are
@@ -228,17 +228,17 @@ def _relative_name(archive: str, separator: str, member: str, base_root: Path) -
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """Write ``text`` to ``path`` through a temporary file and a rename
+    (:func:`verse_etl.io.atomic.atomic_file`, under ``<name>.tmp-<pid>``: the name the
+    cleanups of an interrupted build look for)."""
     try:
-        with open_new(tmp) as f:  # never through a link planted under the temporary name
+        with atomic_file(path, path.with_name(f"{path.name}.tmp-{os.getpid()}")) as f:
             f.write(text.encode("utf-8"))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        if e.filename is not None:
+            raise
         # A failed write() names no file (a full disk): name the one being written.
-        raise OSError(e.errno, e.strerror, str(e.filename or path)) from e
-    os.replace(tmp, path)
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def load_saved(path: Path) -> CaseResult | None:

@@ -23,21 +23,24 @@ GZIP_LEVEL = 1
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, tmp: Path | None = None) -> Iterator[BinaryIO]:
     """Open a binary file that appears at ``path`` only once it is complete.
 
     Parameters
     ----------
     path
         Final location; parent folders are created.
+    tmp
+        The temporary name, in the same folder (default ``.<name>.<pid>.tmp``): a caller whose
+        leftovers are cleared by a pattern of its own names it.
 
     Yields
     ------
     BinaryIO
-        A file open for writing at a temporary name in the same folder.
+        A file open for writing at the temporary name (:func:`open_new`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open_new(tmp) as f:
             yield f
