@@ -4,25 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tests.unit.report.test_qc import BOX, FAMILIES, _centre, _grid, _phantom, _row, _write_store
 from verse_etl.report.page import render_report, write_pictures
 
 
+def _scans(affine: np.ndarray, releases: dict[str, str], **columns: list[object]) -> pd.DataFrame:
+    """The scans table's rows of ``releases`` (scan id -> release): each RAS on ``affine``, its
+    store at ``volumes/<id>.zarr``, and ``columns`` besides."""
+    ids = list(releases)
+    return pd.DataFrame(
+        {
+            "scan_id": ids,
+            "release": list(releases.values()),
+            "orientation": ["RAS"] * len(ids),
+            "store_path": [f"volumes/{i}.zarr" for i in ids],
+            "affine": [affine.ravel().tolist()] * len(ids),
+            **columns,
+        }
+    )
+
+
 def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path) -> None:
     """Also: pictures drawn side by side come back in the cases' order, as drawn alone."""
     affine, shape = _grid(*FAMILIES["RAS"])
     _write_store(tmp_path / "volumes" / "good.zarr", affine, *_phantom(affine, shape, BOX))
-    scans = pd.DataFrame(
-        {
-            "scan_id": ["good", "lost"],
-            "release": ["verse19", "verse20"],
-            "orientation": ["RAS", "RAS"],
-            "store_path": ["volumes/good.zarr", "volumes/lost.zarr"],
-            "affine": [affine.ravel().tolist()] * 2,
-        }
-    )
+    scans = _scans(affine, {"good": "verse19", "lost": "verse20"})
     vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "good"}])
     # Two at a time (threads): each picture in its case's place, as drawn one at a time.
     good, lost = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae}, workers=2)
@@ -42,16 +51,7 @@ def test_a_picture_that_cannot_be_drawn_is_shown_with_its_reason(tmp_path: Path)
 def test_a_picture_is_drawn_again_only_when_its_inputs_change(tmp_path: Path) -> None:
     affine, shape = _grid(*FAMILIES["RAS"])
     _write_store(tmp_path / "volumes" / "a.zarr", affine, *_phantom(affine, shape, BOX))
-    scans = pd.DataFrame(
-        {
-            "scan_id": ["a"],
-            "release": ["verse19"],
-            "orientation": ["RAS"],
-            "store_path": ["volumes/a.zarr"],
-            "affine": [affine.ravel().tolist()],
-            "ct_voxel_xxh3": ["0" * 32],
-        }
-    )
+    scans = _scans(affine, {"a": "verse19"}, ct_voxel_xxh3=["0" * 32])
     vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "a"}])
     png = tmp_path / "report" / "qc" / "verse-a.png"
 
@@ -78,16 +78,7 @@ def test_a_value_new_in_one_case_redraws_that_case_only(tmp_path: Path) -> None:
     affine, shape = _grid(*FAMILIES["RAS"])
     for name in ("a", "b"):
         _write_store(tmp_path / "volumes" / f"{name}.zarr", affine, *_phantom(affine, shape, BOX))
-    scans = pd.DataFrame(
-        {
-            "scan_id": ["a", "b"],
-            "release": ["verse19", "verse19"],
-            "orientation": ["RAS", "RAS"],
-            "store_path": ["volumes/a.zarr", "volumes/b.zarr"],
-            "affine": [affine.ravel().tolist()] * 2,
-            "mask_voxel_xxh3": [None, None],
-        }
-    )
+    scans = _scans(affine, {"a": "verse19", "b": "verse19"}, mask_voxel_xxh3=[None, None])
     vertebrae = pd.DataFrame(
         [_row(20, "L1", _centre(BOX[20])) | {"scan_id": name} for name in ("a", "b")]
     )
@@ -114,15 +105,7 @@ def test_pictures_of_cases_gone_from_the_tables_are_deleted(tmp_path: Path) -> N
     for name in ("verse-gone.png", "verse-gone.json", "verse-gone.key", "notes.txt"):
         (qc / name).write_text("old")
     _write_store(tmp_path / "volumes" / "a.zarr", affine, *_phantom(affine, shape, BOX))
-    scans = pd.DataFrame(
-        {
-            "scan_id": ["a"],
-            "release": ["verse19"],
-            "orientation": ["RAS"],
-            "store_path": ["volumes/a.zarr"],
-            "affine": [affine.ravel().tolist()],
-        }
-    )
+    scans = _scans(affine, {"a": "verse19"})
     vertebrae = pd.DataFrame([_row(20, "L1", _centre(BOX[20])) | {"scan_id": "a"}])
     (picture,) = write_pictures(tmp_path, {"scans": scans, "vertebrae": vertebrae})
     assert not picture.error
