@@ -44,6 +44,8 @@ def _assert_same_outputs(project: Path, clone: Path) -> None:
     build, pulled = project / "data" / "build", clone / "data" / "build"
     for part in ("tables", "volumes"):
         assert file_digests(pulled / part) == file_digests(build / part), part
+    # data/ is not in git: the metrics reach a consumer only through the DVC cache.
+    assert (pulled / "metrics.json").read_bytes() == (build / "metrics.json").read_bytes()
     assert file_digests(build / "tables"), "nothing was compared"
     con = duckdb.connect()
     tables = f"{pulled}/tables"
@@ -59,6 +61,8 @@ def test_folder_remote_push_then_fresh_clone_pull_is_byte_identical(built: Path)
     clone = _consumer(built, "consumer-folder")
     run(["dvc", "pull"], clone)
     _assert_same_outputs(built, clone)
+    # A pulled checkout is what its dvc.lock says: no stage changed, no output missing.
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone)
 
 
 def test_s3_remote_push_then_fresh_clone_pull_is_byte_identical(
