@@ -11,14 +11,15 @@ failed check (unless that check's mode is ``ignore``), so that it is reported, n
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
-import warnings
 from collections import defaultdict
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
-from pandera.errors import SchemaErrors, SchemaWarning
+from pandera.errors import SchemaErrors
 
 from verse_etl.cases.records import QuarantineRecord, quarantine_record
 from verse_etl.params import CheckParams
@@ -56,10 +57,7 @@ def validate_table(
     df = df.reset_index(drop=True)
     for _ in range(3):  # dropping rows cannot create new row failures; the loop is a safeguard
         try:
-            with warnings.catch_warnings():
-                # Quality checks warn; they are evaluated and reported below, row by row.
-                warnings.simplefilter("ignore", SchemaWarning)
-                good = model.validate(df, lazy=True)
+            good = contract_schema(model).validate(df, lazy=True)
             quarantined += _quality_records(good, model, table, source_of, case_of, file_of, checks)
             return good, quarantined
         except SchemaErrors as e:
@@ -106,6 +104,19 @@ def validate_table(
     raise RuntimeError(f"{table}: validation did not settle")  # pragma: no cover
 
 
+@functools.cache
+def contract_schema(model: type[pa.DataFrameModel]) -> pa.DataFrameSchema:
+    """``model``'s schema without its quality checks (``raise_warning=True``): those are
+    evaluated once, row by row, by :func:`_quality_records`. Validating with them too ran each
+    of them twice (pandera's warning was discarded), the level and order checks being the
+    dearest part of writing the tables. Made once per model, as pandera makes its schema."""
+    schema = copy.deepcopy(model.to_schema())
+    schema.checks = [c for c in schema.checks if not c.raise_warning]
+    for column in schema.columns.values():
+        column.checks = [c for c in column.checks if not c.raise_warning]
+    return schema
+
+
 def quality_checks(model: type[pa.DataFrameModel]) -> list[tuple[str | None, pa.Check]]:
     """The model's quality checks (``raise_warning=True``) as ``(column or None, check)``."""
     schema = model.to_schema()
@@ -138,10 +149,13 @@ def _quality_records(
         passed = pd.Series(output, index=df.index).astype("boolean")
         if column is not None and check.ignore_na:
             passed |= df[column].isna()
+        failing = df.index[~passed.fillna(False).astype(bool)]
+        if failing.empty:
+            continue
         # A model may say what the check found in each row (e.g. the levels at fault).
         finder = getattr(model, "findings", None)
         found = finder(name, df) if callable(finder) else None
-        for index in df.index[~passed.fillna(False).astype(bool)]:
+        for index in failing:
             row = df.loc[index]
             what = ", ".join(f"{k}={row[k]}" for k in keys)
             why = check.error or name
