@@ -41,6 +41,11 @@ def _empty(df: pd.DataFrame) -> pd.Series:
     return pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
+def _add(texts: list[str | None], i: int, text: str) -> None:
+    """Add ``text`` to what was found in the row at position ``i``."""
+    texts[i] = text if texts[i] is None else f"{texts[i]}; {text}"
+
+
 def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
     """Cranio-caudal order and overlap of each expert's vertebrae (``mosmed_vertebrae`` rows).
 
@@ -81,10 +86,6 @@ def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
     levels = df["level"].to_numpy(dtype=object)
     numbers = df["vertebra_index"].to_numpy()
     texts: list[str | None] = [None] * len(df)
-
-    def add(i: int, text: str) -> None:
-        texts[i] = text if texts[i] is None else f"{texts[i]}; {text}"
-
     groups = df.groupby(["folder", "release", "expert"], sort=False).indices
     for (_, _, expert), positions in groups.items():
         members = [int(i) for i in positions]
@@ -99,8 +100,8 @@ def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
                     f"{expert}: {lower} (centre z {centre[b]:.1f} mm) is not below {upper} "
                     f"({centre[a]:.1f} mm)"
                 )
-                add(a, text)
-                add(b, text)
+                _add(texts, a, text)
+                _add(texts, b, text)
                 continue
             overlaps = [
                 f"{word} by {z[(c, 'sup')][b] - z[(c, 'inf')][a]:.1f} mm"
@@ -112,8 +113,8 @@ def mosmed_order_findings(df: pd.DataFrame) -> pd.Series:
                     f"{expert}: {lower} overlaps {upper} (superior endplate point above {upper} "
                     f"inferior one: {', '.join(overlaps)})"
                 )
-                add(a, text)
-                add(b, text)
+                _add(texts, a, text)
+                _add(texts, b, text)
     return pd.Series(texts, index=df.index, dtype=object)
 
 
@@ -150,8 +151,6 @@ def level_gap_findings(df: pd.DataFrame, by: Sequence[str], who: str | None = No
     [None, None, None, None]
     """
     texts: list[str | None] = [None] * len(df)
-    if df.empty:
-        return _empty(df)
     # Positions per group and plain arrays: a sub-frame per group (groupby iteration) cost
     # ~0.5 ms a group, most of the time of writing the vertebra tables.
     levels = df["level"].to_numpy(dtype=object)
@@ -165,7 +164,7 @@ def level_gap_findings(df: pd.DataFrame, by: Sequence[str], who: str | None = No
             text = f"{prefix}{b} follows {a}: {', '.join(missing)} missing"
             for i in rows:
                 if levels[i] in (a, b):
-                    texts[i] = text if texts[i] is None else f"{texts[i]}; {text}"
+                    _add(texts, i, text)
     return pd.Series(texts, index=df.index, dtype=object)
 
 
