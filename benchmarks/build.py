@@ -634,7 +634,7 @@ def print_projection(
         ("full release (VerSe + all MosMed)", verse + MOSMED_RAW_MB, VERSE_RELEASE_SCANS + MOSMED_STUDIES),
     ]  # fmt: skip
     header = " / ".join(f"{n} Dask workers" for n in DASK_EXAMPLES) if start is not None else ""
-    print(f"  {'':38s} {'voxels':>8s} {'CPU':>8s} {'this machine':>13s}  {header}")
+    print(f"  {'':38s} {'voxels':>8s} {'CPU':>8s} {'this machine':>13s}  {header}".rstrip())
     for name, part_mb, cases in parts:
         wall = fixed + part_mb * pace
         cpu_s = part_mb * cpu
