@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from verse_etl.cases.hashing import code_identity, sha256_file
 from verse_etl.cases.records import write_text_atomic
@@ -47,9 +47,9 @@ from verse_etl.io.files import SourceFile
 FORMAT = 1
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """What ``os.stat`` says about a file that tells one version of it from another."""
+class FileStat(NamedTuple):
+    """What ``os.stat`` says about a file that tells one version of it from another; a tuple in
+    the order a cache entry records it (``[*stat, digest]``)."""
 
     size: int
     mtime_ns: int
@@ -117,14 +117,14 @@ class DigestCache:
         """sha256 of the file's bytes (a zip member's uncompressed bytes), from the cache if the
         file (a member's archive) has the stat it had when it was hashed."""
         source = file if isinstance(file, SourceFile) else SourceFile(Path(file))
-        key = os.path.abspath(source.path) + (f"\0{source.member}" if source.member else "")
+        key = _key(source.path, source.member)
         try:
             before = FileStat.of(source.path)
         except OSError:  # missing or unreadable: the read below raises the reader's own error
             self.hashed += 1
             return _sha256(file)
         entry = self._old.get(key)
-        if entry is not None and entry[:5] == list(_fields(before)):
+        if entry is not None and entry[:5] == list(before):
             self.reused += 1
             self._new[key] = entry
             return str(entry[5])
@@ -134,7 +134,7 @@ class DigestCache:
         # Recorded only if nothing touched the file while it was read, and it is old enough for
         # a later write to show in its stat.
         if FileStat.of(source.path) == before and before.settled(start):
-            self._new[key] = [*_fields(before), digest]
+            self._new[key] = [*before, digest]
         return digest
 
     def cached_sha256(self, file: Path | SourceFile) -> str | None:
@@ -142,9 +142,8 @@ class DigestCache:
         hashed; None otherwise (the file would be read): nothing is read or recorded."""
         # Called for every file of every unchanged case at each build: a plain path is keyed
         # and compared as it is (no SourceFile, Path or FileStat made: 3x faster), as sha256 does.
-        path, member = (file.path, file.member) if isinstance(file, SourceFile) else (file, "")
-        key = os.path.abspath(path) + (f"\0{member}" if member else "")
-        entry = self._old.get(key)
+        path, member = (file.path, file.member) if isinstance(file, SourceFile) else (file, None)
+        entry = self._old.get(_key(path, member))
         if entry is None:
             return None
         try:
@@ -168,8 +167,9 @@ def _stat_fields(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def _fields(stat: FileStat) -> tuple[int, int, int, int, int]:
-    return (stat.size, stat.mtime_ns, stat.ctime_ns, stat.inode, stat.device)
+def _key(path: Path | str, member: str | None) -> str:
+    """A cache entry's key: the file's absolute path, and a zip member's name after a NUL."""
+    return os.path.abspath(path) + (f"\0{member}" if member else "")
 
 
 def _sha256(file: Path | SourceFile) -> str:
