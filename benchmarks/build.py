@@ -107,13 +107,15 @@ def environment(work: Path) -> dict[str, str]:
 # -- the sample ---------------------------------------------------------------------------------
 
 
-def generate(src: Path, args: argparse.Namespace) -> None:
+def generate(src: Path, size: str, verse_cases: int, mosmed_studies: int) -> None:
+    """Write a sample into ``src`` with ``verse-etl sample``, unless one is there (kept between
+    runs: generating the real-size sample takes minutes)."""
     if (src / "verse").is_dir() and (src / "mosmed").is_dir():
         return
     start = time.perf_counter()
     subprocess.run(
-        [cli("verse-etl"), "sample", "--out", str(src), "--size", args.size,
-         "--verse-cases", str(args.verse_cases), "--mosmed-studies", str(args.mosmed_studies),
+        [cli("verse-etl"), "sample", "--out", str(src), "--size", size,
+         "--verse-cases", str(verse_cases), "--mosmed-studies", str(mosmed_studies),
          "--overwrite"],
         check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
     )  # fmt: skip
@@ -563,12 +565,7 @@ def rebuild_growth(
     points = []
     for scans, studies in samples:
         src = work / f"scale-{scans}-{studies}"
-        if not ((src / "verse").is_dir() and (src / "mosmed").is_dir()):
-            subprocess.run(
-                [cli("verse-etl"), "sample", "--out", str(src), "--size", "tiny",
-                 "--verse-cases", str(scans), "--mosmed-studies", str(studies), "--overwrite"],
-                check=True, stdout=subprocess.DEVNULL, cwd=ROOT,
-            )  # fmt: skip
+        generate(src, "tiny", scans, studies)
         out = work / f"scale-out-{scans}-{studies}"
         shutil.rmtree(out, ignore_errors=True)
         cli_build(src, out, workers, "threads", env)
@@ -706,7 +703,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     env = environment(args.work)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("PREFECT_", "DO_NOT"))})
-    generate(src, args)
+    generate(src, args.size, args.verse_cases, args.mosmed_studies)
 
     jobs, size = volume_jobs(src, build_params(src, 1, args.work / "lib"))
     voxel_mb = size.mb
