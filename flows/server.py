@@ -60,7 +60,16 @@ STATE_FILE = "verse-etl-server.json"
 LOCK_FILE = "verse-etl-server.lock"
 LEASE_DIR = "verse-etl-server.clients"
 LOG_FILE = "verse-etl-server.log"
-STARTING_FILE = "verse-etl-server.starting"  # the pid of a keeper whose server is not up yet
+STARTING_FILE = "verse-etl-server.starting"  # a keeper whose server is not up yet: pid, URL
+LOCAL_API = "VERSE_ETL_PREFECT_LOCAL_API"
+"""Set with ``PREFECT_API_URL`` when verse-etl put the URL of its local server there before Prefect
+was imported (:func:`start_prefect`): that URL is the local server's, leased as such, not an API
+the user configured."""
+# Prefect's settings for the local server, spelled as environment variables: this environment's
+# own server, so the version check each client process makes first (a request, and a TLS
+# context built for it: 0.1-0.2 s of a background thread at the start of every flow run here)
+# cannot find a mismatch.
+_LOCAL_CLIENT_ENV = {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"}
 DATABASE = "prefect.db"  # Prefect's default SQLite database in its home
 
 # The local server runs the services a build's runs need (task runs and events recorded); the
@@ -103,10 +112,12 @@ def local_home(cwd: Path | None = None) -> Path:
 
 
 def configured_api() -> str | None:
-    """The API URL the user configured (environment, profile, prefect.toml), if any."""
+    """The API URL the user configured (environment, profile, prefect.toml), if any; not the
+    local server's URL that :func:`start_prefect` put in the environment."""
     from prefect.settings import get_current_settings
 
-    return get_current_settings().api.url or None
+    url = get_current_settings().api.url or None
+    return None if url is not None and url == os.environ.get(LOCAL_API) else url
 
 
 def _healthy(url: str, timeout: float = 5.0) -> bool:
@@ -221,9 +232,12 @@ def _dvc_ancestor() -> int | None:
 
 
 def _spawn_keeper(home: Path, idle: float) -> subprocess.Popen[bytes]:
-    """Start a keeper for ``home`` (call with the lock held); it announces itself as starting."""
+    """Start a keeper for ``home`` (call with the lock held); it is announced as starting, with
+    the URL its server will answer at (the port is chosen here, so that a command can give
+    Prefect that URL before the server is up: :func:`start_prefect`)."""
     (home / STATE_FILE).unlink(missing_ok=True)
-    args = [sys.executable, "-m", "verse_etl.flows.server", "keep", str(home), str(idle)]
+    port = _free_port()
+    args = [sys.executable, "-m", "verse_etl.flows.server", "keep", str(home), str(idle), str(port)]
     with open(home / LOG_FILE, "ab") as log:
         # Own session: Ctrl-C in the terminal of the first stage must not stop the shared server.
         keeper = subprocess.Popen(
@@ -234,17 +248,39 @@ def _spawn_keeper(home: Path, idle: float) -> subprocess.Popen[bytes]:
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
-    (home / STARTING_FILE).write_text(str(keeper.pid))
+    (home / STARTING_FILE).write_text(json.dumps({"keeper_pid": keeper.pid, "url": _url(port)}))
     return keeper
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/api"
+
+
+def _starting(home: Path) -> tuple[int, str] | None:
+    """The pid of a live keeper whose server is still starting, and that server's URL, if any."""
+    try:
+        starting = json.loads((home / STARTING_FILE).read_text())
+        pid, url = int(starting["keeper_pid"]), str(starting["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (pid, url) if _alive(pid) else None
 
 
 def _starting_keeper(home: Path) -> int | None:
     """The pid of a live keeper whose server is still starting, if any."""
-    try:
-        pid = int((home / STARTING_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    starting = _starting(home)
+    return starting[0] if starting else None
+
+
+def announced_url(home: Path) -> str | None:
+    """The URL of the local server of ``home`` whose keeper lives, up or still starting, read
+    from the keeper's files (no request: whether it answers is for :func:`local_server`)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        state = json.loads((home / STATE_FILE).read_text())
+        if _alive(int(state["keeper_pid"])):
+            return str(state["url"])
+    starting = _starting(home)
+    return starting[1] if starting else None
 
 
 def _running_keeper(home: Path) -> bool:
@@ -273,6 +309,12 @@ def _wait_for(home: Path, keeper_pid: int) -> LocalServer:
     )
 
 
+def _env_api() -> str | None:
+    """``PREFECT_API_URL`` as the user set it (not the local server's, :data:`LOCAL_API`)."""
+    url = os.environ.get("PREFECT_API_URL")
+    return None if url == os.environ.get(LOCAL_API) else url
+
+
 def _api_in_config() -> bool:
     """Whether a Prefect settings file may configure an API (read as text, no Prefect import):
     then only Prefect's settings can tell, later, and no local server is started early."""
@@ -289,10 +331,29 @@ def _api_in_config() -> bool:
 def start_prefect(module: str) -> None:
     """First thing in a command that runs a flow: start the local server in the background
     (:func:`start_in_background`), then, while it starts, import the library the flow module
-    ``module`` composes (:func:`~verse_etl.flows.timing.import_library`) and Prefect (timed)."""
+    ``module`` composes (:func:`~verse_etl.flows.timing.import_library`) and Prefect (timed),
+    with the local server's URL in its settings from the start (:func:`_preset_local_api`)."""
     start_in_background()
     import_library(module)
+    _preset_local_api()
     import_prefect()
+
+
+def _preset_local_api() -> None:
+    """Before Prefect is imported: put the URL of the local server (up or starting) and its
+    client settings in the environment, marked as the local server's (:data:`LOCAL_API`).
+
+    Prefect reads the environment once, when it is imported: with the URL there, the settings
+    it makes hold it, and :func:`prefect_api` need not make another validated settings object
+    (50 ms on the critical path of every command). Nothing is set when an API is configured,
+    when Prefect was imported already (a command run in-process), or when no keeper runs: then
+    :func:`prefect_api` sets the settings as before. If the server found here is gone by then,
+    :func:`prefect_api` starts another, and Prefect's settings follow it."""
+    if "prefect.settings" in sys.modules or _env_api() or _api_in_config():
+        return
+    url = announced_url(local_home())
+    if url is not None:
+        os.environ.update({"PREFECT_API_URL": url, LOCAL_API: url, **_LOCAL_CLIENT_ENV})
 
 
 def start_in_background(home: Path | None = None, idle: float | None = None) -> bool:
@@ -304,7 +365,7 @@ def start_in_background(home: Path | None = None, idle: float | None = None) -> 
     server starts while they import the build's modules. A profile's API (which only Prefect's
     settings can tell) is not looked at here: a keeper started in vain stops when idle.
     """
-    if os.environ.get("PREFECT_API_URL") or _api_in_config():
+    if _env_api() or _api_in_config():
         return False
     if "prefect.settings" in sys.modules and configured_api():
         return False  # Prefect already imported (a command run in-process): it can tell, cheaply
@@ -380,11 +441,7 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
         stack.enter_context(
             _exported(
                 server.url,
-                # The local server is this environment's own Prefect: the version check each
-                # client process makes (a request, and a TLS context built for it: 0.1-0.2 s of
-                # a background thread at the start of every flow run here) cannot find a
-                # mismatch.
-                {"PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false"},
+                {LOCAL_API: server.url, **_LOCAL_CLIENT_ENV},
                 # No flow-run heartbeats: they serve automations, which the local server does
                 # not run, and stopping their thread costs up to a second at the end of every
                 # flow run. (None has no environment spelling: settings only.)
@@ -437,9 +494,13 @@ def _prefect_settings(updates: Mapping[Any, object]) -> Iterator[None]:
     process-wide settings (Prefect reads the environment once, at import; threads that do not
     inherit the flow's context, such as the Dask client's that resolves the futures of
     `--runner dask`, read the process-wide ones: without an API URL there they started a
-    temporary server of their own). One settings object is made (~30 ms), none if nothing
-    changes; the process-wide settings are restored after, not rebuilt, as Prefect's own test
-    harness restores them."""
+    temporary server of their own). The process-wide settings are restored after, not
+    rebuilt, as Prefect's own test harness restores them.
+
+    Nothing is made if nothing changes. A new API URL makes one validated settings object
+    (~50 ms): Prefect's validators derive the UI's URLs from it. Other settings (the version
+    check, the heartbeats), from which nothing is derived, are set on copies of the models on
+    their paths (~0.1 ms): the case of a command that gave Prefect the URL at its import."""
     import prefect.context
 
     current = prefect.context.get_settings_context()
@@ -451,9 +512,13 @@ def _prefect_settings(updates: Mapping[Any, object]) -> Iterator[None]:
     ):
         yield
         return
-    context = prefect.context.SettingsContext(
-        profile=current.profile, settings=current.settings.copy_with_update(updates=updates)
-    )
+    if "api.url" in updates and _setting(current.settings, "api.url") != updates["api.url"]:
+        settings = current.settings.copy_with_update(updates=updates)
+    else:
+        settings = current.settings
+        for name, value in updates.items():
+            settings = _with_setting(settings, name.split("."), value)
+    context = prefect.context.SettingsContext(profile=current.profile, settings=settings)
     prefect.context.GLOBAL_SETTINGS_CONTEXT = context
     try:
         with context:
@@ -466,6 +531,14 @@ def _setting(settings: object, name: str) -> object:
     for part in name.split("."):
         settings = getattr(settings, part)
     return settings
+
+
+def _with_setting(model: Any, path: list[str], value: object) -> Any:
+    """A copy of the settings ``model`` with the setting at ``path`` set to ``value`` (the models
+    on the path copied, the others shared; not validated)."""
+    head, *rest = path
+    inner = _with_setting(getattr(model, head), rest, value) if rest else value
+    return model.model_copy(update={head: inner})
 
 
 def serve_api() -> str:
@@ -627,11 +700,11 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def keep(home: Path, idle: float) -> int:
-    """Run a local server for ``home`` until no process has leased it for ``idle`` seconds."""
+def keep(home: Path, idle: float, port: int) -> int:
+    """Run a local server for ``home`` on ``port`` until no process has leased it for ``idle``
+    seconds."""
     started = time.monotonic()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    url = _url(port)
     prefect = str(Path(sys.executable).parent / "prefect")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
@@ -723,16 +796,16 @@ def stop(home: Path, patience: float = 60.0) -> bool:
 
 
 def _forget_starting(home: Path) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        if int((home / STARTING_FILE).read_text()) == os.getpid():
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        if int(json.loads((home / STARTING_FILE).read_text())["keeper_pid"]) == os.getpid():
             (home / STARTING_FILE).unlink()
 
 
 def main(argv: list[str]) -> int:
-    """``keep HOME IDLE_SECONDS`` (the keeper), ``prepare`` (make setup), ``start`` (make run:
+    """``keep HOME IDLE_SECONDS PORT`` (the keeper), ``prepare`` (make setup), ``start`` (make run:
     start the local server in the background unless an API is configured)."""
-    if argv[:1] == ["keep"] and len(argv) == 3:
-        return keep(Path(argv[1]), float(argv[2]))
+    if argv[:1] == ["keep"] and len(argv) == 4:
+        return keep(Path(argv[1]), float(argv[2]), int(argv[3]))
     if argv == ["prepare"]:
         print(f"Prefect: migrated empty database in {prepare()}")
         return 0
@@ -746,7 +819,7 @@ def main(argv: list[str]) -> int:
         stop(local_home())
         return 0
     print(
-        "usage: python -m verse_etl.flows.server keep HOME IDLE | prepare | start | stop",
+        "usage: python -m verse_etl.flows.server keep HOME IDLE PORT | prepare | start | stop",
         file=sys.stderr,
     )
     return 2

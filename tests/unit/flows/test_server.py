@@ -166,3 +166,95 @@ def test_the_settings_of_a_local_server_are_made_once_and_restored(
         get_current_settings().flows.heartbeat_frequency
         == before.settings.flows.heartbeat_frequency
     )
+
+
+def test_settings_that_derive_nothing_are_set_without_a_validated_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A command that gave Prefect the local server's URL at its import: only the version check
+    # and the heartbeats are left to set, on copies of their models (a validated settings
+    # object is ~50 ms of the critical path); the UI's URLs derived from the API URL hold.
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL, Settings, get_current_settings, temporary_settings
+
+    url = "http://127.0.0.1:9/api"
+    local = {"client.server_version_check_enabled": False, "flows.heartbeat_frequency": None}
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        before = get_current_settings()
+
+        def validated(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a validated settings object was made")
+
+        monkeypatch.setattr(Settings, "copy_with_update", validated)
+        with server._exported(url, settings=local):
+            now = get_current_settings()
+            assert now is prefect.context.GLOBAL_SETTINGS_CONTEXT.settings
+            assert (now.api.url, now.ui_url, now.server.ui.api_url) == (
+                url,
+                before.ui_url,
+                before.server.ui.api_url,
+            )
+            assert not now.client.server_version_check_enabled
+            assert now.flows.heartbeat_frequency is None
+            assert now.flows.default_retries == before.flows.default_retries
+        assert get_current_settings() is before
+        assert before.flows.heartbeat_frequency is not None  # the copies left it alone
+
+
+_PRESET_PROBE = """
+import json, os, sys
+from verse_etl.flows import server
+server._preset_local_api()
+from prefect.settings import get_current_settings
+seen = {"url": get_current_settings().api.url, "configured": server.configured_api()}
+with server._exported(sys.argv[1], {server.LOCAL_API: sys.argv[1]}, {"flows.heartbeat_frequency": None}):
+    s = get_current_settings()
+    seen["inside"] = [s.api.url, s.ui_url, s.flows.heartbeat_frequency]
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("user_api", [None, "http://team.invalid:4200/api"])
+def test_prefect_is_given_the_local_servers_url_at_its_import(
+    user_api: str | None, tmp_path: Path
+) -> None:
+    # A keeper announced as starting (a live pid; its server at a URL): a command imports Prefect
+    # with that URL, marked as the local server's (not an API the user configured). When the
+    # server came up elsewhere after all, Prefect's settings follow it, UI URL included. An API
+    # the user set is never replaced.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    announced, moved = "http://127.0.0.1:9/api", "http://127.0.0.1:10/api"
+    keeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (home / server.STARTING_FILE).write_text(
+            json.dumps({"keeper_pid": keeper.pid, "url": announced})
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env.pop(server.LOCAL_API, None)
+        env |= {"PREFECT_HOME": str(home), "PYTHONPATH": str(Path(server.__file__).parents[1])}
+        if user_api:
+            env["PREFECT_API_URL"] = user_api
+        probe = subprocess.run(
+            [sys.executable, "-c", _PRESET_PROBE, moved],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        keeper.kill()
+        keeper.wait()
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout.splitlines()[-1])
+    if user_api:
+        assert (seen["url"], seen["configured"]) == (user_api, user_api)
+    else:
+        assert (seen["url"], seen["configured"]) == (announced, None)
+    assert seen["inside"] == [moved, moved.removesuffix("/api"), None]
