@@ -438,14 +438,19 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
     # until the end.
     with COST.part("server"), contextlib.ExitStack() as stack:
         server = stack.enter_context(local_server(home, idle))
+        ca = _plain_http_ca(home)
         stack.enter_context(
             _exported(
                 server.url,
-                {LOCAL_API: server.url, **_LOCAL_CLIENT_ENV},
+                {LOCAL_API: server.url, "PREFECT_API_SSL_CERT_FILE": str(ca), **_LOCAL_CLIENT_ENV},
                 # No flow-run heartbeats: they serve automations, which the local server does
                 # not run, and stopping their thread costs up to a second at the end of every
                 # flow run. (None has no environment spelling: settings only.)
-                {"client.server_version_check_enabled": False, "flows.heartbeat_frequency": None},
+                {
+                    "client.server_version_check_enabled": False,
+                    "flows.heartbeat_frequency": None,
+                    "api.ssl_cert_file": str(ca),
+                },
             )
         )
         held = stack.pop_all()
@@ -457,6 +462,40 @@ def prefect_api(idle: float | None = None) -> Iterator[str]:
             flush=True,
         )
         yield server.url
+
+
+# The local server speaks plain HTTP on loopback: its clients never verify a certificate. Prefect
+# still builds a TLS context for every API client it makes, from certifi's bundle of ~140
+# certificates by default: 30-40 ms each here (the flow run's client, its log and event
+# workers', and on Dask workers one per task run). Its clients get this bundle instead: one
+# self-signed certificate whose private key was discarded when it was made, so it trusts no
+# server (0.3-0.5 ms to load).
+_PLAIN_HTTP_CA = """\
+-----BEGIN CERTIFICATE-----
+MIIBpzCCAU6gAwIBAgIUW7NEke1R4Cdh6fUqUpfIuBCauzIwCgYIKoZIzj0EAwIw
+RzFFMEMGA1UEAww8dmVyc2UtZXRsIGxvY2FsIFByZWZlY3Qgc2VydmVyOiBwbGFp
+biBIVFRQLCB0cnVzdHMgbm8gc2VydmVyMCAXDTI2MTIwNzAwMDAwMFoYDzIwNTYx
+MTI5MDAwMDAwWjBHMUUwQwYDVQQDDDx2ZXJzZS1ldGwgbG9jYWwgUHJlZmVjdCBz
+ZXJ2ZXI6IHBsYWluIEhUVFAsIHRydXN0cyBubyBzZXJ2ZXIwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAAT4SuJ8ayxcO0z4H2cK5r8WyAhWSXFp2ENchMPu841aH2AK
+TYOBhST6n52NuBqv8cwyWZDrzzzEpAxuRv1L5e7HoxYwFDASBgNVHRMBAf8ECDAG
+AQH/AgEAMAoGCCqGSM49BAMCA0cAMEQCIGhNSMuPbNOJVfdzp598Q6sFySPgAM92
+IEhq4Qsn3iCVAiAY/ddajcYqpH26xq0m8lxrtYm1UjFj/Ce3MZAoy97yMg==
+-----END CERTIFICATE-----
+"""
+PLAIN_HTTP_CA_FILE = "verse-etl-plain-http-ca.pem"
+
+
+def _plain_http_ca(home: Path) -> Path:
+    """The CA bundle of the local server's clients (see :data:`_PLAIN_HTTP_CA`), in ``home``."""
+    path = home / PLAIN_HTTP_CA_FILE
+    with contextlib.suppress(OSError):
+        if path.read_text() == _PLAIN_HTTP_CA:
+            return path
+    tmp = home / f".{PLAIN_HTTP_CA_FILE}.{os.getpid()}"
+    tmp.write_text(_PLAIN_HTTP_CA)
+    os.replace(tmp, path)
+    return path
 
 
 @contextlib.contextmanager

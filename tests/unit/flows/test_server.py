@@ -258,3 +258,22 @@ def test_prefect_is_given_the_local_servers_url_at_its_import(
     else:
         assert (seen["url"], seen["configured"]) == (announced, None)
     assert seen["inside"] == [moved, moved.removesuffix("/api"), None]
+
+
+def test_the_local_servers_clients_trust_one_certificate_of_their_own(tmp_path: Path) -> None:
+    # The local server is plain HTTP: its clients' TLS context, never used, is built from one
+    # certificate (not certifi's bundle), which signs no server: a TLS connection made with it
+    # by mistake fails to verify instead of trusting anyone.
+    import ssl
+
+    home = tmp_path / "home"
+    home.mkdir()
+    ca = server._plain_http_ca(home)
+    assert ca.parent == home
+    context = ssl.create_default_context(cafile=str(ca))
+    assert context.cert_store_stats()["x509_ca"] == 1
+    (certificate,) = context.get_ca_certs()
+    assert "trusts no server" in str(certificate["subject"])
+    ca.write_text("tampered")
+    assert server._plain_http_ca(home).read_text() == server._PLAIN_HTTP_CA  # written again
+    assert [p.name for p in home.iterdir()] == [server.PLAIN_HTTP_CA_FILE]
