@@ -538,8 +538,9 @@ def _prefect_settings(updates: Mapping[Any, object]) -> Iterator[None]:
 
     Nothing is made if nothing changes. A new API URL makes one validated settings object
     (~50 ms): Prefect's validators derive the UI's URLs from it. Other settings (the version
-    check, the heartbeats), from which nothing is derived, are set on copies of the models on
-    their paths (~0.1 ms): the case of a command that gave Prefect the URL at its import."""
+    check, the heartbeats, the CA bundle), from which nothing is derived, are set on copies of
+    the models on their paths (~0.1 ms): the case of a command that gave Prefect the URL at its
+    import."""
     import prefect.context
 
     current = prefect.context.get_settings_context()
