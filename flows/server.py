@@ -256,11 +256,15 @@ def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}/api"
 
 
-def _starting(home: Path) -> tuple[int, str] | None:
-    """The pid of a live keeper whose server is still starting, and that server's URL, if any."""
+def _starting(home: Path) -> tuple[int, str | None] | None:
+    """The pid of a live keeper whose server is still starting, and that server's URL (None
+    from a keeper of an earlier verse-etl, whose file holds its pid alone), if any."""
     try:
         starting = json.loads((home / STARTING_FILE).read_text())
-        pid, url = int(starting["keeper_pid"]), str(starting["url"])
+        if isinstance(starting, int):
+            pid, url = starting, None
+        else:
+            pid, url = int(starting["keeper_pid"]), str(starting["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return (pid, url) if _alive(pid) else None
@@ -837,7 +841,7 @@ def stop(home: Path, patience: float = 60.0) -> bool:
 
 def _forget_starting(home: Path) -> None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        if int(json.loads((home / STARTING_FILE).read_text())["keeper_pid"]) == os.getpid():
+        if json.loads((home / STARTING_FILE).read_text())["keeper_pid"] == os.getpid():
             (home / STARTING_FILE).unlink()
 
 

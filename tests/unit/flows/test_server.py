@@ -277,3 +277,17 @@ def test_the_local_servers_clients_trust_one_certificate_of_their_own(tmp_path: 
     ca.write_text("tampered")
     assert server._plain_http_ca(home).read_text() == server._PLAIN_HTTP_CA  # written again
     assert [p.name for p in home.iterdir()] == [server.PLAIN_HTTP_CA_FILE]
+
+
+def test_a_keeper_of_an_earlier_version_is_still_found_while_it_starts(tmp_path: Path) -> None:
+    # Its file holds its pid alone: it is found (no second server is started on the same
+    # database), and no URL is given to Prefect early.
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / server.STARTING_FILE).write_text(str(os.getpid()))
+    assert server._starting_keeper(home) == os.getpid()
+    assert server.announced_url(home) is None
+    (home / server.STARTING_FILE).write_text('{"keeper_pid": 2147483646, "url": "http://x/api"}')
+    assert server._starting_keeper(home) is None  # its keeper is gone
