@@ -116,8 +116,13 @@ def configured_api() -> str | None:
     local server's URL that :func:`start_prefect` put in the environment."""
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().api.url or None
-    return None if url is not None and url == os.environ.get(LOCAL_API) else url
+    return _set_by_user(get_current_settings().api.url or None)
+
+
+def _set_by_user(url: str | None) -> str | None:
+    """``url``, unless it is the local server's URL that :func:`start_prefect` put in the
+    environment (marked by :data:`LOCAL_API`)."""
+    return None if url == os.environ.get(LOCAL_API) else url
 
 
 def _healthy(url: str, timeout: float = 5.0) -> bool:
@@ -193,16 +198,23 @@ def _locked(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _recorded(home: Path) -> LocalServer | None:
+    """The local server the state file of ``home`` names (its keeper alive or not), if any."""
+    try:
+        state = json.loads((home / STATE_FILE).read_text())
+        return LocalServer(state["url"], int(state["keeper_pid"]), int(state["server_pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_state(home: Path, patience: float = 60.0) -> LocalServer | None:
     """The local server of ``home`` if its keeper is alive and it answers, else None.
 
     A live keeper's server gets ``patience`` seconds to answer: on a loaded machine a health
     check can be slow, and giving up early would start a second server on the same database.
     """
-    try:
-        state = json.loads((home / STATE_FILE).read_text())
-        server = LocalServer(state["url"], int(state["keeper_pid"]), int(state["server_pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    server = _recorded(home)
+    if server is None:
         return None
     deadline = time.monotonic() + patience
     while _alive(server.keeper_pid) and (home / STATE_FILE).exists():
@@ -279,20 +291,17 @@ def _starting_keeper(home: Path) -> int | None:
 def announced_url(home: Path) -> str | None:
     """The URL of the local server of ``home`` whose keeper lives, up or still starting, read
     from the keeper's files (no request: whether it answers is for :func:`local_server`)."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        state = json.loads((home / STATE_FILE).read_text())
-        if _alive(int(state["keeper_pid"])):
-            return str(state["url"])
+    server = _recorded(home)
+    if server is not None and _alive(server.keeper_pid):
+        return server.url
     starting = _starting(home)
     return starting[1] if starting else None
 
 
 def _running_keeper(home: Path) -> bool:
     """Whether the keeper named by the state file of ``home`` is alive."""
-    try:
-        return _alive(int(json.loads((home / STATE_FILE).read_text())["keeper_pid"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    server = _recorded(home)
+    return server is not None and _alive(server.keeper_pid)
 
 
 def _wait_for(home: Path, keeper_pid: int) -> LocalServer:
@@ -315,8 +324,7 @@ def _wait_for(home: Path, keeper_pid: int) -> LocalServer:
 
 def _env_api() -> str | None:
     """``PREFECT_API_URL`` as the user set it (not the local server's, :data:`LOCAL_API`)."""
-    url = os.environ.get("PREFECT_API_URL")
-    return None if url == os.environ.get(LOCAL_API) else url
+    return _set_by_user(os.environ.get("PREFECT_API_URL"))
 
 
 def _api_in_config() -> bool:
@@ -810,8 +818,9 @@ def keep(home: Path, idle: float, port: int) -> int:
         return 0
     finally:
         _forget_starting(home)
-        with _locked(home), contextlib.suppress(OSError, ValueError):
-            if json.loads((home / STATE_FILE).read_text())["keeper_pid"] == os.getpid():
+        with _locked(home), contextlib.suppress(OSError):
+            recorded = _recorded(home)
+            if recorded is not None and recorded.keeper_pid == os.getpid():
                 (home / STATE_FILE).unlink()
         cpu = _cpu_seconds(server.pid)
         if server.poll() is None:
@@ -826,9 +835,8 @@ def keep(home: Path, idle: float, port: int) -> int:
 
 def stop(home: Path, patience: float = 60.0) -> bool:
     """Stop the local server of ``home`` now (``make clean``); returns whether one ran."""
-    pids = [_starting_keeper(home)]
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        pids.append(int(json.loads((home / STATE_FILE).read_text())["keeper_pid"]))
+    recorded = _recorded(home)
+    pids = [_starting_keeper(home), recorded.keeper_pid if recorded else None]
     keepers = [pid for pid in pids if pid is not None and _alive(pid)]
     for pid in keepers:
         with contextlib.suppress(ProcessLookupError):
